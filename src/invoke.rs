@@ -1,0 +1,345 @@
+//! The Invoker: sends the built, signed request to the organisation's target.
+//!
+//! [`HttpInvoker`] is the real one (reqwest, retries per SPEC §8);
+//! [`RecordingInvoker`] records requests and answers with an assumed response
+//! (dry-run, render, tests). The pipeline only sees the [`Invoker`] trait.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::mapping::{RequestSpec, ResponseContext};
+use crate::retry::{parse_retry_after, with_retries, Attempt, Backoff};
+use crate::settings::RetryPolicy;
+use crate::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::tls::{build_client, ClientError, ClientOptions};
+
+/// A request ready to go on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingRequest {
+    /// Upper-case method.
+    pub method: String,
+    /// URL including the mapped query.
+    pub url: String,
+    /// Headers in order; signature headers last.
+    pub headers: Vec<(String, String)>,
+    /// The exact bytes that were signed.
+    pub body: String,
+}
+
+impl OutgoingRequest {
+    /// Build from a mapped request: add the query, the content type and the
+    /// signature headers (which override mapped headers of the same name).
+    pub fn build(spec: &RequestSpec, secret: &str, timestamp: u64) -> Result<OutgoingRequest, String> {
+        let mut url = url::Url::parse(&spec.url).map_err(|e| format!("invalid URL '{}': {e}", spec.url))?;
+        let query = query_pairs(&spec.query);
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in &query {
+                pairs.append_pair(k, v);
+            }
+        }
+        let mut headers = header_pairs(&spec.headers);
+        headers.retain(|(k, _)| !k.eq_ignore_ascii_case(SIGNATURE_HEADER) && !k.eq_ignore_ascii_case(TIMESTAMP_HEADER));
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            headers.push(("Content-Type".into(), "application/json".into()));
+        }
+        let signed = signature::sign_outgoing(secret, timestamp, &spec.body);
+        headers.push((TIMESTAMP_HEADER.into(), signed.timestamp));
+        headers.push((SIGNATURE_HEADER.into(), signed.signature));
+        Ok(OutgoingRequest {
+            method: spec.method.clone(),
+            url: url.to_string(),
+            headers,
+            body: signed.body,
+        })
+    }
+}
+
+/// Header values as the Python agent's `requests` would send them: strings
+/// as they are, other scalars as JSON text, nulls dropped.
+fn header_pairs(headers: &Value) -> Vec<(String, String)> {
+    let Some(map) = headers.as_object() else {
+        return Vec::new();
+    };
+    map.iter()
+        .filter_map(|(k, v)| match v {
+            Value::Null => None,
+            Value::String(s) => Some((k.clone(), s.clone())),
+            other => Some((k.clone(), other.to_string())),
+        })
+        .collect()
+}
+
+fn query_scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        // `requests` formats Python booleans with str(): True / False.
+        Value::Bool(true) => Some("True".into()),
+        Value::Bool(false) => Some("False".into()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Query parameters as `requests` encodes `params=`: lists repeat the key,
+/// nulls are dropped.
+fn query_pairs(query: &Value) -> Vec<(String, String)> {
+    let Some(map) = query.as_object() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in map {
+        match v {
+            Value::Array(items) => out.extend(items.iter().filter_map(query_scalar).map(|s| (k.clone(), s))),
+            other => out.extend(query_scalar(other).map(|s| (k.clone(), s))),
+        }
+    }
+    out
+}
+
+/// The target's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetResponse {
+    /// Status, headers and text.
+    pub response: ResponseContext,
+    /// Attempts made (1 = no retry).
+    pub attempts: u32,
+}
+
+/// The request could not be delivered (after retries).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvokeError {
+    /// What went wrong (connection refused, timeout, TLS, …).
+    pub message: String,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// Sends requests to targets.
+pub trait Invoker: Send + Sync {
+    /// Send one request (with retries where the implementation retries).
+    fn send(&self, request: &OutgoingRequest) -> impl Future<Output = Result<TargetResponse, InvokeError>> + Send;
+}
+
+/// The real invoker.
+#[derive(Clone)]
+pub struct HttpInvoker {
+    client: reqwest::Client,
+    policy: RetryPolicy,
+    retries: Arc<AtomicU64>,
+}
+
+impl HttpInvoker {
+    /// Build with the target settings.
+    pub fn new(opts: &ClientOptions, policy: RetryPolicy) -> Result<Self, ClientError> {
+        Ok(HttpInvoker {
+            client: build_client(opts)?,
+            policy,
+            retries: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Retries made so far (all requests).
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    async fn attempt(&self, request: &OutgoingRequest) -> Result<ResponseContext, Attempt<ResponseContext, InvokeError>> {
+        let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
+            Attempt::Final(InvokeError { message: format!("invalid HTTP method '{}'", request.method), attempts: 1 })
+        })?;
+        let mut builder = self.client.request(method, &request.url);
+        for (k, v) in &request.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let sent = builder.body(request.body.clone()).send().await;
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err(e) => {
+                let error = InvokeError { message: describe_error(&e), attempts: 1 };
+                // Retry only when the request cannot have reached the target.
+                return Err(if e.is_connect() {
+                    Attempt::Retryable { last: Err(error), retry_after: None }
+                } else {
+                    Attempt::Final(error)
+                });
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let text = match resp.bytes().await {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) => {
+                return Err(Attempt::Final(InvokeError {
+                    message: format!("reading the response failed: {}", describe_error(&e)),
+                    attempts: 1,
+                }))
+            }
+        };
+        let response = ResponseContext { status, headers, text };
+        if self.policy.retry_statuses.contains(&status) {
+            Err(Attempt::Retryable { last: Ok(response), retry_after })
+        } else {
+            Ok(response)
+        }
+    }
+}
+
+/// A short, specific description of a reqwest error, with its causes.
+pub fn describe_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_request() {
+        "request failed"
+    } else if e.is_body() || e.is_decode() {
+        "body error"
+    } else {
+        "error"
+    };
+    let mut chain = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    chain.dedup();
+    let url = e.url().map(|u| format!(" ({})", strip_credentials(u))).unwrap_or_default();
+    if chain.is_empty() {
+        format!("{kind}{url}")
+    } else {
+        format!("{kind}{url}: {}", chain.join(": "))
+    }
+}
+
+fn strip_credentials(u: &url::Url) -> String {
+    let mut u = u.clone();
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.set_query(None);
+    u.to_string()
+}
+
+impl Invoker for HttpInvoker {
+    async fn send(&self, request: &OutgoingRequest) -> Result<TargetResponse, InvokeError> {
+        let policy = Backoff {
+            max_attempts: self.policy.max_attempts,
+            max_elapsed: self.policy.max_elapsed,
+            initial: self.policy.initial_backoff,
+            max: self.policy.max_backoff,
+        };
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let result = with_retries(
+            policy,
+            || {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                self.attempt(request)
+            },
+            |_, delay| {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(delay_ms = delay.as_millis() as u64, "retrying the target request");
+            },
+        )
+        .await;
+        let attempts = attempts.load(Ordering::Relaxed);
+        match result {
+            Ok(response) => Ok(TargetResponse { response, attempts }),
+            Err(e) => Err(InvokeError { attempts, ..e }),
+        }
+    }
+}
+
+/// Records requests and answers each with the same assumed response.
+#[derive(Clone)]
+pub struct RecordingInvoker {
+    /// Every request sent, in order.
+    pub requests: Arc<Mutex<Vec<OutgoingRequest>>>,
+    answer: ResponseContext,
+}
+
+impl RecordingInvoker {
+    /// Answer every request with `status` and `body`.
+    pub fn new(status: u16, body: impl Into<String>) -> Self {
+        RecordingInvoker {
+            requests: Arc::default(),
+            answer: ResponseContext { status, headers: Vec::new(), text: body.into() },
+        }
+    }
+
+    /// Take the recorded requests.
+    pub fn take(&self) -> Vec<OutgoingRequest> {
+        self.requests.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
+    }
+}
+
+impl Invoker for RecordingInvoker {
+    async fn send(&self, request: &OutgoingRequest) -> Result<TargetResponse, InvokeError> {
+        if let Ok(mut r) = self.requests.lock() {
+            r.push(request.clone());
+        }
+        Ok(TargetResponse { response: self.answer.clone(), attempts: 1 })
+    }
+}
+
+/// Timeout used when none is configured.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(headers: Value, query: Value) -> RequestSpec {
+        RequestSpec {
+            method: "POST".into(),
+            url: "http://t.local/p?x=1".into(),
+            body: json!({"m": "é"}),
+            headers,
+            query,
+        }
+    }
+
+    #[test]
+    fn signature_headers_come_last_and_override_mapped_ones() {
+        let s = spec(json!({"X-Port-Signature": "forged", "x-port-timestamp": "1", "A": "b", "N": 5, "Z": null}), json!({}));
+        let r = OutgoingRequest::build(&s, "secret", 1700000000).unwrap();
+        let names: Vec<_> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["A", "N", "Content-Type", "X-Port-Timestamp", "X-Port-Signature"]);
+        assert_eq!(r.headers[1].1, "5");
+        assert_eq!(r.body, r#"{"m":"\u00e9"}"#);
+        assert_eq!(r.headers[4].1, signature::sign("secret", "1700000000", &r.body));
+    }
+
+    #[test]
+    fn mapped_content_type_is_kept() {
+        let r = OutgoingRequest::build(&spec(json!({"content-type": "text/plain"}), json!({})), "s", 1).unwrap();
+        assert_eq!(r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).count(), 1);
+        assert_eq!(r.headers[0].1, "text/plain");
+    }
+
+    #[test]
+    fn query_is_encoded_like_requests() {
+        let r = OutgoingRequest::build(
+            &spec(json!({}), json!({"a": "x y", "b": [1, "two"], "c": true, "d": null, "e": 2.5})),
+            "s",
+            1,
+        )
+        .unwrap();
+        assert_eq!(r.url, "http://t.local/p?x=1&a=x+y&b=1&b=two&c=True&e=2.5");
+    }
+}

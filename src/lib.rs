@@ -1,0 +1,25 @@
+//! port-agent: Port's execution agent, in Rust.
+//!
+//! The agent reads invocation events (action runs, workflow node runs,
+//! change-log events), builds an HTTP request for each with a jq mapping,
+//! signs and sends it to the organisation's internal service, and reports the
+//! run's result back to Port. See `SPEC.md` for the behaviour contract and
+//! `DESIGN.md` for the shape:
+//!
+//! ```text
+//!  Source ──Delivery──▶ pipeline::process ──▶ Outcome ──▶ Source::ack
+//!                          │        └──▶ Reporter (Port API | recorder)
+//!                          └──▶ Invoker (HTTP target | recorder)
+//! ```
+
+pub mod decrypt;
+pub mod invoke;
+pub mod json_canon;
+pub mod mapping;
+pub mod message;
+pub mod pipeline;
+pub mod port;
+pub mod retry;
+pub mod settings;
+pub mod signature;
+pub mod tls;

@@ -1,0 +1,456 @@
+//! `process(delivery) -> Outcome`: the whole business logic for one message,
+//! in the order of SPEC §3–7: parse → decide (for the agent? signed?) →
+//! select mapping → decrypt → build request → invoke → report.
+//!
+//! No Kafka types appear here; sources hand in a [`Delivery`] and act on the
+//! [`Outcome`]. The invoker and reporter are traits, so dry-run and tests run
+//! exactly this code with recording edges.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tracing::{info, warn, Instrument};
+
+use crate::decrypt::decrypt_fields;
+use crate::invoke::{Invoker, OutgoingRequest};
+use crate::mapping::{
+    apply_report_mapping, build_request, default_report, jq, Budget, Defaults, EvalCtx, JqEnv, MappingSet,
+    ResponseContext, Warning,
+};
+use crate::message::{Invocation, Kind, TopicKind};
+use crate::port::{PortCall, Reporter};
+use crate::settings::{Secret, Settings};
+use crate::signature::{self, SignatureError};
+
+/// One message and where it came from.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Topic name.
+    pub topic: String,
+    /// Partition (-1 when not from Kafka).
+    pub partition: i32,
+    /// Offset (or line number for recorded files).
+    pub offset: i64,
+    /// Kafka key.
+    pub key: Option<Vec<u8>>,
+    /// The message bytes.
+    pub payload: Vec<u8>,
+}
+
+/// Why a message was not delivered to a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// Not JSON, or not an object.
+    Unparsable(String),
+    /// `invocationMethod.agent` is not true.
+    NotForAgent,
+    /// No signature headers.
+    MissingSignature,
+    /// Signature does not match.
+    BadSignature,
+    /// No mapping's `enabled` matched.
+    NoMapping,
+    /// Neither a run id nor a URL.
+    NoInvocation,
+}
+
+impl Skip {
+    /// Stable short name (metrics, dry-run JSON).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Skip::Unparsable(_) => "unparsable",
+            Skip::NotForAgent => "not_for_agent",
+            Skip::MissingSignature => "missing_signature",
+            Skip::BadSignature => "bad_signature",
+            Skip::NoMapping => "no_mapping",
+            Skip::NoInvocation => "no_invocation",
+        }
+    }
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skip::Unparsable(e) => write!(f, "unparsable message: {e}"),
+            Skip::NotForAgent => f.write_str("not for agent"),
+            Skip::MissingSignature => f.write_str("missing signature headers"),
+            Skip::BadSignature => f.write_str("signature does not match"),
+            Skip::NoMapping => f.write_str("no suitable mapping"),
+            Skip::NoInvocation => f.write_str("neither a run id nor a URL"),
+        }
+    }
+}
+
+/// What happened to a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Result_ {
+    /// The target answered with this status (2xx or not); reports were made.
+    Delivered(u16),
+    /// The request could not be built or sent; FAILURE was reported.
+    RequestFailed(String),
+    /// Not sent, for this reason.
+    Skipped(Skip),
+}
+
+/// The outcome of processing one message: drives offsets, metrics and the
+/// dry-run summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// What happened.
+    pub result: Result_,
+    /// The run id, when there is one.
+    pub run_id: Option<String>,
+    /// The kind of invocation, when known.
+    pub kind: Option<Kind>,
+    /// The selected mapping.
+    pub mapping: Option<usize>,
+    /// Port calls that failed after retries.
+    pub port_errors: Vec<String>,
+    /// Mapping runtime warnings.
+    pub warnings: Vec<String>,
+}
+
+impl Outcome {
+    fn skipped(skip: Skip) -> Outcome {
+        Outcome {
+            result: Result_::Skipped(skip),
+            run_id: None,
+            kind: None,
+            mapping: None,
+            port_errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Stable short name of the outcome (metrics, dry-run).
+    pub fn name(&self) -> &'static str {
+        match &self.result {
+            Result_::Delivered(s) if (200..300).contains(s) => "delivered",
+            Result_::Delivered(_) => "target_error",
+            Result_::RequestFailed(_) => "request_failed",
+            Result_::Skipped(s) => s.name(),
+        }
+    }
+
+    /// Could not be processed and no outcome reached Port: a DLQ candidate.
+    pub fn needs_dead_letter(&self) -> bool {
+        matches!(self.result, Result_::Skipped(Skip::Unparsable(_))) || !self.port_errors.is_empty()
+    }
+}
+
+/// Pipeline configuration (the parts of [`Settings`] it needs).
+#[derive(Clone)]
+pub struct Config {
+    /// HMAC/AES key. `None`: signatures are stripped but not verified
+    /// (dry-run without a secret), and outgoing requests are signed with "".
+    pub secret: Option<Secret>,
+    /// Runs topic name.
+    pub runs_topic: String,
+    /// Change-log topic name.
+    pub change_log_topic: String,
+    /// Include response text in logs and summaries.
+    pub detailed_logging: bool,
+    /// Post run logs.
+    pub run_logs: bool,
+    /// Report FAILED for unmatched workflow node runs.
+    pub wf_unmatched_fail: bool,
+    /// jq evaluation limits.
+    pub budget: Budget,
+}
+
+impl Config {
+    /// From settings.
+    pub fn from_settings(s: &Settings) -> Config {
+        Config {
+            secret: (!s.client_secret.is_empty()).then(|| s.client_secret.clone()),
+            runs_topic: s.runs_topic.clone(),
+            change_log_topic: s.change_log_topic.clone(),
+            detailed_logging: s.detailed_logging,
+            run_logs: s.run_logs,
+            wf_unmatched_fail: s.wf_unmatched_fail,
+            budget: Budget { time: s.jq_timeout, ..Budget::default() },
+        }
+    }
+
+    fn topic_kind(&self, topic: &str) -> TopicKind {
+        if topic == self.runs_topic {
+            TopicKind::Runs
+        } else if topic == self.change_log_topic {
+            TopicKind::ChangeLog
+        } else {
+            TopicKind::Other
+        }
+    }
+}
+
+/// The pipeline: shared, immutable state plus the two edges.
+pub struct Pipeline<I, R> {
+    config: Config,
+    mappings: Arc<MappingSet>,
+    env: JqEnv,
+    invoker: I,
+    reporter: R,
+}
+
+/// A run's reporting target; logs keep their order because they are awaited
+/// one after another.
+struct RunReporter<'a, R> {
+    reporter: &'a R,
+    kind: &'a Kind,
+    logs: bool,
+    errors: Vec<String>,
+}
+
+impl<R: Reporter> RunReporter<'_, R> {
+    async fn call(&mut self, call: PortCall) {
+        if let Err(e) = self.reporter.send(call).await {
+            warn!(error = %e, "Port API call failed");
+            self.errors.push(e.to_string());
+        }
+    }
+
+    async fn log(&mut self, message: impl Into<String>) {
+        if !self.logs {
+            return;
+        }
+        let message = message.into();
+        let call = match self.kind {
+            Kind::ActionRun(id) => PortCall::RunLog { run_id: id.clone(), message },
+            Kind::NodeRun(id) => PortCall::NodeRunLog { run_id: id.clone(), message },
+            Kind::ChangeLog => return,
+        };
+        self.call(call).await;
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The response as Port stores it: JSON when it parses, else the text.
+fn response_value(r: &ResponseContext) -> Value {
+    r.json().unwrap_or_else(|| Value::String(r.text.clone()))
+}
+
+impl<I: Invoker, R: Reporter> Pipeline<I, R> {
+    /// Assemble a pipeline.
+    pub fn new(config: Config, mappings: Arc<MappingSet>, env: JqEnv, invoker: I, reporter: R) -> Self {
+        Pipeline { config, mappings, env, invoker, reporter }
+    }
+
+    /// The invoker (dry-run reads its recordings).
+    pub fn invoker(&self) -> &I {
+        &self.invoker
+    }
+
+    /// The reporter (dry-run reads its recordings).
+    pub fn reporter(&self) -> &R {
+        &self.reporter
+    }
+
+    /// Process one message to its final outcome. Never panics on input.
+    pub async fn process(&self, delivery: &Delivery) -> Outcome {
+        let span = tracing::info_span!(
+            "message",
+            topic = %delivery.topic,
+            partition = delivery.partition,
+            offset = delivery.offset,
+            run_id = tracing::field::Empty,
+        );
+        self.process_inner(delivery, &span).instrument(span.clone()).await
+    }
+
+    async fn process_inner(&self, delivery: &Delivery, span: &tracing::Span) -> Outcome {
+        let topic = self.config.topic_kind(&delivery.topic);
+        let mut inv = match Invocation::parse(&delivery.payload, topic) {
+            Ok(inv) => inv,
+            Err(e) => {
+                warn!(error = %e, "skipping unparsable message");
+                return Outcome::skipped(Skip::Unparsable(e.to_string()));
+            }
+        };
+        if let Some(id) = inv.run_id() {
+            span.record("run_id", id);
+        }
+        if !inv.for_agent() {
+            info!("skipping message: not for agent");
+            return Outcome::skipped(Skip::NotForAgent);
+        }
+        if inv.is_signed() {
+            let gitlab = inv.method_type() == Some("GITLAB");
+            let checked = match &self.config.secret {
+                Some(secret) => signature::verify_incoming(&mut inv.message, secret.expose(), gitlab),
+                None => signature::strip_signature_headers(&mut inv.message, gitlab)
+                    .map(|_| ())
+                    .ok_or(SignatureError::Missing),
+            };
+            match checked {
+                Ok(()) => {}
+                Err(SignatureError::Missing) => {
+                    warn!("skipping message: no signature headers");
+                    return Outcome::skipped(Skip::MissingSignature);
+                }
+                Err(SignatureError::Mismatch) => {
+                    warn!("skipping message: signature does not match");
+                    return Outcome::skipped(Skip::BadSignature);
+                }
+            }
+        }
+        let Some(kind) = inv.kind() else {
+            warn!("skipping message: neither a run id nor an invocation URL");
+            return Outcome::skipped(Skip::NoInvocation);
+        };
+        let mut outcome = Outcome::skipped(Skip::NoMapping);
+        outcome.run_id = kind.run_id().map(str::to_string);
+        outcome.kind = Some(kind.clone());
+        self.handle(inv, &kind, &mut outcome).await;
+        outcome
+    }
+
+    async fn handle(&self, mut inv: Invocation, kind: &Kind, outcome: &mut Outcome) {
+        let ctx = EvalCtx { env: &self.env, budget: self.config.budget };
+        let mut warnings: Vec<Warning> = Vec::new();
+        let mut run = RunReporter { reporter: &self.reporter, kind, logs: self.config.run_logs, errors: Vec::new() };
+
+        let selection = self.mappings.select(&jq::to_val(&inv.message), &ctx, &mut warnings);
+        let Some(mapping) = selection.index.and_then(|i| self.mappings.get(i)) else {
+            info!("no suitable mapping for the message");
+            if let Kind::NodeRun(id) = kind {
+                if self.config.wf_unmatched_fail {
+                    run.call(PortCall::NodeRunPatch {
+                        run_id: id.clone(),
+                        body: json!({"status": "COMPLETED", "result": "FAILED"}),
+                    })
+                    .await;
+                }
+            }
+            finish(outcome, warnings, run.errors);
+            return;
+        };
+        outcome.mapping = Some(mapping.index);
+
+        run.log("An action message has been received").await;
+        let decrypted = decrypt_fields(&mut inv.message, &mapping.decrypt_paths, self.secret());
+        for (path, error) in &decrypted.failures {
+            warn!(path = %path, error = %error, "could not decrypt a field; it is left unchanged");
+        }
+        run.log("Preparing the payload for the request").await;
+        let defaults = Defaults {
+            method: inv.method.get("method").and_then(Value::as_str),
+            url: inv.method.get("url").and_then(Value::as_str),
+        };
+        let built = build_request(mapping, &inv.message, &defaults, &ctx, &mut warnings)
+            .map_err(|e| format!("Failed to build the request: {e}"))
+            .and_then(|spec| {
+                OutgoingRequest::build(&spec, self.secret(), now_secs())
+                    .map(|req| (spec, req))
+                    .map_err(|e| format!("Failed to build the request: {e}"))
+            });
+        let (spec, request) = match built {
+            Ok(b) => b,
+            Err(error) => {
+                warn!(error = %error, "request could not be built");
+                self.report_failure(&mut run, kind, &error).await;
+                outcome.result = Result_::RequestFailed(error);
+                finish(outcome, warnings, run.errors);
+                return;
+            }
+        };
+
+        run.log("Sending the request").await;
+        let response = match self.invoker.send(&request).await {
+            Ok(r) => r.response,
+            Err(e) => {
+                let error = format!("Failed to invoke the webhook: {}", e.message);
+                warn!(error = %e.message, attempts = e.attempts, "target request failed");
+                run.log(format!("Action invocation failed: {}", e.message)).await;
+                self.report_failure(&mut run, kind, &error).await;
+                outcome.result = Result_::RequestFailed(error);
+                finish(outcome, warnings, run.errors);
+                return;
+            }
+        };
+        info!(status = response.status, method = %request.method, "target answered");
+        outcome.result = Result_::Delivered(response.status);
+
+        if response.ok() {
+            run.log(format!("Action invocation has completed successfully with status code: {}", response.status))
+                .await;
+        } else if self.config.detailed_logging && !response.text.is_empty() {
+            run.log(format!(
+                "Action invocation failed with status code: {} and response: {}",
+                response.status, response.text
+            ))
+            .await;
+        } else {
+            run.log(format!("Action invocation failed with status code: {}", response.status)).await;
+        }
+
+        let synchronized = inv.synchronized();
+        match kind {
+            Kind::ActionRun(id) => {
+                if synchronized && !response.text.trim().is_empty() {
+                    run.call(PortCall::RunResponse { run_id: id.clone(), response: response_value(&response) })
+                        .await;
+                }
+                let report = default_report(synchronized, &response, self.config.detailed_logging);
+                let report =
+                    apply_report_mapping(mapping, report, &inv.message, &spec, &response, &ctx, &mut warnings);
+                if !report.is_empty() {
+                    run.call(PortCall::RunPatch { run_id: id.clone(), body: report.to_body() }).await;
+                }
+            }
+            Kind::NodeRun(id) => {
+                let body = if !response.ok() {
+                    Some(json!({"status": "COMPLETED", "result": "FAILED"}))
+                } else if synchronized {
+                    let data = if response.text.trim().is_empty() { json!({}) } else { response_value(&response) };
+                    Some(json!({"status": "COMPLETED", "result": "SUCCESS",
+                                "output": {"response": {"status": response.status, "data": data}}}))
+                } else {
+                    None
+                };
+                if let Some(body) = body {
+                    run.call(PortCall::NodeRunPatch { run_id: id.clone(), body }).await;
+                }
+            }
+            Kind::ChangeLog => {}
+        }
+        run.log("Port agent finished processing the action run").await;
+        finish(outcome, warnings, run.errors);
+    }
+
+    fn secret(&self) -> &str {
+        self.config.secret.as_ref().map(Secret::expose).unwrap_or("")
+    }
+
+    async fn report_failure(&self, run: &mut RunReporter<'_, R>, kind: &Kind, summary: &str) {
+        match kind {
+            Kind::ActionRun(id) => {
+                run.call(PortCall::RunPatch {
+                    run_id: id.clone(),
+                    body: json!({"status": "FAILURE", "summary": summary}),
+                })
+                .await;
+            }
+            Kind::NodeRun(id) => {
+                run.call(PortCall::NodeRunPatch {
+                    run_id: id.clone(),
+                    body: json!({"status": "COMPLETED", "result": "FAILED"}),
+                })
+                .await;
+            }
+            Kind::ChangeLog => {}
+        }
+        run.log("Port agent finished processing the action run").await;
+    }
+}
+
+fn finish(outcome: &mut Outcome, warnings: Vec<Warning>, port_errors: Vec<String>) {
+    for w in &warnings {
+        warn!(mapping = w.index, field = %w.field, error = %w.message, "mapping expression failed; using null");
+    }
+    outcome.warnings = warnings.iter().map(ToString::to_string).collect();
+    outcome.port_errors = port_errors;
+}

@@ -1,0 +1,362 @@
+//! Talking to Port's API (SPEC §7): the [`Reporter`] trait the pipeline uses,
+//! the real [`PortClient`] (token cache, retries) and a [`RecordingReporter`]
+//! for dry-run and tests.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::retry::{parse_retry_after, with_retries, Attempt, Backoff};
+use crate::settings::Secret;
+use crate::tls::{build_client, ClientError, ClientOptions};
+
+/// One call the pipeline makes to Port.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PortCall {
+    /// `POST /v1/actions/runs/{id}/logs`.
+    RunLog {
+        /// Run id.
+        run_id: String,
+        /// The log line.
+        message: String,
+    },
+    /// `POST /v1/workflows/nodes/runs/{id}/logs`.
+    NodeRunLog {
+        /// Node run id.
+        run_id: String,
+        /// The log line.
+        message: String,
+    },
+    /// `PATCH /v1/actions/runs/{id}/response`.
+    RunResponse {
+        /// Run id.
+        run_id: String,
+        /// The target's response (JSON or text).
+        response: Value,
+    },
+    /// `PATCH /v1/actions/runs/{id}`.
+    RunPatch {
+        /// Run id.
+        run_id: String,
+        /// Non-null keys of status, link, summary, externalRunId.
+        body: Value,
+    },
+    /// `PATCH /v1/workflows/nodes/runs/{id}`.
+    NodeRunPatch {
+        /// Node run id.
+        run_id: String,
+        /// `{"status":"COMPLETED","result":…}`.
+        body: Value,
+    },
+}
+
+impl PortCall {
+    /// HTTP method.
+    pub fn method(&self) -> &'static str {
+        match self {
+            PortCall::RunLog { .. } | PortCall::NodeRunLog { .. } => "POST",
+            _ => "PATCH",
+        }
+    }
+
+    /// Path under the API base.
+    pub fn path(&self) -> String {
+        match self {
+            PortCall::RunLog { run_id, .. } => format!("/v1/actions/runs/{}/logs", enc(run_id)),
+            PortCall::NodeRunLog { run_id, .. } => format!("/v1/workflows/nodes/runs/{}/logs", enc(run_id)),
+            PortCall::RunResponse { run_id, .. } => format!("/v1/actions/runs/{}/response", enc(run_id)),
+            PortCall::RunPatch { run_id, .. } => format!("/v1/actions/runs/{}", enc(run_id)),
+            PortCall::NodeRunPatch { run_id, .. } => format!("/v1/workflows/nodes/runs/{}", enc(run_id)),
+        }
+    }
+
+    /// JSON body.
+    pub fn body(&self) -> Value {
+        match self {
+            PortCall::RunLog { message, .. } => json!({ "message": message }),
+            PortCall::NodeRunLog { message, .. } => json!({"logs": [{"level": "INFO", "message": message}]}),
+            PortCall::RunResponse { response, .. } => json!({ "response": response }),
+            PortCall::RunPatch { body, .. } | PortCall::NodeRunPatch { body, .. } => body.clone(),
+        }
+    }
+
+    /// A short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PortCall::RunLog { .. } => "run_log",
+            PortCall::NodeRunLog { .. } => "node_run_log",
+            PortCall::RunResponse { .. } => "run_response",
+            PortCall::RunPatch { .. } => "run_patch",
+            PortCall::NodeRunPatch { .. } => "node_run_patch",
+        }
+    }
+}
+
+/// Percent-encode one path segment (run ids are plain, but never trust input).
+fn enc(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+/// A Port API call failed after retries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Port API {call}: {message}")]
+pub struct PortError {
+    /// Which call (`PATCH /v1/actions/runs/r_1`).
+    pub call: String,
+    /// Status or transport error; never a token or secret.
+    pub message: String,
+}
+
+/// Sends the pipeline's calls to Port.
+pub trait Reporter: Send + Sync {
+    /// Make one call (the real client retries transient failures).
+    fn send(&self, call: PortCall) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// Records calls in order (dry-run, render, tests).
+#[derive(Clone, Default)]
+pub struct RecordingReporter {
+    /// Every call, in order.
+    pub calls: Arc<Mutex<Vec<PortCall>>>,
+}
+
+impl RecordingReporter {
+    /// Take the recorded calls.
+    pub fn take(&self) -> Vec<PortCall> {
+        self.calls.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
+    }
+}
+
+impl Reporter for RecordingReporter {
+    async fn send(&self, call: PortCall) -> Result<(), PortError> {
+        if let Ok(mut c) = self.calls.lock() {
+            c.push(call);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Token {
+    value: Arc<str>,
+    refresh_at: Instant,
+}
+
+/// Counters of the client's own activity.
+#[derive(Debug, Default)]
+pub struct PortStats {
+    /// Calls to `/v1/auth/access_token`.
+    pub token_fetches: AtomicU64,
+    /// Retried attempts.
+    pub retries: AtomicU64,
+}
+
+/// Port API client: a token cached until shortly before it expires and
+/// shared by all tasks, refreshed once on a 401; every call has a timeout and
+/// retries transport errors, 429 and 5xx with backoff.
+#[derive(Clone)]
+pub struct PortClient {
+    http: reqwest::Client,
+    base: Arc<str>,
+    client_id: Arc<str>,
+    secret: Secret,
+    token: Arc<std::sync::RwLock<Option<Token>>>,
+    refresh: Arc<AsyncMutex<()>>,
+    backoff: Backoff,
+    /// Activity counters.
+    pub stats: Arc<PortStats>,
+}
+
+/// What one HTTP exchange with Port gave.
+enum Exchange {
+    Ok(Value),
+    Unauthorized,
+}
+
+impl PortClient {
+    /// Build a client for `base` (no trailing `/`).
+    pub fn new(
+        base: &str,
+        client_id: &str,
+        secret: Secret,
+        opts: &ClientOptions,
+        max_attempts: u32,
+    ) -> Result<Self, ClientError> {
+        Ok(PortClient {
+            http: build_client(opts)?,
+            base: base.trim_end_matches('/').into(),
+            client_id: client_id.into(),
+            secret,
+            token: Arc::default(),
+            refresh: Arc::default(),
+            backoff: Backoff {
+                max_attempts,
+                max_elapsed: Duration::from_secs(120),
+                initial: Duration::from_millis(200),
+                max: Duration::from_secs(10),
+            },
+            stats: Arc::default(),
+        })
+    }
+
+    /// Override the retry limits (tests use short ones).
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    fn cached_token(&self) -> Option<Arc<str>> {
+        let guard = self.token.read().ok()?;
+        guard.as_ref().filter(|t| Instant::now() < t.refresh_at).map(|t| t.value.clone())
+    }
+
+    /// A valid token, fetched at most once at a time.
+    async fn token(&self) -> Result<Arc<str>, PortError> {
+        if let Some(t) = self.cached_token() {
+            return Ok(t);
+        }
+        let _guard = self.refresh.lock().await;
+        if let Some(t) = self.cached_token() {
+            return Ok(t);
+        }
+        let body = json!({"clientId": &*self.client_id, "clientSecret": self.secret.expose()});
+        let answer = self.exchange("POST", "/v1/auth/access_token", &body, None).await?;
+        self.stats.token_fetches.fetch_add(1, Ordering::Relaxed);
+        let Exchange::Ok(answer) = answer else {
+            return Err(PortError {
+                call: "POST /v1/auth/access_token".into(),
+                message: "401 Unauthorized: check PORT_CLIENT_ID and PORT_CLIENT_SECRET".into(),
+            });
+        };
+        let value: Arc<str> = answer
+            .get("accessToken")
+            .and_then(Value::as_str)
+            .ok_or_else(|| PortError {
+                call: "POST /v1/auth/access_token".into(),
+                message: "answer has no accessToken".into(),
+            })?
+            .into();
+        let expires_in = answer.get("expiresIn").and_then(Value::as_f64).unwrap_or(3600.0).max(0.0);
+        // Refresh a minute early (or at 90 % of a short lifetime).
+        let margin = (expires_in * 0.1).min(60.0);
+        let refresh_at = Instant::now() + Duration::from_secs_f64((expires_in - margin).max(0.0));
+        if let Ok(mut slot) = self.token.write() {
+            *slot = Some(Token { value: value.clone(), refresh_at });
+        }
+        Ok(value)
+    }
+
+    fn forget_token(&self, used: &str) {
+        if let Ok(mut slot) = self.token.write() {
+            if slot.as_ref().is_some_and(|t| &*t.value == used) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// One call with retries; a 401 is returned as `Unauthorized`.
+    async fn exchange(&self, method: &str, path: &str, body: &Value, token: Option<&str>) -> Result<Exchange, PortError> {
+        let call = format!("{method} {path}");
+        let url = format!("{}{}", self.base, path);
+        let payload = body.to_string();
+        let attempt = || async {
+            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
+            let mut req = self
+                .http
+                .request(m, &url)
+                .header("Content-Type", "application/json")
+                .body(payload.clone());
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            if path.contains("claim-pending") {
+                req = req.header("x-port-reserved-usage", "true");
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    let message = crate::invoke::describe_error(&e);
+                    return Err(Attempt::Retryable {
+                        last: Err(PortError { call: call.clone(), message }),
+                        retry_after: None,
+                    });
+                }
+            };
+            let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let text = resp.text().await.unwrap_or_default();
+            if status.is_success() {
+                return Ok(Exchange::Ok(serde_json::from_str(&text).unwrap_or(Value::Null)));
+            }
+            if status.as_u16() == 401 {
+                return Ok(Exchange::Unauthorized);
+            }
+            let snippet: String = text.chars().take(300).collect();
+            let error = PortError { call: call.clone(), message: format!("status {}: {}", status.as_u16(), snippet) };
+            if status.as_u16() == 429 || status.is_server_error() {
+                Err(Attempt::Retryable { last: Err(error), retry_after })
+            } else {
+                Err(Attempt::Final(error))
+            }
+        };
+        with_retries(self.backoff, attempt, |_, delay| {
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(call = %format!("{method} {path}"), delay_ms = delay.as_millis() as u64, "retrying Port API call");
+        })
+        .await
+    }
+
+    /// An authenticated call: refresh the token once on a 401.
+    pub async fn request(&self, method: &str, path: &str, body: &Value) -> Result<Value, PortError> {
+        let refreshed = AtomicU32::new(0);
+        loop {
+            let token = self.token().await?;
+            match self.exchange(method, path, body, Some(&token)).await? {
+                Exchange::Ok(v) => return Ok(v),
+                Exchange::Unauthorized if refreshed.fetch_add(1, Ordering::Relaxed) == 0 => {
+                    self.forget_token(&token);
+                }
+                Exchange::Unauthorized => {
+                    return Err(PortError {
+                        call: format!("{method} {path}"),
+                        message: "401 Unauthorized after a token refresh".into(),
+                    })
+                }
+            }
+        }
+    }
+}
+
+impl Reporter for PortClient {
+    async fn send(&self, call: PortCall) -> Result<(), PortError> {
+        self.request(call.method(), &call.path(), &call.body()).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_map_to_the_spec_endpoints() {
+        let c = PortCall::RunLog { run_id: "r_1".into(), message: "hi".into() };
+        assert_eq!((c.method(), c.path(), c.body()), ("POST", "/v1/actions/runs/r_1/logs".into(), json!({"message": "hi"})));
+        let c = PortCall::NodeRunLog { run_id: "wfnr_1".into(), message: "hi".into() };
+        assert_eq!(c.path(), "/v1/workflows/nodes/runs/wfnr_1/logs");
+        assert_eq!(c.body(), json!({"logs": [{"level": "INFO", "message": "hi"}]}));
+        let c = PortCall::RunResponse { run_id: "r_1".into(), response: json!({"a": 1}) };
+        assert_eq!((c.method(), c.path(), c.body()), ("PATCH", "/v1/actions/runs/r_1/response".into(), json!({"response": {"a": 1}})));
+        let c = PortCall::NodeRunPatch { run_id: "wfnr_1".into(), body: json!({"status": "COMPLETED"}) };
+        assert_eq!(c.path(), "/v1/workflows/nodes/runs/wfnr_1");
+        let c = PortCall::RunPatch { run_id: "r/../x".into(), body: json!({}) };
+        assert_eq!(c.path(), "/v1/actions/runs/r%2F..%2Fx");
+    }
+}

@@ -1,0 +1,183 @@
+//! One retry loop for every outgoing call (target requests and Port API
+//! calls): exponential backoff with full jitter on top of `backon`, a
+//! server's `Retry-After` honoured, bounded by attempts and elapsed time.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use rand::Rng;
+
+/// Limits of one retried call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// Attempts in total, the first included.
+    pub max_attempts: u32,
+    /// No attempt starts (and no sleep ends) later than this after the first.
+    pub max_elapsed: Duration,
+    /// The first step; doubles per attempt.
+    pub initial: Duration,
+    /// Cap of one step.
+    pub max: Duration,
+}
+
+/// How one attempt ended, when it did not succeed outright.
+#[derive(Debug)]
+pub enum Attempt<T, E> {
+    /// Worth another try; `last` is what to return if no try is left.
+    Retryable {
+        /// The result to hand back when retries run out.
+        last: Result<T, E>,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Not worth retrying.
+    Final(E),
+}
+
+/// A uniformly random duration in `[0, d]` ("full jitter").
+fn full_jitter(d: Duration) -> Duration {
+    let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
+    Duration::from_nanos(rand::rng().random_range(0..=nanos))
+}
+
+/// Run `op` until it succeeds, fails finally, or the limits are reached.
+/// `on_retry` is called before each sleep (for metrics and logs).
+pub async fn with_retries<T, E, F, Fut>(
+    policy: Backoff,
+    op: F,
+    mut on_retry: impl FnMut(&Attempt<T, E>, Duration),
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Attempt<T, E>>>,
+{
+    let start = Instant::now();
+    let backoff = ExponentialBuilder::default()
+        .with_factor(2.0)
+        .with_min_delay(policy.initial)
+        .with_max_delay(policy.max)
+        .with_max_times(policy.max_attempts.saturating_sub(1) as usize);
+    let result = op
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e| matches!(e, Attempt::Retryable { .. }))
+        .adjust(|e, step| {
+            let step = step?;
+            let delay = match e {
+                Attempt::Retryable { retry_after: Some(after), .. } => *after,
+                _ => full_jitter(step),
+            };
+            (start.elapsed() + delay <= policy.max_elapsed).then_some(delay)
+        })
+        .notify(|e, d| on_retry(e, d))
+        .await;
+    match result {
+        Ok(v) => Ok(v),
+        Err(Attempt::Retryable { last, .. }) => last,
+        Err(Attempt::Final(e)) => Err(e),
+    }
+}
+
+/// Parse a `Retry-After` header given in seconds.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<f64>().ok().and_then(|s| Duration::try_from_secs_f64(s).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn policy(attempts: u32) -> Backoff {
+        Backoff {
+            max_attempts: attempts,
+            max_elapsed: Duration::from_secs(5),
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(4),
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_until_success_within_the_attempt_bound() {
+        let calls = AtomicU32::new(0);
+        let mut retries = 0;
+        let r: Result<u32, ()> = with_retries(
+            policy(5),
+            || async {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                if n < 3 {
+                    Err(Attempt::Retryable { last: Err(()), retry_after: None })
+                } else {
+                    Ok(n)
+                }
+            },
+            |_, _| retries += 1,
+        )
+        .await;
+        assert_eq!(r, Ok(3));
+        assert_eq!(retries, 2);
+    }
+
+    #[tokio::test]
+    async fn gives_back_the_last_result_when_attempts_run_out() {
+        let calls = AtomicU32::new(0);
+        let r: Result<u32, &str> = with_retries(
+            policy(3),
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(Attempt::Retryable { last: Ok(503), retry_after: None })
+            },
+            |_, _| {},
+        )
+        .await;
+        assert_eq!(r, Ok(503));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn final_errors_are_not_retried() {
+        let calls = AtomicU32::new(0);
+        let r: Result<u32, &str> = with_retries(
+            policy(5),
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(Attempt::Final("no"))
+            },
+            |_, _| {},
+        )
+        .await;
+        assert_eq!(r, Err("no"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_honoured_and_bounded_by_elapsed_time() {
+        let mut sleeps = Vec::new();
+        let calls = AtomicU32::new(0);
+        let mut p = policy(10);
+        p.max_elapsed = Duration::from_millis(300);
+        let r: Result<u32, ()> = with_retries(
+            p,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(Attempt::Retryable { last: Ok(429), retry_after: Some(Duration::from_millis(120)) })
+            },
+            |_, d| sleeps.push(d),
+        )
+        .await;
+        assert_eq!(r, Ok(429));
+        // 120 ms twice fits in 300 ms; a third wait would end past it.
+        assert_eq!(sleeps, vec![Duration::from_millis(120); 2]);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn full_jitter_stays_within_the_step() {
+        for _ in 0..1000 {
+            assert!(full_jitter(Duration::from_millis(10)) <= Duration::from_millis(10));
+        }
+        assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}
