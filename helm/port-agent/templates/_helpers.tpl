@@ -1,0 +1,192 @@
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "port-agent.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name, truncated to 63 characters (DNS label). A release
+name that already contains the chart name is used as is.
+*/}}
+{{- define "port-agent.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "port-agent.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "port-agent.labels" -}}
+helm.sh/chart: {{ include "port-agent.chart" . }}
+{{ include "port-agent.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- range $key, $value := .Values.extraLabels }}
+{{ $key }}: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels.
+*/}}
+{{- define "port-agent.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "port-agent.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Name of the Secret holding env.secret (Port's chart: secret.name or the full name).
+*/}}
+{{- define "port-agent.secretName" -}}
+{{- default (include "port-agent.fullname" .) .Values.secret.name }}
+{{- end }}
+
+{{/*
+Name of the ConfigMap holding the mapping file.
+*/}}
+{{- define "port-agent.mappingConfigMapName" -}}
+{{- printf "%s-mapping" (include "port-agent.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Name of the Secret holding the self-signed CA certificate.
+*/}}
+{{- define "port-agent.selfSignedCertName" -}}
+{{- if .Values.selfSignedCertificate.secret.useExistingSecret }}
+{{- required "selfSignedCertificate.secret.name is required when selfSignedCertificate.secret.useExistingSecret is true" .Values.selfSignedCertificate.secret.name }}
+{{- else }}
+{{- printf "%s-cert" (include "port-agent.fullname" . | trunc 58 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+
+{{/*
+Key of the certificate in that Secret.
+*/}}
+{{- define "port-agent.selfSignedCertKey" -}}
+{{- if .Values.selfSignedCertificate.secret.useExistingSecret }}
+{{- default "crt" .Values.selfSignedCertificate.secret.key }}
+{{- else }}
+{{- "crt" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the self-signed CA certificate is mounted (the path Port's chart uses).
+*/}}
+{{- define "port-agent.selfSignedCertPath" -}}
+/usr/local/share/ca-certificates/cert.crt
+{{- end }}
+
+{{/*
+The absolute path the agent reads the mapping from: CONTROL_THE_PAYLOAD_CONFIG_PATH
+as set in env.normal (a relative path is taken from the working directory
+/app, as the agent does), else the image's default.
+*/}}
+{{- define "port-agent.mappingPath" -}}
+{{- $path := .Values.env.normal.CONTROL_THE_PAYLOAD_CONFIG_PATH | default "" | toString }}
+{{- if not $path }}
+{{- "/app/control_the_payload_config.json" }}
+{{- else if hasPrefix "/" $path }}
+{{- $path }}
+{{- else }}
+{{- printf "/app/%s" (trimPrefix "./" $path) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The agent's HTTP port: env.normal.AGENT_HTTP_PORT when set, else http.port.
+*/}}
+{{- define "port-agent.httpPort" -}}
+{{- $port := .Values.http.port }}
+{{- if hasKey .Values.env.normal "AGENT_HTTP_PORT" }}
+{{- if not (kindIs "invalid" .Values.env.normal.AGENT_HTTP_PORT) }}
+{{- $port = .Values.env.normal.AGENT_HTTP_PORT }}
+{{- end }}
+{{- end }}
+{{- $port = int $port }}
+{{- if or (lt $port 1) (gt $port 65535) }}
+{{- fail "the agent's HTTP port (AGENT_HTTP_PORT / http.port) must be between 1 and 65535: this chart probes /healthz and /readyz" }}
+{{- end }}
+{{- $port }}
+{{- end }}
+
+{{/*
+The mapping JSON, checked: it must be a JSON array of mapping objects, so
+that a mistake fails the install instead of the pods.
+*/}}
+{{- define "port-agent.mappingJson" -}}
+{{- $text := .Values.controlThePayloadConfig | toString | trim }}
+{{- $wrapped := fromJson (printf "{\"mapping\": %s\n}" $text) }}
+{{- if hasKey $wrapped "Error" }}
+{{- fail (printf "controlThePayloadConfig is not valid JSON: %s" (get $wrapped "Error")) }}
+{{- end }}
+{{- $mapping := get $wrapped "mapping" }}
+{{- if not (kindIs "slice" $mapping) }}
+{{- fail "controlThePayloadConfig must be a JSON array of mappings, e.g. [{\"enabled\": true}]" }}
+{{- end }}
+{{- range $i, $m := $mapping }}
+{{- if not (kindIs "map" $m) }}
+{{- fail (printf "controlThePayloadConfig must be a JSON array of mapping objects; item %d is %s" $i (toJson $m)) }}
+{{- end }}
+{{- end }}
+{{- $text }}
+{{- end }}
+
+{{/*
+Environment variables: env.secret (secretKeyRef), env.normal, then what the
+chart itself sets unless env.normal already does.
+*/}}
+{{- define "port-agent.env" -}}
+{{- $normal := .Values.env.normal | default dict }}
+{{- if not .Values.secret.useExistingSecret }}
+{{- range $key, $val := .Values.env.secret }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "port-agent.secretName" $ }}
+      key: {{ $key }}
+{{- end }}
+{{- end }}
+{{- range $key, $val := $normal }}
+{{- if not (kindIs "invalid" $val) }}
+- name: {{ $key }}
+  value: {{ $val | toString | quote }}
+{{- end }}
+{{- end }}
+{{- if not (hasKey $normal "CONTROL_THE_PAYLOAD_CONFIG_PATH") }}
+- name: CONTROL_THE_PAYLOAD_CONFIG_PATH
+  value: {{ include "port-agent.mappingPath" . | quote }}
+{{- end }}
+{{- if not (hasKey $normal "AGENT_HTTP_PORT") }}
+- name: AGENT_HTTP_PORT
+  value: {{ include "port-agent.httpPort" . | quote }}
+{{- end }}
+{{- if .Values.selfSignedCertificate.enabled }}
+{{- if not (hasKey $normal "SSL_CERT_FILE") }}
+- name: SSL_CERT_FILE
+  value: {{ include "port-agent.selfSignedCertPath" . | quote }}
+{{- end }}
+{{- if not (hasKey $normal "REQUESTS_CA_BUNDLE") }}
+- name: REQUESTS_CA_BUNDLE
+  value: {{ include "port-agent.selfSignedCertPath" . | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

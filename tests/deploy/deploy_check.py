@@ -1,0 +1,640 @@
+#!/usr/bin/env python3
+"""Offline checks of the Helm chart and the docker-compose demo.
+
+Used by tests/deploy/validate.sh; run from the repository root:
+
+    python3 tests/deploy/deploy_check.py lint
+    python3 tests/deploy/deploy_check.py render CASE OUTDIR
+    python3 tests/deploy/deploy_check.py check CASE OUTDIR
+    python3 tests/deploy/deploy_check.py reject
+    python3 tests/deploy/deploy_check.py rollout
+    python3 tests/deploy/deploy_check.py mapping-jq
+    python3 tests/deploy/deploy_check.py image
+    python3 tests/deploy/deploy_check.py compose
+
+Helm runs in-process through helm-python-sdk (the Helm Go SDK behind a C
+ABI): no helm binary, no cluster, no network. Each command exits non-zero
+with a readable message on the first failed assertion.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+import yaml
+
+try:
+    import helm_python as helm
+except ImportError:  # pragma: no cover - validate.sh installs it
+    helm = None
+
+CHART = "helm/port-agent"
+HERE = "tests/deploy"
+MAPPING = "deploy/compose/invocations.json"
+RELEASE = "port-agent-test"
+NAMESPACE = "port-agent"
+
+PORT_COMPAT_SETS = [
+    "--set", "env.normal.PORT_ORG_ID=org_1",
+    "--set", "env.normal.KAFKA_CONSUMER_GROUP_ID=org_1.g",
+    "--set", "env.secret.PORT_CLIENT_ID=id",
+    "--set", "env.secret.PORT_CLIENT_SECRET=sec",
+]
+
+# Each case is a helm-style argument list (-f, --set, --set-string, --set-file).
+CASES: dict[str, list[str]] = {
+    # (a) the chart's defaults
+    "default": [],
+    # (b) the documented Port command line
+    "port-compatible": PORT_COMPAT_SETS + ["--set-file", f"controlThePayloadConfig={MAPPING}"],
+    # (c) every optional feature on
+    "all-features": [
+        "-f", f"{HERE}/values-all-features.yaml",
+        "--set-file", f"controlThePayloadConfig={MAPPING}",
+        "--set-file", f"selfSignedCertificate.certificate={HERE}/test-ca.crt",
+    ],
+    # an existing values file written for Port's chart, unchanged
+    "port-values-file": ["-f", f"{HERE}/values-port-chart.yaml"],
+    # credentials and CA from Secrets the user manages, mapping at a relative path
+    "existing-secrets": PORT_COMPAT_SETS + [
+        "--set", "secret.useExistingSecret=true",
+        "--set", "secret.name=my-port-credentials",
+        "--set", "selfSignedCertificate.enabled=true",
+        "--set", "selfSignedCertificate.secret.useExistingSecret=true",
+        "--set", "selfSignedCertificate.secret.name=my-ca",
+        "--set", "selfSignedCertificate.secret.key=ca.crt",
+        "--set", "env.normal.CONTROL_THE_PAYLOAD_CONFIG_PATH=./config/mapping.json",
+        "--set-file", f"controlThePayloadConfig={MAPPING}",
+    ],
+}
+
+# Values that must be refused at install time (schema or template checks).
+REJECT: dict[str, list[str]] = {
+    "rolloutStrategy not Recreate/RollingUpdate": ["--set", "rolloutStrategy=Sideways"],
+    "mapping that is not JSON": ["--set", "controlThePayloadConfig=not json"],
+    "mapping that is a JSON object, not an array": ["--set-file-text", 'controlThePayloadConfig={"enabled": true}'],
+    "mapping with a JSON syntax error": ["--set-file-text", 'controlThePayloadConfig=[{"enabled": true,}]'],
+    "mapping array holding a non-object": ["--set-string", "controlThePayloadConfig=[1]"],
+    "AGENT_HTTP_PORT=0 (probes need the server)": ["--set", "env.normal.AGENT_HTTP_PORT=0"],
+    "AGENT_HTTP_PORT=\"0\" given as a string": ["--set-string", "env.normal.AGENT_HTTP_PORT=0"],
+    "http.port out of range": ["--set", "http.port=70000"],
+    "env var name with a dash": ["--set", "env.normal.PORT-ORG-ID=org_1"],
+    "image.pullPolicy typo": ["--set", "image.pullPolicy=Sometimes"],
+    "typo in an added section": ["--set", "serviceMonitor.enabeld=true"],
+    "AGENT_LOG_FORMAT not json/text": ["--set", "env.normal.AGENT_LOG_FORMAT=yaml"],
+    "self-signed certificate enabled without a certificate": ["--set", "selfSignedCertificate.enabled=true"],
+    "existing certificate secret without a name": [
+        "--set", "selfSignedCertificate.enabled=true",
+        "--set", "selfSignedCertificate.secret.useExistingSecret=true",
+    ],
+}
+
+
+class CheckError(Exception):
+    pass
+
+
+def ensure(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckError(message)
+
+
+# --------------------------------------------------------------------------
+# values and rendering
+# --------------------------------------------------------------------------
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def user_values(args: list[str]) -> dict[str, Any]:
+    """Turn helm-style arguments into the user-supplied values, like the CLI."""
+    values: dict[str, Any] = {}
+    it = iter(args)
+    for flag in it:
+        arg = next(it)
+        if flag in ("-f", "--values"):
+            with open(arg, encoding="utf-8") as fh:
+                parsed = yaml.safe_load(fh) or {}
+        elif flag == "--set":
+            parsed = helm.parse_set_string(arg)
+        elif flag == "--set-string":
+            parsed = helm.parse_set_string_values(arg)
+        elif flag == "--set-file":
+            parsed = helm.parse_set_file(arg)
+        elif flag == "--set-file-text":
+            # Test helper: --set-file with the file's text given inline.
+            key, _, text = arg.partition("=")
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "value")
+                with open(path, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+                parsed = helm.parse_set_file(f"{key}={path}")
+        else:
+            raise CheckError(f"unknown flag {flag}")
+        values = deep_merge(values, parsed)
+    return values
+
+
+def render(args: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Validate against values.schema.json and render, as `helm install` would."""
+    supplied = user_values(args)
+    with helm.Chart.load(CHART) as chart:
+        merged = chart.merge_values(supplied)
+        chart.validate_schema(merged)
+        manifests = chart.render(supplied, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return merged, manifests
+
+
+def write_rendering(outdir: str, merged: dict, manifests: dict[str, str]) -> list[str]:
+    if os.path.isdir(outdir):
+        shutil.rmtree(outdir)
+    os.makedirs(os.path.join(outdir, "manifests"))
+    written = []
+    for path, text in sorted(manifests.items()):
+        name = os.path.basename(path)
+        if name == "NOTES.txt":
+            with open(os.path.join(outdir, "NOTES.txt"), "w", encoding="utf-8") as fh:
+                fh.write(text)
+            continue
+        if not text.strip():
+            continue
+        target = os.path.join(outdir, "manifests", name)
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        written.append(target)
+    with open(os.path.join(outdir, "values.json"), "w", encoding="utf-8") as fh:
+        json.dump(merged, fh, indent=1)
+    return written
+
+
+def load_rendering(outdir: str) -> tuple[dict, list[dict], str]:
+    with open(os.path.join(outdir, "values.json"), encoding="utf-8") as fh:
+        merged = json.load(fh)
+    docs: list[dict] = []
+    mdir = os.path.join(outdir, "manifests")
+    for name in sorted(os.listdir(mdir)):
+        with open(os.path.join(mdir, name), encoding="utf-8") as fh:
+            docs.extend(d for d in yaml.safe_load_all(fh) if d)
+    notes = ""
+    if os.path.exists(os.path.join(outdir, "NOTES.txt")):
+        with open(os.path.join(outdir, "NOTES.txt"), encoding="utf-8") as fh:
+            notes = fh.read()
+    return merged, docs, notes
+
+
+# --------------------------------------------------------------------------
+# assertions over one rendering
+# --------------------------------------------------------------------------
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def one(docs: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [d for d in by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
+    ensure(len(found) == 1, f"expected one {kind}{' ' + name if name else ''}, found {len(found)}")
+    return found[0]
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def check_rendering(case: str, outdir: str) -> list[str]:
+    merged, docs, notes = load_rendering(outdir)
+    done: list[str] = []
+
+    deployment = one(docs, "Deployment")
+    template = deployment["spec"]["template"]
+    pod = template["spec"]
+    pod_labels = template["metadata"].get("labels", {})
+    ensure(matches(deployment["spec"]["selector"]["matchLabels"], pod_labels),
+           "Deployment selector does not match the pod labels")
+    containers = pod["containers"]
+    ensure(len(containers) == 1, "expected exactly one container")
+    c = containers[0]
+    env_list = c.get("env", [])
+    names = [e["name"] for e in env_list]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    ensure(not dups, f"duplicate env entries: {dups}")
+    env = {e["name"]: e for e in env_list}
+    ensure(deployment["spec"]["replicas"] == merged["replicaCount"], "replicas != replicaCount")
+    ensure(deployment["spec"]["strategy"]["type"] == merged["rolloutStrategy"], "strategy != rolloutStrategy")
+    done.append("Deployment, selector, replicas and strategy")
+
+    # env.normal: every key reaches the container with its value as a string.
+    normal = merged["env"].get("normal") or {}
+    for key, value in normal.items():
+        if value is None:
+            ensure(key not in env, f"env.normal.{key} is null but still passed")
+            continue
+        ensure(key in env, f"env.normal.{key} is not passed to the container")
+        want = json.dumps(value) if isinstance(value, bool) else str(value)
+        ensure(env[key].get("value") == want,
+               f"env.normal.{key}: container has {env[key].get('value')!r}, values say {want!r}")
+    done.append(f"every env.normal key passed ({len(normal)})")
+
+    # env.secret: secretKeyRef into the chart's Secret, or envFrom the user's.
+    secret_values = merged["env"].get("secret") or {}
+    secret_name = merged["secret"].get("name") or deployment["metadata"]["name"]
+    if merged["secret"].get("useExistingSecret"):
+        refs = [s.get("secretRef", {}).get("name") for s in c.get("envFrom", [])]
+        ensure(secret_name in refs, f"envFrom does not reference the existing Secret {secret_name}")
+        owned = [s for s in by_kind(docs, "Secret") if s["metadata"]["name"] == secret_name]
+        ensure(not owned, "the chart renders a Secret although secret.useExistingSecret is true")
+        for key in secret_values:
+            ensure(key not in env, f"env.secret.{key} passed with secretKeyRef although the Secret is the user's")
+        done.append(f"env.secret via envFrom of Secret {secret_name}")
+    else:
+        secret = one(docs, "Secret", secret_name)
+        data = secret.get("data") or {}
+        for key, value in secret_values.items():
+            ensure(key in env, f"env.secret.{key} is not passed to the container")
+            ref = env[key].get("valueFrom", {}).get("secretKeyRef", {})
+            ensure(ref.get("name") == secret_name and ref.get("key") == key,
+                   f"env.secret.{key} does not reference key {key} of Secret {secret_name}")
+            ensure("value" not in env[key], f"env.secret.{key} is passed in clear")
+            ensure(key in data, f"Secret {secret_name} lacks key {key}")
+            want = "" if value is None else str(value)
+            got = base64.b64decode(data[key]).decode() if data[key] else ""
+            ensure(got == want, f"Secret {secret_name}.{key} holds another value")
+        done.append(f"every env.secret key passed by secretKeyRef ({len(secret_values)})")
+
+    # The mapping: mounted exactly where CONTROL_THE_PAYLOAD_CONFIG_PATH points.
+    ensure("CONTROL_THE_PAYLOAD_CONFIG_PATH" in env, "CONTROL_THE_PAYLOAD_CONFIG_PATH is not set")
+    path = env["CONTROL_THE_PAYLOAD_CONFIG_PATH"]["value"]
+    absolute = path if path.startswith("/") else os.path.normpath(os.path.join("/app", path))
+    mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mapping_text = merged.get("controlThePayloadConfig") or ""
+    if mapping_text:
+        ensure(absolute in mounts, f"nothing is mounted at {absolute} (CONTROL_THE_PAYLOAD_CONFIG_PATH={path})")
+        mount = mounts[absolute]
+        volume = volumes.get(mount["name"], {})
+        ensure("configMap" in volume, f"the volume mounted at {absolute} is not a ConfigMap")
+        cm = one(docs, "ConfigMap", volume["configMap"]["name"])
+        ensure("subPath" in mount and mount["subPath"] in cm.get("data", {}),
+               f"the mount at {absolute} does not select a key of ConfigMap {cm['metadata']['name']}")
+        ensure(json.loads(cm["data"][mount["subPath"]]) == json.loads(mapping_text),
+               "the ConfigMap does not hold controlThePayloadConfig")
+        done.append(f"mapping ConfigMap mounted at {absolute}")
+    else:
+        ensure(absolute == "/app/control_the_payload_config.json",
+               f"no mapping given, yet CONTROL_THE_PAYLOAD_CONFIG_PATH is {path}, not the image's default")
+        ensure(not by_kind(docs, "ConfigMap"), "a ConfigMap is rendered without controlThePayloadConfig")
+        done.append("no mapping given: the image's default path")
+
+    # Rolling on change.
+    annotations = template["metadata"].get("annotations", {})
+    for key in ("checksum/mapping", "checksum/secret"):
+        ensure(len(str(annotations.get(key, ""))) == 64, f"pod template lacks the {key} annotation")
+    for key, value in (merged.get("podAnnotations") or {}).items():
+        ensure(annotations.get(key) == value, f"podAnnotations.{key} missing")
+    for key, value in (merged.get("podLabels") or {}).items():
+        ensure(pod_labels.get(key) == value, f"podLabels.{key} missing")
+    done.append("checksum annotations, podAnnotations, podLabels")
+
+    # HTTP port and probes.
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    ensure("http" in ports, "no container port named http")
+    ensure(str(ports["http"]) == env["AGENT_HTTP_PORT"]["value"], "AGENT_HTTP_PORT != the http container port")
+    for probe, path_ in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = c.get(probe, {}).get("httpGet", {})
+        ensure(get.get("path") == path_, f"{probe} does not GET {path_}")
+        ensure(get.get("port") in ("http", ports["http"]), f"{probe} is not on the http port")
+    done.append(f"probes /healthz and /readyz on port {ports['http']}")
+
+    # Security context: restrictive whatever the values merged into it.
+    psc = pod.get("securityContext", {})
+    csc = c.get("securityContext", {})
+    ensure(csc.get("runAsNonRoot") is True or psc.get("runAsNonRoot") is True, "runAsNonRoot is not set")
+    ensure(csc.get("runAsUser", psc.get("runAsUser")) == 1000, "runAsUser is not 1000")
+    ensure(csc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem is not set")
+    ensure(csc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation is not false")
+    ensure("ALL" in (csc.get("capabilities", {}).get("drop") or []), "capabilities are not all dropped")
+    seccomp = csc.get("seccompProfile", psc.get("seccompProfile", {}))
+    ensure(seccomp.get("type") == "RuntimeDefault", "seccompProfile is not RuntimeDefault")
+    ensure(pod.get("automountServiceAccountToken") is False, "the service account token is mounted")
+    ensure("/tmp" in mounts, "no writable /tmp under a read-only root filesystem")
+    res = c.get("resources", {})
+    ensure(res.get("requests") and res.get("limits"), "resources requests/limits missing")
+    done.append("restrictive security context and resources")
+
+    # Self-signed CA.
+    ssc = merged["selfSignedCertificate"]
+    if ssc.get("enabled"):
+        cert_path = env.get("SSL_CERT_FILE", {}).get("value")
+        ensure(cert_path and env.get("REQUESTS_CA_BUNDLE", {}).get("value") == cert_path,
+               "SSL_CERT_FILE and REQUESTS_CA_BUNDLE do not point at the same certificate")
+        ensure(cert_path in mounts, f"nothing is mounted at SSL_CERT_FILE={cert_path}")
+        volume = volumes[mounts[cert_path]["name"]]
+        secret_ref = volume.get("secret", {})
+        items = {i["path"]: i["key"] for i in secret_ref.get("items", [])}
+        ensure(items.get(mounts[cert_path]["subPath"]), "the certificate mount selects no key")
+        if ssc["secret"].get("useExistingSecret"):
+            ensure(secret_ref.get("secretName") == ssc["secret"]["name"], "the CA volume does not use the existing Secret")
+            ensure(items[mounts[cert_path]["subPath"]] == ssc["secret"]["key"], "the CA volume does not use secret.key")
+        else:
+            cert_secret = one(docs, "Secret", secret_ref.get("secretName"))
+            pem = base64.b64decode(cert_secret["data"]["crt"]).decode()
+            ensure(pem == ssc["certificate"], "the CA Secret does not hold selfSignedCertificate.certificate")
+        done.append(f"self-signed CA mounted at {cert_path}")
+    else:
+        ensure("SSL_CERT_FILE" not in env or "SSL_CERT_FILE" in normal, "SSL_CERT_FILE set without selfSignedCertificate")
+
+    # extraVolumes / extraVolumeMounts / extraEnv / extraEnvFrom.
+    for v in merged.get("extraVolumes") or []:
+        ensure(v["name"] in volumes, f"extraVolumes {v['name']} missing")
+    for m in merged.get("extraVolumeMounts") or []:
+        ensure(m["mountPath"] in mounts, f"extraVolumeMounts {m['mountPath']} missing")
+    for e in merged.get("extraEnv") or []:
+        ensure(e["name"] in env, f"extraEnv {e['name']} missing")
+    for e in merged.get("extraEnvFrom") or []:
+        ensure(e in c.get("envFrom", []), "extraEnvFrom entry missing")
+    for key in ("nodeSelector", "tolerations", "affinity", "topologySpreadConstraints"):
+        if merged.get(key):
+            ensure(pod.get(key), f"{key} missing from the pod spec")
+    if merged.get("imagePullSecrets"):
+        ensure(pod.get("imagePullSecrets") == merged["imagePullSecrets"], "imagePullSecrets missing")
+    if (merged.get("podServiceAccount") or {}).get("name"):
+        ensure(pod.get("serviceAccountName") == merged["podServiceAccount"]["name"], "podServiceAccount.name not used")
+    image = merged["image"]
+    ensure(c["image"].startswith(image["repository"] + ":"), "image.repository not used")
+    ensure(c["imagePullPolicy"] == image["pullPolicy"], "image.pullPolicy not used")
+    done.append("extra volumes, env, scheduling, image")
+
+    # Service, ServiceMonitor, PodDisruptionBudget.
+    services = by_kind(docs, "Service")
+    want_service = merged["service"]["enabled"] or merged["serviceMonitor"]["enabled"]
+    ensure(bool(services) == bool(want_service), "Service rendered/not rendered against service.enabled")
+    if services:
+        svc = services[0]
+        ensure(matches(svc["spec"]["selector"], pod_labels), "the Service does not select the pods")
+        sports = {p["name"]: p for p in svc["spec"]["ports"]}
+        ensure("metrics" in sports and sports["metrics"]["targetPort"] in ("http", ports["http"]),
+               "the Service has no port named metrics on the http port")
+        done.append("Service with a metrics port")
+    monitors = by_kind(docs, "ServiceMonitor")
+    ensure(bool(monitors) == bool(merged["serviceMonitor"]["enabled"]), "ServiceMonitor against serviceMonitor.enabled")
+    if monitors:
+        sm = monitors[0]
+        ensure(sm["apiVersion"] == "monitoring.coreos.com/v1", "ServiceMonitor apiVersion")
+        ensure(matches(sm["spec"]["selector"]["matchLabels"], services[0]["metadata"]["labels"]),
+               "the ServiceMonitor does not select the Service")
+        ensure(NAMESPACE in sm["spec"]["namespaceSelector"]["matchNames"], "ServiceMonitor namespaceSelector")
+        eps = sm["spec"]["endpoints"]
+        ensure(eps and eps[0]["port"] == "metrics" and eps[0]["path"] == "/metrics", "ServiceMonitor endpoint")
+        for key, value in (merged["serviceMonitor"].get("labels") or {}).items():
+            ensure(sm["metadata"]["labels"].get(key) == value, f"serviceMonitor.labels.{key} missing")
+        done.append("ServiceMonitor on port metrics")
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    ensure(bool(pdbs) == bool(merged["podDisruptionBudget"]["enabled"]), "PDB against podDisruptionBudget.enabled")
+    if pdbs:
+        spec = pdbs[0]["spec"]
+        ensure(matches(spec["selector"]["matchLabels"], pod_labels), "the PDB does not select the pods")
+        ensure(("minAvailable" in spec) != ("maxUnavailable" in spec), "the PDB sets both or neither bound")
+        done.append("PodDisruptionBudget")
+
+    # Labels on every object.
+    for doc in docs:
+        labels = doc["metadata"].get("labels", {})
+        ensure(labels.get("app.kubernetes.io/instance") == RELEASE,
+               f"{doc['kind']} {doc['metadata']['name']} lacks the common labels")
+        for key, value in (merged.get("extraLabels") or {}).items():
+            ensure(labels.get(key) == str(value), f"{doc['kind']} lacks extraLabels.{key}")
+
+    ensure("kubectl" in notes and "/readyz" in notes, "NOTES.txt does not say what to check")
+    done.append("common labels and NOTES.txt")
+    return done
+
+
+# --------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------
+
+def cmd_lint() -> None:
+    for case in ("default", "port-compatible", "all-features"):
+        report = helm.lint(CHART, user_values(CASES[case]), strict=True, namespace=NAMESPACE)
+        problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
+        problems += [{"error": e} for e in report.get("errors", [])]
+        ensure(not problems, f"helm lint ({case}): " + "; ".join(str(p.get("error")) for p in problems))
+        print(f"  helm lint --strict ({case}): {len(report.get('messages', []))} informational message(s)")
+
+
+def cmd_render(case: str, outdir: str) -> None:
+    merged, manifests = render(CASES[case])
+    written = write_rendering(outdir, merged, manifests)
+    print(f"  rendered {case}: {', '.join(os.path.basename(w) for w in written)}")
+
+
+def cmd_check(case: str, outdir: str) -> None:
+    for line in check_rendering(case, outdir):
+        print(f"  ok: {line}")
+
+
+def cmd_reject() -> None:
+    for what, args in REJECT.items():
+        try:
+            render(PORT_COMPAT_SETS + args)
+        except helm.HelmError as err:
+            detail = " ".join(str(err).split()) or type(err).__name__
+            print(f"  refused: {what}: {detail[:160]}")
+            continue
+        raise CheckError(f"values accepted although they must be refused: {what} ({' '.join(args)})")
+
+
+def cmd_rollout() -> None:
+    """A change of the mapping or of the credentials changes the pod template."""
+    def annotations(extra: list[str]) -> dict:
+        _, manifests = render(CASES["port-compatible"] + extra)
+        dep = next(d for p, t in manifests.items() if p.endswith("deployment.yaml") for d in yaml.safe_load_all(t) if d)
+        return dep["spec"]["template"]["metadata"]["annotations"]
+
+    base = annotations([])
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        fh.write('[{"enabled": true, "url": "\\"http://other.internal/\\""}]')
+        other = fh.name
+    try:
+        mapping = annotations(["--set-file", f"controlThePayloadConfig={other}"])
+    finally:
+        os.unlink(other)
+    secret = annotations(["--set", "env.secret.PORT_CLIENT_SECRET=rotated"])
+    again = annotations([])
+    ensure(base == again, "the checksums are not stable across identical renders")
+    ensure(mapping["checksum/mapping"] != base["checksum/mapping"], "a mapping change does not change checksum/mapping")
+    ensure(mapping["checksum/secret"] == base["checksum/secret"], "a mapping change changes checksum/secret")
+    ensure(secret["checksum/secret"] != base["checksum/secret"], "a secret change does not change checksum/secret")
+    print("  ok: mapping change -> new checksum/mapping; secret change -> new checksum/secret; stable otherwise")
+
+
+def jq(expr: str, data: Any) -> Any:
+    out = subprocess.run(["jq", "-c", expr], input=json.dumps(data), capture_output=True, text=True, check=False)
+    ensure(out.returncode == 0, f"jq failed on {expr!r}: {out.stderr.strip()}")
+    first = out.stdout.splitlines()[0] if out.stdout.strip() else "null"
+    return json.loads(first)
+
+
+def cmd_mapping_jq() -> None:
+    """The demo mapping, run by the jq binary against the demo message."""
+    with open(MAPPING, encoding="utf-8") as fh:
+        mappings = json.load(fh)
+    with open("deploy/compose/sample-run.json", encoding="utf-8") as fh:
+        message = json.load(fh)
+    message["headers"].pop("X-Port-Signature")
+    message["headers"].pop("X-Port-Timestamp")
+    first = mappings[0]
+    ensure(jq(first["enabled"], message) is True, "the demo mapping does not select the sample run")
+    other = json.loads(json.dumps(message))
+    other["payload"]["action"]["invocationMethod"]["url"] = "http://elsewhere:8000/x"
+    ensure(jq(first["enabled"], other) is False, "the demo mapping selects a run for another service")
+    ensure(mappings[-1] == {"enabled": True}, "the demo mapping does not end with the catch-all")
+    body = {k: jq(v, message) for k, v in first["body"].items()}
+    ensure(body == {"runId": "r_demo0001", "service": "svc-demo", "version": "1.2.3",
+                    "environment": "staging", "requestedBy": "u_demo"}, f"unexpected body {body}")
+    headers = {k: jq(v, message) for k, v in first["headers"].items()}
+    ensure(headers == {"X-Demo-Run-Id": "r_demo0001"}, f"unexpected headers {headers}")
+    ensure(jq(first["method"], message) == "POST", "method")
+    report_input = {
+        "body": message,
+        "request": {"method": "POST", "url": "http://example-service:8000/deploy", "body": body, "headers": headers, "query": {}},
+        "response": {"statusCode": 200, "headers": {}, "text": "",
+                     "json": {"status": "deployed", "deploymentId": "dep-r_demo0001"}},
+    }
+    report = {k: jq(v, report_input) for k, v in first["report"].items()}
+    ensure(report == {
+        "status": "SUCCESS",
+        "summary": "Deployed svc-demo 1.2.3 to staging",
+        "link": "http://example-service:8000/deployments/dep-r_demo0001",
+        "externalRunId": "dep-r_demo0001",
+    }, f"unexpected report {report}")
+    print("  ok: the demo mapping selects the sample run and builds the expected request and report")
+
+
+def cmd_image() -> None:
+    """Facts about the Dockerfile and its build context that hadolint does not check."""
+    with open("Dockerfile", encoding="utf-8") as fh:
+        lines = [l.strip() for l in fh if l.strip() and not l.lstrip().startswith("#")]
+    froms = [l for l in lines if l.upper().startswith("FROM ")]
+    ensure(len(froms) >= 2, "the Dockerfile is not multi-stage")
+    ensure(froms[0].split()[1] == "rust:1-bookworm", "the builder is not rust:1-bookworm")
+    ensure(any("cargo build --release --locked" in l for l in lines), "the build step is not `cargo build --release --locked`")
+    last = lines[lines.index(froms[-1]):]
+    ensure("USER 1000:1000" in last, "the final stage does not run as uid 1000")
+    ensure("WORKDIR /app" in last, "the final stage's working directory is not /app")
+    ensure("EXPOSE 8080" in last, "the final stage does not EXPOSE 8080")
+    ensure('ENTRYPOINT ["/usr/local/bin/port-agent"]' in last, "the entrypoint is not the binary")
+    ensure(any(l.startswith("COPY deploy/control_the_payload_config.json /app/control_the_payload_config.json") for l in last),
+           "the default mapping is not copied to /app/control_the_payload_config.json")
+    with open("deploy/control_the_payload_config.json", encoding="utf-8") as fh:
+        ensure(json.load(fh) == [{"enabled": True}], "the default mapping is not the catch-all [{\"enabled\": true}]")
+    with open(".dockerignore", encoding="utf-8") as fh:
+        ignored = {l.strip().rstrip("/") for l in fh if l.strip() and not l.startswith("#")}
+    ensure({"target", ".git"} <= ignored, ".dockerignore does not exclude target/ and .git")
+    for needed in ("src", "Cargo.toml", "Cargo.lock", "deploy", "deploy/control_the_payload_config.json", "tests", "benches"):
+        ensure(needed not in ignored, f".dockerignore excludes {needed}, which the build needs")
+    print("  ok: multi-stage, cargo build --release --locked, uid 1000, /app, EXPOSE 8080, default mapping, .dockerignore")
+
+
+def cmd_compose() -> None:
+    """The demo's wiring: what `docker compose config` cannot know."""
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, "deploy/compose")
+    import sign_message  # noqa: E402 - the demo's own signing helper
+
+    with open("docker-compose.yml", encoding="utf-8") as fh:
+        compose = yaml.safe_load(fh)
+    services = compose["services"]
+    for name in ("kafka", "create-topics", "port-api", "example-service", "agent", "produce-sample"):
+        ensure(name in services, f"service {name} missing")
+    ensure(services["kafka"]["image"].startswith("apache/kafka:"), "Kafka is not apache/kafka")
+    ensure("controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"], "Kafka is not in KRaft mode")
+    agent = services["agent"]
+    env = {k: str(v) for k, v in agent["environment"].items()}
+    ensure(agent["build"]["dockerfile"] == "Dockerfile" and agent["build"]["context"] == ".", "the agent is not built from the Dockerfile")
+    ensure(env["USING_LOCAL_PORT_INSTANCE"] == "true", "the agent is not in local mode")
+    ensure(env["KAFKA_CONSUMER_BOOTSTRAP_SERVERS"] == "kafka:9092", "the agent does not use the compose Kafka")
+    org = env["PORT_ORG_ID"]
+    ensure(org == "org_demo", "PORT_ORG_ID is not org_demo")
+    ensure(env["KAFKA_CONSUMER_GROUP_ID"] == f"{org}.agent", "the consumer group is not org_demo.agent")
+    ensure(env["PORT_API_BASE_URL"] == "http://port-api:8000", "PORT_API_BASE_URL does not point at the stand-in")
+    ensure(env["PORT_CLIENT_SECRET"] == sign_message.DEMO_SECRET, "the agent's secret is not the demo secret")
+    ensure(str(services["example-service"]["environment"]["PORT_CLIENT_SECRET"]) == sign_message.DEMO_SECRET,
+           "the example service checks signatures with another secret")
+    topics_script = " ".join(services["create-topics"]["command"])
+    for topic in (f"{org}.runs", f"{org}.change.log"):
+        ensure(topic in topics_script, f"topic {topic} is not created")
+    ensure(f"--topic {org}.runs" in " ".join(services["produce-sample"]["command"]), "the sample is not produced to the runs topic")
+    # Every bind-mounted file exists; the mapping is mounted where the agent reads it.
+    mounted = {}
+    for svc in services.values():
+        for vol in svc.get("volumes", []):
+            src, dst = vol.split(":")[:2]
+            ensure(os.path.isfile(src), f"bind-mounted file {src} does not exist")
+            mounted[dst] = src
+    ensure(mounted.get(env["CONTROL_THE_PAYLOAD_CONFIG_PATH"]) == f"./{MAPPING}",
+           "CONTROL_THE_PAYLOAD_CONFIG_PATH does not name the mounted demo mapping")
+    # The sample: one line, signed with the demo secret, aimed at the example service.
+    with open("deploy/compose/sample-run.json", encoding="utf-8") as fh:
+        text = fh.read()
+    ensure(text.count("\n") == 1 and text.endswith("\n"), "sample-run.json is not exactly one line")
+    message = json.loads(text)
+    headers = message["headers"]
+    want = sign_message.signature(sign_message.DEMO_SECRET, headers["X-Port-Timestamp"], sign_message.signed_text(message))
+    ensure(headers["X-Port-Signature"] == want, "sample-run.json's signature does not verify with the demo secret")
+    ensure(sign_message.signed_text(message).endswith('"headers":{}}'), "the signed text does not keep an empty headers object")
+    im = message["payload"]["action"]["invocationMethod"]
+    ensure(im["agent"] is True and im["url"] == "http://example-service:8000/deploy", "the sample's invocation method")
+    ensure(str(services["example-service"]["environment"]["PORT"]) == "8000", "the example service does not listen on 8000")
+    print(f"  ok: services, local mode, topics {org}.runs/{org}.change.log, mounts, signed sample run {message['context']['runId']}")
+
+
+def main(argv: list[str]) -> int:
+    if helm is None and argv[:1] not in (["mapping-jq"], ["image"], ["compose"], ["cases"]):
+        print("helm-python-sdk is not installed (pip install helm-python-sdk)", file=sys.stderr)
+        return 2
+    try:
+        if argv[:1] == ["lint"]:
+            cmd_lint()
+        elif argv[:1] == ["render"] and len(argv) == 3:
+            cmd_render(argv[1], argv[2])
+        elif argv[:1] == ["check"] and len(argv) == 3:
+            cmd_check(argv[1], argv[2])
+        elif argv[:1] == ["reject"]:
+            cmd_reject()
+        elif argv[:1] == ["rollout"]:
+            cmd_rollout()
+        elif argv[:1] == ["mapping-jq"]:
+            cmd_mapping_jq()
+        elif argv[:1] == ["image"]:
+            cmd_image()
+        elif argv[:1] == ["compose"]:
+            cmd_compose()
+        elif argv[:1] == ["cases"]:
+            print(" ".join(CASES))
+        else:
+            print(__doc__, file=sys.stderr)
+            return 2
+    except CheckError as err:
+        print(f"  FAILED: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # helm errors, YAML errors, missing files
+        print(f"  FAILED: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
