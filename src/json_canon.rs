@@ -13,7 +13,6 @@
 //!
 //! Numbers are written as they were read (`serde_json` is built with
 //! `arbitrary_precision`), so `1e-07`, `-0.0` or a 30-digit integer survive.
-//! [`format_jq_float`] prints a computed `f64` the way jq 1.6 does.
 
 use serde_json::Value;
 
@@ -110,65 +109,6 @@ fn write_str(out: &mut String, s: &str, ascii: bool) {
     out.push('"');
 }
 
-/// Print a computed double the way jq 1.6 (and so the Python agent's pyjq)
-/// prints it: shortest round-trip digits; integers without a fraction; an
-/// exponent (`1e+17`, `1e-05`) when the decimal exponent is below -4 or more
-/// than 15 places past the digits; NaN as `null`; infinities as the largest
-/// finite double.
-pub fn format_jq_float(x: f64) -> String {
-    if x.is_nan() {
-        return "null".into();
-    }
-    let x = if x.is_infinite() {
-        f64::MAX.copysign(x)
-    } else {
-        x
-    };
-    if x == 0.0 {
-        return if x.is_sign_negative() { "-0".into() } else { "0".into() };
-    }
-    // `{:e}` gives the shortest round-trip digits: "d.ddde[-]N".
-    let sci = format!("{:e}", x.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let digits = digits.trim_end_matches('0');
-    let digits = if digits.is_empty() { "0" } else { digits };
-    let ndigits = digits.len() as i32;
-    let decpt = exp + 1; // position of the decimal point after the first digit
-    let mut out = String::new();
-    if x.is_sign_negative() {
-        out.push('-');
-    }
-    if decpt <= -4 || decpt > ndigits + 15 {
-        out.push_str(&digits[..1]);
-        if ndigits > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        out.push('e');
-        let e = decpt - 1;
-        out.push(if e < 0 { '-' } else { '+' });
-        out.push_str(&format!("{:02}", e.abs()));
-    } else if decpt <= 0 {
-        out.push_str("0.");
-        for _ in 0..(-decpt) {
-            out.push('0');
-        }
-        out.push_str(digits);
-    } else if decpt >= ndigits {
-        out.push_str(digits);
-        for _ in 0..(decpt - ndigits) {
-            out.push('0');
-        }
-    } else {
-        out.push_str(&digits[..decpt as usize]);
-        out.push('.');
-        out.push_str(&digits[decpt as usize..]);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,33 +138,5 @@ mod tests {
         let v: Value = serde_json::from_str(text).unwrap();
         assert_eq!(to_raw_string(&v), text);
         assert_eq!(to_ascii_string(&v), text);
-    }
-
-    #[test]
-    fn floats_print_like_jq_1_6() {
-        // Expected strings are jq 1.6's output for the same computation
-        // (`jq -n '<expr>'`), e.g. `jq -n '1e17'` prints 1e+17.
-        for (x, want) in [
-            (0.1 + 0.2, "0.30000000000000004"),
-            (1.0 / 3.0, "0.3333333333333333"),
-            (1e17, "1e+17"),
-            (1e-5, "1e-05"),
-            (0.0001, "0.0001"),
-            (1e300, "1e+300"),
-            (-0.0, "-0"),
-            (123456789012345678.0, "123456789012345680"),
-            (1.5e16, "15000000000000000"),
-            (2.0 / 3.0 * 1e20, "66666666666666660000"),
-            (1e-7, "1e-07"),
-            (f64::INFINITY, "1.7976931348623157e+308"),
-            (f64::NAN, "null"),
-            (3.0, "3"),
-            (1e15 + 0.5, "1000000000000000.5"),
-            (1e16 + 0.5, "1e+16"),
-            (0.001, "0.001"),
-            (-2.5, "-2.5"),
-        ] {
-            assert_eq!(format_jq_float(x), want, "{x}");
-        }
     }
 }

@@ -33,7 +33,6 @@ use jaq_core::{Compiler, Ctx, Error as JaqError, Exn, Native, Vars};
 use jaq_json::{Num, Val};
 use serde_json::{Map, Number, Value};
 
-use crate::json_canon::format_jq_float;
 
 type D = JustLut<Val>;
 type Filter = jaq_core::Filter<D>;
@@ -148,11 +147,24 @@ fn natives() -> Vec<Fun<D>> {
         })
         .collect();
     funs.push(tick_native());
+    funs.push(parse_number_native());
     funs
 }
 
 const PRELUDE: &str = r#"
 def range($from; $upto; $by): __range($from; $upto; $by) | __tick;
+"#;
+
+/// Definitions that replace jaq's where jq 1.6 behaves differently, or add
+/// what jaq lacks. A replacement takes the place of the original, so the
+/// definitions after it (`with_entries` uses `from_entries`) see it; it may
+/// only use what is defined before the original (`from_entries` sits among
+/// jaq-core's definitions, before `type` and `add`).
+const JQ_COMPAT: &str = r#"
+def from_entries: reduce (.[] | {(.key // .k // .name // .Name // .K // .Key | if tojson == tostring then tojson else . end): (if has("value") then .value elif has("Value") then .Value else .v end)}) as $x ({}; . + $x);
+def tonumber: if type == "number" then . elif type == "string" then __parse_number else error("cannot parse as number") end;
+def @csv: if type != "array" then error("cannot be csv-formatted, only an array can be") else map(if type == "string" then "\"" + gsub("\""; "\"\"") + "\"" elif type == "null" then "" elif type == "boolean" or type == "number" then tostring else error("is not valid in a csv row") end) | join(",") end;
+def @tsv: if type != "array" then error("cannot be tsv-formatted, only an array can be") else map(if type == "string" then gsub("\\\\"; "\\\\") | gsub("\t"; "\\t") | gsub("\n"; "\\n") | gsub("\r"; "\\r") elif type == "null" then "" elif type == "boolean" or type == "number" then tostring else error("is not valid in a tsv row") end) | join("\t") end;
 "#;
 const POSTLUDE: &str = r#"
 def env: $ENV;
@@ -185,14 +197,53 @@ fn metered(mut def: Def<&'static str>) -> Def<&'static str> {
 }
 
 fn prelude_defs() -> Vec<Def<&'static str>> {
-    parse_defs(PRELUDE)
+    let mut compat = parse_defs(JQ_COMPAT);
+    let mut defs: Vec<Def<&'static str>> = parse_defs(PRELUDE)
         .into_iter()
         .chain(jaq_core::defs())
         .chain(jaq_std::defs())
         .chain(jaq_json::defs())
-        .chain(parse_defs(POSTLUDE))
-        .map(metered)
-        .collect()
+        .map(|d| {
+            let same = |c: &Def<&'static str>| c.name == d.name && c.args.len() == d.args.len();
+            match compat.iter().position(same) {
+                Some(i) => compat.remove(i),
+                None => d,
+            }
+        })
+        .collect();
+    defs.extend(compat);
+    defs.extend(parse_defs(POSTLUDE));
+    defs.into_iter().map(metered).collect()
+}
+
+/// `__parse_number`: a string holding exactly one JSON number, strictly
+/// (jaq's `tonumber` accepts `"1.2.3"` as 1.2; jq refuses it).
+fn parse_number_native() -> Fun<D> {
+    let native = Native::<D>::new(|cv| {
+        let parsed = match &cv.1 {
+            Val::TStr(b) | Val::BStr(b) => std::str::from_utf8(b)
+                .ok()
+                .filter(|s| s.trim().parse::<Number>().is_ok())
+                .and_then(|s| {
+                    // jq 1.6 makes every parsed number a double; integers
+                    // that fit stay exact (they print the same).
+                    let s = s.trim();
+                    s.parse::<isize>()
+                        .map(|i| Val::Num(Num::Int(i)))
+                        .or_else(|_| s.parse::<f64>().map(|f| Val::Num(Num::Float(f))))
+                        .ok()
+                }),
+            _ => None,
+        };
+        match parsed {
+            Some(v) => box_once(Ok(v)),
+            None => box_once(Err(Exn::from(JaqError::new(Val::from(format!(
+                "cannot parse {} as number",
+                cv.1
+            )))))),
+        }
+    });
+    ("__parse_number", v(0), native)
 }
 
 /// A compile error, with the position in the expression when known.
@@ -550,9 +601,9 @@ fn from_val_at(val: &Val, depth: usize) -> Result<Value, RunError> {
         Val::Null => Value::Null,
         Val::Bool(b) => Value::Bool(*b),
         Val::Num(Num::Int(i)) => Value::Number(Number::from(*i as i64)),
-        Val::Num(Num::BigInt(i)) => number(&i.to_string()),
-        Val::Num(Num::Float(x)) => number(&format_jq_float(*x)),
-        Val::Num(Num::Dec(text)) => number(text),
+        // Doubles print as jq prints them (patched jaq-json), decimals from
+        // the message as they were written.
+        Val::Num(n) => number(&n.to_string()),
         Val::BStr(b) | Val::TStr(b) => Value::String(string_of(b)),
         Val::Arr(items) => Value::Array(
             items
@@ -656,6 +707,34 @@ mod tests {
             let message = r.expect_err(code).0;
             assert!(message.starts_with("evaluation stopped: "), "{code}: {message}");
             assert!(took < Duration::from_secs(5), "{code} took {took:?}");
+        }
+    }
+
+    #[test]
+    fn computed_floats_print_like_jq_1_6() {
+        // Expected strings are jq 1.6's output for the same computation
+        // (`jq -n '<expr>'`), e.g. `jq -n '1e17'` prints 1e+17.
+        for (x, want) in [
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1.0 / 3.0, "0.3333333333333333"),
+            (1e17, "1e+17"),
+            (1e-5, "1e-05"),
+            (0.0001, "0.0001"),
+            (1e300, "1e+300"),
+            (-0.0, "-0"),
+            (123456789012345678.0, "123456789012345680"),
+            (1.5e16, "15000000000000000"),
+            (2.0 / 3.0 * 1e20, "66666666666666660000"),
+            (1e-7, "1e-07"),
+            (f64::INFINITY, "1.7976931348623157e+308"),
+            (f64::NAN, "null"),
+            (3.0, "3"),
+            (1e15 + 0.5, "1000000000000000.5"),
+            (1e16 + 0.5, "1e+16"),
+            (0.001, "0.001"),
+            (-2.5, "-2.5"),
+        ] {
+            assert_eq!(Num::Float(x).to_string(), want, "{x}");
         }
     }
 
