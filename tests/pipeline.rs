@@ -1,0 +1,478 @@
+//! The core pipeline end to end against real HTTP servers on 127.0.0.1: a
+//! fake Port API and a fake target (tests/support). Each scenario asserts the
+//! exact requests and Port calls.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use port_agent::invoke::HttpInvoker;
+use port_agent::mapping::{Budget, JqEnv, MappingSet};
+use port_agent::message::Kind;
+use port_agent::pipeline::{Config, Delivery, Outcome, Pipeline, Result_, Skip};
+use port_agent::port::PortClient;
+use port_agent::retry::Backoff;
+use port_agent::settings::{RetryPolicy, Secret};
+use port_agent::signature::sign;
+use port_agent::tls::ClientOptions;
+use serde_json::{json, Value};
+use support::*;
+
+const RUNS: &str = "org_1.runs";
+const CHANGES: &str = "org_1.change.log";
+
+type Agent = Pipeline<HttpInvoker, PortClient>;
+
+fn agent_with(port: &FakePort, mappings: Value, tweak: impl FnOnce(&mut Config)) -> Agent {
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(5),
+        verify_tls: true,
+        ca_bundle: None,
+        pool_idle_per_host: 8,
+    };
+    let retry = RetryPolicy {
+        max_attempts: 3,
+        max_elapsed: Duration::from_secs(5),
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        ..RetryPolicy::default()
+    };
+    let invoker = HttpInvoker::new(&opts, retry).unwrap();
+    let reporter = PortClient::new(&port.base(), "client-id", Secret::new(SECRET), &opts, 5)
+        .unwrap()
+        .with_backoff(Backoff {
+            max_attempts: 5,
+            max_elapsed: Duration::from_secs(5),
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        });
+    let mut config = Config {
+        secret: Some(Secret::new(SECRET)),
+        runs_topic: RUNS.into(),
+        change_log_topic: CHANGES.into(),
+        detailed_logging: true,
+        run_logs: true,
+        wf_unmatched_fail: true,
+        budget: Budget::default(),
+    };
+    tweak(&mut config);
+    let env = JqEnv::new([("MY_TOKEN".to_string(), "tok-123".to_string())]);
+    Pipeline::new(config, Arc::new(MappingSet::from_value(&mappings).unwrap()), env, invoker, reporter)
+}
+
+fn agent(port: &FakePort, mappings: Value) -> Agent {
+    agent_with(port, mappings, |_| {})
+}
+
+fn delivery(topic: &str, message: &Value) -> Delivery {
+    Delivery { topic: topic.into(), partition: 0, offset: 7, key: None, payload: message.to_string().into_bytes() }
+}
+
+async fn run(agent: &Agent, message: Value) -> Outcome {
+    agent.process(&delivery(RUNS, &signed(message, SECRET, 1763800000))).await
+}
+
+fn log_lines(port: &FakePort, run: &str) -> Vec<String> {
+    port.accepted()
+        .iter()
+        .filter(|c| c.path() == format!("/v1/actions/runs/{run}/logs"))
+        .map(|c| c.json()["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn patches(port: &FakePort) -> Vec<(String, Value)> {
+    port.accepted()
+        .iter()
+        .filter(|c| c.method == "PATCH")
+        .map(|c| (c.path().to_string(), c.json()))
+        .collect()
+}
+
+#[tokio::test]
+async fn s01_catch_all_sends_the_whole_message_signed_over_the_raw_body() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent(&port, json!([{"enabled": true}]));
+    let mut message = action_run("r_1", &target.url("/deploy"), "POST", false);
+    message["payload"]["properties"]["note"] = json!("déploiement 🚀");
+    let outcome = run(&agent, message.clone()).await;
+    assert_eq!(outcome.result, Result_::Delivered(200));
+
+    let reqs = target.requests();
+    assert_eq!(reqs.len(), 1);
+    let req = &reqs[0];
+    assert_eq!((req.method.as_str(), req.uri.as_str()), ("POST", "/deploy"));
+    // The body is the message without the signature headers, `"headers":{}` kept.
+    assert_eq!(req.json(), message);
+    assert!(req.text().contains(r#""headers":{}}"#), "{}", req.text());
+    assert!(req.text().contains(r#"d\u00e9ploiement \ud83d\ude80"#), "non-ASCII is escaped: {}", req.text());
+    let ts = req.header("X-Port-Timestamp").unwrap();
+    assert_eq!(req.header("X-Port-Signature").unwrap(), sign(SECRET, ts, &req.text()));
+    assert_eq!(req.header("content-type"), Some("application/json"));
+}
+
+#[tokio::test]
+async fn s02_enabled_runtime_error_passes_to_the_next_mapping() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent(
+        &port,
+        json!([
+            {"enabled": ".payload.nope | error(\"bad\")", "url": "\"http://127.0.0.1:1/never\""},
+            {"enabled": ".action == \"deploy_service\"", "body": {"chosen": "\"second\""}}
+        ]),
+    );
+    let outcome = run(&agent, action_run("r_2", &target.url("/x"), "POST", false)).await;
+    assert_eq!(outcome.mapping, Some(1));
+    assert_eq!(outcome.warnings.len(), 1, "{:?}", outcome.warnings);
+    assert_eq!(target.requests()[0].json(), json!({"chosen": "second"}));
+}
+
+#[tokio::test]
+async fn s03_mapped_headers_query_and_body() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent(
+        &port,
+        json!([{
+            "headers": {"MY-HEADER": ".resourceType", "Authorization": "\"Bearer \" + env.MY_TOKEN"},
+            "query": {"ref": ".payload.properties.version", "entity": ".context.entity"},
+            "body": {"version": ".payload.properties.version", "replicas": "3 * 2", "run": ".context.runId"}
+        }]),
+    );
+    run(&agent, action_run("r_3", &target.url("/hook"), "POST", false)).await;
+    let req = &target.requests()[0];
+    assert_eq!(req.header("MY-HEADER"), Some("run"));
+    assert_eq!(req.header("Authorization"), Some("Bearer tok-123"));
+    assert_eq!(req.uri, "/hook?ref=1.2.3&entity=svc-a");
+    assert_eq!(req.text(), r#"{"version":"1.2.3","replicas":6,"run":"r_3"}"#);
+}
+
+#[tokio::test]
+async fn s04_synchronized_success_patches_response_then_status_with_link() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer_json(200, json!({"id": 42, "url": "https://ci/42"}));
+    let agent = agent(&port, json!([{"report": {"link": ".response.json.url"}}]));
+    run(&agent, action_run("r_4", &target.url("/sync"), "POST", true)).await;
+    assert_eq!(
+        patches(&port),
+        vec![
+            ("/v1/actions/runs/r_4/response".to_string(), json!({"response": {"id": 42, "url": "https://ci/42"}})),
+            ("/v1/actions/runs/r_4".to_string(), json!({"status": "SUCCESS", "link": "https://ci/42"})),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn s05_method_comes_from_the_invocation_method() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent(&port, json!([{"enabled": true}]));
+    for method in ["GET", "put", "PATCH", "DELETE"] {
+        run(&agent, action_run("r_5", &target.url("/m"), method, false)).await;
+    }
+    let methods: Vec<_> = target.requests().iter().map(|r| r.method.clone()).collect();
+    assert_eq!(methods, ["GET", "PUT", "PATCH", "DELETE"]);
+}
+
+#[tokio::test]
+async fn s06_target_500_reports_failure_with_the_spec_summary() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer(500, "boom");
+    let agent = agent(&port, json!([{"enabled": true}]));
+    let outcome = run(&agent, action_run("r_6", &target.url("/f"), "POST", false)).await;
+    assert_eq!(outcome.result, Result_::Delivered(500));
+    assert_eq!(
+        patches(&port),
+        vec![(
+            "/v1/actions/runs/r_6".to_string(),
+            json!({"status": "FAILURE", "summary": "Failed to invoke the webhook with status code: 500. Response: boom"})
+        )]
+    );
+    assert_eq!(
+        log_lines(&port, "r_6")[3],
+        "Action invocation failed with status code: 500 and response: boom"
+    );
+    // Without detailed logging the response text stays out.
+    let quiet = agent_with(&port, json!([{"enabled": true}]), |c| c.detailed_logging = false);
+    run(&quiet, action_run("r_6b", &target.url("/f"), "POST", false)).await;
+    assert_eq!(
+        patches(&port).last().unwrap().1,
+        json!({"status": "FAILURE", "summary": "Failed to invoke the webhook with status code: 500."})
+    );
+}
+
+#[tokio::test]
+async fn s07_async_success_logs_in_order_and_sends_no_status() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer(202, "accepted");
+    let agent = agent(&port, json!([{"enabled": true}]));
+    run(&agent, action_run("r_7", &target.url("/a"), "POST", false)).await;
+    assert_eq!(
+        log_lines(&port, "r_7"),
+        [
+            "An action message has been received",
+            "Preparing the payload for the request",
+            "Sending the request",
+            "Action invocation has completed successfully with status code: 202",
+            "Port agent finished processing the action run",
+        ]
+    );
+    assert!(patches(&port).is_empty());
+    // Every call carried the cached token and a User-Agent.
+    for c in port.accepted() {
+        assert_eq!(c.header("authorization"), Some("Bearer token-1"));
+        assert!(c.header("user-agent").unwrap().starts_with("port-agent/"));
+    }
+    // AGENT_RUN_LOGS=false turns the logs off.
+    let silent = agent_with(&port, json!([{"enabled": true}]), |c| c.run_logs = false);
+    run(&silent, action_run("r_7b", &target.url("/a"), "POST", false)).await;
+    assert!(log_lines(&port, "r_7b").is_empty());
+}
+
+#[tokio::test]
+async fn s08_report_overrides_and_null_removes_a_key() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer_json(500, json!({"id": "x9", "web": "https://ci/x9"}));
+    let agent = agent(
+        &port,
+        json!([{"report": {
+            "status": "if .response.statusCode == 500 then \"SUCCESS\" else \"FAILURE\" end",
+            "summary": "null",
+            "link": "[.response.json.web, \"https://docs\"]",
+            "externalRunId": ".response.json.id"
+        }}]),
+    );
+    run(&agent, action_run("r_8", &target.url("/r"), "POST", false)).await;
+    assert_eq!(
+        patches(&port),
+        vec![(
+            "/v1/actions/runs/r_8".to_string(),
+            json!({"status": "SUCCESS", "link": ["https://ci/x9", "https://docs"], "externalRunId": "x9"})
+        )]
+    );
+}
+
+#[tokio::test]
+async fn s09_workflow_node_runs() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent(&port, json!([{"enabled": true}]));
+    target.answer_json(200, json!({"ok": 1}));
+    run(&agent, action_run("wfnr_sync", &target.url("/n"), "POST", true)).await;
+    run(&agent, action_run("wfnr_async", &target.url("/n"), "POST", false)).await;
+    target.answer(503, "down");
+    run(&agent, action_run("wfnr_fail", &target.url("/n"), "POST", false)).await;
+    assert_eq!(
+        patches(&port),
+        vec![
+            (
+                "/v1/workflows/nodes/runs/wfnr_sync".to_string(),
+                json!({"status": "COMPLETED", "result": "SUCCESS", "output": {"response": {"status": 200, "data": {"ok": 1}}}})
+            ),
+            ("/v1/workflows/nodes/runs/wfnr_fail".to_string(), json!({"status": "COMPLETED", "result": "FAILED"})),
+        ]
+    );
+    let logs: Vec<_> = port.accepted().into_iter().filter(|c| c.path() == "/v1/workflows/nodes/runs/wfnr_async/logs").collect();
+    assert_eq!(logs[0].json(), json!({"logs": [{"level": "INFO", "message": "An action message has been received"}]}));
+    // 503 is retried (3 attempts) before FAILED is reported.
+    assert_eq!(target.requests().len(), 2 + 3);
+}
+
+#[tokio::test]
+async fn s10_not_for_agent_bad_or_missing_signature_do_nothing() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent(&port, json!([{"enabled": true}]));
+    let mut not_ours = action_run("r_10a", &target.url("/x"), "POST", false);
+    not_ours["payload"]["action"]["invocationMethod"]["agent"] = json!(false);
+    assert_eq!(run(&agent, not_ours).await.result, Result_::Skipped(Skip::NotForAgent));
+
+    let mut tampered = signed(action_run("r_10b", &target.url("/x"), "POST", false), SECRET, 1);
+    tampered["payload"]["properties"]["version"] = json!("6.6.6");
+    let outcome = agent.process(&delivery(RUNS, &tampered)).await;
+    assert_eq!(outcome.result, Result_::Skipped(Skip::BadSignature));
+
+    let unsigned = action_run("r_10c", &target.url("/x"), "POST", false);
+    let outcome = agent.process(&delivery(RUNS, &unsigned)).await;
+    assert_eq!(outcome.result, Result_::Skipped(Skip::MissingSignature));
+
+    let outcome = agent.process(&Delivery { payload: b"{not json".to_vec(), ..delivery(RUNS, &json!({})) }).await;
+    assert!(matches!(outcome.result, Result_::Skipped(Skip::Unparsable(_))));
+    assert!(outcome.needs_dead_letter());
+
+    assert!(target.requests().is_empty());
+    assert!(port.all_calls().is_empty());
+}
+
+#[tokio::test]
+async fn s11_change_log_event_sends_the_request_and_calls_no_port_api() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent(&port, json!([{"enabled": true}]));
+    // Change-log messages are not signed (compat).
+    let event = json!({"changelogDestination": {"type": "WEBHOOK", "agent": true, "url": target.url("/changes")},
+                        "diff": {"before": null, "after": {"identifier": "svc-a"}}, "headers": {}});
+    let outcome = agent.process(&delivery(CHANGES, &event)).await;
+    assert_eq!(outcome.result, Result_::Delivered(200));
+    assert_eq!(outcome.kind, Some(Kind::ChangeLog));
+    assert_eq!(target.requests()[0].json(), event);
+    assert!(port.all_calls().is_empty());
+}
+
+/// A `tracing` writer that keeps every line in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn s12_decrypted_fields_reach_the_target_and_never_the_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent(&port, json!([{"fieldsToDecryptPaths": ["payload.properties.token", ".payload.properties.bad"]}]));
+    // Encrypted with SECRET's first 32 bytes: IV 00..0f, plaintext below.
+    let plaintext = "ghp_SuperSecretValue_42";
+    let encrypted = encrypt_for_test(plaintext);
+    let mut message = action_run("r_12", &target.url("/d"), "POST", false);
+    message["payload"]["properties"]["token"] = json!(encrypted);
+    message["payload"]["properties"]["bad"] = json!("%%%");
+    run(&agent, message).await;
+
+    let req = &target.requests()[0];
+    assert_eq!(req.json()["payload"]["properties"]["token"], plaintext);
+    assert_eq!(req.json()["payload"]["properties"]["bad"], "%%%");
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("could not decrypt"), "the failure is logged: {logs}");
+    assert!(!logs.contains(plaintext), "plaintext leaked into logs");
+    assert!(!logs.contains(SECRET), "secret leaked into logs");
+    assert!(!logs.contains("token-1"), "token leaked into logs");
+}
+
+fn encrypt_for_test(plaintext: &str) -> String {
+    use aes_gcm::aead::consts::U16;
+    use aes_gcm::aead::{Aead, KeyInit};
+    use aes_gcm::aes::Aes256;
+    use aes_gcm::{AesGcm, Nonce};
+    use base64::Engine as _;
+    let iv: [u8; 16] = core::array::from_fn(|i| i as u8);
+    let cipher = AesGcm::<Aes256, U16>::new_from_slice(&SECRET.as_bytes()[..32]).unwrap();
+    let sealed = cipher.encrypt(Nonce::<U16>::from_slice(&iv), plaintext.as_bytes()).unwrap();
+    base64::engine::general_purpose::STANDARD.encode([iv.as_slice(), &sealed].concat())
+}
+
+#[tokio::test]
+async fn s13_connection_refused_is_retried_then_reported_as_failure() {
+    let port = FakePort::start().await;
+    let agent = agent(&port, json!([{"enabled": true}]));
+    let url = format!("http://127.0.0.1:{}/gone", closed_port());
+    let outcome = run(&agent, action_run("r_13", &url, "POST", false)).await;
+    assert!(matches!(outcome.result, Result_::RequestFailed(_)), "{outcome:?}");
+    assert_eq!(agent.invoker().retries(), 2, "3 attempts in all");
+    let (path, body) = patches(&port).pop().unwrap();
+    assert_eq!(path, "/v1/actions/runs/r_13");
+    assert_eq!(body["status"], "FAILURE");
+    let summary = body["summary"].as_str().unwrap();
+    assert!(summary.starts_with("Failed to invoke the webhook: connection failed"), "{summary}");
+    assert!(summary.to_lowercase().contains("refused"), "{summary}");
+    assert_eq!(log_lines(&port, "r_13").last().unwrap(), "Port agent finished processing the action run");
+}
+
+#[tokio::test]
+async fn s14_port_401_then_503s_refreshes_the_token_and_retries() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer_json(200, json!({"done": true}));
+    let agent = agent_with(&port, json!([{"enabled": true}]), |c| c.run_logs = false);
+    port.fail_next(&[401, 503, 503]);
+    let outcome = run(&agent, action_run("r_14", &target.url("/p"), "POST", true)).await;
+    assert!(outcome.port_errors.is_empty(), "{:?}", outcome.port_errors);
+    assert_eq!(port.token_calls(), 2, "the 401 forced one refresh");
+    let statuses: Vec<_> = port.all_calls().iter().filter(|c| c.path() != "/v1/auth/access_token").map(|c| c.status).collect();
+    assert_eq!(statuses, [401, 503, 503, 200, 200]);
+    assert_eq!(
+        patches(&port),
+        vec![
+            ("/v1/actions/runs/r_14/response".to_string(), json!({"response": {"done": true}})),
+            ("/v1/actions/runs/r_14".to_string(), json!({"status": "SUCCESS"})),
+        ]
+    );
+    assert_eq!(port.accepted()[0].header("authorization"), Some("Bearer token-2"));
+}
+
+#[tokio::test]
+async fn s15_one_token_for_a_hundred_runs() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = Arc::new(agent(&port, json!([{"enabled": true}])));
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let agent = agent.clone();
+        let msg = signed(action_run(&format!("r_{i}"), &target.url("/t"), "POST", true), SECRET, 1);
+        tasks.push(tokio::spawn(async move { agent.process(&delivery(RUNS, &msg)).await }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().result, Result_::Delivered(200));
+    }
+    assert_eq!(port.token_calls(), 1);
+    assert_eq!(target.requests().len(), 100);
+    // 5 logs + 1 status patch per synchronized run with an empty body.
+    assert_eq!(port.accepted().len(), 100 * 6);
+}
+
+#[tokio::test]
+async fn s16_no_mapping_matches() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent(&port, json!([{"enabled": ".action == \"other\""}]));
+    let outcome = run(&agent, action_run("r_16", &target.url("/x"), "POST", false)).await;
+    assert_eq!(outcome.result, Result_::Skipped(Skip::NoMapping));
+    assert!(port.all_calls().is_empty(), "an action run is left alone");
+
+    let outcome = run(&agent, action_run("wfnr_16", &target.url("/x"), "POST", false)).await;
+    assert_eq!(outcome.result, Result_::Skipped(Skip::NoMapping));
+    assert_eq!(
+        patches(&port),
+        vec![("/v1/workflows/nodes/runs/wfnr_16".to_string(), json!({"status": "COMPLETED", "result": "FAILED"}))]
+    );
+    let off = agent_with(&port, json!([{"enabled": false}]), |c| c.wf_unmatched_fail = false);
+    run(&off, action_run("wfnr_16b", &target.url("/x"), "POST", false)).await;
+    assert_eq!(patches(&port).len(), 1);
+    assert!(target.requests().is_empty());
+}
+
+#[tokio::test]
+async fn port_outage_is_reported_in_the_outcome_not_lost() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent_with(&port, json!([{"enabled": true}]), |c| c.run_logs = false);
+    port.fail_next(&[500; 10]);
+    target.answer(500, "x");
+    let outcome = run(&agent, action_run("r_out", &target.url("/x"), "POST", false)).await;
+    assert_eq!(outcome.port_errors.len(), 1, "{:?}", outcome.port_errors);
+    assert!(outcome.port_errors[0].contains("PATCH /v1/actions/runs/r_out"));
+    assert!(outcome.needs_dead_letter());
+}
+
+#[tokio::test]
+async fn a_mapping_without_a_url_reports_failure() {
+    let (port, _target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent_with(&port, json!([{"url": ".nope"}]), |c| c.run_logs = false);
+    let mut message = action_run("r_nourl", "http://x", "POST", false);
+    message["payload"]["action"]["invocationMethod"].as_object_mut().unwrap().remove("url");
+    let outcome = run(&agent, message).await;
+    assert!(matches!(outcome.result, Result_::RequestFailed(_)));
+    assert_eq!(
+        patches(&port),
+        vec![(
+            "/v1/actions/runs/r_nourl".to_string(),
+            json!({"status": "FAILURE", "summary": "Failed to build the request: the mapping and the invocation method give no URL"})
+        )]
+    );
+}

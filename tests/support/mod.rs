@@ -1,0 +1,274 @@
+//! Test support: a fake Port API and a fake target, both real HTTP servers
+//! on 127.0.0.1 that record every call and can be told to fail, plus helpers
+//! to build signed messages and pipelines wired to them.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use port_agent::json_canon::to_raw_string;
+use port_agent::signature::sign;
+
+pub const SECRET: &str = "s3cr3t-client-secret-0123456789abcdef";
+
+/// One request a fake server received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The status the fake answered.
+    pub status: u16,
+}
+
+impl Recorded {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or("")
+    }
+}
+
+fn record(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes, status: u16) -> Recorded {
+    Recorded {
+        method: method.to_string(),
+        uri: uri.to_string(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body: body.to_vec(),
+        status,
+    }
+}
+
+async fn serve(router: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    addr
+}
+
+// ---------------------------------------------------------------- Port API
+
+#[derive(Default)]
+pub struct PortState {
+    pub calls: Mutex<Vec<Recorded>>,
+    /// Statuses to answer the next non-token calls with, in order.
+    pub fail_next: Mutex<VecDeque<u16>>,
+    pub tokens_issued: Mutex<u32>,
+    pub token_lifetime: Mutex<u64>,
+}
+
+#[derive(Clone)]
+pub struct FakePort {
+    pub addr: SocketAddr,
+    pub state: Arc<PortState>,
+}
+
+async fn port_handler(
+    State(state): State<Arc<PortState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if uri.path() == "/v1/auth/access_token" {
+        let n = {
+            let mut t = state.tokens_issued.lock().unwrap();
+            *t += 1;
+            *t
+        };
+        let lifetime = *state.token_lifetime.lock().unwrap();
+        state.calls.lock().unwrap().push(record(&method, &uri, &headers, &body, 200));
+        let answer = json!({"accessToken": format!("token-{n}"), "expiresIn": lifetime, "tokenType": "Bearer"});
+        return (StatusCode::OK, axum::Json(answer)).into_response();
+    }
+    let forced = state.fail_next.lock().unwrap().pop_front();
+    let status = forced.unwrap_or(200);
+    // Only the latest token is valid.
+    let latest = format!("Bearer token-{}", *state.tokens_issued.lock().unwrap());
+    let status = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        Some(auth) if auth == latest => status,
+        _ => 401,
+    };
+    state.calls.lock().unwrap().push(record(&method, &uri, &headers, &body, status));
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, axum::Json(json!({"ok": status < 300}))).into_response()
+}
+
+impl FakePort {
+    pub async fn start() -> FakePort {
+        let state = Arc::new(PortState::default());
+        *state.token_lifetime.lock().unwrap() = 3600;
+        let router = axum::Router::new().fallback(port_handler).with_state(state.clone());
+        FakePort { addr: serve(router).await, state }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Calls other than the token endpoint that were answered 2xx.
+    pub fn accepted(&self) -> Vec<Recorded> {
+        self.state
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.path() != "/v1/auth/access_token" && c.status < 300)
+            .cloned()
+            .collect()
+    }
+
+    /// `METHOD path body` of each accepted call, in order.
+    pub fn accepted_summary(&self) -> Vec<(String, String, Value)> {
+        self.accepted().iter().map(|c| (c.method.clone(), c.path().to_string(), c.json())).collect()
+    }
+
+    pub fn all_calls(&self) -> Vec<Recorded> {
+        self.state.calls.lock().unwrap().clone()
+    }
+
+    pub fn token_calls(&self) -> u32 {
+        *self.state.tokens_issued.lock().unwrap()
+    }
+
+    pub fn fail_next(&self, statuses: &[u16]) {
+        self.state.fail_next.lock().unwrap().extend(statuses.iter().copied());
+    }
+}
+
+// ------------------------------------------------------------------ target
+
+#[derive(Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub delay: Duration,
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+pub struct TargetState {
+    pub requests: Mutex<Vec<Recorded>>,
+    /// Answers for the next requests, in order; then `default`.
+    pub script: Mutex<VecDeque<Answer>>,
+    pub default: Mutex<Option<Answer>>,
+}
+
+#[derive(Clone)]
+pub struct FakeTarget {
+    pub addr: SocketAddr,
+    pub state: Arc<TargetState>,
+}
+
+async fn target_handler(
+    State(state): State<Arc<TargetState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let answer = state.script.lock().unwrap().pop_front().or_else(|| state.default.lock().unwrap().clone());
+    let answer = answer.unwrap_or(Answer { status: 200, body: String::new(), delay: Duration::ZERO, headers: vec![] });
+    if !answer.delay.is_zero() {
+        tokio::time::sleep(answer.delay).await;
+    }
+    state.requests.lock().unwrap().push(record(&method, &uri, &headers, &body, answer.status));
+    let mut resp = (StatusCode::from_u16(answer.status).unwrap(), answer.body.clone()).into_response();
+    for (k, v) in &answer.headers {
+        resp.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    resp
+}
+
+impl FakeTarget {
+    pub async fn start() -> FakeTarget {
+        let state = Arc::new(TargetState::default());
+        let router = axum::Router::new().fallback(target_handler).with_state(state.clone());
+        FakeTarget { addr: serve(router).await, state }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn answer(&self, status: u16, body: &str) {
+        *self.state.default.lock().unwrap() =
+            Some(Answer { status, body: body.into(), delay: Duration::ZERO, headers: vec![] });
+    }
+
+    pub fn answer_json(&self, status: u16, body: Value) {
+        *self.state.default.lock().unwrap() = Some(Answer {
+            status,
+            body: body.to_string(),
+            delay: Duration::ZERO,
+            headers: vec![("content-type".into(), "application/json".into())],
+        });
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+}
+
+/// A TCP port on 127.0.0.1 where nothing listens.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+// ---------------------------------------------------------------- messages
+
+/// An action-run message for `url`, unsigned.
+pub fn action_run(run_id: &str, url: &str, method: &str, synchronized: bool) -> Value {
+    json!({
+        "action": "deploy_service",
+        "resourceType": "run",
+        "status": "TRIGGERED",
+        "trigger": {"by": {"orgId": "org_1", "userId": "u_1"}, "origin": "UI", "at": "2026-11-01T12:00:00.000Z"},
+        "context": {"entity": "svc-a", "blueprint": "microservice", "runId": run_id},
+        "payload": {
+            "entity": {"identifier": "svc-a", "properties": {"region": "eu-west-1"}},
+            "action": {"invocationMethod": {"type": "WEBHOOK", "agent": true, "synchronized": synchronized,
+                                            "method": method, "url": url}},
+            "properties": {"version": "1.2.3"}
+        },
+        "headers": {}
+    })
+}
+
+/// Sign `message` as Port does: signature headers added to `.headers`.
+pub fn signed(mut message: Value, secret: &str, ts: u64) -> Value {
+    if message.get("headers").is_none() {
+        message["headers"] = json!({});
+    }
+    let sig = sign(secret, &ts.to_string(), &to_raw_string(&message));
+    let headers = message["headers"].as_object_mut().expect("headers object");
+    headers.insert("X-Port-Signature".into(), Value::String(sig));
+    headers.insert("X-Port-Timestamp".into(), json!(ts));
+    message
+}
