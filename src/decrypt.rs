@@ -58,7 +58,10 @@ pub fn decrypt_value(secret: &str, value: &str) -> Result<String, DecryptError> 
 
 /// Split a dot path (`payload.properties.token`, `.a.0.b`) into segments.
 fn segments(path: &str) -> impl Iterator<Item = &str> {
-    path.strip_prefix('.').unwrap_or(path).split('.').filter(|s| !s.is_empty())
+    path.strip_prefix('.')
+        .unwrap_or(path)
+        .split('.')
+        .filter(|s| !s.is_empty())
 }
 
 fn lookup_mut<'a>(root: &'a mut Value, path: &str) -> Option<&'a mut Value> {
@@ -114,7 +117,11 @@ mod tests {
     #[test]
     fn paths_walk_objects_and_arrays_with_optional_leading_dot() {
         let mut m = json!({"payload": {"items": [{"t": TOKEN}], "p": {"t": TOKEN}}});
-        let paths = vec![".payload.p.t".to_string(), "payload.items.0.t".into(), "payload.nope".into()];
+        let paths = vec![
+            ".payload.p.t".to_string(),
+            "payload.items.0.t".into(),
+            "payload.nope".into(),
+        ];
         let d = decrypt_fields(&mut m, &paths, SECRET);
         assert!(d.failures.is_empty());
         assert_eq!(m["payload"]["p"]["t"], "ghp_token_value");
@@ -129,7 +136,10 @@ mod tests {
         assert_eq!(m, json!({"a": "%%%", "b": 5}));
         assert_eq!(
             d.failures,
-            vec![("a".into(), DecryptError::Base64), ("b".into(), DecryptError::NotAString)]
+            vec![
+                ("a".into(), DecryptError::Base64),
+                ("b".into(), DecryptError::NotAString)
+            ]
         );
     }
 }

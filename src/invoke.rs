@@ -43,8 +43,13 @@ impl OutgoingRequest {
             }
         }
         let mut headers = header_pairs(&spec.headers);
-        headers.retain(|(k, _)| !k.eq_ignore_ascii_case(SIGNATURE_HEADER) && !k.eq_ignore_ascii_case(TIMESTAMP_HEADER));
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        headers.retain(|(k, _)| {
+            !k.eq_ignore_ascii_case(SIGNATURE_HEADER) && !k.eq_ignore_ascii_case(TIMESTAMP_HEADER)
+        });
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
             headers.push(("Content-Type".into(), "application/json".into()));
         }
         let signed = signature::sign_outgoing(secret, timestamp, &spec.body);
@@ -123,7 +128,10 @@ pub struct InvokeError {
 /// Sends requests to targets.
 pub trait Invoker: Send + Sync {
     /// Send one request (with retries where the implementation retries).
-    fn send(&self, request: &OutgoingRequest) -> impl Future<Output = Result<TargetResponse, InvokeError>> + Send;
+    fn send(
+        &self,
+        request: &OutgoingRequest,
+    ) -> impl Future<Output = Result<TargetResponse, InvokeError>> + Send;
 }
 
 /// The real invoker.
@@ -149,9 +157,15 @@ impl HttpInvoker {
         self.retries.load(Ordering::Relaxed)
     }
 
-    async fn attempt(&self, request: &OutgoingRequest) -> Result<ResponseContext, Attempt<ResponseContext, InvokeError>> {
+    async fn attempt(
+        &self,
+        request: &OutgoingRequest,
+    ) -> Result<ResponseContext, Attempt<ResponseContext, InvokeError>> {
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
-            Attempt::Final(InvokeError { message: format!("invalid HTTP method '{}'", request.method), attempts: 1 })
+            Attempt::Final(InvokeError {
+                message: format!("invalid HTTP method '{}'", request.method),
+                attempts: 1,
+            })
         })?;
         let mut builder = self.client.request(method, &request.url);
         for (k, v) in &request.headers {
@@ -161,10 +175,16 @@ impl HttpInvoker {
         let resp = match sent {
             Ok(resp) => resp,
             Err(e) => {
-                let error = InvokeError { message: describe_error(&e), attempts: 1 };
+                let error = InvokeError {
+                    message: describe_error(&e),
+                    attempts: 1,
+                };
                 // Retry only when the request cannot have reached the target.
                 return Err(if e.is_connect() {
-                    Attempt::Retryable { last: Err(error), retry_after: None }
+                    Attempt::Retryable {
+                        last: Err(error),
+                        retry_after: None,
+                    }
                 } else {
                     Attempt::Final(error)
                 });
@@ -179,7 +199,12 @@ impl HttpInvoker {
         let headers = resp
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let text = match resp.bytes().await {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
@@ -190,9 +215,16 @@ impl HttpInvoker {
                 }))
             }
         };
-        let response = ResponseContext { status, headers, text };
+        let response = ResponseContext {
+            status,
+            headers,
+            text,
+        };
         if self.policy.retry_statuses.contains(&status) {
-            Err(Attempt::Retryable { last: Ok(response), retry_after })
+            Err(Attempt::Retryable {
+                last: Ok(response),
+                retry_after,
+            })
         } else {
             Ok(response)
         }
@@ -219,7 +251,10 @@ pub fn describe_error(e: &reqwest::Error) -> String {
         source = s.source();
     }
     chain.dedup();
-    let url = e.url().map(|u| format!(" ({})", strip_credentials(u))).unwrap_or_default();
+    let url = e
+        .url()
+        .map(|u| format!(" ({})", strip_credentials(u)))
+        .unwrap_or_default();
     if chain.is_empty() {
         format!("{kind}{url}")
     } else {
@@ -277,13 +312,20 @@ impl RecordingInvoker {
     pub fn new(status: u16, body: impl Into<String>) -> Self {
         RecordingInvoker {
             requests: Arc::default(),
-            answer: ResponseContext { status, headers: Vec::new(), text: body.into() },
+            answer: ResponseContext {
+                status,
+                headers: Vec::new(),
+                text: body.into(),
+            },
         }
     }
 
     /// Take the recorded requests.
     pub fn take(&self) -> Vec<OutgoingRequest> {
-        self.requests.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
+        self.requests
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 }
 
@@ -292,7 +334,10 @@ impl Invoker for RecordingInvoker {
         if let Ok(mut r) = self.requests.lock() {
             r.push(request.clone());
         }
-        Ok(TargetResponse { response: self.answer.clone(), attempts: 1 })
+        Ok(TargetResponse {
+            response: self.answer.clone(),
+            attempts: 1,
+        })
     }
 }
 
@@ -316,10 +361,16 @@ mod tests {
 
     #[test]
     fn signature_headers_come_last_and_override_mapped_ones() {
-        let s = spec(json!({"X-Port-Signature": "forged", "x-port-timestamp": "1", "A": "b", "N": 5, "Z": null}), json!({}));
+        let s = spec(
+            json!({"X-Port-Signature": "forged", "x-port-timestamp": "1", "A": "b", "N": 5, "Z": null}),
+            json!({}),
+        );
         let r = OutgoingRequest::build(&s, "secret", 1700000000).unwrap();
         let names: Vec<_> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["A", "N", "Content-Type", "X-Port-Timestamp", "X-Port-Signature"]);
+        assert_eq!(
+            names,
+            ["A", "N", "Content-Type", "X-Port-Timestamp", "X-Port-Signature"]
+        );
         assert_eq!(r.headers[1].1, "5");
         assert_eq!(r.body, r#"{"m":"\u00e9"}"#);
         assert_eq!(r.headers[4].1, signature::sign("secret", "1700000000", &r.body));
@@ -327,15 +378,25 @@ mod tests {
 
     #[test]
     fn mapped_content_type_is_kept() {
-        let r = OutgoingRequest::build(&spec(json!({"content-type": "text/plain"}), json!({})), "s", 1).unwrap();
-        assert_eq!(r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).count(), 1);
+        let r =
+            OutgoingRequest::build(&spec(json!({"content-type": "text/plain"}), json!({})), "s", 1).unwrap();
+        assert_eq!(
+            r.headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                .count(),
+            1
+        );
         assert_eq!(r.headers[0].1, "text/plain");
     }
 
     #[test]
     fn query_is_encoded_like_requests() {
         let r = OutgoingRequest::build(
-            &spec(json!({}), json!({"a": "x y", "b": [1, "two"], "c": true, "d": null, "e": 2.5})),
+            &spec(
+                json!({}),
+                json!({"a": "x y", "b": [1, "two"], "c": true, "d": null, "e": 2.5}),
+            ),
             "s",
             1,
         )

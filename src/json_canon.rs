@@ -116,7 +116,8 @@ mod tests {
 
     #[test]
     fn raw_keeps_non_ascii_and_order() {
-        let v: Value = serde_json::from_str(r#"{"z":1,"a":"déjà 🚀","c":"a\"b\\c/d\n\u0001\u007f"}"#).unwrap();
+        let v: Value =
+            serde_json::from_str(r#"{"z":1,"a":"déjà 🚀","c":"a\"b\\c/d\n\u0001\u007f"}"#).unwrap();
         assert_eq!(
             to_raw_string(&v),
             "{\"z\":1,\"a\":\"déjà 🚀\",\"c\":\"a\\\"b\\\\c/d\\n\\u0001\u{7f}\"}"

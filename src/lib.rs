@@ -13,6 +13,7 @@
 //! ```
 
 pub mod decrypt;
+pub mod dryrun;
 pub mod invoke;
 pub mod json_canon;
 pub mod mapping;
@@ -22,4 +23,6 @@ pub mod port;
 pub mod retry;
 pub mod settings;
 pub mod signature;
+pub mod source;
+pub mod telemetry;
 pub mod tls;

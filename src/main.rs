@@ -1,4 +1,458 @@
-//! `port-agent` command line.
-fn main() {
-    println!("port-agent {}", env!("CARGO_PKG_VERSION"));
+//! `port-agent` command line: run the agent, or check, render and dry-run
+//! mappings offline. See `port-agent --help`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use port_agent::dryrun::{self, Entry};
+use port_agent::mapping::jq::EVAL_THREAD_STACK;
+use port_agent::mapping::{JqEnv, MappingError, MappingSet};
+use port_agent::pipeline::{Config, Delivery};
+use port_agent::settings::{Requirement, Settings};
+use port_agent::telemetry::{init_logging, LogTarget};
+
+/// Exit code: problems found (check errors, malformed input lines).
+const EXIT_PROBLEMS: u8 = 1;
+/// Exit code: invalid settings or mapping file.
+const EXIT_CONFIG: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "port-agent",
+    version,
+    about = "Port execution agent: Kafka invocations to signed HTTP requests, results reported to Port",
+    long_about = "Port execution agent: reads invocations from Port's Kafka topics (or its polling API), \
+builds each HTTP request with a jq mapping file, signs and sends it to your internal service, \
+and reports the result back to Port.\n\nWith no command, `run` is assumed.",
+    after_help = "Exit codes: 0 success; 1 problems found (mapping errors in `check`, malformed lines in \
+`dry-run`); 2 invalid command line; 3 invalid settings or mapping file.\n\n\
+Example: PORT_CLIENT_SECRET=example-client-secret-0123456789abcdef port-agent dry-run --input examples/recorded-topic.jsonl --mapping examples/mapping.json"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the default): consume invocations and act on them.
+    #[command(after_help = "Settings come from the environment (see the README); e.g.\n  \
+PORT_ORG_ID=org_1 PORT_CLIENT_ID=… PORT_CLIENT_SECRET=… KAFKA_CONSUMER_GROUP_ID=org_1.agent port-agent run")]
+    Run,
+    /// Validate the settings that are present and compile every mapping.
+    #[command(after_help = "Example:\n  port-agent check --mapping ./invocations.json")]
+    Check {
+        /// Mapping file (default: CONTROL_THE_PAYLOAD_CONFIG_PATH).
+        #[arg(long, value_name = "FILE")]
+        mapping: Option<PathBuf>,
+    },
+    /// Show which mapping a message selects and the request and report it builds.
+    #[command(
+        after_help = "Example:\n  port-agent render --mapping invocations.json --message run.json --env GITLAB_TOKEN=xyz"
+    )]
+    Render {
+        /// Mapping file.
+        #[arg(long, value_name = "FILE")]
+        mapping: PathBuf,
+        /// The message (one JSON object, as on the topic).
+        #[arg(long, value_name = "FILE")]
+        message: PathBuf,
+        /// Topic the message came from (default: the runs topic).
+        #[arg(long, value_name = "TOPIC")]
+        topic: Option<String>,
+        /// Extra environment for `env.X` in expressions (repeatable).
+        #[arg(long = "env", value_name = "K=V", value_parser = parse_env_pair)]
+        env: Vec<(String, String)>,
+        #[command(flatten)]
+        assume: Assume,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Run the full pipeline over a recorded topic with no network side effects.
+    #[command(
+        after_help = "Input lines: the agent's record format, `kcat -C -J` output, or bare message objects.\n\
+Signatures are verified when PORT_CLIENT_SECRET is set.\n\nExample:\n  \
+PORT_CLIENT_SECRET=example-client-secret-0123456789abcdef port-agent dry-run --input examples/recorded-topic.jsonl --mapping examples/mapping.json"
+    )]
+    DryRun {
+        /// Recorded topic (JSON lines).
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// Mapping file (default: CONTROL_THE_PAYLOAD_CONFIG_PATH).
+        #[arg(long, value_name = "FILE")]
+        mapping: Option<PathBuf>,
+        /// Topic for bare message lines (default: the runs topic).
+        #[arg(long, value_name = "TOPIC")]
+        topic: Option<String>,
+        #[command(flatten)]
+        assume: Assume,
+        /// Output format: text, or one JSON object per line.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Assume {
+    /// Status the target is assumed to answer.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    assume_status: u16,
+    /// Body the target is assumed to answer.
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    assume_body: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected K=V, got '{s}'"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(EVAL_THREAD_STACK)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Run on a worker thread: jq evaluation relies on its larger stack.
+    let result = runtime.block_on(async { tokio::spawn(dispatch(cli)).await });
+    match result {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("error: the command stopped unexpectedly: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run().await,
+        Command::Check { mapping } => check(mapping),
+        Command::Render {
+            mapping,
+            message,
+            topic,
+            env,
+            assume,
+            format,
+        } => render(&mapping, &message, topic, env, assume, format).await,
+        Command::DryRun {
+            input,
+            mapping,
+            topic,
+            assume,
+            format,
+        } => dry_run(&input, mapping, topic, assume, format).await,
+    }
+}
+
+fn offline_settings() -> Result<Settings> {
+    let settings = Settings::from_env(Requirement::Offline).map_err(|e| anyhow!("{e}"))?;
+    init_logging(&settings.log_filter, settings.log_format, LogTarget::Stderr);
+    Ok(settings)
+}
+
+fn mapping_path(given: Option<PathBuf>, settings: &Settings) -> PathBuf {
+    given.unwrap_or_else(|| PathBuf::from(&settings.mapping_path))
+}
+
+fn load_mappings(path: &Path) -> Result<MappingSet> {
+    let set = MappingSet::load(path).map_err(|e| anyhow!("{}", describe_mapping_error(path, &e)))?;
+    for m in &set.mappings {
+        if !m.unknown_keys.is_empty() {
+            tracing::warn!(mapping = m.index, keys = ?m.unknown_keys, "unknown mapping keys are ignored");
+        }
+    }
+    Ok(set)
+}
+
+fn describe_mapping_error(path: &Path, e: &MappingError) -> String {
+    match e {
+        MappingError::Field { .. } => format!("{}: {e}", path.display()),
+        _ => e.to_string(),
+    }
+}
+
+async fn run() -> Result<ExitCode> {
+    let settings = Settings::from_env(Requirement::Run).map_err(|e| anyhow!("{e}"))?;
+    init_logging(&settings.log_filter, settings.log_format, LogTarget::Stdout);
+    for w in settings.warnings() {
+        tracing::warn!("{w}");
+    }
+    let _mappings = load_mappings(Path::new(&settings.mapping_path))?;
+    Err(anyhow!(
+        "the {} source is not available in this build yet; use `port-agent dry-run` to exercise mappings",
+        settings.streamer.as_str()
+    ))
+}
+
+fn check(mapping: Option<PathBuf>) -> Result<ExitCode> {
+    let settings = offline_settings()?;
+    let path = mapping_path(mapping, &settings);
+    let mut notes = Vec::new();
+    if settings.client_id.is_empty() || settings.client_secret.is_empty() {
+        notes.push("PORT_CLIENT_ID/PORT_CLIENT_SECRET are not set: `run` will need them");
+    }
+    if settings.org_id.is_empty() {
+        notes.push("PORT_ORG_ID is not set: `run` will need it");
+    }
+    for w in settings.warnings() {
+        println!("warning: {w}");
+    }
+    for n in notes {
+        println!("note: {n}");
+    }
+    match MappingSet::load(&path) {
+        Ok(set) => {
+            println!("{}: {} mapping(s) compiled", path.display(), set.mappings.len());
+            for m in &set.mappings {
+                let fields = m.fields_set();
+                println!(
+                    "  #{}: enabled: {}; sets: {}",
+                    m.index,
+                    m.enabled_text(),
+                    if fields.is_empty() {
+                        "nothing (defaults)".to_string()
+                    } else {
+                        fields.join(", ")
+                    }
+                );
+                if !m.unknown_keys.is_empty() {
+                    println!(
+                        "  #{}: warning: unknown keys ignored: {}",
+                        m.index,
+                        m.unknown_keys.join(", ")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("error: {}", describe_mapping_error(&path, &e));
+            Ok(ExitCode::from(EXIT_PROBLEMS))
+        }
+    }
+}
+
+fn pipeline_config(settings: &Settings, topic_default: Option<&str>) -> (Config, String) {
+    let mut config = Config::from_settings(settings);
+    if settings.org_id.is_empty() {
+        // Offline without an org: recognise `<org>.runs` / `<org>.change.log`
+        // by suffix, and give bare lines a runs topic.
+        config.infer_topics = true;
+        config.runs_topic = "unknown-org.runs".into();
+        config.change_log_topic = "unknown-org.change.log".into();
+    }
+    let default_topic = topic_default
+        .map(str::to_string)
+        .unwrap_or_else(|| config.runs_topic.clone());
+    (config, default_topic)
+}
+
+async fn render(
+    mapping: &Path,
+    message: &Path,
+    topic: Option<String>,
+    env: Vec<(String, String)>,
+    assume: Assume,
+    format: Format,
+) -> Result<ExitCode> {
+    let settings = offline_settings()?;
+    let set = load_mappings(mapping)?;
+    let text =
+        std::fs::read_to_string(message).with_context(|| format!("cannot read {}", message.display()))?;
+    let (config, topic) = pipeline_config(&settings, topic.as_deref());
+    let verified = config.secret.is_some();
+    let jq_env = JqEnv::new(std::env::vars().chain(env));
+    let selection = {
+        let value: Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", message.display()))?;
+        let ctx = port_agent::mapping::EvalCtx {
+            env: &jq_env,
+            budget: config.budget,
+        };
+        let mut warnings = Vec::new();
+        set.select(&port_agent::mapping::jq::to_val(&value), &ctx, &mut warnings)
+    };
+    let p = dryrun::pipeline(config, set, jq_env, assume.assume_status, &assume.assume_body);
+    let delivery = Delivery {
+        topic,
+        partition: -1,
+        offset: 0,
+        key: None,
+        payload: text.trim().as_bytes().to_vec(),
+    };
+    let entry = dryrun::run_one(&p, 1, delivery).await;
+    let passed_over: Vec<Value> = selection
+        .passed_over
+        .iter()
+        .map(|p| json!({"index": p.index, "reason": p.reason}))
+        .collect();
+    if format == Format::Json {
+        let j = entry.to_json();
+        let out = json!({
+            "mapping_index": j["mapping_index"],
+            "skipped": j["skipped"],
+            "passed_over": passed_over,
+            "request": j["request"],
+            "report": j["port_calls"],
+            "signatures_verified": verified,
+        });
+        println!("{out}");
+    } else {
+        if !verified {
+            println!("note: PORT_CLIENT_SECRET is not set: the signature was not verified");
+        }
+        for p in &selection.passed_over {
+            println!("mapping #{} passed over: {}", p.index, p.reason);
+        }
+        print_entry(&entry);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dry_run(
+    input: &Path,
+    mapping: Option<PathBuf>,
+    topic: Option<String>,
+    assume: Assume,
+    format: Format,
+) -> Result<ExitCode> {
+    let settings = offline_settings()?;
+    let path = mapping_path(mapping, &settings);
+    let set = load_mappings(&path)?;
+    let text = std::fs::read_to_string(input).with_context(|| format!("cannot read {}", input.display()))?;
+    let (config, default_topic) = pipeline_config(&settings, topic.as_deref());
+    let verified = config.secret.is_some();
+    let p = dryrun::pipeline(
+        config,
+        set,
+        JqEnv::from_process(),
+        assume.assume_status,
+        &assume.assume_body,
+    );
+    let report = dryrun::dry_run(&p, &text, &default_topic).await;
+    let summary = report.summary();
+    if format == Format::Json {
+        for e in &report.entries {
+            println!("{}", e.to_json());
+        }
+        for b in &report.bad_lines {
+            println!(
+                "{}",
+                json!({"line": b.line, "outcome": "malformed_line", "error": b.reason})
+            );
+        }
+        println!("{}", json!({"summary": summary, "signatures_verified": verified}));
+    } else {
+        if !verified {
+            println!("note: PORT_CLIENT_SECRET is not set: signatures were not verified\n");
+        }
+        for e in &report.entries {
+            print_entry(e);
+            println!();
+        }
+        for b in &report.bad_lines {
+            println!("line {}: malformed, skipped: {}\n", b.line, b.reason);
+        }
+        print_summary(&summary);
+    }
+    Ok(if report.bad_lines.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PROBLEMS)
+    })
+}
+
+fn print_entry(e: &Entry) {
+    let j = e.to_json();
+    let run = e.outcome.run_id.as_deref().unwrap_or("-");
+    let kind = j["kind"].as_str().unwrap_or("-");
+    println!(
+        "line {}  {}[{}]@{}  {} {}",
+        e.line, e.delivery.topic, e.delivery.partition, e.delivery.offset, kind, run
+    );
+    match (&j["skipped"], &j["mapping_index"]) {
+        (Value::String(why), _) => println!("  decision: skipped ({why})"),
+        (_, Value::Number(n)) => println!("  decision: mapping #{n}"),
+        _ => println!("  decision: -"),
+    }
+    if let Value::String(err) = &j["error"] {
+        println!("  error:    {err}");
+    }
+    for w in &e.outcome.warnings {
+        println!("  warning:  {w}");
+    }
+    if let Some(r) = &e.request {
+        println!(
+            "  request:  {} {}",
+            r["method"].as_str().unwrap_or(""),
+            r["url"].as_str().unwrap_or("")
+        );
+        println!("  headers:  {}", r["headers"]);
+        println!("  body:     {}", r["body"]);
+    }
+    for c in &e.port_calls {
+        println!(
+            "  port:     {} {} {}",
+            c["method"].as_str().unwrap_or(""),
+            c["path"].as_str().unwrap_or(""),
+            c["body"]
+        );
+    }
+}
+
+fn print_summary(s: &Value) {
+    println!(
+        "summary: {} message(s), {} malformed line(s)",
+        s["messages"], s["malformed_lines"]
+    );
+    println!("  {:<20} {:>6}", "outcome", "count");
+    if let Some(m) = s["by_outcome"].as_object() {
+        for (k, v) in m {
+            println!("  {k:<20} {v:>6}");
+        }
+    }
+    println!("  {:<20} {:>6}", "mapping", "count");
+    if let Some(m) = s["by_mapping"].as_object() {
+        for (k, v) in m {
+            let name = if k == "none" {
+                "none".to_string()
+            } else {
+                format!("#{k}")
+            };
+            println!("  {name:<20} {v:>6}");
+        }
+    }
+    if let Some(errors) = s["errors"].as_array() {
+        if !errors.is_empty() {
+            println!("  messages with errors:");
+            for e in errors {
+                println!("    line {}: {}", e["line"], e["errors"]);
+            }
+        }
+    }
 }

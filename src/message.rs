@@ -100,7 +100,10 @@ impl Invocation {
 
     /// The run id (`.context.runId`), if any.
     pub fn run_id(&self) -> Option<&str> {
-        self.message.pointer("/context/runId").and_then(Value::as_str).filter(|s| !s.is_empty())
+        self.message
+            .pointer("/context/runId")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     /// The kind, or `None` when there is neither a run id nor a URL.
@@ -135,8 +138,14 @@ mod tests {
     #[test]
     fn kinds() {
         let run = |id: &str| json!({"context": {"runId": id}, "payload": {"action": {"invocationMethod": {"agent": true}}}});
-        assert_eq!(inv(run("r_1"), TopicKind::Runs).kind(), Some(Kind::ActionRun("r_1".into())));
-        assert_eq!(inv(run("wfnr_1"), TopicKind::Runs).kind(), Some(Kind::NodeRun("wfnr_1".into())));
+        assert_eq!(
+            inv(run("r_1"), TopicKind::Runs).kind(),
+            Some(Kind::ActionRun("r_1".into()))
+        );
+        assert_eq!(
+            inv(run("wfnr_1"), TopicKind::Runs).kind(),
+            Some(Kind::NodeRun("wfnr_1".into()))
+        );
         let cl = json!({"changelogDestination": {"agent": true, "url": "http://c"}});
         assert_eq!(inv(cl, TopicKind::ChangeLog).kind(), Some(Kind::ChangeLog));
         assert_eq!(inv(json!({}), TopicKind::Runs).kind(), None);
@@ -144,7 +153,12 @@ mod tests {
 
     #[test]
     fn agent_must_be_literally_true() {
-        for (agent, want) in [(json!(true), true), (json!("true"), false), (json!(1), false), (json!(null), false)] {
+        for (agent, want) in [
+            (json!(true), true),
+            (json!("true"), false),
+            (json!(1), false),
+            (json!(null), false),
+        ] {
             let m = json!({"payload": {"action": {"invocationMethod": {"agent": agent}}}});
             assert_eq!(inv(m, TopicKind::Runs).for_agent(), want);
         }
@@ -152,8 +166,17 @@ mod tests {
 
     #[test]
     fn unparsable_messages_are_errors_not_panics() {
-        assert!(matches!(Invocation::parse(b"{nope", TopicKind::Runs), Err(ParseError::NotJson(_))));
-        assert_eq!(Invocation::parse(b"[1]", TopicKind::Runs).unwrap_err(), ParseError::NotAnObject);
-        assert!(matches!(Invocation::parse(&[0xff, 0xfe], TopicKind::Runs), Err(ParseError::NotJson(_))));
+        assert!(matches!(
+            Invocation::parse(b"{nope", TopicKind::Runs),
+            Err(ParseError::NotJson(_))
+        ));
+        assert_eq!(
+            Invocation::parse(b"[1]", TopicKind::Runs).unwrap_err(),
+            ParseError::NotAnObject
+        );
+        assert!(matches!(
+            Invocation::parse(&[0xff, 0xfe], TopicKind::Runs),
+            Err(ParseError::NotJson(_))
+        ));
     }
 }

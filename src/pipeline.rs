@@ -109,6 +109,8 @@ pub struct Outcome {
     pub port_errors: Vec<String>,
     /// Mapping runtime warnings.
     pub warnings: Vec<String>,
+    /// Decrypted values, so that displays can redact them (`Debug` hides them).
+    pub secrets: Vec<Secret>,
 }
 
 impl Outcome {
@@ -120,6 +122,7 @@ impl Outcome {
             mapping: None,
             port_errors: Vec::new(),
             warnings: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 
@@ -157,6 +160,9 @@ pub struct Config {
     pub wf_unmatched_fail: bool,
     /// jq evaluation limits.
     pub budget: Budget,
+    /// Offline without `PORT_ORG_ID`: recognise topics by their suffix
+    /// (`….runs`, `….change.log`).
+    pub infer_topics: bool,
 }
 
 impl Config {
@@ -169,14 +175,18 @@ impl Config {
             detailed_logging: s.detailed_logging,
             run_logs: s.run_logs,
             wf_unmatched_fail: s.wf_unmatched_fail,
-            budget: Budget { time: s.jq_timeout, ..Budget::default() },
+            budget: Budget {
+                time: s.jq_timeout,
+                ..Budget::default()
+            },
+            infer_topics: false,
         }
     }
 
     fn topic_kind(&self, topic: &str) -> TopicKind {
-        if topic == self.runs_topic {
+        if topic == self.runs_topic || (self.infer_topics && topic.ends_with(".runs")) {
             TopicKind::Runs
-        } else if topic == self.change_log_topic {
+        } else if topic == self.change_log_topic || (self.infer_topics && topic.ends_with(".change.log")) {
             TopicKind::ChangeLog
         } else {
             TopicKind::Other
@@ -216,8 +226,14 @@ impl<R: Reporter> RunReporter<'_, R> {
         }
         let message = message.into();
         let call = match self.kind {
-            Kind::ActionRun(id) => PortCall::RunLog { run_id: id.clone(), message },
-            Kind::NodeRun(id) => PortCall::NodeRunLog { run_id: id.clone(), message },
+            Kind::ActionRun(id) => PortCall::RunLog {
+                run_id: id.clone(),
+                message,
+            },
+            Kind::NodeRun(id) => PortCall::NodeRunLog {
+                run_id: id.clone(),
+                message,
+            },
             Kind::ChangeLog => return,
         };
         self.call(call).await;
@@ -225,7 +241,10 @@ impl<R: Reporter> RunReporter<'_, R> {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The response as Port stores it: JSON when it parses, else the text.
@@ -236,7 +255,13 @@ fn response_value(r: &ResponseContext) -> Value {
 impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     /// Assemble a pipeline.
     pub fn new(config: Config, mappings: Arc<MappingSet>, env: JqEnv, invoker: I, reporter: R) -> Self {
-        Pipeline { config, mappings, env, invoker, reporter }
+        Pipeline {
+            config,
+            mappings,
+            env,
+            invoker,
+            reporter,
+        }
     }
 
     /// The invoker (dry-run reads its recordings).
@@ -273,9 +298,15 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         if let Some(id) = inv.run_id() {
             span.record("run_id", id);
         }
+        let (run_id, kind) = (inv.run_id().map(str::to_string), inv.kind());
+        let skipped = |skip: Skip| Outcome {
+            run_id: run_id.clone(),
+            kind: kind.clone(),
+            ..Outcome::skipped(skip)
+        };
         if !inv.for_agent() {
             info!("skipping message: not for agent");
-            return Outcome::skipped(Skip::NotForAgent);
+            return skipped(Skip::NotForAgent);
         }
         if inv.is_signed() {
             let gitlab = inv.method_type() == Some("GITLAB");
@@ -289,15 +320,15 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 Ok(()) => {}
                 Err(SignatureError::Missing) => {
                     warn!("skipping message: no signature headers");
-                    return Outcome::skipped(Skip::MissingSignature);
+                    return skipped(Skip::MissingSignature);
                 }
                 Err(SignatureError::Mismatch) => {
                     warn!("skipping message: signature does not match");
-                    return Outcome::skipped(Skip::BadSignature);
+                    return skipped(Skip::BadSignature);
                 }
             }
         }
-        let Some(kind) = inv.kind() else {
+        let Some(kind) = kind.clone() else {
             warn!("skipping message: neither a run id nor an invocation URL");
             return Outcome::skipped(Skip::NoInvocation);
         };
@@ -309,11 +340,21 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     }
 
     async fn handle(&self, mut inv: Invocation, kind: &Kind, outcome: &mut Outcome) {
-        let ctx = EvalCtx { env: &self.env, budget: self.config.budget };
+        let ctx = EvalCtx {
+            env: &self.env,
+            budget: self.config.budget,
+        };
         let mut warnings: Vec<Warning> = Vec::new();
-        let mut run = RunReporter { reporter: &self.reporter, kind, logs: self.config.run_logs, errors: Vec::new() };
+        let mut run = RunReporter {
+            reporter: &self.reporter,
+            kind,
+            logs: self.config.run_logs,
+            errors: Vec::new(),
+        };
 
-        let selection = self.mappings.select(&jq::to_val(&inv.message), &ctx, &mut warnings);
+        let selection = self
+            .mappings
+            .select(&jq::to_val(&inv.message), &ctx, &mut warnings);
         let Some(mapping) = selection.index.and_then(|i| self.mappings.get(i)) else {
             info!("no suitable mapping for the message");
             if let Kind::NodeRun(id) = kind {
@@ -335,6 +376,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         for (path, error) in &decrypted.failures {
             warn!(path = %path, error = %error, "could not decrypt a field; it is left unchanged");
         }
+        outcome.secrets = decrypted.plaintexts.into_iter().map(Secret::new).collect();
         run.log("Preparing the payload for the request").await;
         let defaults = Defaults {
             method: inv.method.get("method").and_then(Value::as_str),
@@ -375,8 +417,11 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         outcome.result = Result_::Delivered(response.status);
 
         if response.ok() {
-            run.log(format!("Action invocation has completed successfully with status code: {}", response.status))
-                .await;
+            run.log(format!(
+                "Action invocation has completed successfully with status code: {}",
+                response.status
+            ))
+            .await;
         } else if self.config.detailed_logging && !response.text.is_empty() {
             run.log(format!(
                 "Action invocation failed with status code: {} and response: {}",
@@ -384,35 +429,61 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             ))
             .await;
         } else {
-            run.log(format!("Action invocation failed with status code: {}", response.status)).await;
+            run.log(format!(
+                "Action invocation failed with status code: {}",
+                response.status
+            ))
+            .await;
         }
 
         let synchronized = inv.synchronized();
         match kind {
             Kind::ActionRun(id) => {
                 if synchronized && !response.text.trim().is_empty() {
-                    run.call(PortCall::RunResponse { run_id: id.clone(), response: response_value(&response) })
-                        .await;
+                    run.call(PortCall::RunResponse {
+                        run_id: id.clone(),
+                        response: response_value(&response),
+                    })
+                    .await;
                 }
                 let report = default_report(synchronized, &response, self.config.detailed_logging);
-                let report =
-                    apply_report_mapping(mapping, report, &inv.message, &spec, &response, &ctx, &mut warnings);
+                let report = apply_report_mapping(
+                    mapping,
+                    report,
+                    &inv.message,
+                    &spec,
+                    &response,
+                    &ctx,
+                    &mut warnings,
+                );
                 if !report.is_empty() {
-                    run.call(PortCall::RunPatch { run_id: id.clone(), body: report.to_body() }).await;
+                    run.call(PortCall::RunPatch {
+                        run_id: id.clone(),
+                        body: report.to_body(),
+                    })
+                    .await;
                 }
             }
             Kind::NodeRun(id) => {
                 let body = if !response.ok() {
                     Some(json!({"status": "COMPLETED", "result": "FAILED"}))
                 } else if synchronized {
-                    let data = if response.text.trim().is_empty() { json!({}) } else { response_value(&response) };
+                    let data = if response.text.trim().is_empty() {
+                        json!({})
+                    } else {
+                        response_value(&response)
+                    };
                     Some(json!({"status": "COMPLETED", "result": "SUCCESS",
                                 "output": {"response": {"status": response.status, "data": data}}}))
                 } else {
                     None
                 };
                 if let Some(body) = body {
-                    run.call(PortCall::NodeRunPatch { run_id: id.clone(), body }).await;
+                    run.call(PortCall::NodeRunPatch {
+                        run_id: id.clone(),
+                        body,
+                    })
+                    .await;
                 }
             }
             Kind::ChangeLog => {}

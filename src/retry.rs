@@ -65,7 +65,10 @@ where
         .adjust(|e, step| {
             let step = step?;
             let delay = match e {
-                Attempt::Retryable { retry_after: Some(after), .. } => *after,
+                Attempt::Retryable {
+                    retry_after: Some(after),
+                    ..
+                } => *after,
                 _ => full_jitter(step),
             };
             (start.elapsed() + delay <= policy.max_elapsed).then_some(delay)
@@ -81,7 +84,11 @@ where
 
 /// Parse a `Retry-After` header given in seconds.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<f64>().ok().and_then(|s| Duration::try_from_secs_f64(s).ok())
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
 }
 
 #[cfg(test)]
@@ -107,7 +114,10 @@ mod tests {
             || async {
                 let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
                 if n < 3 {
-                    Err(Attempt::Retryable { last: Err(()), retry_after: None })
+                    Err(Attempt::Retryable {
+                        last: Err(()),
+                        retry_after: None,
+                    })
                 } else {
                     Ok(n)
                 }
@@ -126,7 +136,10 @@ mod tests {
             policy(3),
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
-                Err(Attempt::Retryable { last: Ok(503), retry_after: None })
+                Err(Attempt::Retryable {
+                    last: Ok(503),
+                    retry_after: None,
+                })
             },
             |_, _| {},
         )
@@ -161,7 +174,10 @@ mod tests {
             p,
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
-                Err(Attempt::Retryable { last: Ok(429), retry_after: Some(Duration::from_millis(120)) })
+                Err(Attempt::Retryable {
+                    last: Ok(429),
+                    retry_after: Some(Duration::from_millis(120)),
+                })
             },
             |_, d| sleeps.push(d),
         )

@@ -298,11 +298,7 @@ fn number<T: std::str::FromStr>(
     }
 }
 
-fn seconds(
-    var: &'static str,
-    value: Option<String>,
-    default: f64,
-) -> Result<Duration, SettingsError> {
+fn seconds(var: &'static str, value: Option<String>, default: f64) -> Result<Duration, SettingsError> {
     let s: f64 = number(var, value, default, "a number of seconds")?;
     Duration::try_from_secs_f64(s)
         .map_err(|_| err(var, format!("expected a non-negative number of seconds, got {s}")))
@@ -341,14 +337,22 @@ impl Settings {
         let base = present(r.port_api_base_url).unwrap_or_else(|| "https://api.getport.io".into());
         let base = base.trim().trim_end_matches('/').to_string();
         if url::Url::parse(&base).is_err() || !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(err("PORT_API_BASE_URL", format!("expected an http(s) URL, got '{base}'")));
+            return Err(err(
+                "PORT_API_BASE_URL",
+                format!("expected an http(s) URL, got '{base}'"),
+            ));
         }
 
         let streamer = match present(r.streamer_name).as_deref().map(str::trim) {
             None => Streamer::Kafka,
             Some(s) if s.eq_ignore_ascii_case("KAFKA") => Streamer::Kafka,
             Some(s) if s.eq_ignore_ascii_case("POLLING") => Streamer::Polling,
-            Some(s) => return Err(err("STREAMER_NAME", format!("expected KAFKA or POLLING, got '{s}'"))),
+            Some(s) => {
+                return Err(err(
+                    "STREAMER_NAME",
+                    format!("expected KAFKA or POLLING, got '{s}'"),
+                ))
+            }
         };
 
         let kafka_group_id = present(r.kafka_consumer_group_id).unwrap_or_default();
@@ -381,7 +385,12 @@ impl Settings {
             None => None,
             Some(f) if f.eq_ignore_ascii_case("json") => Some(LogFormat::Json),
             Some(f) if f.eq_ignore_ascii_case("text") => Some(LogFormat::Text),
-            Some(f) => return Err(err("AGENT_LOG_FORMAT", format!("expected json or text, got '{f}'"))),
+            Some(f) => {
+                return Err(err(
+                    "AGENT_LOG_FORMAT",
+                    format!("expected json or text, got '{f}'"),
+                ))
+            }
         };
 
         let log_filter = match present(r.rust_log) {
@@ -392,7 +401,10 @@ impl Settings {
                 .to_ascii_lowercase(),
         };
         if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
-            return Err(err("LOG_LEVEL", format!("expected a level such as INFO or DEBUG, got '{log_filter}'")));
+            return Err(err(
+                "LOG_LEVEL",
+                format!("expected a level such as INFO or DEBUG, got '{log_filter}'"),
+            ));
         }
 
         let defaults = RetryPolicy::default();
@@ -403,13 +415,25 @@ impl Settings {
                 .map(|s| s.trim().parse::<u16>().ok().filter(|c| (100..600).contains(c)))
                 .collect::<Option<Vec<u16>>>()
                 .ok_or_else(|| {
-                    err("AGENT_RETRY_STATUSES", format!("expected a comma-separated list of HTTP statuses, got '{list}'"))
+                    err(
+                        "AGENT_RETRY_STATUSES",
+                        format!("expected a comma-separated list of HTTP statuses, got '{list}'"),
+                    )
                 })?,
         };
         let retry = RetryPolicy {
-            max_attempts: number("AGENT_RETRY_MAX_ATTEMPTS", r.agent_retry_max_attempts, defaults.max_attempts, "a whole number of attempts")?
-                .max(1),
-            max_elapsed: seconds("AGENT_RETRY_MAX_ELAPSED_SECONDS", r.agent_retry_max_elapsed_seconds, defaults.max_elapsed.as_secs_f64())?,
+            max_attempts: number(
+                "AGENT_RETRY_MAX_ATTEMPTS",
+                r.agent_retry_max_attempts,
+                defaults.max_attempts,
+                "a whole number of attempts",
+            )?
+            .max(1),
+            max_elapsed: seconds(
+                "AGENT_RETRY_MAX_ELAPSED_SECONDS",
+                r.agent_retry_max_elapsed_seconds,
+                defaults.max_elapsed.as_secs_f64(),
+            )?,
             initial_backoff: Duration::from_millis(number(
                 "AGENT_RETRY_INITIAL_BACKOFF_MS",
                 r.agent_retry_initial_backoff_ms,
@@ -425,8 +449,12 @@ impl Settings {
             retry_statuses,
         };
 
-        let max_in_flight: usize =
-            number("AGENT_MAX_IN_FLIGHT", r.agent_max_in_flight, 64, "a whole number of messages")?;
+        let max_in_flight: usize = number(
+            "AGENT_MAX_IN_FLIGHT",
+            r.agent_max_in_flight,
+            64,
+            "a whole number of messages",
+        )?;
         if max_in_flight == 0 {
             return Err(err("AGENT_MAX_IN_FLIGHT", "expected at least 1"));
         }
@@ -454,7 +482,11 @@ impl Settings {
                 "a whole number of milliseconds",
             )?,
             kafka_auto_offset_reset: auto_offset_reset,
-            using_local_port_instance: boolean("USING_LOCAL_PORT_INSTANCE", r.using_local_port_instance, false)?,
+            using_local_port_instance: boolean(
+                "USING_LOCAL_PORT_INSTANCE",
+                r.using_local_port_instance,
+                false,
+            )?,
             kafka_bootstrap_servers: present(r.kafka_consumer_bootstrap_servers).unwrap_or_default(),
             kafka_brokers: present(r.kafka_consumer_brokers),
             kafka_username: present(r.kafka_consumer_username),
@@ -468,27 +500,65 @@ impl Settings {
             log_format,
             ca_bundle: present(r.ssl_cert_file).or(present(r.requests_ca_bundle)),
             polling_interval: seconds("POLLING_INTERVAL_SECONDS", r.polling_interval_seconds, 10.0)?,
-            polling_batch_size: number("POLLING_RUNS_BATCH_SIZE", r.polling_runs_batch_size, 100, "a whole number")?,
-            polling_initial_backoff: seconds("POLLING_INITIAL_BACKOFF_SECONDS", r.polling_initial_backoff_seconds, 1.0)?,
-            polling_max_backoff: seconds("POLLING_MAX_BACKOFF_SECONDS", r.polling_max_backoff_seconds, 300.0)?,
-            polling_backoff_factor: number("POLLING_BACKOFF_FACTOR", r.polling_backoff_factor, 2.0, "a number")?,
-            polling_backoff_jitter: number("POLLING_BACKOFF_JITTER_FACTOR", r.polling_backoff_jitter_factor, 0.1, "a number")?,
+            polling_batch_size: number(
+                "POLLING_RUNS_BATCH_SIZE",
+                r.polling_runs_batch_size,
+                100,
+                "a whole number",
+            )?,
+            polling_initial_backoff: seconds(
+                "POLLING_INITIAL_BACKOFF_SECONDS",
+                r.polling_initial_backoff_seconds,
+                1.0,
+            )?,
+            polling_max_backoff: seconds(
+                "POLLING_MAX_BACKOFF_SECONDS",
+                r.polling_max_backoff_seconds,
+                300.0,
+            )?,
+            polling_backoff_factor: number(
+                "POLLING_BACKOFF_FACTOR",
+                r.polling_backoff_factor,
+                2.0,
+                "a number",
+            )?,
+            polling_backoff_jitter: number(
+                "POLLING_BACKOFF_JITTER_FACTOR",
+                r.polling_backoff_jitter_factor,
+                0.1,
+                "a number",
+            )?,
             polling_max_failure: seconds(
                 "POLLING_MAX_FAILURE_DURATION_SECONDS",
                 r.polling_max_failure_duration_seconds,
                 3600.0,
             )?,
             max_in_flight,
-            http_port: number("AGENT_HTTP_PORT", r.agent_http_port, 8080, "a TCP port number (0 turns it off)")?,
+            http_port: number(
+                "AGENT_HTTP_PORT",
+                r.agent_http_port,
+                8080,
+                "a TCP port number (0 turns it off)",
+            )?,
             retry,
             port_timeout: seconds("AGENT_PORT_TIMEOUT_SECONDS", r.agent_port_timeout_seconds, 15.0)?,
-            port_max_attempts: number("AGENT_PORT_RETRY_MAX_ATTEMPTS", r.agent_port_retry_max_attempts, 5, "a whole number of attempts")?
-                .max(1),
+            port_max_attempts: number(
+                "AGENT_PORT_RETRY_MAX_ATTEMPTS",
+                r.agent_port_retry_max_attempts,
+                5,
+                "a whole number of attempts",
+            )?
+            .max(1),
             run_logs: boolean("AGENT_RUN_LOGS", r.agent_run_logs, true)?,
             wf_unmatched_fail: boolean("AGENT_WF_UNMATCHED_FAIL", r.agent_wf_unmatched_fail, true)?,
             dlq_topic: present(r.agent_dlq_topic),
             drain_timeout: seconds("AGENT_DRAIN_TIMEOUT_SECONDS", r.agent_drain_timeout_seconds, 20.0)?,
-            jq_timeout: Duration::from_millis(number("AGENT_JQ_TIMEOUT_MS", r.agent_jq_timeout_ms, 1000, "a whole number of milliseconds")?),
+            jq_timeout: Duration::from_millis(number(
+                "AGENT_JQ_TIMEOUT_MS",
+                r.agent_jq_timeout_ms,
+                1000,
+                "a whole number of milliseconds",
+            )?),
         })
     }
 
@@ -514,7 +584,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn base() -> Vec<(String, String)> {
@@ -558,10 +631,25 @@ mod tests {
     #[test]
     fn booleans_accept_every_compat_spelling() {
         for (v, want) in [
-            ("true", true), ("TRUE", true), ("1", true), ("yes", true), ("On", true), ("t", true), ("Y", true),
-            ("false", false), ("0", false), ("NO", false), ("off", false), ("f", false), ("n", false),
+            ("true", true),
+            ("TRUE", true),
+            ("1", true),
+            ("yes", true),
+            ("On", true),
+            ("t", true),
+            ("Y", true),
+            ("false", false),
+            ("0", false),
+            ("NO", false),
+            ("off", false),
+            ("f", false),
+            ("n", false),
         ] {
-            assert_eq!(with(&[("WEBHOOK_VERIFY_SSL", v)]).unwrap().webhook_verify_ssl, want, "{v}");
+            assert_eq!(
+                with(&[("WEBHOOK_VERIFY_SSL", v)]).unwrap().webhook_verify_ssl,
+                want,
+                "{v}"
+            );
         }
         let e = with(&[("DETAILED_LOGGING", "maybe")]).unwrap_err();
         assert_eq!(e.variable, "DETAILED_LOGGING");
@@ -573,7 +661,11 @@ mod tests {
         let e = Settings::from_iter(env(&[("PORT_ORG_ID", "o")]), Requirement::Run).unwrap_err();
         assert_eq!(e.to_string(), "PORT_CLIENT_ID: required, but not set");
         let e = Settings::from_iter(
-            env(&[("PORT_ORG_ID", "o"), ("PORT_CLIENT_ID", "c"), ("PORT_CLIENT_SECRET", "s")]),
+            env(&[
+                ("PORT_ORG_ID", "o"),
+                ("PORT_CLIENT_ID", "c"),
+                ("PORT_CLIENT_SECRET", "s"),
+            ]),
             Requirement::Run,
         )
         .unwrap_err();

@@ -77,8 +77,7 @@ pub fn strip_signature_headers(message: &mut Value, gitlab: bool) -> Option<(Str
 /// Verify an incoming message in place: on success the signature headers are
 /// gone from `message` (see [`strip_signature_headers`]).
 pub fn verify_incoming(message: &mut Value, secret: &str, gitlab: bool) -> Result<(), SignatureError> {
-    let (given, timestamp) =
-        strip_signature_headers(message, gitlab).ok_or(SignatureError::Missing)?;
+    let (given, timestamp) = strip_signature_headers(message, gitlab).ok_or(SignatureError::Missing)?;
     let expected = sign(secret, &timestamp, &json_canon::to_raw_string(message));
     if bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
         Ok(())
@@ -131,7 +130,10 @@ mod tests {
         let sig = sign("right", "5", &json_canon::to_raw_string(&m));
         m["headers"] = json!({"X-Port-Signature": sig, "X-Port-Timestamp": 5});
         let mut wrong = m.clone();
-        assert_eq!(verify_incoming(&mut wrong, "wrong", false), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify_incoming(&mut wrong, "wrong", false),
+            Err(SignatureError::Mismatch)
+        );
         assert_eq!(verify_incoming(&mut m, "right", false), Ok(()));
         assert_eq!(m, json!({"a": 1, "headers": {}}));
     }

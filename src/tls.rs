@@ -49,7 +49,10 @@ pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, ClientError
         builder = builder.danger_accept_invalid_certs(true);
     }
     if let Some(path) = &opts.ca_bundle {
-        let err = |reason: String| ClientError::CaBundle { path: path.clone(), reason };
+        let err = |reason: String| ClientError::CaBundle {
+            path: path.clone(),
+            reason,
+        };
         let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
         if certs.is_empty() {

@@ -30,9 +30,13 @@ const ENV: &[(&str, &str)] = &[
 
 fn jq_binary() -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|p| p.join("jq")).find(|p| p.is_file())
+        std::env::split_paths(&paths)
+            .map(|p| p.join("jq"))
+            .find(|p| p.is_file())
     });
-    found.unwrap_or_else(|| panic!("the jq binary is not on PATH: run the README's test command, which installs it"))
+    found.unwrap_or_else(|| {
+        panic!("the jq binary is not on PATH: run the README's test command, which installs it")
+    })
 }
 
 /// jq's first output as compact JSON text, or None when jq fails.
@@ -47,7 +51,12 @@ fn reference(jq: &PathBuf, expr: &str) -> Option<String> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot run jq");
-    child.stdin.take().expect("stdin").write_all(INPUT.as_bytes()).expect("write to jq");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(INPUT.as_bytes())
+        .expect("write to jq");
     let out = child.wait_with_output().expect("jq output");
     if !out.status.success() {
         return None;
@@ -74,7 +83,11 @@ fn agent_engine_matches_jq() {
     let env = JqEnv::new(ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let mut checked = 0;
     let mut failures = Vec::new();
-    for expr in corpus.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for expr in corpus
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         checked += 1;
         // jq prints nothing for `empty`; a mapping field then becomes null.
         let want = reference(&jq, expr).map(|t| if t.is_empty() { "null".to_string() } else { t });
@@ -84,7 +97,11 @@ fn agent_engine_matches_jq() {
                 // Compare parsed-and-reprinted text so that both sides use one
                 // writer for strings; numbers keep their text (arbitrary precision).
                 let norm = |t: Option<String>| {
-                    t.map(|t| serde_json::from_str::<Value>(&t).map(|v| to_raw_string(&v)).unwrap_or(t))
+                    t.map(|t| {
+                        serde_json::from_str::<Value>(&t)
+                            .map(|v| to_raw_string(&v))
+                            .unwrap_or(t)
+                    })
                 };
                 let (got, want) = (norm(got), norm(want));
                 if got != want {
@@ -93,6 +110,14 @@ fn agent_engine_matches_jq() {
             }
         }
     }
-    assert!(checked >= 100, "the corpus should hold at least 100 expressions, has {checked}");
-    assert!(failures.is_empty(), "{} of {checked} expressions differ from jq:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        checked >= 100,
+        "the corpus should hold at least 100 expressions, has {checked}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} expressions differ from jq:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -56,10 +56,17 @@ fn agent_with(port: &FakePort, mappings: Value, tweak: impl FnOnce(&mut Config))
         run_logs: true,
         wf_unmatched_fail: true,
         budget: Budget::default(),
+        infer_topics: false,
     };
     tweak(&mut config);
     let env = JqEnv::new([("MY_TOKEN".to_string(), "tok-123".to_string())]);
-    Pipeline::new(config, Arc::new(MappingSet::from_value(&mappings).unwrap()), env, invoker, reporter)
+    Pipeline::new(
+        config,
+        Arc::new(MappingSet::from_value(&mappings).unwrap()),
+        env,
+        invoker,
+        reporter,
+    )
 }
 
 fn agent(port: &FakePort, mappings: Value) -> Agent {
@@ -67,11 +74,19 @@ fn agent(port: &FakePort, mappings: Value) -> Agent {
 }
 
 fn delivery(topic: &str, message: &Value) -> Delivery {
-    Delivery { topic: topic.into(), partition: 0, offset: 7, key: None, payload: message.to_string().into_bytes() }
+    Delivery {
+        topic: topic.into(),
+        partition: 0,
+        offset: 7,
+        key: None,
+        payload: message.to_string().into_bytes(),
+    }
 }
 
 async fn run(agent: &Agent, message: Value) -> Outcome {
-    agent.process(&delivery(RUNS, &signed(message, SECRET, 1763800000))).await
+    agent
+        .process(&delivery(RUNS, &signed(message, SECRET, 1763800000)))
+        .await
 }
 
 fn log_lines(port: &FakePort, run: &str) -> Vec<String> {
@@ -106,9 +121,16 @@ async fn s01_catch_all_sends_the_whole_message_signed_over_the_raw_body() {
     // The body is the message without the signature headers, `"headers":{}` kept.
     assert_eq!(req.json(), message);
     assert!(req.text().contains(r#""headers":{}}"#), "{}", req.text());
-    assert!(req.text().contains(r#"d\u00e9ploiement \ud83d\ude80"#), "non-ASCII is escaped: {}", req.text());
+    assert!(
+        req.text().contains(r#"d\u00e9ploiement \ud83d\ude80"#),
+        "non-ASCII is escaped: {}",
+        req.text()
+    );
     let ts = req.header("X-Port-Timestamp").unwrap();
-    assert_eq!(req.header("X-Port-Signature").unwrap(), sign(SECRET, ts, &req.text()));
+    assert_eq!(
+        req.header("X-Port-Signature").unwrap(),
+        sign(SECRET, ts, &req.text())
+    );
     assert_eq!(req.header("content-type"), Some("application/json"));
 }
 
@@ -156,8 +178,14 @@ async fn s04_synchronized_success_patches_response_then_status_with_link() {
     assert_eq!(
         patches(&port),
         vec![
-            ("/v1/actions/runs/r_4/response".to_string(), json!({"response": {"id": 42, "url": "https://ci/42"}})),
-            ("/v1/actions/runs/r_4".to_string(), json!({"status": "SUCCESS", "link": "https://ci/42"})),
+            (
+                "/v1/actions/runs/r_4/response".to_string(),
+                json!({"response": {"id": 42, "url": "https://ci/42"}})
+            ),
+            (
+                "/v1/actions/runs/r_4".to_string(),
+                json!({"status": "SUCCESS", "link": "https://ci/42"})
+            ),
         ]
     );
 }
@@ -267,11 +295,21 @@ async fn s09_workflow_node_runs() {
                 "/v1/workflows/nodes/runs/wfnr_sync".to_string(),
                 json!({"status": "COMPLETED", "result": "SUCCESS", "output": {"response": {"status": 200, "data": {"ok": 1}}}})
             ),
-            ("/v1/workflows/nodes/runs/wfnr_fail".to_string(), json!({"status": "COMPLETED", "result": "FAILED"})),
+            (
+                "/v1/workflows/nodes/runs/wfnr_fail".to_string(),
+                json!({"status": "COMPLETED", "result": "FAILED"})
+            ),
         ]
     );
-    let logs: Vec<_> = port.accepted().into_iter().filter(|c| c.path() == "/v1/workflows/nodes/runs/wfnr_async/logs").collect();
-    assert_eq!(logs[0].json(), json!({"logs": [{"level": "INFO", "message": "An action message has been received"}]}));
+    let logs: Vec<_> = port
+        .accepted()
+        .into_iter()
+        .filter(|c| c.path() == "/v1/workflows/nodes/runs/wfnr_async/logs")
+        .collect();
+    assert_eq!(
+        logs[0].json(),
+        json!({"logs": [{"level": "INFO", "message": "An action message has been received"}]})
+    );
     // 503 is retried (3 attempts) before FAILED is reported.
     assert_eq!(target.requests().len(), 2 + 3);
 }
@@ -282,7 +320,10 @@ async fn s10_not_for_agent_bad_or_missing_signature_do_nothing() {
     let agent = agent(&port, json!([{"enabled": true}]));
     let mut not_ours = action_run("r_10a", &target.url("/x"), "POST", false);
     not_ours["payload"]["action"]["invocationMethod"]["agent"] = json!(false);
-    assert_eq!(run(&agent, not_ours).await.result, Result_::Skipped(Skip::NotForAgent));
+    assert_eq!(
+        run(&agent, not_ours).await.result,
+        Result_::Skipped(Skip::NotForAgent)
+    );
 
     let mut tampered = signed(action_run("r_10b", &target.url("/x"), "POST", false), SECRET, 1);
     tampered["payload"]["properties"]["version"] = json!("6.6.6");
@@ -293,7 +334,12 @@ async fn s10_not_for_agent_bad_or_missing_signature_do_nothing() {
     let outcome = agent.process(&delivery(RUNS, &unsigned)).await;
     assert_eq!(outcome.result, Result_::Skipped(Skip::MissingSignature));
 
-    let outcome = agent.process(&Delivery { payload: b"{not json".to_vec(), ..delivery(RUNS, &json!({})) }).await;
+    let outcome = agent
+        .process(&Delivery {
+            payload: b"{not json".to_vec(),
+            ..delivery(RUNS, &json!({}))
+        })
+        .await;
     assert!(matches!(outcome.result, Result_::Skipped(Skip::Unparsable(_))));
     assert!(outcome.needs_dead_letter());
 
@@ -340,7 +386,10 @@ async fn s12_decrypted_fields_reach_the_target_and_never_the_logs() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
-    let agent = agent(&port, json!([{"fieldsToDecryptPaths": ["payload.properties.token", ".payload.properties.bad"]}]));
+    let agent = agent(
+        &port,
+        json!([{"fieldsToDecryptPaths": ["payload.properties.token", ".payload.properties.bad"]}]),
+    );
     // Encrypted with SECRET's first 32 bytes: IV 00..0f, plaintext below.
     let plaintext = "ghp_SuperSecretValue_42";
     let encrypted = encrypt_for_test(plaintext);
@@ -353,7 +402,10 @@ async fn s12_decrypted_fields_reach_the_target_and_never_the_logs() {
     assert_eq!(req.json()["payload"]["properties"]["token"], plaintext);
     assert_eq!(req.json()["payload"]["properties"]["bad"], "%%%");
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("could not decrypt"), "the failure is logged: {logs}");
+    assert!(
+        logs.contains("could not decrypt"),
+        "the failure is logged: {logs}"
+    );
     assert!(!logs.contains(plaintext), "plaintext leaked into logs");
     assert!(!logs.contains(SECRET), "secret leaked into logs");
     assert!(!logs.contains("token-1"), "token leaked into logs");
@@ -367,7 +419,9 @@ fn encrypt_for_test(plaintext: &str) -> String {
     use base64::Engine as _;
     let iv: [u8; 16] = core::array::from_fn(|i| i as u8);
     let cipher = AesGcm::<Aes256, U16>::new_from_slice(&SECRET.as_bytes()[..32]).unwrap();
-    let sealed = cipher.encrypt(Nonce::<U16>::from_slice(&iv), plaintext.as_bytes()).unwrap();
+    let sealed = cipher
+        .encrypt(Nonce::<U16>::from_slice(&iv), plaintext.as_bytes())
+        .unwrap();
     base64::engine::general_purpose::STANDARD.encode([iv.as_slice(), &sealed].concat())
 }
 
@@ -383,9 +437,15 @@ async fn s13_connection_refused_is_retried_then_reported_as_failure() {
     assert_eq!(path, "/v1/actions/runs/r_13");
     assert_eq!(body["status"], "FAILURE");
     let summary = body["summary"].as_str().unwrap();
-    assert!(summary.starts_with("Failed to invoke the webhook: connection failed"), "{summary}");
+    assert!(
+        summary.starts_with("Failed to invoke the webhook: connection failed"),
+        "{summary}"
+    );
     assert!(summary.to_lowercase().contains("refused"), "{summary}");
-    assert_eq!(log_lines(&port, "r_13").last().unwrap(), "Port agent finished processing the action run");
+    assert_eq!(
+        log_lines(&port, "r_13").last().unwrap(),
+        "Port agent finished processing the action run"
+    );
 }
 
 #[tokio::test]
@@ -397,12 +457,20 @@ async fn s14_port_401_then_503s_refreshes_the_token_and_retries() {
     let outcome = run(&agent, action_run("r_14", &target.url("/p"), "POST", true)).await;
     assert!(outcome.port_errors.is_empty(), "{:?}", outcome.port_errors);
     assert_eq!(port.token_calls(), 2, "the 401 forced one refresh");
-    let statuses: Vec<_> = port.all_calls().iter().filter(|c| c.path() != "/v1/auth/access_token").map(|c| c.status).collect();
+    let statuses: Vec<_> = port
+        .all_calls()
+        .iter()
+        .filter(|c| c.path() != "/v1/auth/access_token")
+        .map(|c| c.status)
+        .collect();
     assert_eq!(statuses, [401, 503, 503, 200, 200]);
     assert_eq!(
         patches(&port),
         vec![
-            ("/v1/actions/runs/r_14/response".to_string(), json!({"response": {"done": true}})),
+            (
+                "/v1/actions/runs/r_14/response".to_string(),
+                json!({"response": {"done": true}})
+            ),
             ("/v1/actions/runs/r_14".to_string(), json!({"status": "SUCCESS"})),
         ]
     );
@@ -416,8 +484,14 @@ async fn s15_one_token_for_a_hundred_runs() {
     let mut tasks = Vec::new();
     for i in 0..100 {
         let agent = agent.clone();
-        let msg = signed(action_run(&format!("r_{i}"), &target.url("/t"), "POST", true), SECRET, 1);
-        tasks.push(tokio::spawn(async move { agent.process(&delivery(RUNS, &msg)).await }));
+        let msg = signed(
+            action_run(&format!("r_{i}"), &target.url("/t"), "POST", true),
+            SECRET,
+            1,
+        );
+        tasks.push(tokio::spawn(
+            async move { agent.process(&delivery(RUNS, &msg)).await },
+        ));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap().result, Result_::Delivered(200));
@@ -440,9 +514,14 @@ async fn s16_no_mapping_matches() {
     assert_eq!(outcome.result, Result_::Skipped(Skip::NoMapping));
     assert_eq!(
         patches(&port),
-        vec![("/v1/workflows/nodes/runs/wfnr_16".to_string(), json!({"status": "COMPLETED", "result": "FAILED"}))]
+        vec![(
+            "/v1/workflows/nodes/runs/wfnr_16".to_string(),
+            json!({"status": "COMPLETED", "result": "FAILED"})
+        )]
     );
-    let off = agent_with(&port, json!([{"enabled": false}]), |c| c.wf_unmatched_fail = false);
+    let off = agent_with(&port, json!([{"enabled": false}]), |c| {
+        c.wf_unmatched_fail = false
+    });
     run(&off, action_run("wfnr_16b", &target.url("/x"), "POST", false)).await;
     assert_eq!(patches(&port).len(), 1);
     assert!(target.requests().is_empty());
@@ -465,7 +544,10 @@ async fn a_mapping_without_a_url_reports_failure() {
     let (port, _target) = (FakePort::start().await, FakeTarget::start().await);
     let agent = agent_with(&port, json!([{"url": ".nope"}]), |c| c.run_logs = false);
     let mut message = action_run("r_nourl", "http://x", "POST", false);
-    message["payload"]["action"]["invocationMethod"].as_object_mut().unwrap().remove("url");
+    message["payload"]["action"]["invocationMethod"]
+        .as_object_mut()
+        .unwrap()
+        .remove("url");
     let outcome = run(&agent, message).await;
     assert!(matches!(outcome.result, Result_::RequestFailed(_)));
     assert_eq!(

@@ -10,8 +10,11 @@ use port_agent::signature::{self, SignatureError};
 use serde_json::Value;
 
 fn vectors(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/vectors")
+        .join(name);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
@@ -53,7 +56,11 @@ fn outgoing_signatures() {
         let ts: u64 = case["timestamp"].as_str().unwrap().parse().unwrap();
         let signed = signature::sign_outgoing(secret, ts, &case["body"]);
         assert_eq!(signed.body, case["signed_text"].as_str().unwrap(), "{name}: body");
-        assert_eq!(signed.signature, case["signature"].as_str().unwrap(), "{name}: signature");
+        assert_eq!(
+            signed.signature,
+            case["signature"].as_str().unwrap(),
+            "{name}: signature"
+        );
         assert_eq!(signed.timestamp, case["timestamp"].as_str().unwrap(), "{name}");
     }
 }
@@ -83,7 +90,11 @@ fn decryption() {
 fn jq_first_outputs() {
     let v = vectors("jq.json");
     let env = JqEnv::new(
-        v["env"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())),
+        v["env"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())),
     );
     let mut failures = Vec::new();
     for case in cases(&v, "cases") {
@@ -103,16 +114,29 @@ fn jq_first_outputs() {
             }
             continue;
         }
-        let want = case["outputs"].as_array().and_then(|o| o.first()).cloned().unwrap_or(Value::Null);
+        let want = case["outputs"]
+            .as_array()
+            .and_then(|o| o.first())
+            .cloned()
+            .unwrap_or(Value::Null);
         match got {
             Ok(out) => {
                 let out = out.map(|o| from_val(&o).unwrap()).unwrap_or(Value::Null);
                 if to_raw_string(&out) != to_raw_string(&want) {
-                    failures.push(format!("{expr}: got {} want {}", to_raw_string(&out), to_raw_string(&want)));
+                    failures.push(format!(
+                        "{expr}: got {} want {}",
+                        to_raw_string(&out),
+                        to_raw_string(&want)
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{expr}: error {e}")),
         }
     }
-    assert!(failures.is_empty(), "{} jq vector(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} jq vector(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

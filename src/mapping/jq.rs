@@ -33,7 +33,6 @@ use jaq_core::{Compiler, Ctx, Error as JaqError, Exn, Native, Vars};
 use jaq_json::{Num, Val};
 use serde_json::{Map, Number, Value};
 
-
 type D = JustLut<Val>;
 type Filter = jaq_core::Filter<D>;
 
@@ -319,45 +318,52 @@ impl JqProgram {
     pub fn compile(code: &str) -> Result<JqProgram, CompileError> {
         let arena = Arena::default();
         let loader = Loader::new(prelude_defs());
-        let modules = loader
-            .load(&arena, File { code, path: () })
-            .map_err(|errs| {
-                let first = errs.into_iter().next().map(|(_, e)| e);
-                match first {
-                    Some(load::Error::Lex(es)) => match es.into_iter().next() {
-                        Some((expect, found)) => {
-                            describe_at(code, format!("lex error: expected {}", expect.as_str()), found)
-                        }
-                        None => CompileError { message: "lex error".into(), offset: None },
-                    },
-                    Some(load::Error::Parse(es)) => match es.into_iter().next() {
-                        Some((expect, found)) => {
-                            let mut e = describe_at(
-                                code,
-                                format!("syntax error: expected {}", expect.as_str()),
-                                found,
-                            );
-                            if found.is_empty() {
-                                e.message = format!(
-                                    "syntax error: expected {} at the end of the expression",
-                                    expect.as_str()
-                                );
-                                e.offset = Some(code.len());
-                            }
-                            e
-                        }
-                        None => CompileError { message: "syntax error".into(), offset: None },
-                    },
-                    Some(load::Error::Io(es)) => CompileError {
-                        message: format!(
-                            "modules cannot be loaded in a mapping: {}",
-                            es.into_iter().map(|(p, e)| format!("{p}: {e}")).collect::<Vec<_>>().join("; ")
-                        ),
+        let modules = loader.load(&arena, File { code, path: () }).map_err(|errs| {
+            let first = errs.into_iter().next().map(|(_, e)| e);
+            match first {
+                Some(load::Error::Lex(es)) => match es.into_iter().next() {
+                    Some((expect, found)) => {
+                        describe_at(code, format!("lex error: expected {}", expect.as_str()), found)
+                    }
+                    None => CompileError {
+                        message: "lex error".into(),
                         offset: None,
                     },
-                    None => CompileError { message: "cannot parse the expression".into(), offset: None },
-                }
-            })?;
+                },
+                Some(load::Error::Parse(es)) => match es.into_iter().next() {
+                    Some((expect, found)) => {
+                        let mut e =
+                            describe_at(code, format!("syntax error: expected {}", expect.as_str()), found);
+                        if found.is_empty() {
+                            e.message = format!(
+                                "syntax error: expected {} at the end of the expression",
+                                expect.as_str()
+                            );
+                            e.offset = Some(code.len());
+                        }
+                        e
+                    }
+                    None => CompileError {
+                        message: "syntax error".into(),
+                        offset: None,
+                    },
+                },
+                Some(load::Error::Io(es)) => CompileError {
+                    message: format!(
+                        "modules cannot be loaded in a mapping: {}",
+                        es.into_iter()
+                            .map(|(p, e)| format!("{p}: {e}"))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                    offset: None,
+                },
+                None => CompileError {
+                    message: "cannot parse the expression".into(),
+                    offset: None,
+                },
+            }
+        })?;
         let filter = Compiler::default()
             .with_funs(natives())
             .with_global_vars(["$ENV"])
@@ -573,7 +579,11 @@ pub fn to_val(value: &Value) -> Val {
         }
         Value::String(s) => Val::from(s.clone()),
         Value::Array(items) => items.iter().map(to_val).collect(),
-        Value::Object(map) => Val::obj(map.iter().map(|(k, v)| (Val::from(k.clone()), to_val(v))).collect()),
+        Value::Object(map) => Val::obj(
+            map.iter()
+                .map(|(k, v)| (Val::from(k.clone()), to_val(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -675,7 +685,10 @@ mod tests {
         let e = JqProgram::compile(".a | ").unwrap_err();
         assert!(e.message.contains("syntax error"), "{e}");
         let e = JqProgram::compile(".a | nosuchfn(1)").unwrap_err();
-        assert!(e.message.contains("undefined") && e.message.contains("nosuchfn"), "{e}");
+        assert!(
+            e.message.contains("undefined") && e.message.contains("nosuchfn"),
+            "{e}"
+        );
         assert_eq!(e.offset, Some(5));
         let e = JqProgram::compile("def f: f; f").unwrap_err();
         assert!(e.message.contains("recursive definition 'f'"), "{e}");

@@ -61,7 +61,11 @@ pub struct Warning {
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "mapping #{}, field '{}': {}", self.index, self.field, self.message)
+        write!(
+            f,
+            "mapping #{}, field '{}': {}",
+            self.index, self.field, self.message
+        )
     }
 }
 
@@ -82,11 +86,13 @@ pub enum Template {
 impl Template {
     fn compile(value: &Value, index: usize, field: &str) -> Result<Template, MappingError> {
         Ok(match value {
-            Value::String(code) => Template::Jq(JqProgram::compile(code).map_err(|e| MappingError::Field {
-                index,
-                field: field.to_string(),
-                reason: e.message,
-            })?),
+            Value::String(code) => {
+                Template::Jq(JqProgram::compile(code).map_err(|e| MappingError::Field {
+                    index,
+                    field: field.to_string(),
+                    reason: e.message,
+                })?)
+            }
             Value::Object(map) => Template::Object(
                 map.iter()
                     .map(|(k, v)| Ok((k.clone(), Template::compile(v, index, &format!("{field}.{k}"))?)))
@@ -104,7 +110,14 @@ impl Template {
     }
 
     /// Render against `input`; runtime errors become null plus a warning.
-    pub fn render(&self, input: &Val, ctx: &EvalCtx<'_>, index: usize, field: &str, warnings: &mut Vec<Warning>) -> Value {
+    pub fn render(
+        &self,
+        input: &Val,
+        ctx: &EvalCtx<'_>,
+        index: usize,
+        field: &str,
+        warnings: &mut Vec<Warning>,
+    ) -> Value {
         match self {
             Template::Literal(v) => v.clone(),
             Template::Jq(p) => match p.first(input, ctx.env, ctx.budget).and_then(|o| match o {
@@ -113,14 +126,23 @@ impl Template {
             }) {
                 Ok(v) => v,
                 Err(e) => {
-                    warnings.push(Warning { index, field: field.to_string(), message: e.0 });
+                    warnings.push(Warning {
+                        index,
+                        field: field.to_string(),
+                        message: e.0,
+                    });
                     Value::Null
                 }
             },
             Template::Object(fields) => Value::Object(
                 fields
                     .iter()
-                    .map(|(k, t)| (k.clone(), t.render(input, ctx, index, &format!("{field}.{k}"), warnings)))
+                    .map(|(k, t)| {
+                        (
+                            k.clone(),
+                            t.render(input, ctx, index, &format!("{field}.{k}"), warnings),
+                        )
+                    })
                     .collect(),
             ),
             Template::Array(items) => Value::Array(
@@ -332,7 +354,10 @@ pub struct RunReport {
 impl RunReport {
     /// Nothing to send?
     pub fn is_empty(&self) -> bool {
-        self.status.is_none() && self.link.is_none() && self.summary.is_none() && self.external_run_id.is_none()
+        self.status.is_none()
+            && self.link.is_none()
+            && self.summary.is_none()
+            && self.external_run_id.is_none()
     }
 
     /// The PATCH body: the non-null keys, in a fixed order.
@@ -388,7 +413,10 @@ impl MappingSet {
 
     /// Compile mappings from JSON text.
     pub fn parse(text: &str) -> Result<MappingSet, MappingError> {
-        let format = |reason: String| MappingError::Format { path: "<text>".into(), reason };
+        let format = |reason: String| MappingError::Format {
+            path: "<text>".into(),
+            reason,
+        };
         let value: Value = serde_json::from_str(text).map_err(|e| format(format!("not JSON: {e}")))?;
         Self::from_value(&value).map_err(|e| match e {
             MappingError::Format { reason, .. } => format(reason),
@@ -426,17 +454,32 @@ impl MappingSet {
                     )),
                     Ok(None) => Some("enabled yielded no output".to_string()),
                     Err(e) => {
-                        warnings.push(Warning { index: m.index, field: "enabled".into(), message: e.0.clone() });
+                        warnings.push(Warning {
+                            index: m.index,
+                            field: "enabled".into(),
+                            message: e.0.clone(),
+                        });
                         Some(format!("enabled raised an error: {}", e.0))
                     }
                 },
             };
             match reason {
-                None => return Selection { index: Some(m.index), passed_over },
-                Some(reason) => passed_over.push(PassedOver { index: m.index, reason }),
+                None => {
+                    return Selection {
+                        index: Some(m.index),
+                        passed_over,
+                    }
+                }
+                Some(reason) => passed_over.push(PassedOver {
+                    index: m.index,
+                    reason,
+                }),
             }
         }
-        Selection { index: None, passed_over }
+        Selection {
+            index: None,
+            passed_over,
+        }
     }
 
     /// The mapping at `index`.
@@ -529,7 +572,11 @@ fn compile_mapping(index: usize, item: &Value) -> Result<Mapping, MappingError> 
         query: field("query")?,
         report,
         decrypt_paths,
-        unknown_keys: obj.keys().filter(|k| !KNOWN_KEYS.contains(&k.as_str())).cloned().collect(),
+        unknown_keys: obj
+            .keys()
+            .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+            .cloned()
+            .collect(),
     })
 }
 
@@ -574,7 +621,8 @@ pub fn build_request(
 ) -> Result<RequestSpec, BuildError> {
     let input = jq::to_val(message);
     let render = |t: &Option<Template>, name: &str, warnings: &mut Vec<Warning>| {
-        t.as_ref().map(|t| t.render(&input, ctx, mapping.index, name, warnings))
+        t.as_ref()
+            .map(|t| t.render(&input, ctx, mapping.index, name, warnings))
     };
     let method = match render(&mapping.method, "method", warnings) {
         Some(Value::String(m)) => m,
@@ -608,7 +656,10 @@ pub fn default_report(synchronized: bool, response: &ResponseContext, detailed: 
             ..RunReport::default()
         }
     } else {
-        let mut summary = format!("Failed to invoke the webhook with status code: {}.", response.status);
+        let mut summary = format!(
+            "Failed to invoke the webhook with status code: {}.",
+            response.status
+        );
         if detailed && !response.text.is_empty() {
             summary.push_str(&format!(" Response: {}", response.text));
         }
@@ -643,7 +694,11 @@ pub fn apply_report_mapping(
         (&rm.status, &mut report.status, "report.status"),
         (&rm.link, &mut report.link, "report.link"),
         (&rm.summary, &mut report.summary, "report.summary"),
-        (&rm.external_run_id, &mut report.external_run_id, "report.externalRunId"),
+        (
+            &rm.external_run_id,
+            &mut report.external_run_id,
+            "report.externalRunId",
+        ),
     ] {
         if let Some(t) = template {
             let v = t.render(&input, ctx, mapping.index, name, warnings);
@@ -668,11 +723,15 @@ mod tests {
 
     #[test]
     fn compile_errors_name_index_field_and_position() {
-        let e = MappingSet::from_value(&json!([{"enabled": true}, {"body": {"a": {"b": ".x |"}}}])).unwrap_err();
+        let e =
+            MappingSet::from_value(&json!([{"enabled": true}, {"body": {"a": {"b": ".x |"}}}])).unwrap_err();
         match e {
             MappingError::Field { index, field, reason } => {
                 assert_eq!((index, field.as_str()), (1, "body.a.b"));
-                assert!(reason.contains("syntax error") && reason.contains("end of the expression"), "{reason}");
+                assert!(
+                    reason.contains("syntax error") && reason.contains("end of the expression"),
+                    "{reason}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -693,7 +752,10 @@ mod tests {
             {"enabled": true}
         ]));
         let env = ctx_env();
-        let ctx = EvalCtx { env: &env, budget: Budget::default() };
+        let ctx = EvalCtx {
+            env: &env,
+            budget: Budget::default(),
+        };
         let mut w = Vec::new();
         let sel = s.select(&jq::to_val(&json!({"action": "deploy"})), &ctx, &mut w);
         assert_eq!(sel.index, Some(4));
@@ -711,9 +773,15 @@ mod tests {
     #[test]
     fn request_defaults_and_overrides() {
         let env = ctx_env();
-        let ctx = EvalCtx { env: &env, budget: Budget::default() };
+        let ctx = EvalCtx {
+            env: &env,
+            budget: Budget::default(),
+        };
         let msg = json!({"resourceType": "run", "n": 5, "p": {"v": "1.2"}});
-        let d = Defaults { method: Some("put"), url: Some("http://t.local/x") };
+        let d = Defaults {
+            method: Some("put"),
+            url: Some("http://t.local/x"),
+        };
         let s = set(json!([{}]));
         let mut w = Vec::new();
         let r = build_request(&s.mappings[0], &msg, &d, &ctx, &mut w).unwrap();
@@ -723,45 +791,81 @@ mod tests {
         assert_eq!((r.headers.clone(), r.query.clone()), (json!({}), json!({})));
 
         // Parsed from text so that the literal 3.50 keeps its form.
-        let s = set(serde_json::from_str(r#"[{
+        let s = set(serde_json::from_str(
+            r#"[{
             "method": "\"delete\"",
             "url": "\"http://other.local/\" + .p.v",
             "headers": {"MY-HEADER": ".resourceType", "Auth": "\"Bearer \" + env.TOKEN"},
             "query": {"n": ".n"},
             "body": {"z": ".n * 2", "a": 3.50, "lit": null, "list": [".p.v", true]}
-        }]"#).unwrap());
+        }]"#,
+        )
+        .unwrap());
         let r = build_request(&s.mappings[0], &msg, &d, &ctx, &mut w).unwrap();
         assert_eq!(r.method, "DELETE");
         assert_eq!(r.url, "http://other.local/1.2");
         assert_eq!(r.headers, json!({"MY-HEADER": "run", "Auth": "Bearer t0k"}));
         assert_eq!(r.query, json!({"n": 5}));
-        assert_eq!(crate::json_canon::to_raw_string(&r.body), r#"{"z":10,"a":3.50,"lit":null,"list":["1.2",true]}"#);
+        assert_eq!(
+            crate::json_canon::to_raw_string(&r.body),
+            r#"{"z":10,"a":3.50,"lit":null,"list":["1.2",true]}"#
+        );
         assert!(w.is_empty());
 
         let s = set(json!([{"url": ".nope"}]));
-        assert_eq!(build_request(&s.mappings[0], &msg, &Defaults::default(), &ctx, &mut w), Err(BuildError::NoUrl));
+        assert_eq!(
+            build_request(&s.mappings[0], &msg, &Defaults::default(), &ctx, &mut w),
+            Err(BuildError::NoUrl)
+        );
         let s = set(json!([{"url": "\"not a url\""}]));
-        assert!(matches!(build_request(&s.mappings[0], &msg, &d, &ctx, &mut w), Err(BuildError::BadUrl(_))));
+        assert!(matches!(
+            build_request(&s.mappings[0], &msg, &d, &ctx, &mut w),
+            Err(BuildError::BadUrl(_))
+        ));
     }
 
     #[test]
     fn runtime_errors_become_null_with_a_warning() {
         let env = ctx_env();
-        let ctx = EvalCtx { env: &env, budget: Budget::default() };
+        let ctx = EvalCtx {
+            env: &env,
+            budget: Budget::default(),
+        };
         let s = set(json!([{"body": {"a": ".x | error(\"bad\")", "b": "1"}}]));
         let mut w = Vec::new();
-        let d = Defaults { method: None, url: Some("http://t.local/") };
+        let d = Defaults {
+            method: None,
+            url: Some("http://t.local/"),
+        };
         let r = build_request(&s.mappings[0], &json!({"x": 1}), &d, &ctx, &mut w).unwrap();
         assert_eq!(r.body, json!({"a": null, "b": 1}));
-        assert_eq!(w, vec![Warning { index: 0, field: "body.a".into(), message: "bad".into() }]);
+        assert_eq!(
+            w,
+            vec![Warning {
+                index: 0,
+                field: "body.a".into(),
+                message: "bad".into()
+            }]
+        );
     }
 
     #[test]
     fn report_defaults_and_overrides() {
-        let ok = ResponseContext { status: 200, headers: vec![], text: "{\"id\":7}".into() };
-        let bad = ResponseContext { status: 500, headers: vec![], text: "oops".into() };
+        let ok = ResponseContext {
+            status: 200,
+            headers: vec![],
+            text: "{\"id\":7}".into(),
+        };
+        let bad = ResponseContext {
+            status: 500,
+            headers: vec![],
+            text: "oops".into(),
+        };
         assert_eq!(default_report(false, &ok, true), RunReport::default());
-        assert_eq!(default_report(true, &ok, true).to_body(), json!({"status": "SUCCESS"}));
+        assert_eq!(
+            default_report(true, &ok, true).to_body(),
+            json!({"status": "SUCCESS"})
+        );
         assert_eq!(
             default_report(false, &bad, true).to_body(),
             json!({"status": "FAILURE", "summary": "Failed to invoke the webhook with status code: 500. Response: oops"})
@@ -772,16 +876,36 @@ mod tests {
         );
 
         let env = ctx_env();
-        let ctx = EvalCtx { env: &env, budget: Budget::default() };
+        let ctx = EvalCtx {
+            env: &env,
+            budget: Budget::default(),
+        };
         let s = set(json!([{"report": {
             "status": "null",
             "link": "[\"http://x/\" + (.response.json.id | tostring)]",
             "externalRunId": ".response.json.id | tostring",
             "summary": ".body.name"
         }}]));
-        let req = RequestSpec { method: "POST".into(), url: "http://t/".into(), body: json!({}), headers: json!({}), query: json!({}) };
+        let req = RequestSpec {
+            method: "POST".into(),
+            url: "http://t/".into(),
+            body: json!({}),
+            headers: json!({}),
+            query: json!({}),
+        };
         let mut w = Vec::new();
-        let r = apply_report_mapping(&s.mappings[0], default_report(true, &ok, true), &json!({"name": "n1"}), &req, &ok, &ctx, &mut w);
-        assert_eq!(r.to_body(), json!({"link": ["http://x/7"], "summary": "n1", "externalRunId": "7"}));
+        let r = apply_report_mapping(
+            &s.mappings[0],
+            default_report(true, &ok, true),
+            &json!({"name": "n1"}),
+            &req,
+            &ok,
+            &ctx,
+            &mut w,
+        );
+        assert_eq!(
+            r.to_body(),
+            json!({"link": ["http://x/7"], "summary": "n1", "externalRunId": "7"})
+        );
     }
 }

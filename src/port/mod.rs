@@ -98,7 +98,9 @@ impl PortCall {
 
 /// Percent-encode one path segment (run ids are plain, but never trust input).
 fn enc(segment: &str) -> String {
-    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect::<String>().replace('+', "%20")
+    url::form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 /// A Port API call failed after retries.
@@ -127,7 +129,10 @@ pub struct RecordingReporter {
 impl RecordingReporter {
     /// Take the recorded calls.
     pub fn take(&self) -> Vec<PortCall> {
-        self.calls.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
+        self.calls
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
     }
 }
 
@@ -211,7 +216,10 @@ impl PortClient {
 
     fn cached_token(&self) -> Option<Arc<str>> {
         let guard = self.token.read().ok()?;
-        guard.as_ref().filter(|t| Instant::now() < t.refresh_at).map(|t| t.value.clone())
+        guard
+            .as_ref()
+            .filter(|t| Instant::now() < t.refresh_at)
+            .map(|t| t.value.clone())
     }
 
     /// A valid token, fetched at most once at a time.
@@ -224,7 +232,9 @@ impl PortClient {
             return Ok(t);
         }
         let body = json!({"clientId": &*self.client_id, "clientSecret": self.secret.expose()});
-        let answer = self.exchange("POST", "/v1/auth/access_token", &body, None).await?;
+        let answer = self
+            .exchange("POST", "/v1/auth/access_token", &body, None)
+            .await?;
         self.stats.token_fetches.fetch_add(1, Ordering::Relaxed);
         let Exchange::Ok(answer) = answer else {
             return Err(PortError {
@@ -240,12 +250,19 @@ impl PortClient {
                 message: "answer has no accessToken".into(),
             })?
             .into();
-        let expires_in = answer.get("expiresIn").and_then(Value::as_f64).unwrap_or(3600.0).max(0.0);
+        let expires_in = answer
+            .get("expiresIn")
+            .and_then(Value::as_f64)
+            .unwrap_or(3600.0)
+            .max(0.0);
         // Refresh a minute early (or at 90 % of a short lifetime).
         let margin = (expires_in * 0.1).min(60.0);
         let refresh_at = Instant::now() + Duration::from_secs_f64((expires_in - margin).max(0.0));
         if let Ok(mut slot) = self.token.write() {
-            *slot = Some(Token { value: value.clone(), refresh_at });
+            *slot = Some(Token {
+                value: value.clone(),
+                refresh_at,
+            });
         }
         Ok(value)
     }
@@ -259,7 +276,13 @@ impl PortClient {
     }
 
     /// One call with retries; a 401 is returned as `Unauthorized`.
-    async fn exchange(&self, method: &str, path: &str, body: &Value, token: Option<&str>) -> Result<Exchange, PortError> {
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<Exchange, PortError> {
         let call = format!("{method} {path}");
         let url = format!("{}{}", self.base, path);
         let payload = body.to_string();
@@ -281,7 +304,10 @@ impl PortClient {
                 Err(e) => {
                     let message = crate::invoke::describe_error(&e);
                     return Err(Attempt::Retryable {
-                        last: Err(PortError { call: call.clone(), message }),
+                        last: Err(PortError {
+                            call: call.clone(),
+                            message,
+                        }),
                         retry_after: None,
                     });
                 }
@@ -300,9 +326,15 @@ impl PortClient {
                 return Ok(Exchange::Unauthorized);
             }
             let snippet: String = text.chars().take(300).collect();
-            let error = PortError { call: call.clone(), message: format!("status {}: {}", status.as_u16(), snippet) };
+            let error = PortError {
+                call: call.clone(),
+                message: format!("status {}: {}", status.as_u16(), snippet),
+            };
             if status.as_u16() == 429 || status.is_server_error() {
-                Err(Attempt::Retryable { last: Err(error), retry_after })
+                Err(Attempt::Retryable {
+                    last: Err(error),
+                    retry_after,
+                })
             } else {
                 Err(Attempt::Final(error))
             }
@@ -337,7 +369,9 @@ impl PortClient {
 
 impl Reporter for PortClient {
     async fn send(&self, call: PortCall) -> Result<(), PortError> {
-        self.request(call.method(), &call.path(), &call.body()).await.map(|_| ())
+        self.request(call.method(), &call.path(), &call.body())
+            .await
+            .map(|_| ())
     }
 }
 
@@ -347,16 +381,45 @@ mod tests {
 
     #[test]
     fn calls_map_to_the_spec_endpoints() {
-        let c = PortCall::RunLog { run_id: "r_1".into(), message: "hi".into() };
-        assert_eq!((c.method(), c.path(), c.body()), ("POST", "/v1/actions/runs/r_1/logs".into(), json!({"message": "hi"})));
-        let c = PortCall::NodeRunLog { run_id: "wfnr_1".into(), message: "hi".into() };
+        let c = PortCall::RunLog {
+            run_id: "r_1".into(),
+            message: "hi".into(),
+        };
+        assert_eq!(
+            (c.method(), c.path(), c.body()),
+            (
+                "POST",
+                "/v1/actions/runs/r_1/logs".into(),
+                json!({"message": "hi"})
+            )
+        );
+        let c = PortCall::NodeRunLog {
+            run_id: "wfnr_1".into(),
+            message: "hi".into(),
+        };
         assert_eq!(c.path(), "/v1/workflows/nodes/runs/wfnr_1/logs");
         assert_eq!(c.body(), json!({"logs": [{"level": "INFO", "message": "hi"}]}));
-        let c = PortCall::RunResponse { run_id: "r_1".into(), response: json!({"a": 1}) };
-        assert_eq!((c.method(), c.path(), c.body()), ("PATCH", "/v1/actions/runs/r_1/response".into(), json!({"response": {"a": 1}})));
-        let c = PortCall::NodeRunPatch { run_id: "wfnr_1".into(), body: json!({"status": "COMPLETED"}) };
+        let c = PortCall::RunResponse {
+            run_id: "r_1".into(),
+            response: json!({"a": 1}),
+        };
+        assert_eq!(
+            (c.method(), c.path(), c.body()),
+            (
+                "PATCH",
+                "/v1/actions/runs/r_1/response".into(),
+                json!({"response": {"a": 1}})
+            )
+        );
+        let c = PortCall::NodeRunPatch {
+            run_id: "wfnr_1".into(),
+            body: json!({"status": "COMPLETED"}),
+        };
         assert_eq!(c.path(), "/v1/workflows/nodes/runs/wfnr_1");
-        let c = PortCall::RunPatch { run_id: "r/../x".into(), body: json!({}) };
+        let c = PortCall::RunPatch {
+            run_id: "r/../x".into(),
+            body: json!({}),
+        };
         assert_eq!(c.path(), "/v1/actions/runs/r%2F..%2Fx");
     }
 }

@@ -36,7 +36,10 @@ impl Recorded {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -60,7 +63,9 @@ fn record(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes, status:
 }
 
 async fn serve(router: axum::Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
@@ -99,8 +104,13 @@ async fn port_handler(
             *t
         };
         let lifetime = *state.token_lifetime.lock().unwrap();
-        state.calls.lock().unwrap().push(record(&method, &uri, &headers, &body, 200));
-        let answer = json!({"accessToken": format!("token-{n}"), "expiresIn": lifetime, "tokenType": "Bearer"});
+        state
+            .calls
+            .lock()
+            .unwrap()
+            .push(record(&method, &uri, &headers, &body, 200));
+        let answer =
+            json!({"accessToken": format!("token-{n}"), "expiresIn": lifetime, "tokenType": "Bearer"});
         return (StatusCode::OK, axum::Json(answer)).into_response();
     }
     let forced = state.fail_next.lock().unwrap().pop_front();
@@ -111,7 +121,11 @@ async fn port_handler(
         Some(auth) if auth == latest => status,
         _ => 401,
     };
-    state.calls.lock().unwrap().push(record(&method, &uri, &headers, &body, status));
+    state
+        .calls
+        .lock()
+        .unwrap()
+        .push(record(&method, &uri, &headers, &body, status));
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (code, axum::Json(json!({"ok": status < 300}))).into_response()
 }
@@ -120,8 +134,13 @@ impl FakePort {
     pub async fn start() -> FakePort {
         let state = Arc::new(PortState::default());
         *state.token_lifetime.lock().unwrap() = 3600;
-        let router = axum::Router::new().fallback(port_handler).with_state(state.clone());
-        FakePort { addr: serve(router).await, state }
+        let router = axum::Router::new()
+            .fallback(port_handler)
+            .with_state(state.clone());
+        FakePort {
+            addr: serve(router).await,
+            state,
+        }
     }
 
     pub fn base(&self) -> String {
@@ -142,7 +161,10 @@ impl FakePort {
 
     /// `METHOD path body` of each accepted call, in order.
     pub fn accepted_summary(&self) -> Vec<(String, String, Value)> {
-        self.accepted().iter().map(|c| (c.method.clone(), c.path().to_string(), c.json())).collect()
+        self.accepted()
+            .iter()
+            .map(|c| (c.method.clone(), c.path().to_string(), c.json()))
+            .collect()
     }
 
     pub fn all_calls(&self) -> Vec<Recorded> {
@@ -154,7 +176,11 @@ impl FakePort {
     }
 
     pub fn fail_next(&self, statuses: &[u16]) {
-        self.state.fail_next.lock().unwrap().extend(statuses.iter().copied());
+        self.state
+            .fail_next
+            .lock()
+            .unwrap()
+            .extend(statuses.iter().copied());
     }
 }
 
@@ -189,12 +215,26 @@ async fn target_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let answer = state.script.lock().unwrap().pop_front().or_else(|| state.default.lock().unwrap().clone());
-    let answer = answer.unwrap_or(Answer { status: 200, body: String::new(), delay: Duration::ZERO, headers: vec![] });
+    let answer = state
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .or_else(|| state.default.lock().unwrap().clone());
+    let answer = answer.unwrap_or(Answer {
+        status: 200,
+        body: String::new(),
+        delay: Duration::ZERO,
+        headers: vec![],
+    });
     if !answer.delay.is_zero() {
         tokio::time::sleep(answer.delay).await;
     }
-    state.requests.lock().unwrap().push(record(&method, &uri, &headers, &body, answer.status));
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .push(record(&method, &uri, &headers, &body, answer.status));
     let mut resp = (StatusCode::from_u16(answer.status).unwrap(), answer.body.clone()).into_response();
     for (k, v) in &answer.headers {
         resp.headers_mut().insert(
@@ -208,8 +248,13 @@ async fn target_handler(
 impl FakeTarget {
     pub async fn start() -> FakeTarget {
         let state = Arc::new(TargetState::default());
-        let router = axum::Router::new().fallback(target_handler).with_state(state.clone());
-        FakeTarget { addr: serve(router).await, state }
+        let router = axum::Router::new()
+            .fallback(target_handler)
+            .with_state(state.clone());
+        FakeTarget {
+            addr: serve(router).await,
+            state,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -217,8 +262,12 @@ impl FakeTarget {
     }
 
     pub fn answer(&self, status: u16, body: &str) {
-        *self.state.default.lock().unwrap() =
-            Some(Answer { status, body: body.into(), delay: Duration::ZERO, headers: vec![] });
+        *self.state.default.lock().unwrap() = Some(Answer {
+            status,
+            body: body.into(),
+            delay: Duration::ZERO,
+            headers: vec![],
+        });
     }
 
     pub fn answer_json(&self, status: u16, body: Value) {

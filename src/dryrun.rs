@@ -1,0 +1,256 @@
+//! `dry-run` and `render`: the real pipeline wired to the recording invoker
+//! and reporter, so what is shown is exactly what the agent would do. No
+//! network call is made.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+
+use crate::invoke::{OutgoingRequest, RecordingInvoker};
+use crate::mapping::{JqEnv, MappingSet};
+use crate::pipeline::{Config, Delivery, Outcome, Pipeline, Result_};
+use crate::port::{PortCall, RecordingReporter};
+use crate::source::recorded::{parse_all, LineError};
+
+/// Shown instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Header names whose values are never shown.
+fn secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "authorization"
+        || n == "proxy-authorization"
+        || n == "x-port-signature"
+        || n == "cookie"
+        || n.contains("token")
+        || n.contains("secret")
+        || n.contains("api-key")
+        || n.contains("apikey")
+        || n.contains("password")
+}
+
+fn redact_str(s: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .filter(|x| !x.is_empty())
+        .fold(s.to_string(), |acc, x| acc.replace(x.as_str(), REDACTED))
+}
+
+/// Replace every occurrence of a secret inside the strings of `v`.
+pub fn redact_value(v: &Value, secrets: &[String]) -> Value {
+    match v {
+        Value::String(s) => Value::String(redact_str(s, secrets)),
+        Value::Array(items) => Value::Array(items.iter().map(|i| redact_value(i, secrets)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), redact_value(v, secrets)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// A request as shown: secret headers and decrypted values redacted; the
+/// body as the JSON value that is sent.
+pub fn show_request(r: &OutgoingRequest, secrets: &[String]) -> Value {
+    let headers: Map<String, Value> = r
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            let shown = if secret_header(k) {
+                REDACTED.to_string()
+            } else {
+                redact_str(v, secrets)
+            };
+            (k.clone(), Value::String(shown))
+        })
+        .collect();
+    let body = serde_json::from_str::<Value>(&r.body).unwrap_or_else(|_| Value::String(r.body.clone()));
+    let url = redact_str(&r.url, secrets);
+    let query: Map<String, Value> = url::Url::parse(&url)
+        .map(|u| {
+            u.query_pairs()
+                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"method": r.method, "url": url, "query": query, "headers": headers, "body": redact_value(&body, secrets)})
+}
+
+/// A Port call as shown.
+pub fn show_call(c: &PortCall, secrets: &[String]) -> Value {
+    json!({"method": c.method(), "path": c.path(), "body": redact_value(&c.body(), secrets)})
+}
+
+/// What happened to one message, as dry-run prints it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Line in the recorded file.
+    pub line: usize,
+    /// Where it came from.
+    pub delivery: Delivery,
+    /// The pipeline's outcome.
+    pub outcome: Outcome,
+    /// The request that would be sent (redacted).
+    pub request: Option<Value>,
+    /// The Port calls that would follow (redacted), in order.
+    pub port_calls: Vec<Value>,
+}
+
+impl Entry {
+    /// One JSON object (stable keys; see the README).
+    pub fn to_json(&self) -> Value {
+        let (skipped, error) = match &self.outcome.result {
+            Result_::Skipped(s) => (Some(s.to_string()), None),
+            Result_::RequestFailed(e) => (None, Some(e.clone())),
+            Result_::Delivered(_) => (None, None),
+        };
+        json!({
+            "line": self.line,
+            "topic": self.delivery.topic,
+            "partition": self.delivery.partition,
+            "offset": self.delivery.offset,
+            "run_id": self.outcome.run_id,
+            "kind": self.outcome.kind.as_ref().map(kind_name),
+            "outcome": self.outcome.name(),
+            "skipped": skipped,
+            "error": error,
+            "mapping_index": self.outcome.mapping,
+            "request": self.request,
+            "port_calls": self.port_calls,
+            "warnings": self.outcome.warnings,
+        })
+    }
+}
+
+/// `action_run`, `node_run`, `change_log`.
+pub fn kind_name(k: &crate::message::Kind) -> &'static str {
+    match k {
+        crate::message::Kind::ActionRun(_) => "action_run",
+        crate::message::Kind::NodeRun(_) => "node_run",
+        crate::message::Kind::ChangeLog => "change_log",
+    }
+}
+
+/// A pipeline with recording edges.
+pub type DryPipeline = Pipeline<RecordingInvoker, RecordingReporter>;
+
+/// Build the recording pipeline.
+pub fn pipeline(config: Config, mappings: MappingSet, env: JqEnv, status: u16, body: &str) -> DryPipeline {
+    Pipeline::new(
+        config,
+        Arc::new(mappings),
+        env,
+        RecordingInvoker::new(status, body),
+        RecordingReporter::default(),
+    )
+}
+
+/// Run one delivery and collect what the edges saw.
+pub async fn run_one(p: &DryPipeline, line: usize, delivery: Delivery) -> Entry {
+    let outcome = p.process(&delivery).await;
+    let secrets: Vec<String> = outcome.secrets.iter().map(|s| s.expose().to_string()).collect();
+    let request = p.invoker().take().first().map(|r| show_request(r, &secrets));
+    let port_calls = p
+        .reporter()
+        .take()
+        .iter()
+        .map(|c| show_call(c, &secrets))
+        .collect();
+    Entry {
+        line,
+        delivery,
+        outcome,
+        request,
+        port_calls,
+    }
+}
+
+/// The whole dry-run: entries, unreadable lines, and a summary.
+pub struct Report {
+    /// Processed messages.
+    pub entries: Vec<Entry>,
+    /// Lines that could not be read.
+    pub bad_lines: Vec<LineError>,
+}
+
+impl Report {
+    /// Counts by outcome and by mapping, and messages with errors.
+    pub fn summary(&self) -> Value {
+        let mut by_outcome: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut by_mapping: BTreeMap<String, usize> = BTreeMap::new();
+        let mut errors = Vec::new();
+        for e in &self.entries {
+            *by_outcome.entry(e.outcome.name()).or_default() += 1;
+            let m = e
+                .outcome
+                .mapping
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "none".into());
+            *by_mapping.entry(m).or_default() += 1;
+            let mut problems: Vec<String> = e.outcome.warnings.clone();
+            if let Result_::RequestFailed(err) = &e.outcome.result {
+                problems.push(err.clone());
+            }
+            if let Result_::Skipped(crate::pipeline::Skip::Unparsable(err)) = &e.outcome.result {
+                problems.push(err.clone());
+            }
+            if !problems.is_empty() {
+                errors.push(json!({"line": e.line, "run_id": e.outcome.run_id, "errors": problems}));
+            }
+        }
+        for b in &self.bad_lines {
+            errors.push(json!({"line": b.line, "run_id": null, "errors": [b.reason]}));
+        }
+        json!({
+            "messages": self.entries.len(),
+            "malformed_lines": self.bad_lines.len(),
+            "by_outcome": by_outcome,
+            "by_mapping": by_mapping,
+            "errors": errors,
+        })
+    }
+}
+
+/// Dry-run every line of a recorded file.
+pub async fn dry_run(p: &DryPipeline, text: &str, default_topic: &str) -> Report {
+    let (deliveries, bad_lines) = parse_all(text, default_topic);
+    let mut entries = Vec::with_capacity(deliveries.len());
+    for (line, d) in deliveries {
+        entries.push(run_one(p, line, d).await);
+    }
+    Report { entries, bad_lines }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_headers_and_values_are_redacted() {
+        let r = OutgoingRequest {
+            method: "POST".into(),
+            url: "http://t/x?k=plain-secret".into(),
+            headers: vec![
+                ("Authorization".into(), "Bearer abc".into()),
+                ("X-Port-Signature".into(), "v1,xyz".into()),
+                ("PRIVATE-TOKEN".into(), "glpat".into()),
+                ("X-Other".into(), "has plain-secret inside".into()),
+            ],
+            body: r#"{"t":"plain-secret","n":1}"#.into(),
+        };
+        let shown = show_request(&r, &["plain-secret".to_string()]);
+        let text = shown.to_string();
+        assert!(
+            !text.contains("plain-secret")
+                && !text.contains("abc")
+                && !text.contains("xyz")
+                && !text.contains("glpat"),
+            "{text}"
+        );
+        assert_eq!(shown["body"], json!({"t": REDACTED, "n": 1}));
+        assert_eq!(shown["headers"]["X-Other"], format!("has {REDACTED} inside"));
+        assert_eq!(shown["query"]["k"], REDACTED);
+    }
+}
