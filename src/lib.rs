@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod port;
 pub mod retry;
 pub mod settings;
+pub mod shutdown;
 pub mod signature;
 pub mod source;
 pub mod telemetry;

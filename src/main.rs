@@ -8,12 +8,20 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
+use std::sync::Arc;
+
 use port_agent::dryrun::{self, Entry};
+use port_agent::invoke::HttpInvoker;
 use port_agent::mapping::jq::EVAL_THREAD_STACK;
 use port_agent::mapping::{JqEnv, MappingError, MappingSet};
+use port_agent::pipeline::Pipeline;
 use port_agent::pipeline::{Config, Delivery};
+use port_agent::port::PortClient;
+use port_agent::settings::Streamer;
 use port_agent::settings::{Requirement, Settings};
+use port_agent::source::kafka;
 use port_agent::telemetry::{init_logging, LogTarget};
+use port_agent::tls::ClientOptions;
 
 /// Exit code: problems found (check errors, malformed input lines).
 const EXIT_PROBLEMS: u8 = 1;
@@ -202,11 +210,63 @@ async fn run() -> Result<ExitCode> {
     for w in settings.warnings() {
         tracing::warn!("{w}");
     }
-    let _mappings = load_mappings(Path::new(&settings.mapping_path))?;
-    Err(anyhow!(
-        "the {} source is not available in this build yet; use `port-agent dry-run` to exercise mappings",
-        settings.streamer.as_str()
-    ))
+    let mappings = load_mappings(Path::new(&settings.mapping_path))?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        mappings = mappings.mappings.len(),
+        streamer = settings.streamer.as_str(),
+        "port-agent starting"
+    );
+    let target_http = ClientOptions {
+        timeout: settings.webhook_timeout,
+        verify_tls: settings.webhook_verify_ssl,
+        ca_bundle: settings.ca_bundle.clone(),
+        pool_idle_per_host: settings.max_in_flight,
+    };
+    let port_http = ClientOptions {
+        timeout: settings.port_timeout,
+        verify_tls: true,
+        ca_bundle: settings.ca_bundle.clone(),
+        pool_idle_per_host: settings.max_in_flight,
+    };
+    let port = PortClient::new(
+        &settings.port_api_base_url,
+        &settings.client_id,
+        settings.client_secret.clone(),
+        &port_http,
+        settings.port_max_attempts,
+    )?;
+    let invoker = HttpInvoker::new(&target_http, settings.retry.clone())?;
+
+    let streamer = json!({"settings": {"portAgentStreamerName": settings.streamer.as_str()}});
+    if let Err(e) = port.request("PATCH", "/v1/organization", Some(&streamer)).await {
+        tracing::warn!(error = %e, "could not record the streamer name on the organization; continuing");
+    }
+    let pipeline = Arc::new(Pipeline::new(
+        Config::from_settings(&settings),
+        Arc::new(mappings),
+        JqEnv::from_process(),
+        invoker,
+        port.clone(),
+    ));
+    let (trigger, shutdown) = port_agent::shutdown::channel();
+    port_agent::shutdown::on_signals(trigger);
+    match settings.streamer {
+        Streamer::Kafka => {
+            let opts = kafka::resolve_options(&settings, &port)
+                .await
+                .map_err(|e| anyhow!(e))?;
+            let engine = kafka::KafkaEngine::new(opts, pipeline);
+            engine.run(shutdown).await.context("Kafka consumer failed")?;
+        }
+        Streamer::Polling => {
+            return Err(anyhow!(
+                "STREAMER_NAME=POLLING is not available in this build yet"
+            ));
+        }
+    }
+    tracing::info!("port-agent stopped");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(mapping: Option<PathBuf>) -> Result<ExitCode> {

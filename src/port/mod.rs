@@ -233,7 +233,7 @@ impl PortClient {
         }
         let body = json!({"clientId": &*self.client_id, "clientSecret": self.secret.expose()});
         let answer = self
-            .exchange("POST", "/v1/auth/access_token", &body, None)
+            .exchange("POST", "/v1/auth/access_token", Some(&body), None)
             .await?;
         self.stats.token_fetches.fetch_add(1, Ordering::Relaxed);
         let Exchange::Ok(answer) = answer else {
@@ -280,19 +280,20 @@ impl PortClient {
         &self,
         method: &str,
         path: &str,
-        body: &Value,
+        body: Option<&Value>,
         token: Option<&str>,
     ) -> Result<Exchange, PortError> {
         let call = format!("{method} {path}");
         let url = format!("{}{}", self.base, path);
-        let payload = body.to_string();
+        let payload = body.map(Value::to_string);
         let attempt = || async {
             let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
-            let mut req = self
-                .http
-                .request(m, &url)
-                .header("Content-Type", "application/json")
-                .body(payload.clone());
+            let mut req = self.http.request(m, &url);
+            if let Some(payload) = &payload {
+                req = req
+                    .header("Content-Type", "application/json")
+                    .body(payload.clone());
+            }
             if let Some(t) = token {
                 req = req.bearer_auth(t);
             }
@@ -347,7 +348,7 @@ impl PortClient {
     }
 
     /// An authenticated call: refresh the token once on a 401.
-    pub async fn request(&self, method: &str, path: &str, body: &Value) -> Result<Value, PortError> {
+    pub async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, PortError> {
         let refreshed = AtomicU32::new(0);
         loop {
             let token = self.token().await?;
@@ -369,7 +370,7 @@ impl PortClient {
 
 impl Reporter for PortClient {
     async fn send(&self, call: PortCall) -> Result<(), PortError> {
-        self.request(call.method(), &call.path(), &call.body())
+        self.request(call.method(), &call.path(), Some(&call.body()))
             .await
             .map(|_| ())
     }

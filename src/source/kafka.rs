@@ -1,0 +1,588 @@
+//! The Kafka source (SPEC §2.1, §8): at-least-once, concurrent, bounded.
+//!
+//! * **Offsets.** Auto-commit is off; we commit each partition's contiguous
+//!   watermark ([`super::offsets::Watermarks`]) ourselves: periodically, on
+//!   revoke (synchronously, the final watermark) and at shutdown. The
+//!   periodic commit is built and sent while holding the tracker's lock, and
+//!   revocation takes the same lock first, so a partition is never committed
+//!   after it was revoked; a late completion for it is dropped.
+//! * **Concurrency.** A semaphore of `AGENT_MAX_IN_FLIGHT` permits is taken
+//!   *before* fetching, so a full agent stops fetching; librdkafka's prefetch
+//!   queue is capped too, so memory stays bounded whatever the lag. Messages
+//!   with the same non-empty key run one after another, in offset order;
+//!   keyless messages run in parallel.
+//! * **Shutdown.** Stop fetching, drain in-flight work within the drain
+//!   timeout, commit, leave the group.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::{oneshot, Semaphore};
+use tracing::{debug, error, info, warn};
+
+use super::offsets::{Ticket, Watermarks};
+use crate::invoke::Invoker;
+use crate::pipeline::{Delivery, Outcome, Pipeline};
+use crate::port::Reporter;
+use crate::settings::Secret;
+use crate::shutdown::Shutdown;
+
+/// How to reach and consume the topics.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// `group.id`.
+    pub group_id: String,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// `security.protocol`.
+    pub security_protocol: String,
+    /// `sasl.mechanism`.
+    pub sasl_mechanism: Option<String>,
+    /// `sasl.username`.
+    pub username: Option<String>,
+    /// `sasl.password`.
+    pub password: Option<Secret>,
+    /// `session.timeout.ms`.
+    pub session_timeout_ms: u32,
+    /// `auto.offset.reset`.
+    pub auto_offset_reset: String,
+    /// Messages in flight at most.
+    pub max_in_flight: usize,
+    /// Drain time at shutdown.
+    pub drain_timeout: Duration,
+    /// How often watermarks are stored (and so committed).
+    pub commit_interval: Duration,
+    /// Dead-letter topic.
+    pub dlq_topic: Option<String>,
+    /// Extra librdkafka properties (tests, tuning).
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaOptions {
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", "port-agent")
+            .set("security.protocol", &self.security_protocol)
+            .set_log_level(RDKafkaLogLevel::Warning);
+        if let Some(m) = &self.sasl_mechanism {
+            c.set("sasl.mechanism", m);
+        }
+        if let Some(u) = &self.username {
+            c.set("sasl.username", u);
+        }
+        if let Some(p) = &self.password {
+            c.set("sasl.password", p.expose());
+        }
+        c
+    }
+
+    fn consumer_config(&self) -> ClientConfig {
+        let mut c = self.client_config();
+        c.set("group.id", &self.group_id)
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set("auto.offset.reset", &self.auto_offset_reset)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            // Bounded prefetch: memory must not grow with the lag.
+            .set("queued.min.messages", "1000")
+            .set("queued.max.messages.kbytes", "4096")
+            .set("fetch.max.bytes", "4194304")
+            .set("max.partition.fetch.bytes", "1048576");
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// What the engine knows about its place in the group (health, metrics).
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Partitions currently assigned.
+    pub assigned: AtomicU64,
+    /// At least one assignment happened (possibly empty: standby).
+    pub joined: AtomicBool,
+    /// The last assignment was empty.
+    pub standby: AtomicBool,
+    /// Messages received.
+    pub received: AtomicU64,
+    /// Messages done.
+    pub done: AtomicU64,
+    /// Commits that succeeded.
+    pub commits_ok: AtomicU64,
+    /// Commits that failed.
+    pub commits_failed: AtomicU64,
+    /// Messages written to the DLQ.
+    pub dead_lettered: AtomicU64,
+}
+
+struct EngineContext {
+    marks: Arc<Mutex<Watermarks>>,
+    status: Arc<Status>,
+    said_standby: AtomicBool,
+}
+
+impl ClientContext for EngineContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                error!(facility = fac, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Warning => warn!(facility = fac, "librdkafka: {message}"),
+            _ => debug!(facility = fac, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka keeps reconnecting by itself; say so and carry on.
+        warn!(error = %error, "Kafka client error (retrying): {reason}");
+    }
+}
+
+fn lock(marks: &Mutex<Watermarks>) -> std::sync::MutexGuard<'_, Watermarks> {
+    // A poisoned lock only means another task panicked mid-update; the
+    // tracker's state is still consistent enough to go on.
+    marks.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ConsumerContext for EngineContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut finals = TopicPartitionList::new();
+            {
+                let mut marks = lock(&self.marks);
+                for e in tpl.elements() {
+                    if let Some(off) = marks.revoke(e.topic(), e.partition()) {
+                        let _ = finals.add_partition_offset(e.topic(), e.partition(), Offset::Offset(off));
+                    }
+                }
+            }
+            info!(partitions = tpl.count(), "partitions revoked");
+            if finals.count() > 0 {
+                match consumer.commit(&finals, CommitMode::Sync) {
+                    Ok(()) => {
+                        self.status.commits_ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        self.status.commits_failed.fetch_add(1, Ordering::Relaxed);
+                        warn!(error = %e, "commit on revoke failed; those messages will be redelivered");
+                    }
+                }
+            }
+            self.status.assigned.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut marks = lock(&self.marks);
+                for e in tpl.elements() {
+                    marks.assign(e.topic(), e.partition());
+                }
+                let n = marks.assigned().len() as u64;
+                drop(marks);
+                self.status.assigned.store(n, Ordering::Relaxed);
+                self.status.joined.store(true, Ordering::Relaxed);
+                self.status.standby.store(n == 0, Ordering::Relaxed);
+                if n == 0 {
+                    if !self.said_standby.swap(true, Ordering::Relaxed) {
+                        info!("no partitions assigned: staying up as a warm standby (more replicas than partitions)");
+                    }
+                } else {
+                    self.said_standby.store(false, Ordering::Relaxed);
+                    let list: Vec<String> = tpl
+                        .elements()
+                        .iter()
+                        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                        .collect();
+                    info!(partitions = %list.join(","), "partitions assigned");
+                }
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                self.status.commits_ok.fetch_add(1, Ordering::Relaxed);
+                debug!(partitions = offsets.count(), "offsets committed");
+            }
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                self.status.commits_failed.fetch_add(1, Ordering::Relaxed);
+                let mut marks = lock(&self.marks);
+                for el in offsets.elements() {
+                    if let Offset::Offset(off) = el.offset() {
+                        marks.commit_failed(el.topic(), el.partition(), off);
+                    }
+                }
+                debug!(error = %e, "offset commit failed; it is retried on the next tick");
+            }
+        }
+    }
+}
+
+type Consumer_ = StreamConsumer<EngineContext>;
+
+/// Keys whose messages are running or waiting: each new message of a key
+/// waits for the previous one's completion signal.
+#[derive(Default)]
+struct KeyChains {
+    tails: HashMap<Vec<u8>, (u64, oneshot::Receiver<()>)>,
+    next_id: u64,
+}
+
+/// The engine: consumes, dispatches to the pipeline, tracks offsets.
+pub struct KafkaEngine<I, R> {
+    opts: KafkaOptions,
+    pipeline: Arc<Pipeline<I, R>>,
+    /// Shared status (health and metrics read it).
+    pub status: Arc<Status>,
+}
+
+impl<I, R> KafkaEngine<I, R>
+where
+    I: Invoker + 'static,
+    R: Reporter + 'static,
+{
+    /// A new engine.
+    pub fn new(opts: KafkaOptions, pipeline: Arc<Pipeline<I, R>>) -> Self {
+        KafkaEngine {
+            opts,
+            pipeline,
+            status: Arc::default(),
+        }
+    }
+
+    /// Consume until `shutdown` fires, then drain and commit.
+    pub async fn run(&self, shutdown: Shutdown) -> KafkaResult<()> {
+        let marks = Arc::new(Mutex::new(Watermarks::new()));
+        let context = EngineContext {
+            marks: marks.clone(),
+            status: self.status.clone(),
+            said_standby: AtomicBool::new(false),
+        };
+        let consumer: Arc<Consumer_> = Arc::new(self.opts.consumer_config().create_with_context(context)?);
+        let topics: Vec<&str> = self.opts.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        info!(topics = %self.opts.topics.join(","), group = %self.opts.group_id, "subscribed");
+
+        let dlq = match &self.opts.dlq_topic {
+            Some(topic) => {
+                let mut c = self.opts.client_config();
+                c.set("message.timeout.ms", "30000");
+                Some((topic.clone(), Arc::new(c.create::<FutureProducer>()?)))
+            }
+            None => None,
+        };
+
+        let permits = Arc::new(Semaphore::new(self.opts.max_in_flight));
+        let chains = Arc::new(Mutex::new(KeyChains::default()));
+        let committer = tokio::spawn(commit_loop(
+            consumer.clone(),
+            marks.clone(),
+            self.status.clone(),
+            self.opts.commit_interval,
+            shutdown.clone(),
+        ));
+
+        let mut consecutive_errors: u32 = 0;
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.wait() => break,
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let received = tokio::select! {
+                _ = shutdown.wait() => break,
+                m = consumer.recv() => m,
+            };
+            let msg = match received {
+                Ok(m) => {
+                    consecutive_errors = 0;
+                    m.detach()
+                }
+                Err(e) => {
+                    consecutive_errors += 1;
+                    let pause = Duration::from_millis(100 * u64::from(consecutive_errors.min(50)));
+                    if consecutive_errors == 1 || consecutive_errors % 20 == 0 {
+                        warn!(error = %e, "Kafka consume error; retrying");
+                    }
+                    drop(permit);
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
+                }
+            };
+            self.status.received.fetch_add(1, Ordering::Relaxed);
+            let ticket = match lock(&marks).start(msg.topic(), msg.partition(), msg.offset()) {
+                Some(t) => t,
+                None => {
+                    debug!(
+                        topic = msg.topic(),
+                        partition = msg.partition(),
+                        offset = msg.offset(),
+                        "message of a partition no longer assigned; it will be redelivered"
+                    );
+                    continue;
+                }
+            };
+            let delivery = Delivery {
+                topic: msg.topic().to_string(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                key: msg.key().filter(|k| !k.is_empty()).map(<[u8]>::to_vec),
+                payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            };
+            let headers: Vec<(String, Vec<u8>)> = msg
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default();
+
+            // Per-key order: wait for the previous message of the same key.
+            let (prev, done_tx, chain_id) = match &delivery.key {
+                Some(key) => {
+                    let (tx, rx) = oneshot::channel();
+                    let mut c = chains.lock().unwrap_or_else(|e| e.into_inner());
+                    c.next_id += 1;
+                    let id = c.next_id;
+                    let prev = c.tails.insert(key.clone(), (id, rx)).map(|(_, rx)| rx);
+                    (prev, Some(tx), id)
+                }
+                None => (None, None, 0),
+            };
+
+            let pipeline = self.pipeline.clone();
+            let marks = marks.clone();
+            let status = self.status.clone();
+            let chains = chains.clone();
+            let dlq = dlq.clone();
+            tokio::spawn(async move {
+                if let Some(prev) = prev {
+                    // An error only means the predecessor's task ended
+                    // without signalling (it cannot, but never block on it).
+                    let _ = prev.await;
+                }
+                let outcome = pipeline.process(&delivery).await;
+                if let (Some((topic, producer)), true) = (&dlq, outcome.needs_dead_letter()) {
+                    dead_letter(producer, topic, &delivery, &headers, &outcome, &status).await;
+                }
+                finish(&marks, &status, &ticket);
+                if let Some(tx) = done_tx {
+                    let _ = tx.send(());
+                    if let Some(key) = &delivery.key {
+                        let mut c = chains.lock().unwrap_or_else(|e| e.into_inner());
+                        if c.tails.get(key).is_some_and(|(id, _)| *id == chain_id) {
+                            c.tails.remove(key);
+                        }
+                    }
+                }
+                drop(permit);
+            });
+        }
+
+        info!("stopping: draining in-flight messages");
+        let all = u32::try_from(self.opts.max_in_flight).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(self.opts.drain_timeout, permits.acquire_many(all)).await;
+        match drained {
+            Ok(_) => info!("all in-flight messages finished"),
+            Err(_) => warn!(
+                in_flight = lock(&marks).in_flight(),
+                "drain timeout reached; unfinished messages will be redelivered"
+            ),
+        }
+        committer.abort();
+        let finals = lock(&marks).current();
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), off) in &finals {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*off));
+        }
+        if tpl.count() > 0 {
+            match consumer.commit(&tpl, CommitMode::Sync) {
+                Ok(()) => {
+                    self.status.commits_ok.fetch_add(1, Ordering::Relaxed);
+                    info!(partitions = tpl.count(), "final offsets committed");
+                }
+                Err(e) => {
+                    self.status.commits_failed.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "final commit failed; uncommitted messages will be redelivered");
+                }
+            }
+        }
+        // Dropping the consumer closes it: librdkafka revokes, leaves the group
+        // and waits for its threads. Closing blocks, so do it off the async
+        // workers.
+        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        info!("left the consumer group");
+        Ok(())
+    }
+}
+
+fn finish(marks: &Mutex<Watermarks>, status: &Status, ticket: &Ticket) {
+    status.done.fetch_add(1, Ordering::Relaxed);
+    if !lock(marks).done(ticket) {
+        debug!(topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset,
+               "completion for a revoked partition dropped");
+    }
+}
+
+async fn commit_loop(
+    consumer: Arc<Consumer_>,
+    marks: Arc<Mutex<Watermarks>>,
+    status: Arc<Status>,
+    every: Duration,
+    shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        let mut marks = lock(&marks);
+        let ready = marks.take_committable();
+        if ready.is_empty() {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), off) in &ready {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*off));
+        }
+        // Sent while the tracker is locked: a revoke waits for this, so the
+        // partitions in `tpl` are still ours. The result arrives in
+        // `commit_callback`.
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            status.commits_failed.fetch_add(1, Ordering::Relaxed);
+            debug!(error = %e, "offset commit could not be sent");
+        }
+        drop(marks);
+    }
+}
+
+async fn dead_letter(
+    producer: &FutureProducer,
+    topic: &str,
+    d: &Delivery,
+    headers: &[(String, Vec<u8>)],
+    outcome: &Outcome,
+    status: &Status,
+) {
+    let reason = match &outcome.result {
+        crate::pipeline::Result_::Skipped(s) => s.to_string(),
+        _ => outcome.port_errors.join("; "),
+    };
+    let partition = d.partition.to_string();
+    let offset = d.offset.to_string();
+    let mut h = OwnedHeaders::new();
+    for (k, v) in headers {
+        h = h.insert(Header {
+            key: k,
+            value: Some(v.as_slice()),
+        });
+    }
+    for (k, v) in [
+        ("x-port-agent-error", reason.as_str()),
+        ("x-port-agent-outcome", outcome.name()),
+        ("x-port-agent-topic", d.topic.as_str()),
+        ("x-port-agent-partition", partition.as_str()),
+        ("x-port-agent-offset", offset.as_str()),
+    ] {
+        h = h.insert(Header {
+            key: k,
+            value: Some(v.as_bytes()),
+        });
+    }
+    let mut record = FutureRecord::to(topic).payload(&d.payload).headers(h);
+    if let Some(k) = &d.key {
+        record = record.key(k);
+    }
+    match producer.send(record, Duration::from_secs(30)).await {
+        Ok(_) => {
+            status.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            info!(dlq = topic, "message written to the dead-letter topic");
+        }
+        Err((e, _)) => {
+            error!(dlq = topic, error = %e, "could not write to the dead-letter topic; the message is dropped after logging")
+        }
+    }
+}
+
+/// Where the brokers and credentials come from (SPEC §2.1).
+pub async fn resolve_options(
+    settings: &crate::settings::Settings,
+    port: &crate::port::PortClient,
+) -> Result<KafkaOptions, String> {
+    let (brokers, username, password) = if settings.using_local_port_instance {
+        if settings.kafka_bootstrap_servers.is_empty() {
+            return Err(
+                "KAFKA_CONSUMER_BOOTSTRAP_SERVERS: required when USING_LOCAL_PORT_INSTANCE is true"
+                    .to_string(),
+            );
+        }
+        (settings.kafka_bootstrap_servers.clone(), None, None)
+    } else if let Some(brokers) = &settings.kafka_brokers {
+        (
+            brokers.clone(),
+            settings.kafka_username.clone(),
+            settings.kafka_password.clone(),
+        )
+    } else {
+        let answer = port
+            .request("GET", "/v1/kafka-credentials", None)
+            .await
+            .map_err(|e| format!("cannot fetch Kafka credentials from Port: {e}"))?;
+        let creds = &answer["credentials"];
+        let brokers: Vec<&str> = creds["brokers"]
+            .as_array()
+            .map(|b| b.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        if brokers.is_empty() {
+            return Err("Port's /v1/kafka-credentials answer has no brokers".to_string());
+        }
+        (
+            brokers.join(","),
+            creds["username"].as_str().map(str::to_string),
+            creds["password"].as_str().map(Secret::new),
+        )
+    };
+    Ok(KafkaOptions {
+        brokers,
+        group_id: settings.kafka_group_id.clone(),
+        topics: vec![settings.runs_topic.clone(), settings.change_log_topic.clone()],
+        security_protocol: settings.kafka_security_protocol.clone(),
+        sasl_mechanism: settings.kafka_sasl_mechanism.clone(),
+        username,
+        password,
+        session_timeout_ms: settings.kafka_session_timeout_ms,
+        auto_offset_reset: settings.kafka_auto_offset_reset.clone(),
+        max_in_flight: settings.max_in_flight,
+        drain_timeout: settings.drain_timeout,
+        commit_interval: Duration::from_secs(1),
+        dlq_topic: settings.dlq_topic.clone(),
+        extra: Vec::new(),
+    })
+}

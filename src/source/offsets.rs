@@ -1,0 +1,288 @@
+//! Per-partition offset watermarks (SPEC §8).
+//!
+//! Messages of a partition start in offset order and may finish in any order.
+//! The offset that may be committed is the lowest offset still in flight, or
+//! one past the highest offset seen when nothing is in flight: everything
+//! below it is done. A message that finishes early waits for the ones before
+//! it (vector's acknowledgement hole is exactly what this avoids).
+//!
+//! Each assignment of a partition has a generation. A completion carries the
+//! generation it started in, so a late completion for a partition that was
+//! revoked (and maybe reassigned since) is dropped instead of moving the new
+//! assignment's watermark.
+
+use std::collections::{BTreeSet, HashMap};
+
+/// A topic and partition.
+pub type TopicPartition = (String, i32);
+
+/// Proof that a message started; hand it back with [`Watermarks::done`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Ticket {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    generation: u64,
+}
+
+#[derive(Debug, Default)]
+struct Partition {
+    generation: u64,
+    in_flight: BTreeSet<i64>,
+    /// One past the highest offset started.
+    next: Option<i64>,
+    /// Last watermark handed out for committing.
+    committed: Option<i64>,
+}
+
+impl Partition {
+    fn watermark(&self) -> Option<i64> {
+        match self.in_flight.first() {
+            Some(lowest) => Some(*lowest),
+            None => self.next,
+        }
+    }
+}
+
+/// Watermarks of every assigned partition.
+#[derive(Debug, Default)]
+pub struct Watermarks {
+    parts: HashMap<TopicPartition, Partition>,
+    next_generation: u64,
+}
+
+impl Watermarks {
+    /// An empty tracker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A partition was assigned (a new generation starts).
+    pub fn assign(&mut self, topic: &str, partition: i32) {
+        self.next_generation += 1;
+        let p = Partition {
+            generation: self.next_generation,
+            ..Partition::default()
+        };
+        self.parts.insert((topic.to_string(), partition), p);
+    }
+
+    /// A partition was revoked: returns its final watermark (to commit
+    /// synchronously, whatever earlier commits did) and forgets it.
+    /// Completions of its messages are dropped from now on.
+    pub fn revoke(&mut self, topic: &str, partition: i32) -> Option<i64> {
+        self.parts.remove(&(topic.to_string(), partition))?.watermark()
+    }
+
+    /// A commit of `offset` failed: hand the partition's watermark out again
+    /// on the next [`Self::take_committable`].
+    pub fn commit_failed(&mut self, topic: &str, partition: i32, offset: i64) {
+        if let Some(p) = self.parts.get_mut(&(topic.to_string(), partition)) {
+            if p.committed == Some(offset) {
+                p.committed = None;
+            }
+        }
+    }
+
+    /// Is the partition assigned?
+    pub fn is_assigned(&self, topic: &str, partition: i32) -> bool {
+        self.parts.contains_key(&(topic.to_string(), partition))
+    }
+
+    /// A message starts. Offsets of one partition must start in increasing
+    /// order; `None` when the partition is not assigned (or the offset goes
+    /// backwards, which only a seek does: the partition is then restarted).
+    pub fn start(&mut self, topic: &str, partition: i32, offset: i64) -> Option<Ticket> {
+        let key = (topic.to_string(), partition);
+        let p = self.parts.get_mut(&key)?;
+        if p.next.is_some_and(|next| offset < next) {
+            return None;
+        }
+        p.in_flight.insert(offset);
+        p.next = Some(offset + 1);
+        Some(Ticket {
+            topic: key.0,
+            partition,
+            offset,
+            generation: p.generation,
+        })
+    }
+
+    /// A message is done. Returns false when the completion was dropped
+    /// (partition revoked or reassigned since it started).
+    pub fn done(&mut self, ticket: &Ticket) -> bool {
+        match self.parts.get_mut(&(ticket.topic.clone(), ticket.partition)) {
+            Some(p) if p.generation == ticket.generation => p.in_flight.remove(&ticket.offset),
+            _ => false,
+        }
+    }
+
+    /// Offsets to commit now: each assigned partition whose watermark moved
+    /// since the last call. The watermark is the next offset to consume.
+    pub fn take_committable(&mut self) -> Vec<(TopicPartition, i64)> {
+        let mut out = Vec::new();
+        for (tp, p) in self.parts.iter_mut() {
+            if let Some(w) = p.watermark() {
+                if p.committed != Some(w) {
+                    p.committed = Some(w);
+                    out.push((tp.clone(), w));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Every assigned partition's watermark (final commit at shutdown).
+    pub fn current(&self) -> Vec<(TopicPartition, i64)> {
+        let mut out: Vec<_> = self
+            .parts
+            .iter()
+            .filter_map(|(tp, p)| p.watermark().map(|w| (tp.clone(), w)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Messages in flight over all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.parts.values().map(|p| p.in_flight.len()).sum()
+    }
+
+    /// Assigned partitions.
+    pub fn assigned(&self) -> Vec<TopicPartition> {
+        let mut v: Vec<_> = self.parts.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn only_the_contiguous_prefix_is_committable() {
+        let mut w = Watermarks::new();
+        w.assign("t", 0);
+        let t: Vec<_> = (10..15).map(|o| w.start("t", 0, o).unwrap()).collect();
+        assert_eq!(w.take_committable(), vec![(("t".into(), 0), 10)]);
+        assert!(w.done(&t[2]));
+        assert!(w.done(&t[4]));
+        assert_eq!(w.take_committable(), vec![], "10 is still in flight");
+        assert!(w.done(&t[0]));
+        assert_eq!(w.take_committable(), vec![(("t".into(), 0), 11)]);
+        assert!(w.done(&t[1]));
+        assert_eq!(w.take_committable(), vec![(("t".into(), 0), 13)]);
+        assert!(w.done(&t[3]));
+        assert_eq!(w.take_committable(), vec![(("t".into(), 0), 15)]);
+        assert_eq!(w.in_flight(), 0);
+    }
+
+    #[test]
+    fn gaps_in_offsets_are_fine() {
+        // Compaction and transaction markers leave gaps.
+        let mut w = Watermarks::new();
+        w.assign("t", 1);
+        let a = w.start("t", 1, 3).unwrap();
+        let b = w.start("t", 1, 7).unwrap();
+        w.done(&b);
+        assert_eq!(w.take_committable(), vec![(("t".into(), 1), 3)]);
+        w.done(&a);
+        assert_eq!(w.take_committable(), vec![(("t".into(), 1), 8)]);
+    }
+
+    #[test]
+    fn late_completions_after_revoke_are_dropped() {
+        let mut w = Watermarks::new();
+        w.assign("t", 0);
+        let old = w.start("t", 0, 5).unwrap();
+        let old2 = w.start("t", 0, 6).unwrap();
+        w.done(&old2);
+        assert_eq!(w.take_committable(), vec![(("t".into(), 0), 5)]);
+        assert_eq!(
+            w.revoke("t", 0),
+            Some(5),
+            "the final watermark, even if handed out before"
+        );
+        assert!(!w.done(&old), "revoked: dropped");
+        assert!(w.take_committable().is_empty(), "nothing for a revoked partition");
+        // Reassigned: the old generation's completion must not count.
+        w.assign("t", 0);
+        let new = w.start("t", 0, 5).unwrap();
+        assert!(!w.done(&old));
+        assert_eq!(w.take_committable(), vec![(("t".into(), 0), 5)]);
+        assert!(w.done(&new));
+        assert_eq!(w.take_committable(), vec![(("t".into(), 0), 6)]);
+    }
+
+    #[test]
+    fn a_failed_commit_is_handed_out_again() {
+        let mut w = Watermarks::new();
+        w.assign("t", 0);
+        let a = w.start("t", 0, 0).unwrap();
+        w.done(&a);
+        assert_eq!(w.take_committable(), vec![(("t".into(), 0), 1)]);
+        assert!(w.take_committable().is_empty());
+        w.commit_failed("t", 0, 1);
+        assert_eq!(w.take_committable(), vec![(("t".into(), 0), 1)]);
+        // A failure report for an older offset changes nothing.
+        w.commit_failed("t", 0, 0);
+        assert!(w.take_committable().is_empty());
+    }
+
+    #[test]
+    fn unassigned_partitions_and_backward_offsets_are_refused() {
+        let mut w = Watermarks::new();
+        assert!(w.start("t", 0, 1).is_none());
+        w.assign("t", 0);
+        w.start("t", 0, 4).unwrap();
+        assert!(w.start("t", 0, 4).is_none());
+        assert!(w.start("t", 0, 2).is_none());
+    }
+
+    proptest! {
+        /// Whatever order messages finish in, the committed offset never
+        /// passes a message that is not done, never goes backwards, and
+        /// reaches the end when everything is done.
+        #[test]
+        fn watermark_never_passes_an_unfinished_message(
+            offsets in prop::collection::btree_set(0i64..500, 1..60),
+            order in prop::collection::vec(any::<prop::sample::Index>(), 1..60),
+            commit_every in 1usize..5,
+        ) {
+            let mut w = Watermarks::new();
+            w.assign("t", 0);
+            let mut pending: Vec<Ticket> = offsets.iter().map(|o| w.start("t", 0, *o).unwrap()).collect();
+            let mut done = BTreeSet::new();
+            let mut last = i64::MIN;
+            let mut step = 0;
+            let mut idx = order.into_iter().cycle();
+            while !pending.is_empty() {
+                let i = idx.next().unwrap().index(pending.len());
+                let t = pending.swap_remove(i);
+                prop_assert!(w.done(&t));
+                done.insert(t.offset);
+                step += 1;
+                if step % commit_every == 0 {
+                    for (_, c) in w.take_committable() {
+                        prop_assert!(c >= last, "went backwards");
+                        last = c;
+                        // every started offset below the watermark is done
+                        for o in offsets.range(..c) {
+                            prop_assert!(done.contains(o), "committed {c} past unfinished {o}");
+                        }
+                    }
+                }
+            }
+            let end = offsets.iter().max().unwrap() + 1;
+            let finals = w.take_committable();
+            let reached = finals.last().map(|(_, c)| *c).unwrap_or(last);
+            prop_assert_eq!(reached, end);
+        }
+    }
+}
