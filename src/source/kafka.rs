@@ -404,6 +404,10 @@ where
             });
         }
 
+        // Commit what is done right away: if the process dies during the
+        // drain, only the in-flight messages come again.
+        committer.abort();
+        self.commit_watermarks(&consumer, &marks, "before draining");
         info!("stopping: draining in-flight messages");
         let all = u32::try_from(self.opts.max_in_flight).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(self.opts.drain_timeout, permits.acquire_many(all)).await;
@@ -414,30 +418,37 @@ where
                 "drain timeout reached; unfinished messages will be redelivered"
             ),
         }
-        committer.abort();
-        let finals = lock(&marks).current();
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), off) in &finals {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*off));
-        }
-        if tpl.count() > 0 {
-            match consumer.commit(&tpl, CommitMode::Sync) {
-                Ok(()) => {
-                    self.status.commits_ok.fetch_add(1, Ordering::Relaxed);
-                    info!(partitions = tpl.count(), "final offsets committed");
-                }
-                Err(e) => {
-                    self.status.commits_failed.fetch_add(1, Ordering::Relaxed);
-                    warn!(error = %e, "final commit failed; uncommitted messages will be redelivered");
-                }
-            }
-        }
+        self.commit_watermarks(&consumer, &marks, "final");
         // Dropping the consumer closes it: librdkafka revokes, leaves the group
         // and waits for its threads. Closing blocks, so do it off the async
         // workers.
         let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
         info!("left the consumer group");
         Ok(())
+    }
+}
+
+impl<I, R> KafkaEngine<I, R> {
+    /// Commit every assigned partition's watermark synchronously.
+    fn commit_watermarks(&self, consumer: &Consumer_, marks: &Mutex<Watermarks>, when: &str) {
+        let marks = lock(marks);
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), off) in marks.current() {
+            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(off));
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                self.status.commits_ok.fetch_add(1, Ordering::Relaxed);
+                info!(partitions = tpl.count(), "offsets committed ({when})");
+            }
+            Err(e) => {
+                self.status.commits_failed.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "commit ({when}) failed; uncommitted messages will be redelivered");
+            }
+        }
     }
 }
 

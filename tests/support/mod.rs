@@ -3,6 +3,8 @@
 //! to build signed messages and pipelines wired to them.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -227,14 +229,15 @@ async fn target_handler(
         delay: Duration::ZERO,
         headers: vec![],
     });
-    if !answer.delay.is_zero() {
-        tokio::time::sleep(answer.delay).await;
-    }
+    // Recorded on arrival: a request the target holds still counts as received.
     state
         .requests
         .lock()
         .unwrap()
         .push(record(&method, &uri, &headers, &body, answer.status));
+    if !answer.delay.is_zero() {
+        tokio::time::sleep(answer.delay).await;
+    }
     let mut resp = (StatusCode::from_u16(answer.status).unwrap(), answer.body.clone()).into_response();
     for (k, v) in &answer.headers {
         resp.headers_mut().insert(

@@ -1,0 +1,273 @@
+//! The built `port-agent` binary as a separate process against a real
+//! Kafka-protocol broker (tansu, in memory, on 127.0.0.1), the fake Port API
+//! and a fake target.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{json, Value};
+use support::broker::{AgentProcess, Tansu};
+use support::{action_run, signed, Answer, FakePort, FakeTarget, SECRET};
+
+const RUNS: &str = "org_1.runs";
+const CHANGES: &str = "org_1.change.log";
+const GROUP: &str = "org_1.agent";
+
+async fn produce(brokers: &str, messages: Vec<(i32, Value)>) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.timeout.ms", "30000")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    // Sent concurrently: one task per message, awaited in order.
+    let sends: Vec<_> = messages
+        .into_iter()
+        .map(|(partition, msg)| {
+            let producer = producer.clone();
+            tokio::spawn(async move {
+                let payload = msg.to_string();
+                let rec = FutureRecord::<(), _>::to(RUNS)
+                    .partition(partition)
+                    .payload(&payload);
+                producer
+                    .send(rec, Duration::from_secs(30))
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
+            })
+        })
+        .collect();
+    for s in sends {
+        s.await.expect("task").expect("produce");
+    }
+}
+
+fn agent_env(
+    tansu: &Tansu,
+    port: &FakePort,
+    mapping: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("PORT_ORG_ID", "org_1".to_string()),
+        ("PORT_CLIENT_ID", "client-id".to_string()),
+        ("PORT_CLIENT_SECRET", SECRET.to_string()),
+        ("PORT_API_BASE_URL", port.base()),
+        ("USING_LOCAL_PORT_INSTANCE", "true".to_string()),
+        ("KAFKA_CONSUMER_BOOTSTRAP_SERVERS", tansu.bootstrap.clone()),
+        ("KAFKA_CONSUMER_GROUP_ID", GROUP.to_string()),
+        ("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "10000".to_string()),
+        ("CONTROL_THE_PAYLOAD_CONFIG_PATH", mapping.display().to_string()),
+        ("AGENT_HTTP_PORT", "0".to_string()),
+        ("AGENT_LOG_FORMAT", "json".to_string()),
+        ("LOG_LEVEL", "warn".to_string()),
+    ];
+    for (k, v) in extra {
+        let key: &'static str = Box::leak(k.to_string().into_boxed_str());
+        env.push((key, v.to_string()));
+    }
+    env
+}
+
+fn write_mapping(dir: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{dir}-{}.json", std::process::id()));
+    std::fs::write(&path, r#"[{"enabled": true}]"#).expect("mapping");
+    path
+}
+
+fn run_ids(target: &FakeTarget) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for r in target.requests() {
+        let id = r.json()["context"]["runId"].as_str().unwrap_or("?").to_string();
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    counts
+}
+
+async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_signed_runs_are_delivered_once_and_committed_to_the_end() {
+    let tansu = Tansu::start();
+    tansu.create_topic(RUNS, 3).await;
+    tansu.create_topic(CHANGES, 1).await;
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer_json(200, json!({"ok": true}));
+    let msgs: Vec<_> = (0..2000)
+        .map(|i| {
+            (
+                i % 3,
+                signed(
+                    action_run(&format!("r_{i:04}"), &target.url("/run"), "POST", true),
+                    SECRET,
+                    1,
+                ),
+            )
+        })
+        .collect();
+    produce(&tansu.bootstrap, msgs).await;
+
+    let mapping = write_mapping("tansu-once");
+    let mut agent = AgentProcess::start(&agent_env(&tansu, &port, &mapping, &[]), "once");
+    eventually("2000 runs at the target", Duration::from_secs(240), || {
+        target.requests().len() >= 2000
+    })
+    .await;
+    eventually("2000 status patches", Duration::from_secs(60), || {
+        port.accepted()
+            .iter()
+            .filter(|c| c.method == "PATCH" && !c.path().ends_with("/response"))
+            .count()
+            >= 2000
+    })
+    .await;
+    agent.signal("-TERM");
+    assert_eq!(
+        agent.wait(Duration::from_secs(30)),
+        Some(0),
+        "clean exit; log: {}",
+        agent.log_text()
+    );
+
+    let counts = run_ids(&target);
+    assert_eq!(counts.len(), 2000);
+    assert!(counts.values().all(|n| *n == 1), "every run exactly once");
+    // Per run: 5 logs, the response and the status, in that order.
+    let calls = port.accepted();
+    let mut per_run: HashMap<String, Vec<String>> = HashMap::new();
+    for c in &calls {
+        let parts: Vec<&str> = c.path().split('/').collect();
+        if parts.len() >= 5 && parts[3] == "runs" {
+            let kind = match (c.method.as_str(), parts.get(5).copied()) {
+                ("POST", Some("logs")) => "log",
+                ("PATCH", Some("response")) => "response",
+                ("PATCH", None) => "status",
+                _ => "other",
+            };
+            per_run
+                .entry(parts[4].to_string())
+                .or_default()
+                .push(kind.to_string());
+        }
+    }
+    assert_eq!(per_run.len(), 2000);
+    for (run, kinds) in &per_run {
+        assert_eq!(
+            kinds,
+            &["log", "log", "log", "log", "response", "status", "log"],
+            "{run}"
+        );
+    }
+    let status = calls
+        .iter()
+        .find(|c| c.method == "PATCH" && c.path() == "/v1/actions/runs/r_0007")
+        .unwrap();
+    assert_eq!(status.json(), json!({"status": "SUCCESS"}));
+    assert_eq!(port.token_calls(), 1);
+    assert!(
+        port.all_calls()
+            .iter()
+            .any(|c| c.method == "PATCH" && c.path() == "/v1/organization"),
+        "the streamer name is recorded at start-up"
+    );
+    for (committed, end) in tansu.offsets(GROUP, RUNS, 3) {
+        assert_eq!(committed, end, "committed offsets equal the log end");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_mid_drain_then_restart_delivers_everything_with_bounded_duplicates() {
+    let tansu = Tansu::start();
+    tansu.create_topic(RUNS, 3).await;
+    tansu.create_topic(CHANGES, 1).await;
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    *target.state.default.lock().unwrap() = Some(Answer {
+        status: 200,
+        body: String::new(),
+        delay: Duration::from_millis(20),
+        headers: vec![],
+    });
+    let msgs: Vec<_> = (0..2000)
+        .map(|i| {
+            (
+                i % 3,
+                signed(
+                    action_run(&format!("r_{i:04}"), &target.url("/run"), "POST", false),
+                    SECRET,
+                    1,
+                ),
+            )
+        })
+        .collect();
+    produce(&tansu.bootstrap, msgs).await;
+    let mapping = write_mapping("tansu-kill");
+    let in_flight = 16;
+    let extra = [
+        ("AGENT_MAX_IN_FLIGHT", "16"),
+        ("AGENT_RUN_LOGS", "false"),
+        ("AGENT_DRAIN_TIMEOUT_SECONDS", "20"),
+    ];
+    let env = agent_env(&tansu, &port, &mapping, &extra);
+
+    let mut first = AgentProcess::start(&env, "kill-first");
+    eventually("some runs delivered", Duration::from_secs(120), || {
+        target.requests().len() >= 300
+    })
+    .await;
+    // Hold every later request at the target so the drain cannot finish.
+    *target.state.default.lock().unwrap() = Some(Answer {
+        status: 200,
+        body: String::new(),
+        delay: Duration::from_secs(3600),
+        headers: vec![],
+    });
+    first.signal("-TERM");
+    eventually("the drain started", Duration::from_secs(30), || {
+        first.log_text().contains("draining")
+    })
+    .await;
+    first.signal("-KILL");
+    first.wait(Duration::from_secs(10));
+    let before_restart = run_ids(&target).len();
+
+    *target.state.default.lock().unwrap() = Some(Answer {
+        status: 200,
+        body: String::new(),
+        delay: Duration::ZERO,
+        headers: vec![],
+    });
+    let mut second = AgentProcess::start(&env, "kill-second");
+    eventually("every run delivered", Duration::from_secs(240), || {
+        run_ids(&target).len() == 2000
+    })
+    .await;
+    second.signal("-TERM");
+    assert_eq!(
+        second.wait(Duration::from_secs(60)),
+        Some(0),
+        "log: {}",
+        second.log_text()
+    );
+
+    let counts = run_ids(&target);
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    assert!(before_restart >= 300);
+    assert!(
+        duplicates <= in_flight,
+        "duplicates ({duplicates}) must not exceed the in-flight bound ({in_flight})"
+    );
+    for (committed, end) in tansu.offsets(GROUP, RUNS, 3) {
+        assert_eq!(committed, end);
+    }
+}

@@ -1,0 +1,196 @@
+//! A real Kafka-protocol broker for tests: tansu, in memory, on 127.0.0.1,
+//! plus the agent binary as a separate process.
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|p| p.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A tansu broker; killed on drop.
+pub struct Tansu {
+    child: Child,
+    pub bootstrap: String,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        let bin = find_on_path("tansu")
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| PathBuf::from(h).join(".cargo/bin/tansu"))
+                    .filter(|p| p.is_file())
+            })
+            .unwrap_or_else(|| {
+                panic!("the tansu broker is not installed: run the README's test command, which installs it")
+            });
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("tansu-{port}.log"))).expect("log file");
+        let child = Command::new(bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not start listening on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Tansu {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .expect("admin client");
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let res = admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .expect("create topics");
+        for r in res {
+            r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
+        }
+    }
+
+    /// (committed offset, log end) per partition for `group`.
+    pub fn offsets(&self, group: &str, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", group)
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let committed = c
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        (0..partitions)
+            .map(|p| {
+                let off = committed
+                    .find_partition(topic, p)
+                    .map(|e| if let Offset::Offset(o) = e.offset() { o } else { -1 })
+                    .unwrap_or(-1);
+                let (_, high) = c
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .expect("watermarks");
+                (off, high)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent binary as a child process; killed on drop.
+pub struct AgentProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl AgentProcess {
+    /// Start the binary cargo built for this test.
+    pub fn start(env: &[(&str, String)], tag: &str) -> AgentProcess {
+        let bin = option_env!("CARGO_BIN_EXE_port-agent")
+            .map(PathBuf::from)
+            .expect("CARGO_BIN_EXE_port-agent is set for integration tests");
+        Self::start_binary(&bin, env, tag)
+    }
+
+    /// Start a given `port-agent` binary.
+    pub fn start_binary(bin: &std::path::Path, env: &[(&str, String)], tag: &str) -> AgentProcess {
+        let log = std::env::temp_dir().join(format!("port-agent-{tag}-{}.log", std::process::id()));
+        let file = std::fs::File::create(&log).expect("agent log");
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::from(file.try_clone().expect("log")))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("start port-agent");
+        AgentProcess { child, log }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill {sig} failed");
+    }
+
+    /// Wait for the process to exit; its exit code.
+    pub fn wait(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "port-agent did not exit within {within:?}; log: {}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
