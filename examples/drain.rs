@@ -71,18 +71,7 @@ async fn main() {
         .parent()
         .unwrap()
         .join("port-agent");
-    let env = vec![
-        ("PORT_ORG_ID", "org_1".to_string()),
-        ("PORT_CLIENT_ID", "client-id".to_string()),
-        ("PORT_CLIENT_SECRET", SECRET.to_string()),
-        ("PORT_API_BASE_URL", port.base()),
-        ("USING_LOCAL_PORT_INSTANCE", "true".to_string()),
-        ("KAFKA_CONSUMER_BOOTSTRAP_SERVERS", tansu.bootstrap.clone()),
-        ("KAFKA_CONSUMER_GROUP_ID", "org_1.bench".to_string()),
-        ("CONTROL_THE_PAYLOAD_CONFIG_PATH", mapping.display().to_string()),
-        ("AGENT_HTTP_PORT", "0".to_string()),
-        ("LOG_LEVEL", "warn".to_string()),
-    ];
+    let env = support::broker::agent_env(&tansu.bootstrap, &port.base(), &mapping, "org_1.bench", &[]);
     let started = Instant::now();
     let mut agent = AgentProcess::start_binary(&bin, &env, "drain");
     let pid = agent.child.id();

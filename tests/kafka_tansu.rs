@@ -51,27 +51,9 @@ fn agent_env(
     tansu: &Tansu,
     port: &FakePort,
     mapping: &std::path::Path,
-    extra: &[(&str, &str)],
+    extra: &[(&'static str, &str)],
 ) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("PORT_ORG_ID", "org_1".to_string()),
-        ("PORT_CLIENT_ID", "client-id".to_string()),
-        ("PORT_CLIENT_SECRET", SECRET.to_string()),
-        ("PORT_API_BASE_URL", port.base()),
-        ("USING_LOCAL_PORT_INSTANCE", "true".to_string()),
-        ("KAFKA_CONSUMER_BOOTSTRAP_SERVERS", tansu.bootstrap.clone()),
-        ("KAFKA_CONSUMER_GROUP_ID", GROUP.to_string()),
-        ("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "10000".to_string()),
-        ("CONTROL_THE_PAYLOAD_CONFIG_PATH", mapping.display().to_string()),
-        ("AGENT_HTTP_PORT", "0".to_string()),
-        ("AGENT_LOG_FORMAT", "json".to_string()),
-        ("LOG_LEVEL", "warn".to_string()),
-    ];
-    for (k, v) in extra {
-        let key: &'static str = Box::leak(k.to_string().into_boxed_str());
-        env.push((key, v.to_string()));
-    }
-    env
+    support::broker::agent_env(&tansu.bootstrap, &port.base(), mapping, GROUP, extra)
 }
 
 fn write_mapping(dir: &str) -> std::path::PathBuf {

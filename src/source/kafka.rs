@@ -6,15 +6,12 @@
 //!   periodic commit is built and sent while holding the tracker's lock, and
 //!   revocation takes the same lock first, so a partition is never committed
 //!   after it was revoked; a late completion for it is dropped.
-//! * **Concurrency.** A semaphore of `AGENT_MAX_IN_FLIGHT` permits is taken
-//!   *before* fetching, so a full agent stops fetching; librdkafka's prefetch
-//!   queue is capped too, so memory stays bounded whatever the lag. Messages
-//!   with the same non-empty key run one after another, in offset order;
-//!   keyless messages run in parallel.
-//! * **Shutdown.** Stop fetching, drain in-flight work within the drain
-//!   timeout, commit, leave the group.
+//! * **Concurrency** is [`super::dispatch`]'s: the in-flight bound is taken
+//!   before asking for the next message, and librdkafka's prefetch queue is
+//!   capped here, so memory stays bounded whatever the lag.
+//! * **Shutdown.** When fetching stops, commit what is done; after the drain,
+//!   commit again and close (leaving the group).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,10 +23,10 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tokio::sync::{oneshot, Semaphore};
 use tracing::{debug, error, info, warn};
 
 use super::offsets::{Ticket, Watermarks};
+use super::{dispatch, Ack, DispatchOptions, Source};
 use crate::invoke::Invoker;
 use crate::pipeline::{Delivery, Outcome, Pipeline};
 use crate::port::Reporter;
@@ -243,15 +240,8 @@ impl ConsumerContext for EngineContext {
 
 type Consumer_ = StreamConsumer<EngineContext>;
 
-/// Keys whose messages are running or waiting: each new message of a key
-/// waits for the previous one's completion signal.
-#[derive(Default)]
-struct KeyChains {
-    tails: HashMap<Vec<u8>, (u64, oneshot::Receiver<()>)>,
-    next_id: u64,
-}
-
-/// The engine: consumes, dispatches to the pipeline, tracks offsets.
+/// The engine: a [`KafkaSource`] run through the pipeline by
+/// [`super::dispatch`].
 pub struct KafkaEngine<I, R> {
     opts: KafkaOptions,
     pipeline: Arc<Pipeline<I, R>>,
@@ -275,163 +265,77 @@ where
 
     /// Consume until `shutdown` fires, then drain and commit.
     pub async fn run(&self, shutdown: Shutdown) -> KafkaResult<()> {
+        let source = KafkaSource::connect(&self.opts, self.status.clone(), shutdown.clone())?;
+        let limits = DispatchOptions {
+            max_in_flight: self.opts.max_in_flight,
+            drain_timeout: self.opts.drain_timeout,
+        };
+        dispatch(source, self.pipeline.clone(), limits, shutdown).await;
+        Ok(())
+    }
+}
+
+/// Kafka as a [`Source`]: one consumer on both topics, the offset tracker,
+/// the periodic committer, and the optional DLQ producer.
+pub struct KafkaSource {
+    consumer: Arc<Consumer_>,
+    marks: Arc<Mutex<Watermarks>>,
+    status: Arc<Status>,
+    dlq: Option<(String, Arc<FutureProducer>)>,
+    committer: tokio::task::JoinHandle<()>,
+    consecutive_errors: u32,
+}
+
+/// What a Kafka delivery needs back: its ticket, and what the DLQ needs.
+pub struct KafkaAck {
+    ticket: Ticket,
+    headers: Vec<(String, Vec<u8>)>,
+    marks: Arc<Mutex<Watermarks>>,
+    status: Arc<Status>,
+    dlq: Option<(String, Arc<FutureProducer>)>,
+}
+
+impl KafkaSource {
+    /// Create the consumer, subscribe, start the committer.
+    pub fn connect(opts: &KafkaOptions, status: Arc<Status>, shutdown: Shutdown) -> KafkaResult<KafkaSource> {
         let marks = Arc::new(Mutex::new(Watermarks::new()));
         let context = EngineContext {
             marks: marks.clone(),
-            status: self.status.clone(),
+            status: status.clone(),
             said_standby: AtomicBool::new(false),
         };
-        let consumer: Arc<Consumer_> = Arc::new(self.opts.consumer_config().create_with_context(context)?);
-        let topics: Vec<&str> = self.opts.topics.iter().map(String::as_str).collect();
+        let consumer: Arc<Consumer_> = Arc::new(opts.consumer_config().create_with_context(context)?);
+        let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        info!(topics = %self.opts.topics.join(","), group = %self.opts.group_id, "subscribed");
-
-        let dlq = match &self.opts.dlq_topic {
+        info!(topics = %opts.topics.join(","), group = %opts.group_id, "subscribed");
+        let dlq = match &opts.dlq_topic {
             Some(topic) => {
-                let mut c = self.opts.client_config();
+                let mut c = opts.client_config();
                 c.set("message.timeout.ms", "30000");
                 Some((topic.clone(), Arc::new(c.create::<FutureProducer>()?)))
             }
             None => None,
         };
-
-        let permits = Arc::new(Semaphore::new(self.opts.max_in_flight));
-        let chains = Arc::new(Mutex::new(KeyChains::default()));
         let committer = tokio::spawn(commit_loop(
             consumer.clone(),
             marks.clone(),
-            self.status.clone(),
-            self.opts.commit_interval,
-            shutdown.clone(),
+            status.clone(),
+            opts.commit_interval,
+            shutdown,
         ));
-
-        let mut consecutive_errors: u32 = 0;
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.wait() => break,
-                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            };
-            let received = tokio::select! {
-                _ = shutdown.wait() => break,
-                m = consumer.recv() => m,
-            };
-            let msg = match received {
-                Ok(m) => {
-                    consecutive_errors = 0;
-                    m.detach()
-                }
-                Err(e) => {
-                    consecutive_errors += 1;
-                    let pause = Duration::from_millis(100 * u64::from(consecutive_errors.min(50)));
-                    if consecutive_errors == 1 || consecutive_errors % 20 == 0 {
-                        warn!(error = %e, "Kafka consume error; retrying");
-                    }
-                    drop(permit);
-                    tokio::select! {
-                        _ = shutdown.wait() => break,
-                        _ = tokio::time::sleep(pause) => continue,
-                    }
-                }
-            };
-            self.status.received.fetch_add(1, Ordering::Relaxed);
-            let ticket = match lock(&marks).start(msg.topic(), msg.partition(), msg.offset()) {
-                Some(t) => t,
-                None => {
-                    debug!(
-                        topic = msg.topic(),
-                        partition = msg.partition(),
-                        offset = msg.offset(),
-                        "message of a partition no longer assigned; it will be redelivered"
-                    );
-                    continue;
-                }
-            };
-            let delivery = Delivery {
-                topic: msg.topic().to_string(),
-                partition: msg.partition(),
-                offset: msg.offset(),
-                key: msg.key().filter(|k| !k.is_empty()).map(<[u8]>::to_vec),
-                payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            };
-            let headers: Vec<(String, Vec<u8>)> = msg
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec).unwrap_or_default()))
-                        .collect()
-                })
-                .unwrap_or_default();
-
-            // Per-key order: wait for the previous message of the same key.
-            let (prev, done_tx, chain_id) = match &delivery.key {
-                Some(key) => {
-                    let (tx, rx) = oneshot::channel();
-                    let mut c = chains.lock().unwrap_or_else(|e| e.into_inner());
-                    c.next_id += 1;
-                    let id = c.next_id;
-                    let prev = c.tails.insert(key.clone(), (id, rx)).map(|(_, rx)| rx);
-                    (prev, Some(tx), id)
-                }
-                None => (None, None, 0),
-            };
-
-            let pipeline = self.pipeline.clone();
-            let marks = marks.clone();
-            let status = self.status.clone();
-            let chains = chains.clone();
-            let dlq = dlq.clone();
-            tokio::spawn(async move {
-                if let Some(prev) = prev {
-                    // An error only means the predecessor's task ended
-                    // without signalling (it cannot, but never block on it).
-                    let _ = prev.await;
-                }
-                let outcome = pipeline.process(&delivery).await;
-                if let (Some((topic, producer)), true) = (&dlq, outcome.needs_dead_letter()) {
-                    dead_letter(producer, topic, &delivery, &headers, &outcome, &status).await;
-                }
-                finish(&marks, &status, &ticket);
-                if let Some(tx) = done_tx {
-                    let _ = tx.send(());
-                    if let Some(key) = &delivery.key {
-                        let mut c = chains.lock().unwrap_or_else(|e| e.into_inner());
-                        if c.tails.get(key).is_some_and(|(id, _)| *id == chain_id) {
-                            c.tails.remove(key);
-                        }
-                    }
-                }
-                drop(permit);
-            });
-        }
-
-        // Commit what is done right away: if the process dies during the
-        // drain, only the in-flight messages come again.
-        committer.abort();
-        self.commit_watermarks(&consumer, &marks, "before draining");
-        info!("stopping: draining in-flight messages");
-        let all = u32::try_from(self.opts.max_in_flight).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(self.opts.drain_timeout, permits.acquire_many(all)).await;
-        match drained {
-            Ok(_) => info!("all in-flight messages finished"),
-            Err(_) => warn!(
-                in_flight = lock(&marks).in_flight(),
-                "drain timeout reached; unfinished messages will be redelivered"
-            ),
-        }
-        self.commit_watermarks(&consumer, &marks, "final");
-        // Dropping the consumer closes it: librdkafka revokes, leaves the group
-        // and waits for its threads. Closing blocks, so do it off the async
-        // workers.
-        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
-        info!("left the consumer group");
-        Ok(())
+        Ok(KafkaSource {
+            consumer,
+            marks,
+            status,
+            dlq,
+            committer,
+            consecutive_errors: 0,
+        })
     }
-}
 
-impl<I, R> KafkaEngine<I, R> {
     /// Commit every assigned partition's watermark synchronously.
-    fn commit_watermarks(&self, consumer: &Consumer_, marks: &Mutex<Watermarks>, when: &str) {
-        let marks = lock(marks);
+    fn commit_watermarks(&self, when: &str) {
+        let marks = lock(&self.marks);
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), off) in marks.current() {
             let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(off));
@@ -439,7 +343,7 @@ impl<I, R> KafkaEngine<I, R> {
         if tpl.count() == 0 {
             return;
         }
-        match consumer.commit(&tpl, CommitMode::Sync) {
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => {
                 self.status.commits_ok.fetch_add(1, Ordering::Relaxed);
                 info!(partitions = tpl.count(), "offsets committed ({when})");
@@ -452,11 +356,90 @@ impl<I, R> KafkaEngine<I, R> {
     }
 }
 
-fn finish(marks: &Mutex<Watermarks>, status: &Status, ticket: &Ticket) {
-    status.done.fetch_add(1, Ordering::Relaxed);
-    if !lock(marks).done(ticket) {
-        debug!(topic = %ticket.topic, partition = ticket.partition, offset = ticket.offset,
-               "completion for a revoked partition dropped");
+impl Source for KafkaSource {
+    type Ack = KafkaAck;
+
+    async fn next(&mut self) -> Option<(Delivery, KafkaAck)> {
+        loop {
+            let msg = match self.consumer.recv().await {
+                Ok(m) => {
+                    self.consecutive_errors = 0;
+                    m.detach()
+                }
+                Err(e) => {
+                    self.consecutive_errors += 1;
+                    if self.consecutive_errors == 1 || self.consecutive_errors % 20 == 0 {
+                        warn!(error = %e, "Kafka consume error; retrying");
+                    }
+                    let pause = Duration::from_millis(100 * u64::from(self.consecutive_errors.min(50)));
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            };
+            self.status.received.fetch_add(1, Ordering::Relaxed);
+            let Some(ticket) = lock(&self.marks).start(msg.topic(), msg.partition(), msg.offset()) else {
+                debug!(
+                    topic = msg.topic(),
+                    partition = msg.partition(),
+                    offset = msg.offset(),
+                    "message of a partition no longer assigned; it will be redelivered"
+                );
+                continue;
+            };
+            let delivery = Delivery {
+                topic: msg.topic().to_string(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                key: msg.key().filter(|k| !k.is_empty()).map(<[u8]>::to_vec),
+                payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            };
+            let headers = msg
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let ack = KafkaAck {
+                ticket,
+                headers,
+                marks: self.marks.clone(),
+                status: self.status.clone(),
+                dlq: self.dlq.clone(),
+            };
+            return Some((delivery, ack));
+        }
+    }
+
+    fn stopping(&mut self) {
+        // Commit what is done right away: if the process dies during the
+        // drain, only the in-flight messages come again.
+        self.committer.abort();
+        self.commit_watermarks("before draining");
+    }
+
+    async fn close(self) {
+        self.commit_watermarks("final");
+        // Dropping the consumer closes it: librdkafka revokes, leaves the
+        // group and waits for its threads. That blocks, so do it off the
+        // async workers.
+        let consumer = self.consumer;
+        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        info!("left the consumer group");
+    }
+}
+
+impl Ack for KafkaAck {
+    async fn done(self, delivery: &Delivery, outcome: &Outcome) {
+        if let (Some((topic, producer)), true) = (&self.dlq, outcome.needs_dead_letter()) {
+            dead_letter(producer, topic, delivery, &self.headers, outcome, &self.status).await;
+        }
+        self.status.done.fetch_add(1, Ordering::Relaxed);
+        if !lock(&self.marks).done(&self.ticket) {
+            debug!(topic = %self.ticket.topic, partition = self.ticket.partition, offset = self.ticket.offset,
+                   "completion for a revoked partition dropped");
+        }
     }
 }
 

@@ -1,6 +1,138 @@
-//! Sources of deliveries. Each hands [`crate::pipeline::Delivery`] values to
-//! the pipeline; the rest of the agent does not know which source runs.
+//! Sources of deliveries, and the dispatcher that runs any source through
+//! the pipeline.
+//!
+//! A [`Source`] yields [`Delivery`] values, each with an [`Ack`] it wants back
+//! when the message is done; the rest of the agent does not know which source
+//! runs. [`dispatch`] owns everything source-independent: the in-flight bound
+//! (a permit is taken *before* asking the source for more, so a full agent
+//! stops fetching), per-key ordering, and the stop–drain–close sequence.
 
 pub mod kafka;
 pub mod offsets;
 pub mod recorded;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, Semaphore};
+use tracing::{info, warn};
+
+use crate::invoke::Invoker;
+use crate::pipeline::{Delivery, Outcome, Pipeline};
+use crate::port::Reporter;
+use crate::shutdown::Shutdown;
+
+/// Handed back to the source when its delivery is done.
+pub trait Ack: Send + 'static {
+    /// The message reached `outcome` (final: delivered and reported, failed
+    /// and reported, or skipped by rule).
+    fn done(self, delivery: &Delivery, outcome: &Outcome) -> impl Future<Output = ()> + Send;
+}
+
+/// Where deliveries come from (Kafka, Port's polling API, a recorded file).
+pub trait Source: Send + 'static {
+    /// What the source wants back per delivery.
+    type Ack: Ack;
+
+    /// The next delivery, waiting as long as needed; `None` when the source
+    /// has ended. Transient errors are the source's to retry and log. Must
+    /// be cancel-safe: the dispatcher drops it when shutdown starts.
+    fn next(&mut self) -> impl Future<Output = Option<(Delivery, Self::Ack)>> + Send;
+
+    /// Fetching has stopped; in-flight messages are about to be drained.
+    fn stopping(&mut self) {}
+
+    /// The drain is over (or timed out): release everything.
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+/// Limits of the dispatcher.
+#[derive(Debug, Clone, Copy)]
+pub struct DispatchOptions {
+    /// Messages in flight at most (waiting for a same-key predecessor counts).
+    pub max_in_flight: usize,
+    /// How long in-flight messages may take once shutdown starts.
+    pub drain_timeout: Duration,
+}
+
+/// Keys whose messages are running or waiting: each new message of a key
+/// waits for the completion signal of the previous one.
+#[derive(Default)]
+struct KeyChains {
+    tails: HashMap<Vec<u8>, (u64, oneshot::Receiver<()>)>,
+    next_id: u64,
+}
+
+/// Run `source` through `pipeline` until `shutdown` fires (or the source
+/// ends), then drain in-flight messages and close the source.
+pub async fn dispatch<S, I, R>(
+    mut source: S,
+    pipeline: Arc<Pipeline<I, R>>,
+    opts: DispatchOptions,
+    shutdown: Shutdown,
+) where
+    S: Source,
+    I: Invoker + 'static,
+    R: Reporter + 'static,
+{
+    let permits = Arc::new(Semaphore::new(opts.max_in_flight));
+    let chains = Arc::new(Mutex::new(KeyChains::default()));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.wait() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (delivery, ack) = tokio::select! {
+            _ = shutdown.wait() => break,
+            next = source.next() => match next { Some(n) => n, None => break },
+        };
+
+        // Per-key order: wait for the previous message of the same key.
+        let (prev, done_tx, chain_id) = match &delivery.key {
+            Some(key) => {
+                let (tx, rx) = oneshot::channel();
+                let mut c = chains.lock().unwrap_or_else(|e| e.into_inner());
+                c.next_id += 1;
+                let id = c.next_id;
+                let prev = c.tails.insert(key.clone(), (id, rx)).map(|(_, rx)| rx);
+                (prev, Some(tx), id)
+            }
+            None => (None, None, 0),
+        };
+        let pipeline = pipeline.clone();
+        let chains = chains.clone();
+        tokio::spawn(async move {
+            if let Some(prev) = prev {
+                // An error only means the predecessor's task is gone; never
+                // block on it.
+                let _ = prev.await;
+            }
+            let outcome = pipeline.process(&delivery).await;
+            ack.done(&delivery, &outcome).await;
+            if let Some(tx) = done_tx {
+                let _ = tx.send(());
+                if let Some(key) = &delivery.key {
+                    let mut c = chains.lock().unwrap_or_else(|e| e.into_inner());
+                    if c.tails.get(key).is_some_and(|(id, _)| *id == chain_id) {
+                        c.tails.remove(key);
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+
+    source.stopping();
+    info!("stopping: draining in-flight messages");
+    let all = u32::try_from(opts.max_in_flight).unwrap_or(u32::MAX);
+    match tokio::time::timeout(opts.drain_timeout, permits.acquire_many(all)).await {
+        Ok(_) => info!("all in-flight messages finished"),
+        Err(_) => warn!(
+            in_flight = opts.max_in_flight - permits.available_permits(),
+            "drain timeout reached; unfinished messages will be redelivered"
+        ),
+    }
+    source.close().await;
+}

@@ -124,6 +124,33 @@ impl Drop for Tansu {
     }
 }
 
+/// Environment for the agent in local mode against `bootstrap`, the fake
+/// Port API at `port_base`, with `mapping`, plus `extra` settings.
+pub fn agent_env(
+    bootstrap: &str,
+    port_base: &str,
+    mapping: &std::path::Path,
+    group: &str,
+    extra: &[(&'static str, &str)],
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("PORT_ORG_ID", "org_1".to_string()),
+        ("PORT_CLIENT_ID", "client-id".to_string()),
+        ("PORT_CLIENT_SECRET", super::SECRET.to_string()),
+        ("PORT_API_BASE_URL", port_base.to_string()),
+        ("USING_LOCAL_PORT_INSTANCE", "true".to_string()),
+        ("KAFKA_CONSUMER_BOOTSTRAP_SERVERS", bootstrap.to_string()),
+        ("KAFKA_CONSUMER_GROUP_ID", group.to_string()),
+        ("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "10000".to_string()),
+        ("CONTROL_THE_PAYLOAD_CONFIG_PATH", mapping.display().to_string()),
+        ("AGENT_HTTP_PORT", "0".to_string()),
+        ("AGENT_LOG_FORMAT", "json".to_string()),
+        ("LOG_LEVEL", "warn".to_string()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    env
+}
+
 /// The agent binary as a child process; killed on drop.
 pub struct AgentProcess {
     pub child: Child,
