@@ -1,0 +1,497 @@
+//! Every ready mapping in `mappings/` rendered against a sample message,
+//! asserting the exact request (and report where the mapping has one); and
+//! `port-agent check` accepting every file.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use port_agent::dryrun;
+use port_agent::json_canon::to_raw_string;
+use port_agent::mapping::{Budget, JqEnv, MappingSet};
+use port_agent::pipeline::{Config, Delivery};
+use port_agent::settings::Secret;
+use port_agent::signature::sign;
+use serde_json::{json, Value};
+use support::{action_run, signed, SECRET};
+
+fn mappings_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mappings")
+}
+
+struct Rendered {
+    method: String,
+    url: String,
+    /// Headers without the per-request signature pair.
+    headers: Vec<(String, String)>,
+    body: Value,
+    port_calls: Vec<(String, String, Value)>,
+}
+
+async fn render(
+    file: &str,
+    message: Value,
+    env: &[(&str, &str)],
+    status: u16,
+    answer: Value,
+) -> Option<Rendered> {
+    let set = MappingSet::load(&mappings_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let config = Config {
+        secret: Some(Secret::new(SECRET)),
+        runs_topic: "org_1.runs".into(),
+        change_log_topic: "org_1.change.log".into(),
+        detailed_logging: true,
+        run_logs: false,
+        wf_unmatched_fail: false,
+        budget: Budget::default(),
+        infer_topics: false,
+    };
+    let env = JqEnv::new(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let body = if answer.is_null() {
+        String::new()
+    } else {
+        answer.to_string()
+    };
+    let p = dryrun::pipeline(config, set, env, status, &body);
+    let delivery = Delivery {
+        topic: "org_1.runs".into(),
+        partition: 0,
+        offset: 0,
+        key: None,
+        payload: message.to_string().into_bytes(),
+    };
+    let outcome = p.process(&delivery).await;
+    assert!(outcome.warnings.is_empty(), "{file}: {:?}", outcome.warnings);
+    let request = p.invoker().take().pop()?;
+    let port_calls = p
+        .reporter()
+        .take()
+        .iter()
+        .map(|c| (c.method().to_string(), c.path(), c.body()))
+        .collect();
+    // The signature covers exactly the bytes sent.
+    let ts = &request
+        .headers
+        .iter()
+        .find(|(k, _)| k == "X-Port-Timestamp")
+        .unwrap()
+        .1;
+    let sig = &request
+        .headers
+        .iter()
+        .find(|(k, _)| k == "X-Port-Signature")
+        .unwrap()
+        .1;
+    assert_eq!(sig, &sign(SECRET, ts, &request.body), "{file}: signature");
+    Some(Rendered {
+        method: request.method,
+        url: request.url,
+        headers: request
+            .headers
+            .into_iter()
+            .filter(|(k, _)| k != "X-Port-Timestamp" && k != "X-Port-Signature")
+            .collect(),
+        body: serde_json::from_str(&request.body).expect("JSON body"),
+        port_calls,
+    })
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn with(mut message: Value, pointer: &str, value: Value) -> Value {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    message
+        .pointer_mut(parent)
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .insert(key.to_string(), value);
+    message
+}
+
+/// Port signs GitLab invocations without their `headers` key.
+fn signed_gitlab(mut message: Value) -> Value {
+    message.as_object_mut().unwrap().remove("headers");
+    let sig = sign(SECRET, "1", &to_raw_string(&message));
+    message["headers"] = json!({"X-Port-Signature": sig, "X-Port-Timestamp": 1});
+    message
+}
+
+#[tokio::test]
+async fn generic_webhook() {
+    let msg = signed(
+        action_run("r_gw1", "http://hooks.internal/port", "POST", false),
+        SECRET,
+        1,
+    );
+    let r = render(
+        "generic-webhook.json",
+        msg,
+        &[("WEBHOOK_TOKEN", "wh-tok")],
+        200,
+        json!({"id": 17, "url": "https://x/17"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.url.as_str()),
+        ("POST", "http://hooks.internal/port")
+    );
+    assert_eq!(
+        r.headers,
+        headers(&[
+            ("Authorization", "Bearer wh-tok"),
+            ("X-Port-Run-Id", "r_gw1"),
+            ("Content-Type", "application/json")
+        ])
+    );
+    assert_eq!(
+        r.body,
+        json!({"action": "deploy_service", "runId": "r_gw1", "entity": "svc-a", "blueprint": "microservice",
+               "inputs": {"version": "1.2.3"}, "triggeredBy": "u_1"})
+    );
+    // Async and 2xx: no status, but the link and external id.
+    assert_eq!(
+        r.port_calls,
+        vec![(
+            "PATCH".into(),
+            "/v1/actions/runs/r_gw1".into(),
+            json!({"link": "https://x/17", "externalRunId": "17"})
+        )]
+    );
+}
+
+#[tokio::test]
+async fn gitlab_pipeline_trigger() {
+    let mut msg = action_run("r_gl1", "https://gitlab.example.com/", "POST", false);
+    msg["payload"]["action"]["invocationMethod"] = json!({"type": "GITLAB", "agent": true, "synchronized": false,
+        "groupName": "acme/platform", "projectName": "svc-a", "defaultRef": "develop", "omitUserInputs": false});
+    msg["payload"]["properties"] = json!({"version": "1.2.3", "replicas": 3});
+    let env = [
+        ("GITLAB_URL", "https://gitlab.example.com/"),
+        ("acme_platform_svc-a", "trig-tok"),
+    ];
+    let r = render(
+        "gitlab-pipeline.json",
+        signed_gitlab(msg),
+        &env,
+        201,
+        json!({"id": 991, "web_url": "https://gl/p/991"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.method, "POST");
+    assert_eq!(
+        r.url,
+        "https://gitlab.example.com/api/v4/projects/acme%2Fplatform%2Fsvc-a/trigger/pipeline"
+    );
+    assert_eq!(r.headers, headers(&[("Content-Type", "application/json")]));
+    assert_eq!(
+        r.body,
+        json!({"token": "trig-tok", "ref": "develop",
+               "variables": {"version": "1.2.3", "replicas": "3", "PORT_RUN_ID": "r_gl1"}})
+    );
+    assert_eq!(
+        r.port_calls,
+        vec![(
+            "PATCH".into(),
+            "/v1/actions/runs/r_gl1".into(),
+            json!({"link": "https://gl/p/991", "externalRunId": "991"})
+        )]
+    );
+}
+
+#[tokio::test]
+async fn github_workflow_dispatch() {
+    let msg = action_run("r_gh1", "https://api.github.com/", "POST", false);
+    let msg = with(msg, "/payload/entity/properties/repo", json!("acme/svc-a"));
+    let msg = with(
+        msg,
+        "/payload/properties",
+        json!({"workflow": "release.yml", "ref": "v1.2.3", "dry_run": true, "replicas": 2}),
+    );
+    let r = render(
+        "github-workflow-dispatch.json",
+        signed(msg, SECRET, 1),
+        &[("GITHUB_TOKEN", "gh-tok")],
+        204,
+        Value::Null,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.method, "POST");
+    assert_eq!(
+        r.url,
+        "https://api.github.com/repos/acme/svc-a/actions/workflows/release.yml/dispatches"
+    );
+    assert_eq!(
+        r.headers,
+        headers(&[
+            ("Accept", "application/vnd.github+json"),
+            ("Authorization", "Bearer gh-tok"),
+            ("X-GitHub-Api-Version", "2022-11-28"),
+            ("Content-Type", "application/json"),
+        ])
+    );
+    assert_eq!(
+        r.body,
+        json!({"ref": "v1.2.3", "inputs": {"dry_run": "true", "replicas": "2", "port_run_id": "r_gh1"}})
+    );
+    assert!(
+        r.port_calls.is_empty(),
+        "async 204 without a report mapping: nothing to patch"
+    );
+}
+
+#[tokio::test]
+async fn terraform_cloud_run() {
+    let mut msg = action_run("r_tf1", "https://app.terraform.io/", "POST", false);
+    msg["action"] = json!("terraform_plan");
+    msg["payload"]["entity"] = json!({"identifier": "networking", "properties": {"workspace_id": "ws-abc"}});
+    msg["payload"]["properties"] = json!({"variables": {"region": "eu-west-1", "count": 2}});
+    let env = [("TF_TOKEN", "tf-tok"), ("TF_ORGANIZATION", "acme")];
+    let r = render(
+        "terraform-cloud-run.json",
+        signed(msg, SECRET, 1),
+        &env,
+        201,
+        json!({"data": {"id": "run-XYZ"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.url.as_str()),
+        ("POST", "https://app.terraform.io/api/v2/runs")
+    );
+    assert_eq!(
+        r.headers,
+        headers(&[
+            ("Authorization", "Bearer tf-tok"),
+            ("Content-Type", "application/vnd.api+json")
+        ])
+    );
+    assert_eq!(
+        r.body,
+        json!({"data": {"type": "runs",
+            "attributes": {"message": "Triggered by Port run r_tf1", "plan-only": true, "is-destroy": false,
+                           "variables": [{"key": "region", "value": "\"eu-west-1\""}, {"key": "count", "value": "2"}]},
+            "relationships": {"workspace": {"data": {"type": "workspaces", "id": "ws-abc"}}}}})
+    );
+    assert_eq!(
+        r.port_calls,
+        vec![(
+            "PATCH".into(),
+            "/v1/actions/runs/r_tf1".into(),
+            json!({"link": "https://app.terraform.io/app/acme/workspaces/networking/runs/run-XYZ", "externalRunId": "run-XYZ"})
+        )]
+    );
+}
+
+#[tokio::test]
+async fn jenkins_build_with_parameters() {
+    let msg = action_run(
+        "r_jk1",
+        "https://jenkins.internal/job/deploy/buildWithParameters",
+        "POST",
+        false,
+    );
+    let msg = with(
+        msg,
+        "/payload/properties",
+        json!({"env": "prod", "version": "1.2.3", "replicas": 2}),
+    );
+    let env = [
+        ("JENKINS_USER", "bot"),
+        ("JENKINS_API_TOKEN", "api-tok"),
+        ("JENKINS_JOB_TOKEN", "job-tok"),
+    ];
+    let r = render(
+        "jenkins-build-with-parameters.json",
+        signed(msg, SECRET, 1),
+        &env,
+        201,
+        Value::Null,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.method, "POST");
+    assert_eq!(
+        r.url,
+        "https://jenkins.internal/job/deploy/buildWithParameters?env=prod&version=1.2.3&replicas=2&PORT_RUN_ID=r_jk1&token=job-tok"
+    );
+    // base64("bot:api-tok")
+    assert_eq!(
+        r.headers,
+        headers(&[
+            ("Authorization", "Basic Ym90OmFwaS10b2s="),
+            ("Content-Type", "application/json")
+        ])
+    );
+    assert_eq!(r.body, json!({}));
+}
+
+#[tokio::test]
+async fn argo_workflows_submit() {
+    let msg = action_run("r_ar1", "https://argo.internal:2746/", "POST", false);
+    let msg = with(
+        msg,
+        "/payload/entity/properties",
+        json!({"argo_template": "deploy-template", "namespace": "ci"}),
+    );
+    let msg = with(
+        msg,
+        "/payload/properties",
+        json!({"image": "svc-a:1.2.3", "replicas": 2}),
+    );
+    let env = [
+        ("ARGO_SERVER_URL", "https://argo.internal:2746"),
+        ("ARGO_TOKEN", "argo-tok"),
+    ];
+    let answer = json!({"metadata": {"name": "svc-a-x7k2", "namespace": "ci"}});
+    let r = render(
+        "argo-workflows-submit.json",
+        signed(msg, SECRET, 1),
+        &env,
+        200,
+        answer,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.url.as_str()),
+        ("POST", "https://argo.internal:2746/api/v1/workflows/ci/submit")
+    );
+    assert_eq!(
+        r.headers,
+        headers(&[
+            ("Authorization", "Bearer argo-tok"),
+            ("Content-Type", "application/json")
+        ])
+    );
+    assert_eq!(
+        r.body,
+        json!({"resourceKind": "WorkflowTemplate", "resourceName": "deploy-template",
+               "submitOptions": {"generateName": "svc-a-", "labels": "port-run-id=r_ar1",
+                                 "parameters": ["image=svc-a:1.2.3", "replicas=2"]}})
+    );
+    assert_eq!(
+        r.port_calls,
+        vec![(
+            "PATCH".into(),
+            "/v1/actions/runs/r_ar1".into(),
+            json!({"link": "https://argo.internal:2746/workflows/ci/svc-a-x7k2", "externalRunId": "svc-a-x7k2"})
+        )]
+    );
+}
+
+#[tokio::test]
+async fn circleci_pipeline() {
+    let msg = action_run(
+        "r_cc1",
+        "https://circleci.com/api/v2/project/gh/acme/svc-a/pipeline",
+        "POST",
+        false,
+    );
+    let msg = with(
+        msg,
+        "/payload/entity/properties/project_slug",
+        json!("gh/acme/svc-a"),
+    );
+    let msg = with(
+        msg,
+        "/payload/properties",
+        json!({"branch": "release", "deploy": true}),
+    );
+    let answer = json!({"id": "p-uuid", "number": 42});
+    let r = render(
+        "circleci-pipeline.json",
+        signed(msg, SECRET, 1),
+        &[("CIRCLE_CI_TOKEN", "cc-tok")],
+        201,
+        answer,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.url.as_str()),
+        (
+            "POST",
+            "https://circleci.com/api/v2/project/gh/acme/svc-a/pipeline"
+        )
+    );
+    assert_eq!(
+        r.headers,
+        headers(&[("Circle-Token", "cc-tok"), ("Content-Type", "application/json")])
+    );
+    assert_eq!(
+        r.body,
+        json!({"branch": "release", "parameters": {"deploy": true, "port_run_id": "r_cc1"}})
+    );
+    assert_eq!(
+        r.port_calls,
+        vec![(
+            "PATCH".into(),
+            "/v1/actions/runs/r_cc1".into(),
+            json!({"link": "https://app.circleci.com/pipelines/gh/acme/svc-a/42", "externalRunId": "p-uuid"})
+        )]
+    );
+}
+
+#[tokio::test]
+async fn workflow_node_only() {
+    let msg = signed(
+        action_run("wfnr_1", "http://runner.internal/node", "POST", false),
+        SECRET,
+        1,
+    );
+    let r = render("workflow-node-only.json", msg, &[], 200, Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.url.as_str()),
+        ("POST", "http://runner.internal/node")
+    );
+    assert_eq!(
+        r.body,
+        json!({"node": "wfnr_1",
+               "config": {"type": "WEBHOOK", "agent": true, "synchronized": false, "method": "POST", "url": "http://runner.internal/node"},
+               "inputs": {"version": "1.2.3"}})
+    );
+    // An action run is not this mapping's business.
+    let msg = signed(
+        action_run("r_1", "http://runner.internal/node", "POST", false),
+        SECRET,
+        1,
+    );
+    assert!(render("workflow-node-only.json", msg, &[], 200, Value::Null)
+        .await
+        .is_none());
+}
+
+#[test]
+fn check_accepts_every_ready_mapping() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(mappings_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 8, "one test above per file");
+    for f in files {
+        let out = Command::new(env!("CARGO_BIN_EXE_port-agent"))
+            .args(["check", "--mapping"])
+            .arg(&f)
+            .env_clear()
+            .output()
+            .expect("run port-agent check");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}: {stdout}", f.display());
+        assert!(stdout.contains("mapping(s) compiled"), "{stdout}");
+    }
+}
