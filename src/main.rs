@@ -107,6 +107,9 @@ PORT_CLIENT_SECRET=example-client-secret-0123456789abcdef port-agent dry-run --i
 
 #[derive(Args, Clone)]
 struct Assume {
+    /// Sign with this Unix time instead of now (reproducible output).
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    timestamp: Option<u64>,
     /// Status the target is assumed to answer.
     #[arg(long, default_value_t = 200, value_name = "N")]
     assume_status: u16,
@@ -344,7 +347,8 @@ async fn render(
     let set = load_mappings(mapping)?;
     let text =
         std::fs::read_to_string(message).with_context(|| format!("cannot read {}", message.display()))?;
-    let (config, topic) = pipeline_config(&settings, topic.as_deref());
+    let (mut config, topic) = pipeline_config(&settings, topic.as_deref());
+    config.fixed_timestamp = assume.timestamp;
     let verified = config.secret.is_some();
     let jq_env = JqEnv::new(std::env::vars().chain(env));
     let selection = {
@@ -373,12 +377,21 @@ async fn render(
         .collect();
     if format == Format::Json {
         let j = entry.to_json();
+        // The run report: the body of the status PATCH, if one follows.
+        let report = entry
+            .port_calls
+            .iter()
+            .rev()
+            .find(|c| c["method"] == "PATCH" && !c["path"].as_str().is_some_and(|p| p.ends_with("/response")))
+            .map(|c| c["body"].clone())
+            .unwrap_or(Value::Null);
         let out = json!({
             "mapping_index": j["mapping_index"],
             "skipped": j["skipped"],
             "passed_over": passed_over,
             "request": j["request"],
-            "report": j["port_calls"],
+            "report": report,
+            "port_calls": j["port_calls"],
             "signatures_verified": verified,
         });
         println!("{out}");
@@ -405,7 +418,8 @@ async fn dry_run(
     let path = mapping_path(mapping, &settings);
     let set = load_mappings(&path)?;
     let text = std::fs::read_to_string(input).with_context(|| format!("cannot read {}", input.display()))?;
-    let (config, default_topic) = pipeline_config(&settings, topic.as_deref());
+    let (mut config, default_topic) = pipeline_config(&settings, topic.as_deref());
+    config.fixed_timestamp = assume.timestamp;
     let verified = config.secret.is_some();
     let p = dryrun::pipeline(
         config,

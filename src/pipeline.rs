@@ -163,6 +163,8 @@ pub struct Config {
     /// Offline without `PORT_ORG_ID`: recognise topics by their suffix
     /// (`….runs`, `….change.log`).
     pub infer_topics: bool,
+    /// Sign with this Unix time instead of the clock (reproducible output).
+    pub fixed_timestamp: Option<u64>,
 }
 
 impl Config {
@@ -180,6 +182,7 @@ impl Config {
                 ..Budget::default()
             },
             infer_topics: false,
+            fixed_timestamp: None,
         }
     }
 
@@ -385,9 +388,13 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         let built = build_request(mapping, &inv.message, &defaults, &ctx, &mut warnings)
             .map_err(|e| format!("Failed to build the request: {e}"))
             .and_then(|spec| {
-                OutgoingRequest::build(&spec, self.secret(), now_secs())
-                    .map(|req| (spec, req))
-                    .map_err(|e| format!("Failed to build the request: {e}"))
+                OutgoingRequest::build(
+                    &spec,
+                    self.secret(),
+                    self.config.fixed_timestamp.unwrap_or_else(now_secs),
+                )
+                .map(|req| (spec, req))
+                .map_err(|e| format!("Failed to build the request: {e}"))
             });
         let (spec, request) = match built {
             Ok(b) => b,

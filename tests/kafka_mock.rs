@@ -110,6 +110,7 @@ fn engine(brokers: &str, target: &Arc<TestTarget>, max_in_flight: usize) -> Engi
         wf_unmatched_fail: true,
         budget: Budget::default(),
         infer_topics: false,
+        fixed_timestamp: None,
     };
     let mappings = MappingSet::parse(r#"[{"enabled": true}]"#).unwrap();
     let pipeline = Pipeline::new(

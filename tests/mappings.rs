@@ -46,6 +46,7 @@ async fn render(
         wf_unmatched_fail: false,
         budget: Budget::default(),
         infer_topics: false,
+        fixed_timestamp: None,
     };
     let env = JqEnv::new(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let body = if answer.is_null() {
