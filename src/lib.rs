@@ -20,6 +20,7 @@ pub mod mapping;
 pub mod message;
 pub mod pipeline;
 pub mod port;
+pub mod record;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;

@@ -103,6 +103,26 @@ PORT_CLIENT_SECRET=example-client-secret-0123456789abcdef port-agent dry-run --i
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Copy the topics into a recorded-topic file (commits nothing).
+    #[command(
+        after_help = "Uses the Kafka settings of `run` with a throwaway consumer group; stops at --max, \
+after --timeout seconds without a message, or on Ctrl-C.\n\nExample:\n  \
+port-agent record --out runs.jsonl --from-beginning --max 500 --timeout 10"
+    )]
+    Record {
+        /// Output file (JSON lines, the agent's record format).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Stop after N messages.
+        #[arg(long, value_name = "N")]
+        max: Option<u64>,
+        /// Start at the beginning of the topics (default: only new messages).
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after S seconds without a new message.
+        #[arg(long, value_name = "S")]
+        timeout: Option<f64>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -177,6 +197,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             assume,
             format,
         } => dry_run(&input, mapping, topic, assume, format).await,
+        Command::Record {
+            out,
+            max,
+            from_beginning,
+            timeout,
+        } => record(&out, max, from_beginning, timeout).await,
     }
 }
 
@@ -459,6 +485,55 @@ async fn dry_run(
     } else {
         ExitCode::from(EXIT_PROBLEMS)
     })
+}
+
+async fn record(
+    out: &Path,
+    max: Option<u64>,
+    from_beginning: bool,
+    timeout: Option<f64>,
+) -> Result<ExitCode> {
+    let settings = offline_settings()?;
+    if settings.org_id.is_empty() && std::env::var_os("KAFKA_RUNS_TOPIC").is_none() {
+        return Err(anyhow!(
+            "PORT_ORG_ID: required by record (the topic names derive from it)"
+        ));
+    }
+    let port_http = ClientOptions {
+        timeout: settings.port_timeout,
+        verify_tls: true,
+        ca_bundle: settings.ca_bundle.clone(),
+        pool_idle_per_host: 1,
+    };
+    let port = PortClient::new(
+        &settings.port_api_base_url,
+        &settings.client_id,
+        settings.client_secret.clone(),
+        &port_http,
+        settings.port_max_attempts,
+    )?;
+    let kafka = kafka::resolve_options(&settings, &port)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let idle_timeout = match timeout {
+        Some(t) => Some(std::time::Duration::try_from_secs_f64(t).context("--timeout: expected seconds")?),
+        None => None,
+    };
+    let opts = port_agent::record::RecordOptions {
+        max,
+        from_beginning,
+        idle_timeout,
+    };
+    let file = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    let (trigger, shutdown) = port_agent::shutdown::channel();
+    port_agent::shutdown::on_signals(trigger);
+    let (count, stopped) = port_agent::record::record(&kafka, &opts, &mut writer, shutdown).await?;
+    eprintln!(
+        "{count} message(s) written to {} (stopped: {stopped:?})",
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_entry(e: &Entry) {

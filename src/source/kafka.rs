@@ -67,7 +67,7 @@ pub struct KafkaOptions {
 }
 
 impl KafkaOptions {
-    fn client_config(&self) -> ClientConfig {
+    pub(crate) fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("client.id", "port-agent")

@@ -1,0 +1,132 @@
+//! `port-agent record`: copy the topics into a recorded-topic file (the
+//! agent's own format, [`crate::source::recorded`]) for dry-run and replay.
+//! It uses a throwaway consumer group and commits nothing, so the running
+//! agent's offsets are untouched.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::Message;
+
+use crate::pipeline::Delivery;
+use crate::shutdown::Shutdown;
+use crate::source::kafka::KafkaOptions;
+use crate::source::recorded::to_record_line;
+
+/// What to record.
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    /// Stop after this many messages.
+    pub max: Option<u64>,
+    /// Start at the beginning of the topics instead of their end.
+    pub from_beginning: bool,
+    /// Stop after this long without a new message.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Why recording stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// `--max` reached.
+    Max,
+    /// `--timeout` without messages.
+    Idle,
+    /// A signal.
+    Signal,
+}
+
+/// Record messages from the topics in `kafka` into `out`; returns how many
+/// and why it stopped.
+pub async fn record(
+    kafka: &KafkaOptions,
+    opts: &RecordOptions,
+    out: &mut (dyn Write + Send),
+    shutdown: Shutdown,
+) -> anyhow::Result<(u64, Stopped)> {
+    let mut config = kafka.client_config();
+    let group = format!("port-agent-record-{}-{}", std::process::id(), now_millis());
+    config
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.offset.reset",
+            if opts.from_beginning { "earliest" } else { "latest" },
+        )
+        .set("session.timeout.ms", kafka.session_timeout_ms.to_string());
+    let consumer: StreamConsumer = config.create()?;
+    let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let progress = std::io::stderr().is_terminal();
+    let mut count = 0u64;
+    let mut last_shown = Instant::now();
+    let stopped = loop {
+        if opts.max.is_some_and(|m| count >= m) {
+            break Stopped::Max;
+        }
+        let idle = async {
+            match opts.idle_timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let msg = tokio::select! {
+            _ = shutdown.wait() => break Stopped::Signal,
+            _ = idle => break Stopped::Idle,
+            m = consumer.recv() => m,
+        };
+        let msg = match msg {
+            Ok(m) => m.detach(),
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka error while recording; retrying");
+                continue;
+            }
+        };
+        let delivery = Delivery {
+            topic: msg.topic().to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        };
+        let headers: Vec<(String, String)> = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| {
+                        (
+                            x.key.to_string(),
+                            String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{}",
+            to_record_line(&delivery, msg.timestamp().to_millis(), &headers)
+        )?;
+        count += 1;
+        if progress && last_shown.elapsed() > Duration::from_millis(200) {
+            eprint!("\rrecorded {count} message(s)");
+            last_shown = Instant::now();
+        }
+    };
+    out.flush()?;
+    if progress {
+        eprintln!("\rrecorded {count} message(s)");
+    }
+    // Nothing was committed; closing leaves the throwaway group.
+    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+    Ok((count, stopped))
+}
+
+fn now_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
