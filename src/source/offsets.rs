@@ -11,7 +11,7 @@
 //! revoked (and maybe reassigned since) is dropped instead of moving the new
 //! assignment's watermark.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
@@ -31,7 +31,9 @@ pub struct Ticket {
 #[derive(Debug, Default)]
 struct Partition {
     generation: u64,
-    in_flight: BTreeSet<i64>,
+    /// Offsets in flight, with how many deliveries of each are running
+    /// (a broker may hand the same offset out twice).
+    in_flight: BTreeMap<i64, u32>,
     /// One past the highest offset started.
     next: Option<i64>,
     /// Last watermark handed out for committing.
@@ -40,8 +42,8 @@ struct Partition {
 
 impl Partition {
     fn watermark(&self) -> Option<i64> {
-        match self.in_flight.first() {
-            Some(lowest) => Some(*lowest),
+        match self.in_flight.first_key_value() {
+            Some((lowest, _)) => Some(*lowest),
             None => self.next,
         }
     }
@@ -92,17 +94,20 @@ impl Watermarks {
         self.parts.contains_key(&(topic.to_string(), partition))
     }
 
-    /// A message starts. Offsets of one partition must start in increasing
-    /// order; `None` when the partition is not assigned (or the offset goes
-    /// backwards, which only a seek does: the partition is then restarted).
+    /// A message starts; `None` when the partition is not assigned. Offsets
+    /// normally arrive in increasing order, but one that goes backwards (a
+    /// broker re-sending a batch) is processed too and holds the watermark
+    /// like any other: refusing it would let the watermark pass a message
+    /// that was never delivered.
     pub fn start(&mut self, topic: &str, partition: i32, offset: i64) -> Option<Ticket> {
         let key = (topic.to_string(), partition);
         let p = self.parts.get_mut(&key)?;
-        if p.next.is_some_and(|next| offset < next) {
-            return None;
+        *p.in_flight.entry(offset).or_insert(0) += 1;
+        p.next = Some(p.next.map_or(offset + 1, |next| next.max(offset + 1)));
+        if p.committed.is_some_and(|c| offset < c) {
+            // Handed out for committing already: hand the lower mark out again.
+            p.committed = None;
         }
-        p.in_flight.insert(offset);
-        p.next = Some(offset + 1);
         Some(Ticket {
             topic: key.0,
             partition,
@@ -115,7 +120,14 @@ impl Watermarks {
     /// (partition revoked or reassigned since it started).
     pub fn done(&mut self, ticket: &Ticket) -> bool {
         match self.parts.get_mut(&(ticket.topic.clone(), ticket.partition)) {
-            Some(p) if p.generation == ticket.generation => p.in_flight.remove(&ticket.offset),
+            Some(p) if p.generation == ticket.generation => match p.in_flight.get_mut(&ticket.offset) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    true
+                }
+                Some(_) => p.in_flight.remove(&ticket.offset).is_some(),
+                None => false,
+            },
             _ => false,
         }
     }
@@ -149,7 +161,10 @@ impl Watermarks {
 
     /// Messages in flight over all partitions.
     pub fn in_flight(&self) -> usize {
-        self.parts.values().map(|p| p.in_flight.len()).sum()
+        self.parts
+            .values()
+            .map(|p| p.in_flight.values().map(|n| *n as usize).sum::<usize>())
+            .sum()
     }
 
     /// Assigned partitions.
@@ -236,13 +251,34 @@ mod tests {
     }
 
     #[test]
-    fn unassigned_partitions_and_backward_offsets_are_refused() {
+    fn unassigned_partitions_are_refused() {
         let mut w = Watermarks::new();
         assert!(w.start("t", 0, 1).is_none());
+    }
+
+    #[test]
+    fn an_offset_that_goes_backwards_is_processed_and_holds_the_watermark() {
+        let mut w = Watermarks::new();
         w.assign("t", 0);
-        w.start("t", 0, 4).unwrap();
-        assert!(w.start("t", 0, 4).is_none());
-        assert!(w.start("t", 0, 2).is_none());
+        let a = w.start("t", 0, 10).unwrap();
+        w.done(&a);
+        assert_eq!(w.take_committable(), vec![(("t".into(), 0), 11)]);
+        // The broker hands out 8 again (and 10 twice): both must finish
+        // before anything past 8 is committed again.
+        let b = w.start("t", 0, 8).unwrap();
+        let c1 = w.start("t", 0, 10).unwrap();
+        let c2 = w.start("t", 0, 10).unwrap();
+        assert_eq!(w.take_committable(), vec![(("t".into(), 0), 8)]);
+        w.done(&b);
+        w.done(&c1);
+        assert_eq!(
+            w.take_committable(),
+            vec![(("t".into(), 0), 10)],
+            "one delivery of 10 still runs"
+        );
+        w.done(&c2);
+        assert_eq!(w.take_committable(), vec![(("t".into(), 0), 11)]);
+        assert_eq!(w.in_flight(), 0);
     }
 
     proptest! {
@@ -258,7 +294,7 @@ mod tests {
             let mut w = Watermarks::new();
             w.assign("t", 0);
             let mut pending: Vec<Ticket> = offsets.iter().map(|o| w.start("t", 0, *o).unwrap()).collect();
-            let mut done = BTreeSet::new();
+            let mut done = std::collections::BTreeSet::new();
             let mut last = i64::MIN;
             let mut step = 0;
             let mut idx = order.into_iter().cycle();

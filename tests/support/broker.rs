@@ -88,8 +88,8 @@ impl Tansu {
         }
     }
 
-    /// (committed offset, log end) per partition for `group`.
-    pub fn offsets(&self, group: &str, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
+    /// Committed offset per partition for `group` (-1 when none).
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .set("group.id", group)
@@ -104,16 +104,31 @@ impl Tansu {
             .expect("committed offsets");
         (0..partitions)
             .map(|p| {
-                let off = committed
+                committed
                     .find_partition(topic, p)
                     .map(|e| if let Offset::Offset(o) = e.offset() { o } else { -1 })
-                    .unwrap_or(-1);
-                let (_, high) = c
-                    .fetch_watermarks(topic, p, Duration::from_secs(10))
-                    .expect("watermarks");
-                (off, high)
+                    .unwrap_or(-1)
             })
             .collect()
+    }
+}
+
+impl Tansu {
+    /// Commit `(partition, offset)` pairs for `group`, as a client outside
+    /// the group.
+    pub fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", group)
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for (p, off) in offsets {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*off))
+                .expect("offset");
+        }
+        c.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .expect("commit offsets");
     }
 }
 
