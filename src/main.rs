@@ -233,6 +233,23 @@ fn describe_mapping_error(path: &Path, e: &MappingError) -> String {
     }
 }
 
+/// The Port API client the settings describe.
+fn port_client(settings: &Settings, idle_connections: usize) -> Result<PortClient> {
+    let http = ClientOptions {
+        timeout: settings.port_timeout,
+        verify_tls: true,
+        ca_bundle: settings.ca_bundle.clone(),
+        pool_idle_per_host: idle_connections,
+    };
+    Ok(PortClient::new(
+        &settings.port_api_base_url,
+        &settings.client_id,
+        settings.client_secret.clone(),
+        &http,
+        settings.port_max_attempts,
+    )?)
+}
+
 async fn run() -> Result<ExitCode> {
     let settings = Settings::from_env(Requirement::Run).map_err(|e| anyhow!("{e}"))?;
     init_logging(&settings.log_filter, settings.log_format, LogTarget::Stdout);
@@ -252,19 +269,7 @@ async fn run() -> Result<ExitCode> {
         ca_bundle: settings.ca_bundle.clone(),
         pool_idle_per_host: settings.max_in_flight,
     };
-    let port_http = ClientOptions {
-        timeout: settings.port_timeout,
-        verify_tls: true,
-        ca_bundle: settings.ca_bundle.clone(),
-        pool_idle_per_host: settings.max_in_flight,
-    };
-    let port = PortClient::new(
-        &settings.port_api_base_url,
-        &settings.client_id,
-        settings.client_secret.clone(),
-        &port_http,
-        settings.port_max_attempts,
-    )?;
+    let port = port_client(&settings, settings.max_in_flight)?;
     let invoker = HttpInvoker::new(&target_http, settings.retry.clone())?;
 
     let streamer = json!({"settings": {"portAgentStreamerName": settings.streamer.as_str()}});
@@ -499,19 +504,7 @@ async fn record(
             "PORT_ORG_ID: required by record (the topic names derive from it)"
         ));
     }
-    let port_http = ClientOptions {
-        timeout: settings.port_timeout,
-        verify_tls: true,
-        ca_bundle: settings.ca_bundle.clone(),
-        pool_idle_per_host: 1,
-    };
-    let port = PortClient::new(
-        &settings.port_api_base_url,
-        &settings.client_id,
-        settings.client_secret.clone(),
-        &port_http,
-        settings.port_max_attempts,
-    )?;
+    let port = port_client(&settings, 1)?;
     let kafka = kafka::resolve_options(&settings, &port)
         .await
         .map_err(|e| anyhow!(e))?;

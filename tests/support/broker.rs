@@ -88,13 +88,18 @@ impl Tansu {
         }
     }
 
-    /// Committed offset per partition for `group` (-1 when none).
-    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-        let c: BaseConsumer = ClientConfig::new()
+    /// A consumer of `group` that does not join it.
+    fn group_client(&self, group: &str) -> BaseConsumer {
+        ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .set("group.id", group)
             .create()
-            .expect("consumer");
+            .expect("consumer")
+    }
+
+    /// Committed offset per partition for `group` (-1 when none).
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+        let c = self.group_client(group);
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
             tpl.add_partition(topic, p);
@@ -117,11 +122,7 @@ impl Tansu {
     /// Commit `(partition, offset)` pairs for `group`, as a client outside
     /// the group.
     pub fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("group.id", group)
-            .create()
-            .expect("consumer");
+        let c = self.group_client(group);
         let mut tpl = TopicPartitionList::new();
         for (p, off) in offsets {
             tpl.add_partition_offset(topic, *p, Offset::Offset(*off))
