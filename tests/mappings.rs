@@ -98,6 +98,11 @@ async fn render(
     })
 }
 
+/// The Port calls of a run that ends with one status PATCH of `body`.
+fn patched(run: &str, body: Value) -> Vec<(String, String, Value)> {
+    vec![("PATCH".into(), format!("/v1/actions/runs/{run}"), body)]
+}
+
 fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -160,11 +165,7 @@ async fn generic_webhook() {
     // Async and 2xx: no status, but the link and external id.
     assert_eq!(
         r.port_calls,
-        vec![(
-            "PATCH".into(),
-            "/v1/actions/runs/r_gw1".into(),
-            json!({"link": "https://x/17", "externalRunId": "17"})
-        )]
+        patched("r_gw1", json!({"link": "https://x/17", "externalRunId": "17"}))
     );
 }
 
@@ -200,11 +201,10 @@ async fn gitlab_pipeline_trigger() {
     );
     assert_eq!(
         r.port_calls,
-        vec![(
-            "PATCH".into(),
-            "/v1/actions/runs/r_gl1".into(),
+        patched(
+            "r_gl1",
             json!({"link": "https://gl/p/991", "externalRunId": "991"})
-        )]
+        )
     );
 }
 
@@ -286,11 +286,10 @@ async fn terraform_cloud_run() {
     );
     assert_eq!(
         r.port_calls,
-        vec![(
-            "PATCH".into(),
-            "/v1/actions/runs/r_tf1".into(),
+        patched(
+            "r_tf1",
             json!({"link": "https://app.terraform.io/app/acme/workspaces/networking/runs/run-XYZ", "externalRunId": "run-XYZ"})
-        )]
+        )
     );
 }
 
@@ -383,11 +382,10 @@ async fn argo_workflows_submit() {
     );
     assert_eq!(
         r.port_calls,
-        vec![(
-            "PATCH".into(),
-            "/v1/actions/runs/r_ar1".into(),
+        patched(
+            "r_ar1",
             json!({"link": "https://argo.internal:2746/workflows/ci/svc-a-x7k2", "externalRunId": "svc-a-x7k2"})
-        )]
+        )
     );
 }
 
@@ -436,11 +434,10 @@ async fn circleci_pipeline() {
     );
     assert_eq!(
         r.port_calls,
-        vec![(
-            "PATCH".into(),
-            "/v1/actions/runs/r_cc1".into(),
+        patched(
+            "r_cc1",
             json!({"link": "https://app.circleci.com/pipelines/gh/acme/svc-a/42", "externalRunId": "p-uuid"})
-        )]
+        )
     );
 }
 
