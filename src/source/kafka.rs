@@ -284,6 +284,10 @@ pub struct KafkaSource {
     dlq: Option<(String, Arc<FutureProducer>)>,
     committer: tokio::task::JoinHandle<()>,
     consecutive_errors: u32,
+    /// At most this many messages started and not yet committable, so a
+    /// crash redelivers no more than the in-flight bound.
+    window: usize,
+    progress: Arc<tokio::sync::Notify>,
 }
 
 /// What a Kafka delivery needs back: its ticket, and what the DLQ needs.
@@ -293,6 +297,7 @@ pub struct KafkaAck {
     marks: Arc<Mutex<Watermarks>>,
     status: Arc<Status>,
     dlq: Option<(String, Arc<FutureProducer>)>,
+    progress: Arc<tokio::sync::Notify>,
 }
 
 impl KafkaSource {
@@ -330,6 +335,8 @@ impl KafkaSource {
             dlq,
             committer,
             consecutive_errors: 0,
+            window: opts.max_in_flight,
+            progress: Arc::default(),
         })
     }
 
@@ -360,6 +367,11 @@ impl Source for KafkaSource {
     type Ack = KafkaAck;
 
     async fn next(&mut self) -> Option<(Delivery, KafkaAck)> {
+        // Wait while the uncommitted window is full (a message that finished
+        // early stays uncommitted until the ones before it finish).
+        while lock(&self.marks).uncommitted() >= self.window {
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.progress.notified()).await;
+        }
         loop {
             let msg = match self.consumer.recv().await {
                 Ok(m) => {
@@ -407,6 +419,7 @@ impl Source for KafkaSource {
                 marks: self.marks.clone(),
                 status: self.status.clone(),
                 dlq: self.dlq.clone(),
+                progress: self.progress.clone(),
             };
             return Some((delivery, ack));
         }
@@ -436,7 +449,9 @@ impl Ack for KafkaAck {
             dead_letter(producer, topic, delivery, &self.headers, outcome, &self.status).await;
         }
         self.status.done.fetch_add(1, Ordering::Relaxed);
-        if !lock(&self.marks).done(&self.ticket) {
+        let counted = lock(&self.marks).done(&self.ticket);
+        self.progress.notify_one();
+        if !counted {
             debug!(topic = %self.ticket.topic, partition = self.ticket.partition, offset = self.ticket.offset,
                    "completion for a revoked partition dropped");
         }

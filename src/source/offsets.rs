@@ -34,6 +34,9 @@ struct Partition {
     /// Offsets in flight, with how many deliveries of each are running
     /// (a broker may hand the same offset out twice).
     in_flight: BTreeMap<i64, u32>,
+    /// Offsets done but not yet below the watermark (a crash would bring
+    /// them back).
+    finished: std::collections::BTreeSet<i64>,
     /// One past the highest offset started.
     next: Option<i64>,
     /// Last watermark handed out for committing.
@@ -120,14 +123,23 @@ impl Watermarks {
     /// (partition revoked or reassigned since it started).
     pub fn done(&mut self, ticket: &Ticket) -> bool {
         match self.parts.get_mut(&(ticket.topic.clone(), ticket.partition)) {
-            Some(p) if p.generation == ticket.generation => match p.in_flight.get_mut(&ticket.offset) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    true
+            Some(p) if p.generation == ticket.generation => {
+                let removed = match p.in_flight.get_mut(&ticket.offset) {
+                    Some(n) if *n > 1 => {
+                        *n -= 1;
+                        true
+                    }
+                    Some(_) => p.in_flight.remove(&ticket.offset).is_some(),
+                    None => false,
+                };
+                if removed {
+                    p.finished.insert(ticket.offset);
+                    if let Some(w) = p.watermark() {
+                        p.finished = p.finished.split_off(&w);
+                    }
                 }
-                Some(_) => p.in_flight.remove(&ticket.offset).is_some(),
-                None => false,
-            },
+                removed
+            }
             _ => false,
         }
     }
@@ -157,6 +169,15 @@ impl Watermarks {
             .collect();
         out.sort();
         out
+    }
+
+    /// Messages started and not yet below their partition's watermark: the
+    /// most a crash now would deliver again.
+    pub fn uncommitted(&self) -> usize {
+        self.parts
+            .values()
+            .map(|p| p.in_flight.values().map(|n| *n as usize).sum::<usize>() + p.finished.len())
+            .sum()
     }
 
     /// Messages in flight over all partitions.
@@ -248,6 +269,24 @@ mod tests {
         // A failure report for an older offset changes nothing.
         w.commit_failed("t", 0, 0);
         assert!(w.take_committable().is_empty());
+    }
+
+    #[test]
+    fn finished_messages_above_the_watermark_count_as_uncommitted() {
+        let mut w = Watermarks::new();
+        w.assign("t", 0);
+        let t: Vec<_> = (0..4).map(|o| w.start("t", 0, o).unwrap()).collect();
+        w.done(&t[1]);
+        w.done(&t[2]);
+        assert_eq!(
+            (w.in_flight(), w.uncommitted()),
+            (2, 4),
+            "1 and 2 would come back after a crash"
+        );
+        w.done(&t[0]);
+        assert_eq!((w.in_flight(), w.uncommitted()), (1, 1));
+        w.done(&t[3]);
+        assert_eq!(w.uncommitted(), 0);
     }
 
     #[test]
