@@ -68,6 +68,22 @@ fn agent_env(
     support::broker::agent_env(&tansu.bootstrap, &port.base(), mapping, GROUP, extra)
 }
 
+/// `n` signed action runs for `url`, spread over the 3 partitions.
+fn signed_runs(n: usize, url: &str, synchronized: bool) -> Vec<(i32, Value)> {
+    (0..n)
+        .map(|i| {
+            (
+                (i % 3) as i32,
+                signed(
+                    action_run(&format!("r_{i:04}"), url, "POST", synchronized),
+                    SECRET,
+                    1,
+                ),
+            )
+        })
+        .collect()
+}
+
 fn write_mapping(dir: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("{dir}-{}.json", std::process::id()));
     std::fs::write(&path, r#"[{"enabled": true}]"#).expect("mapping");
@@ -98,18 +114,7 @@ async fn two_thousand_signed_runs_are_delivered_once_and_committed_to_the_end() 
     tansu.create_topic(CHANGES, 1).await;
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
     target.answer_json(200, json!({"ok": true}));
-    let msgs: Vec<_> = (0..2000)
-        .map(|i| {
-            (
-                i % 3,
-                signed(
-                    action_run(&format!("r_{i:04}"), &target.url("/run"), "POST", true),
-                    SECRET,
-                    1,
-                ),
-            )
-        })
-        .collect();
+    let msgs = signed_runs(2000, &target.url("/run"), true);
     let ends = produce(&tansu.bootstrap, msgs).await;
 
     let mapping = write_mapping("tansu-once");
@@ -196,18 +201,7 @@ async fn kill_nine_mid_drain_then_restart_delivers_everything_with_bounded_dupli
         delay: Duration::from_millis(20),
         headers: vec![],
     });
-    let msgs: Vec<_> = (0..2000)
-        .map(|i| {
-            (
-                i % 3,
-                signed(
-                    action_run(&format!("r_{i:04}"), &target.url("/run"), "POST", false),
-                    SECRET,
-                    1,
-                ),
-            )
-        })
-        .collect();
+    let msgs = signed_runs(2000, &target.url("/run"), false);
     let ends = produce(&tansu.bootstrap, msgs).await;
     let mapping = write_mapping("tansu-kill");
     let in_flight = 16;
