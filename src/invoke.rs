@@ -15,6 +15,7 @@ use crate::mapping::{RequestSpec, ResponseContext};
 use crate::retry::{parse_retry_after, with_retries, Attempt, Backoff};
 use crate::settings::RetryPolicy;
 use crate::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::telemetry::metrics;
 use crate::tls::{build_client, ClientError, ClientOptions};
 
 /// A request ready to go on the wire.
@@ -171,10 +172,12 @@ impl HttpInvoker {
         for (k, v) in &request.headers {
             builder = builder.header(k.as_str(), v.as_str());
         }
+        let started = std::time::Instant::now();
         let sent = builder.body(request.body.clone()).send().await;
         let resp = match sent {
             Ok(resp) => resp,
             Err(e) => {
+                metrics::target_request(&request.method, None, started.elapsed());
                 let error = InvokeError {
                     message: describe_error(&e),
                     attempts: 1,
@@ -206,7 +209,9 @@ impl HttpInvoker {
                 )
             })
             .collect();
-        let text = match resp.bytes().await {
+        let body = resp.bytes().await;
+        metrics::target_request(&request.method, Some(status), started.elapsed());
+        let text = match body {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) => {
                 return Err(Attempt::Final(InvokeError {
@@ -287,6 +292,7 @@ impl Invoker for HttpInvoker {
             },
             |_, delay| {
                 self.retries.fetch_add(1, Ordering::Relaxed);
+                metrics::retry("target");
                 tracing::debug!(delay_ms = delay.as_millis() as u64, "retrying the target request");
             },
         )

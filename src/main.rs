@@ -20,7 +20,8 @@ use port_agent::port::PortClient;
 use port_agent::settings::Streamer;
 use port_agent::settings::{Requirement, Settings};
 use port_agent::source::kafka;
-use port_agent::telemetry::{init_logging, LogTarget};
+use port_agent::telemetry::server::Health;
+use port_agent::telemetry::{self, init_logging, LogTarget};
 use port_agent::tls::ClientOptions;
 
 /// Exit code: problems found (check errors, malformed input lines).
@@ -263,6 +264,15 @@ async fn run() -> Result<ExitCode> {
         streamer = settings.streamer.as_str(),
         "port-agent starting"
     );
+    let health = Health::new("starting: connecting to Port and the message source");
+    if settings.http_port != 0 {
+        let handle = telemetry::metrics::install().context("cannot set up metrics")?;
+        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], settings.http_port));
+        let bound = telemetry::server::serve(addr, health.clone(), Some(handle))
+            .await
+            .with_context(|| format!("AGENT_HTTP_PORT: cannot listen on {addr}"))?;
+        tracing::info!(address = %bound, "serving /healthz, /readyz and /metrics");
+    }
     let target_http = ClientOptions {
         timeout: settings.webhook_timeout,
         verify_tls: settings.webhook_verify_ssl,
@@ -285,12 +295,19 @@ async fn run() -> Result<ExitCode> {
     ));
     let (trigger, shutdown) = port_agent::shutdown::channel();
     port_agent::shutdown::on_signals(trigger);
+    {
+        let (health, shutdown) = (health.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            health.set_stopping();
+        });
+    }
     match settings.streamer {
         Streamer::Kafka => {
             let opts = kafka::resolve_options(&settings, &port)
                 .await
                 .map_err(|e| anyhow!(e))?;
-            let engine = kafka::KafkaEngine::new(opts, pipeline);
+            let engine = kafka::KafkaEngine::new(opts, pipeline).with_health(health);
             engine.run(shutdown).await.context("Kafka consumer failed")?;
         }
         Streamer::Polling => {

@@ -22,6 +22,7 @@ use crate::message::{Invocation, Kind, TopicKind};
 use crate::port::{PortCall, Reporter};
 use crate::settings::{Secret, Settings};
 use crate::signature::{self, SignatureError};
+use crate::telemetry::metrics;
 
 /// One message and where it came from.
 #[derive(Debug, Clone)]
@@ -386,7 +387,10 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             url: inv.method.get("url").and_then(Value::as_str),
         };
         let built = build_request(mapping, &inv.message, &defaults, &ctx, &mut warnings)
-            .map_err(|e| format!("Failed to build the request: {e}"))
+            .map_err(|e| {
+                metrics::mapping_error(mapping.index, e.field());
+                format!("Failed to build the request: {e}")
+            })
             .and_then(|spec| {
                 OutgoingRequest::build(
                     &spec,
@@ -527,6 +531,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
 
 fn finish(outcome: &mut Outcome, warnings: Vec<Warning>, port_errors: Vec<String>) {
     for w in &warnings {
+        metrics::mapping_error(w.index, &w.field);
         warn!(mapping = w.index, field = %w.field, error = %w.message, "mapping expression failed; using null");
     }
     outcome.warnings = warnings.iter().map(ToString::to_string).collect();

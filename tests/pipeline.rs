@@ -393,7 +393,7 @@ async fn s12_decrypted_fields_reach_the_target_and_never_the_logs() {
     );
     // Encrypted with SECRET's first 32 bytes: IV 00..0f, plaintext below.
     let plaintext = "ghp_SuperSecretValue_42";
-    let encrypted = encrypt_for_test(plaintext);
+    let encrypted = support::encrypt(plaintext);
     let mut message = action_run("r_12", &target.url("/d"), "POST", false);
     message["payload"]["properties"]["token"] = json!(encrypted);
     message["payload"]["properties"]["bad"] = json!("%%%");
@@ -410,20 +410,6 @@ async fn s12_decrypted_fields_reach_the_target_and_never_the_logs() {
     assert!(!logs.contains(plaintext), "plaintext leaked into logs");
     assert!(!logs.contains(SECRET), "secret leaked into logs");
     assert!(!logs.contains("token-1"), "token leaked into logs");
-}
-
-fn encrypt_for_test(plaintext: &str) -> String {
-    use aes_gcm::aead::consts::U16;
-    use aes_gcm::aead::{Aead, KeyInit};
-    use aes_gcm::aes::Aes256;
-    use aes_gcm::{AesGcm, Nonce};
-    use base64::Engine as _;
-    let iv: [u8; 16] = core::array::from_fn(|i| i as u8);
-    let cipher = AesGcm::<Aes256, U16>::new_from_slice(&SECRET.as_bytes()[..32]).unwrap();
-    let sealed = cipher
-        .encrypt(Nonce::<U16>::from_slice(&iv), plaintext.as_bytes())
-        .unwrap();
-    base64::engine::general_purpose::STANDARD.encode([iv.as_slice(), &sealed].concat())
 }
 
 #[tokio::test]

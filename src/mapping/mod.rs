@@ -603,6 +603,16 @@ pub enum BuildError {
     BadMethod(String),
 }
 
+impl BuildError {
+    /// The request field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            BuildError::NoUrl | BuildError::BadUrl(_) => "url",
+            BuildError::BadMethod(_) => "method",
+        }
+    }
+}
+
 fn as_string(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),

@@ -12,6 +12,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::retry::{parse_retry_after, with_retries, Attempt, Backoff};
 use crate::settings::Secret;
+use crate::telemetry::metrics;
 use crate::tls::{build_client, ClientError, ClientOptions};
 
 /// One call the pipeline makes to Port.
@@ -86,13 +87,28 @@ impl PortCall {
 
     /// A short name for metrics and logs.
     pub fn kind(&self) -> &'static str {
-        match self {
-            PortCall::RunLog { .. } => "run_log",
-            PortCall::NodeRunLog { .. } => "node_run_log",
-            PortCall::RunResponse { .. } => "run_response",
-            PortCall::RunPatch { .. } => "run_patch",
-            PortCall::NodeRunPatch { .. } => "node_run_patch",
-        }
+        endpoint_kind(&self.path())
+    }
+}
+
+/// The endpoint kind of a Port API path (a metrics label: bounded, no ids).
+pub fn endpoint_kind(path: &str) -> &'static str {
+    let path = path.split('?').next().unwrap_or(path);
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["v1", "auth", "access_token"] => "token",
+        ["v1", "organization"] => "organization",
+        ["v1", "kafka-credentials"] => "kafka_credentials",
+        ["v1", "actions", "runs", "claim-pending"] => "claim_runs",
+        ["v1", "workflows", "runs", "claim-pending"] => "claim_node_runs",
+        ["v1", "actions", "runs", "ack"] => "ack_run",
+        ["v1", "workflows", "runs", "ack"] => "ack_node_run",
+        ["v1", "actions", "runs", _, "logs"] => "run_log",
+        ["v1", "actions", "runs", _, "response"] => "run_response",
+        ["v1", "actions", "runs", _] => "run_patch",
+        ["v1", "workflows", "nodes", "runs", _, "logs"] => "node_run_log",
+        ["v1", "workflows", "nodes", "runs", _] => "node_run_patch",
+        _ => "other",
     }
 }
 
@@ -234,7 +250,9 @@ impl PortClient {
         let body = json!({"clientId": &*self.client_id, "clientSecret": self.secret.expose()});
         let answer = self
             .exchange("POST", "/v1/auth/access_token", Some(&body), None)
-            .await?;
+            .await;
+        metrics::port_call("token", matches!(answer, Ok(Exchange::Ok(_))));
+        let answer = answer?;
         self.stats.token_fetches.fetch_add(1, Ordering::Relaxed);
         let Exchange::Ok(answer) = answer else {
             return Err(PortError {
@@ -342,6 +360,7 @@ impl PortClient {
         };
         with_retries(self.backoff, attempt, |_, delay| {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            metrics::retry("port");
             tracing::debug!(call = %format!("{method} {path}"), delay_ms = delay.as_millis() as u64, "retrying Port API call");
         })
         .await
@@ -349,6 +368,17 @@ impl PortClient {
 
     /// An authenticated call: refresh the token once on a 401.
     pub async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, PortError> {
+        let result = self.request_inner(method, path, body).await;
+        metrics::port_call(endpoint_kind(path), result.is_ok());
+        result
+    }
+
+    async fn request_inner(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, PortError> {
         let refreshed = AtomicU32::new(0);
         loop {
             let token = self.token().await?;
@@ -379,6 +409,28 @@ impl Reporter for PortClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_kinds_are_bounded_labels() {
+        let cases = [
+            ("/v1/auth/access_token", "token"),
+            ("/v1/organization", "organization"),
+            ("/v1/kafka-credentials", "kafka_credentials"),
+            ("/v1/actions/runs/claim-pending", "claim_runs"),
+            ("/v1/workflows/runs/claim-pending", "claim_node_runs"),
+            ("/v1/actions/runs/ack", "ack_run"),
+            ("/v1/workflows/runs/ack", "ack_node_run"),
+            ("/v1/actions/runs/r_1/logs", "run_log"),
+            ("/v1/actions/runs/r_1/response", "run_response"),
+            ("/v1/actions/runs/r_1", "run_patch"),
+            ("/v1/workflows/nodes/runs/wfnr_1/logs", "node_run_log"),
+            ("/v1/workflows/nodes/runs/wfnr_1", "node_run_patch"),
+            ("/v1/blueprints/x", "other"),
+        ];
+        for (path, kind) in cases {
+            assert_eq!(endpoint_kind(path), kind, "{path}");
+        }
+    }
 
     #[test]
     fn calls_map_to_the_spec_endpoints() {

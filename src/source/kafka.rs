@@ -2,10 +2,13 @@
 //!
 //! * **Offsets.** Auto-commit is off; we commit each partition's contiguous
 //!   watermark ([`super::offsets::Watermarks`]) ourselves: periodically, on
-//!   revoke (synchronously, the final watermark) and at shutdown. The
-//!   periodic commit is built and sent while holding the tracker's lock, and
-//!   revocation takes the same lock first, so a partition is never committed
-//!   after it was revoked; a late completion for it is dropped.
+//!   revoke (the final watermark) and at shutdown. Every commit is
+//!   synchronous (rust-rdkafka never delivers the result of an asynchronous
+//!   one: it installs no `offset_commit_cb`), made off the async workers, and
+//!   under the *commit gate*, which revocation holds too: a partition is never
+//!   committed after it was revoked, and a late completion for it is dropped.
+//!   The gate is not the tracker's lock, so completions never wait for a
+//!   commit's round trip.
 //! * **Concurrency** is [`super::dispatch`]'s: the in-flight bound is taken
 //!   before asking for the next message, and librdkafka's prefetch queue is
 //!   capped here, so memory stays bounded whatever the lag.
@@ -32,6 +35,11 @@ use crate::pipeline::{Delivery, Outcome, Pipeline};
 use crate::port::Reporter;
 use crate::settings::Secret;
 use crate::shutdown::Shutdown;
+use crate::telemetry::metrics;
+use crate::telemetry::server::Health;
+
+/// The readiness reason until the group assigns partitions.
+const WAITING_FOR_ASSIGNMENT: &str = "waiting for a partition assignment from the consumer group";
 
 /// How to reach and consume the topics.
 #[derive(Debug, Clone)]
@@ -93,6 +101,8 @@ impl KafkaOptions {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
+            // Consumer lag and broker state for /metrics and /readyz.
+            .set("statistics.interval.ms", "5000")
             // Bounded prefetch: memory must not grow with the lag.
             .set("queued.min.messages", "1000")
             .set("queued.max.messages.kbytes", "4096")
@@ -128,8 +138,22 @@ pub struct Status {
 
 struct EngineContext {
     marks: Arc<Mutex<Watermarks>>,
+    gate: Arc<Mutex<()>>,
     status: Arc<Status>,
+    health: Arc<Health>,
     said_standby: AtomicBool,
+}
+
+impl EngineContext {
+    fn committed(&self, ok: bool) {
+        let counter = if ok {
+            &self.status.commits_ok
+        } else {
+            &self.status.commits_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::commit(ok);
+    }
 }
 
 impl ClientContext for EngineContext {
@@ -149,6 +173,32 @@ impl ClientContext for EngineContext {
     fn error(&self, error: KafkaError, reason: &str) {
         // librdkafka keeps reconnecting by itself; say so and carry on.
         warn!(error = %error, "Kafka client error (retrying): {reason}");
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            self.health.set_not_ready("no Kafka broker is reachable");
+        }
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (name, topic) in &statistics.topics {
+            for (id, p) in &topic.partitions {
+                // -1 is librdkafka's internal "unassigned" partition; a
+                // negative lag means unknown (not assigned here).
+                if *id >= 0 && p.consumer_lag >= 0 {
+                    metrics::consumer_lag(name, *id, p.consumer_lag);
+                }
+            }
+        }
+        let connected = statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP");
+        if !connected {
+            self.health.set_not_ready("no Kafka broker is reachable");
+        } else if self.status.joined.load(Ordering::Relaxed) {
+            self.health.set_ready();
+        } else {
+            self.health.set_not_ready(WAITING_FOR_ASSIGNMENT);
+        }
     }
 }
 
@@ -161,6 +211,7 @@ fn lock(marks: &Mutex<Watermarks>) -> std::sync::MutexGuard<'_, Watermarks> {
 impl ConsumerContext for EngineContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
             let mut finals = TopicPartitionList::new();
             {
                 let mut marks = lock(&self.marks);
@@ -173,11 +224,9 @@ impl ConsumerContext for EngineContext {
             info!(partitions = tpl.count(), "partitions revoked");
             if finals.count() > 0 {
                 match consumer.commit(&finals, CommitMode::Sync) {
-                    Ok(()) => {
-                        self.status.commits_ok.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Ok(()) => self.committed(true),
                     Err(e) => {
-                        self.status.commits_failed.fetch_add(1, Ordering::Relaxed);
+                        self.committed(false);
                         warn!(error = %e, "commit on revoke failed; those messages will be redelivered");
                     }
                 }
@@ -198,6 +247,8 @@ impl ConsumerContext for EngineContext {
                 self.status.assigned.store(n, Ordering::Relaxed);
                 self.status.joined.store(true, Ordering::Relaxed);
                 self.status.standby.store(n == 0, Ordering::Relaxed);
+                // Assigned, or a declared warm standby: either way ready.
+                self.health.set_ready();
                 if n == 0 {
                     if !self.said_standby.swap(true, Ordering::Relaxed) {
                         info!("no partitions assigned: staying up as a warm standby (more replicas than partitions)");
@@ -216,26 +267,6 @@ impl ConsumerContext for EngineContext {
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
     }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => {
-                self.status.commits_ok.fetch_add(1, Ordering::Relaxed);
-                debug!(partitions = offsets.count(), "offsets committed");
-            }
-            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => {
-                self.status.commits_failed.fetch_add(1, Ordering::Relaxed);
-                let mut marks = lock(&self.marks);
-                for el in offsets.elements() {
-                    if let Offset::Offset(off) = el.offset() {
-                        marks.commit_failed(el.topic(), el.partition(), off);
-                    }
-                }
-                debug!(error = %e, "offset commit failed; it is retried on the next tick");
-            }
-        }
-    }
 }
 
 type Consumer_ = StreamConsumer<EngineContext>;
@@ -245,8 +276,10 @@ type Consumer_ = StreamConsumer<EngineContext>;
 pub struct KafkaEngine<I, R> {
     opts: KafkaOptions,
     pipeline: Arc<Pipeline<I, R>>,
-    /// Shared status (health and metrics read it).
+    /// Shared status (tests and tools read it).
     pub status: Arc<Status>,
+    /// What the probes answer.
+    pub health: Arc<Health>,
 }
 
 impl<I, R> KafkaEngine<I, R>
@@ -260,12 +293,25 @@ where
             opts,
             pipeline,
             status: Arc::default(),
+            health: Health::new(WAITING_FOR_ASSIGNMENT),
         }
+    }
+
+    /// Report readiness through `health` (shared with the HTTP server).
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        health.set_not_ready(WAITING_FOR_ASSIGNMENT);
+        self.health = health;
+        self
     }
 
     /// Consume until `shutdown` fires, then drain and commit.
     pub async fn run(&self, shutdown: Shutdown) -> KafkaResult<()> {
-        let source = KafkaSource::connect(&self.opts, self.status.clone(), shutdown.clone())?;
+        let source = KafkaSource::connect(
+            &self.opts,
+            self.status.clone(),
+            self.health.clone(),
+            shutdown.clone(),
+        )?;
         let limits = DispatchOptions {
             max_in_flight: self.opts.max_in_flight,
             drain_timeout: self.opts.drain_timeout,
@@ -279,6 +325,7 @@ where
 /// the periodic committer, and the optional DLQ producer.
 pub struct KafkaSource {
     consumer: Arc<Consumer_>,
+    commits: Arc<Committer>,
     marks: Arc<Mutex<Watermarks>>,
     status: Arc<Status>,
     dlq: Option<(String, Arc<FutureProducer>)>,
@@ -302,11 +349,19 @@ pub struct KafkaAck {
 
 impl KafkaSource {
     /// Create the consumer, subscribe, start the committer.
-    pub fn connect(opts: &KafkaOptions, status: Arc<Status>, shutdown: Shutdown) -> KafkaResult<KafkaSource> {
+    pub fn connect(
+        opts: &KafkaOptions,
+        status: Arc<Status>,
+        health: Arc<Health>,
+        shutdown: Shutdown,
+    ) -> KafkaResult<KafkaSource> {
         let marks = Arc::new(Mutex::new(Watermarks::new()));
+        let gate = Arc::new(Mutex::new(()));
         let context = EngineContext {
             marks: marks.clone(),
+            gate: gate.clone(),
             status: status.clone(),
+            health: health.clone(),
             said_standby: AtomicBool::new(false),
         };
         let consumer: Arc<Consumer_> = Arc::new(opts.consumer_config().create_with_context(context)?);
@@ -321,15 +376,24 @@ impl KafkaSource {
             }
             None => None,
         };
-        let committer = tokio::spawn(commit_loop(
-            consumer.clone(),
-            marks.clone(),
-            status.clone(),
-            opts.commit_interval,
-            shutdown,
-        ));
+        let commits = Arc::new(Committer {
+            consumer: consumer.clone(),
+            marks: marks.clone(),
+            gate,
+            status: status.clone(),
+        });
+        let loop_ = commit_loop(commits.clone(), opts.commit_interval, shutdown.clone());
+        let committer = tokio::spawn(async move {
+            loop_.await;
+            // It returns only at shutdown; anything else is a dead loop that
+            // would stop all commits.
+            if !shutdown.is_fired() {
+                health.loop_died("the offset commit loop stopped");
+            }
+        });
         Ok(KafkaSource {
             consumer,
+            commits,
             marks,
             status,
             dlq,
@@ -338,28 +402,6 @@ impl KafkaSource {
             window: opts.max_in_flight,
             progress: Arc::default(),
         })
-    }
-
-    /// Commit every assigned partition's watermark synchronously.
-    fn commit_watermarks(&self, when: &str) {
-        let marks = lock(&self.marks);
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), off) in marks.current() {
-            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(off));
-        }
-        if tpl.count() == 0 {
-            return;
-        }
-        match self.consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => {
-                self.status.commits_ok.fetch_add(1, Ordering::Relaxed);
-                info!(partitions = tpl.count(), "offsets committed ({when})");
-            }
-            Err(e) => {
-                self.status.commits_failed.fetch_add(1, Ordering::Relaxed);
-                warn!(error = %e, "commit ({when}) failed; uncommitted messages will be redelivered");
-            }
-        }
     }
 }
 
@@ -429,11 +471,12 @@ impl Source for KafkaSource {
         // Commit what is done right away: if the process dies during the
         // drain, only the in-flight messages come again.
         self.committer.abort();
-        self.commit_watermarks("before draining");
+        self.commits.commit(Which::All, "before draining");
     }
 
     async fn close(self) {
-        self.commit_watermarks("final");
+        let commits = self.commits.clone();
+        let _ = tokio::task::spawn_blocking(move || commits.commit(Which::All, "final")).await;
         // Dropping the consumer closes it: librdkafka revokes, leaves the
         // group and waits for its threads. That blocks, so do it off the
         // async workers.
@@ -458,13 +501,70 @@ impl Ack for KafkaAck {
     }
 }
 
-async fn commit_loop(
+/// Which watermarks to commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    /// Those that moved since the last commit (periodic).
+    Moved,
+    /// Every assigned partition's (before the drain, and the final one).
+    All,
+}
+
+/// Makes the commits (revocation's final commit aside): synchronous, under
+/// the commit gate, results counted.
+struct Committer {
     consumer: Arc<Consumer_>,
     marks: Arc<Mutex<Watermarks>>,
+    gate: Arc<Mutex<()>>,
     status: Arc<Status>,
-    every: Duration,
-    shutdown: Shutdown,
-) {
+}
+
+impl Committer {
+    /// Commit `which` watermarks; blocks for the broker's answer.
+    fn commit(&self, which: Which, when: &str) {
+        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        let offsets = {
+            let mut marks = lock(&self.marks);
+            match which {
+                Which::Moved => marks.take_committable(),
+                Which::All => marks.current(),
+            }
+        };
+        if offsets.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), off) in &offsets {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*off));
+        }
+        let result = self.consumer.commit(&tpl, CommitMode::Sync);
+        let ok = result.is_ok();
+        let counter = if ok {
+            &self.status.commits_ok
+        } else {
+            &self.status.commits_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::commit(ok);
+        match (result, which) {
+            (Ok(()), Which::Moved) => debug!(partitions = tpl.count(), "offsets committed"),
+            (Ok(()), Which::All) => info!(partitions = tpl.count(), "offsets committed ({when})"),
+            (Err(e), Which::Moved) => {
+                // Hand the offsets out again: the next tick retries them.
+                let mut marks = lock(&self.marks);
+                for ((topic, partition), off) in &offsets {
+                    marks.commit_failed(topic, *partition, *off);
+                }
+                debug!(error = %e, "offset commit failed; it is retried on the next tick");
+            }
+            (Err(e), Which::All) => {
+                warn!(error = %e, "commit ({when}) failed; uncommitted messages will be redelivered")
+            }
+        }
+    }
+}
+
+async fn commit_loop(commits: Arc<Committer>, every: Duration, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -472,23 +572,8 @@ async fn commit_loop(
             _ = shutdown.wait() => return,
             _ = tick.tick() => {}
         }
-        let mut marks = lock(&marks);
-        let ready = marks.take_committable();
-        if ready.is_empty() {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), off) in &ready {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*off));
-        }
-        // Sent while the tracker is locked: a revoke waits for this, so the
-        // partitions in `tpl` are still ours. The result arrives in
-        // `commit_callback`.
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-            status.commits_failed.fetch_add(1, Ordering::Relaxed);
-            debug!(error = %e, "offset commit could not be sent");
-        }
-        drop(marks);
+        let commits = commits.clone();
+        let _ = tokio::task::spawn_blocking(move || commits.commit(Which::Moved, "periodic")).await;
     }
 }
 
@@ -532,6 +617,7 @@ async fn dead_letter(
     match producer.send(record, Duration::from_secs(30)).await {
         Ok(_) => {
             status.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            metrics::dead_lettered();
             info!(dlq = topic, "message written to the dead-letter topic");
         }
         Err((e, _)) => {

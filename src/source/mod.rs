@@ -23,6 +23,7 @@ use crate::invoke::Invoker;
 use crate::pipeline::{Delivery, Outcome, Pipeline};
 use crate::port::Reporter;
 use crate::shutdown::Shutdown;
+use crate::telemetry::metrics;
 
 /// Handed back to the source when its delivery is done.
 pub trait Ack: Send + 'static {
@@ -101,6 +102,7 @@ pub async fn dispatch<S, I, R>(
             }
             None => (None, None, 0),
         };
+        metrics::consumed(&delivery.topic);
         let pipeline = pipeline.clone();
         let chains = chains.clone();
         tokio::spawn(async move {
@@ -111,6 +113,7 @@ pub async fn dispatch<S, I, R>(
             }
             let outcome = pipeline.process(&delivery).await;
             ack.done(&delivery, &outcome).await;
+            metrics::done(outcome.name());
             if let Some(tx) = done_tx {
                 let _ = tx.send(());
                 if let Some(key) = &delivery.key {

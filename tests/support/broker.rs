@@ -13,7 +13,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
@@ -33,6 +33,11 @@ pub struct Tansu {
 
 impl Tansu {
     pub fn start() -> Tansu {
+        Tansu::start_on(free_port())
+    }
+
+    /// Start on a chosen port (a test can point the agent at it first).
+    pub fn start_on(port: u16) -> Tansu {
         let bin = find_on_path("tansu")
             .or_else(|| {
                 std::env::var_os("HOME")
@@ -42,7 +47,6 @@ impl Tansu {
             .unwrap_or_else(|| {
                 panic!("the tansu broker is not installed: run the README's test command, which installs it")
             });
-        let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let log =
             std::fs::File::create(std::env::temp_dir().join(format!("tansu-{port}.log"))).expect("log file");

@@ -293,7 +293,42 @@ pub fn closed_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// `GET http://{addr}{path}` with a plain HTTP/1.1 client; the status and
+/// body (the agent's health server is plain HTTP on 127.0.0.1). `None` while
+/// nothing listens there.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
 // ---------------------------------------------------------------- messages
+
+/// `plaintext` encrypted as Port encrypts secret inputs, with [`SECRET`]'s
+/// first 32 bytes (AES-256-GCM, 16-byte IV 00..0f, base64 of IV ‖ sealed).
+pub fn encrypt(plaintext: &str) -> String {
+    use aes_gcm::aead::consts::U16;
+    use aes_gcm::aead::{Aead, KeyInit};
+    use aes_gcm::aes::Aes256;
+    use aes_gcm::{AesGcm, Nonce};
+    use base64::Engine as _;
+    let iv: [u8; 16] = core::array::from_fn(|i| i as u8);
+    let cipher = AesGcm::<Aes256, U16>::new_from_slice(&SECRET.as_bytes()[..32]).unwrap();
+    let sealed = cipher
+        .encrypt(Nonce::<U16>::from_slice(&iv), plaintext.as_bytes())
+        .unwrap();
+    base64::engine::general_purpose::STANDARD.encode([iv.as_slice(), &sealed].concat())
+}
 
 /// An action-run message for `url`, unsigned.
 pub fn action_run(run_id: &str, url: &str, method: &str, synchronized: bool) -> Value {

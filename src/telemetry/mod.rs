@@ -1,5 +1,11 @@
-//! Logging set-up: `tracing` with JSON lines (default when stdout is not a
+//! What operators see: logs (here), [`metrics`] and the health/metrics
+//! HTTP [`server`].
+//!
+//! Logging is `tracing` with JSON lines (default when stdout is not a
 //! terminal) or human-readable text, filtered by `RUST_LOG` / `LOG_LEVEL`.
+
+pub mod metrics;
+pub mod server;
 
 use std::io::IsTerminal;
 

@@ -1,0 +1,214 @@
+//! Prometheus metrics (SPEC §9), through the `metrics` facade.
+//!
+//! Components record with the small functions below; the names and labels
+//! live here only. Until [`install`] runs (the `run` command does it) every
+//! call is a cheap no-op, so dry-run, the offline commands and the tests pay
+//! nothing and need no set-up.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Messages handed to the pipeline, by topic.
+pub const CONSUMED: &str = "port_agent_messages_consumed_total";
+/// Messages done, by outcome.
+pub const DONE: &str = "port_agent_messages_done_total";
+/// Messages being processed (or waiting for a same-key predecessor).
+pub const IN_FLIGHT: &str = "port_agent_messages_in_flight";
+/// Mapping expressions that failed at runtime, by mapping index and field.
+pub const MAPPING_ERRORS: &str = "port_agent_mapping_errors_total";
+/// Target request attempts, by method and status class.
+pub const TARGET_REQUESTS: &str = "port_agent_target_requests_total";
+/// Target request attempt duration.
+pub const TARGET_DURATION: &str = "port_agent_target_request_duration_seconds";
+/// Retries, by what was retried (`target`, `port`).
+pub const RETRIES: &str = "port_agent_retries_total";
+/// Port API calls (after retries), by endpoint kind and outcome.
+pub const PORT_CALLS: &str = "port_agent_port_api_calls_total";
+/// Consumer lag per partition.
+pub const CONSUMER_LAG: &str = "port_agent_consumer_lag";
+/// Offset commits, by result.
+pub const COMMITS: &str = "port_agent_commits_total";
+/// Messages written to the dead-letter topic.
+pub const DEAD_LETTERED: &str = "port_agent_dlq_messages_total";
+/// Polling claims, by result.
+pub const CLAIMS: &str = "port_agent_polling_claims_total";
+/// Always 1; labels carry the version.
+pub const BUILD_INFO: &str = "port_agent_build_info";
+
+/// Target latency buckets (seconds): from a local service to a slow CI API.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Install the global recorder and return the handle that renders the text
+/// format. Call once, from the binary.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(TARGET_DURATION.to_string()), DURATION_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    gauge!(IN_FLIGHT).set(0.0);
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(CONSUMED, "Messages handed to the pipeline, by topic.");
+    describe_counter!(DONE, "Messages done, by outcome.");
+    describe_gauge!(
+        IN_FLIGHT,
+        "Messages being processed or waiting for a same-key predecessor."
+    );
+    describe_counter!(
+        MAPPING_ERRORS,
+        "Mapping expressions that failed at runtime, by mapping index and field."
+    );
+    describe_counter!(
+        TARGET_REQUESTS,
+        "Target request attempts, by method and status class."
+    );
+    describe_histogram!(TARGET_DURATION, Unit::Seconds, "Target request attempt duration.");
+    describe_counter!(RETRIES, "Retries, by what was retried (target or port).");
+    describe_counter!(
+        PORT_CALLS,
+        "Port API calls after retries, by endpoint kind and outcome."
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        "Messages behind the partition's end, per partition."
+    );
+    describe_counter!(COMMITS, "Offset commits, by result.");
+    describe_counter!(DEAD_LETTERED, "Messages written to the dead-letter topic.");
+    describe_counter!(CLAIMS, "Polling claim requests, by result.");
+    describe_gauge!(BUILD_INFO, "Build information; the value is always 1.");
+}
+
+/// A delivery was handed to the pipeline.
+pub fn consumed(topic: &str) {
+    counter!(CONSUMED, "topic" => topic.to_string()).increment(1);
+    gauge!(IN_FLIGHT).increment(1.0);
+}
+
+/// A delivery is done with `outcome` (see `Outcome::name`).
+pub fn done(outcome: &'static str) {
+    counter!(DONE, "outcome" => outcome).increment(1);
+    gauge!(IN_FLIGHT).decrement(1.0);
+}
+
+/// A mapping expression failed at runtime.
+pub fn mapping_error(index: usize, field: &str) {
+    counter!(MAPPING_ERRORS, "mapping" => index.to_string(), "field" => field.to_string()).increment(1);
+}
+
+/// The status class label of a target answer (`2xx` … `5xx`), or `error`
+/// when no answer came.
+pub fn status_class(status: Option<u16>) -> &'static str {
+    match status {
+        Some(100..=199) => "1xx",
+        Some(200..=299) => "2xx",
+        Some(300..=399) => "3xx",
+        Some(400..=499) => "4xx",
+        Some(500..=599) => "5xx",
+        _ => "error",
+    }
+}
+
+/// One target request attempt ended (`status` is `None` on a transport error).
+pub fn target_request(method: &str, status: Option<u16>, elapsed: Duration) {
+    counter!(TARGET_REQUESTS, "method" => method.to_string(), "status_class" => status_class(status))
+        .increment(1);
+    histogram!(TARGET_DURATION).record(elapsed.as_secs_f64());
+}
+
+/// A retry is about to happen (`to`: `target` or `port`).
+pub fn retry(to: &'static str) {
+    counter!(RETRIES, "to" => to).increment(1);
+}
+
+/// A Port API call finished (after retries).
+pub fn port_call(kind: &'static str, ok: bool) {
+    counter!(PORT_CALLS, "kind" => kind, "outcome" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// The consumer's lag on one partition.
+pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
+    gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.to_string()).set(lag as f64);
+}
+
+/// An offset commit finished.
+pub fn commit(ok: bool) {
+    counter!(COMMITS, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// A message was written to the dead-letter topic.
+pub fn dead_lettered() {
+    counter!(DEAD_LETTERED).increment(1);
+}
+
+/// A polling claim finished.
+pub fn claim(ok: bool) {
+    counter!(CLAIMS, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        let cases = [
+            (Some(101), "1xx"),
+            (Some(200), "2xx"),
+            (Some(299), "2xx"),
+            (Some(302), "3xx"),
+            (Some(404), "4xx"),
+            (Some(503), "5xx"),
+            (Some(600), "error"),
+            (None, "error"),
+        ];
+        for (status, class) in cases {
+            assert_eq!(status_class(status), class, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn rendered_names_carry_the_prefix_and_labels() {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(TARGET_DURATION.to_string()), DURATION_BUCKETS)
+            .map(PrometheusBuilder::build_recorder);
+        let Ok(recorder) = recorder else {
+            panic!("recorder builds");
+        };
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            consumed("org_1.runs");
+            done("delivered");
+            mapping_error(2, "body.ref");
+            target_request("POST", Some(201), Duration::from_millis(3));
+            retry("port");
+            port_call("run_log", true);
+            consumer_lag("org_1.runs", 1, 7);
+            commit(false);
+            dead_lettered();
+        });
+        let text = handle.render();
+        for line in [
+            "port_agent_messages_consumed_total{topic=\"org_1.runs\"} 1",
+            "port_agent_messages_done_total{outcome=\"delivered\"} 1",
+            "port_agent_messages_in_flight 0",
+            "port_agent_mapping_errors_total{mapping=\"2\",field=\"body.ref\"} 1",
+            "port_agent_target_requests_total{method=\"POST\",status_class=\"2xx\"} 1",
+            "port_agent_target_request_duration_seconds_bucket{le=\"0.005\"} 1",
+            "port_agent_target_request_duration_seconds_bucket{le=\"0.0025\"} 0",
+            "port_agent_retries_total{to=\"port\"} 1",
+            "port_agent_port_api_calls_total{kind=\"run_log\",outcome=\"ok\"} 1",
+            "port_agent_consumer_lag{topic=\"org_1.runs\",partition=\"1\"} 7",
+            "port_agent_commits_total{result=\"error\"} 1",
+            "port_agent_dlq_messages_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        }
+    }
+}
