@@ -19,7 +19,7 @@ use port_agent::pipeline::{Config, Delivery};
 use port_agent::port::PortClient;
 use port_agent::settings::Streamer;
 use port_agent::settings::{Requirement, Settings};
-use port_agent::source::kafka;
+use port_agent::source::{kafka, polling};
 use port_agent::telemetry::server::Health;
 use port_agent::telemetry::{self, init_logging, LogTarget};
 use port_agent::tls::ClientOptions;
@@ -28,6 +28,8 @@ use port_agent::tls::ClientOptions;
 const EXIT_PROBLEMS: u8 = 1;
 /// Exit code: invalid settings or mapping file.
 const EXIT_CONFIG: u8 = 3;
+/// Exit code: `run` gave up (the polling API failed for too long).
+const EXIT_GAVE_UP: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -38,7 +40,8 @@ const EXIT_CONFIG: u8 = 3;
 builds each HTTP request with a jq mapping file, signs and sends it to your internal service, \
 and reports the result back to Port.\n\nWith no command, `run` is assumed.",
     after_help = "Exit codes: 0 success; 1 problems found (mapping errors in `check`, malformed lines in \
-`dry-run`); 2 invalid command line; 3 invalid settings or mapping file.\n\n\
+`dry-run`); 2 invalid command line; 3 invalid settings or mapping file; 4 `run` gave up \
+(Port's polling API failed for POLLING_MAX_FAILURE_DURATION_SECONDS).\n\n\
 Example: PORT_CLIENT_SECRET=example-client-secret-0123456789abcdef port-agent dry-run --input examples/recorded-topic.jsonl --mapping examples/mapping.json"
 )]
 struct Cli {
@@ -286,8 +289,12 @@ async fn run() -> Result<ExitCode> {
     if let Err(e) = port.request("PATCH", "/v1/organization", Some(&streamer)).await {
         tracing::warn!(error = %e, "could not record the streamer name on the organization; continuing");
     }
+    let config = Config {
+        polled: settings.streamer == Streamer::Polling,
+        ..Config::from_settings(&settings)
+    };
     let pipeline = Arc::new(Pipeline::new(
-        Config::from_settings(&settings),
+        config,
         Arc::new(mappings),
         JqEnv::from_process(),
         invoker,
@@ -311,9 +318,12 @@ async fn run() -> Result<ExitCode> {
             engine.run(shutdown).await.context("Kafka consumer failed")?;
         }
         Streamer::Polling => {
-            return Err(anyhow!(
-                "STREAMER_NAME=POLLING is not available in this build yet"
-            ));
+            let opts = polling::PollingOptions::from_settings(&settings);
+            let engine = polling::PollingEngine::new(port.clone(), opts, pipeline, health);
+            if let Err(e) = engine.run(shutdown).await {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(EXIT_GAVE_UP));
+            }
         }
     }
     tracing::info!("port-agent stopped");

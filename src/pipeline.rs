@@ -166,6 +166,10 @@ pub struct Config {
     pub infer_topics: bool,
     /// Sign with this Unix time instead of the clock (reproducible output).
     pub fixed_timestamp: Option<u64>,
+    /// Deliveries come from Port's polling API: unsigned, and already
+    /// filtered for the agent by the source (their invocation method has
+    /// no `agent` key, SPEC §2.2).
+    pub polled: bool,
 }
 
 impl Config {
@@ -184,6 +188,7 @@ impl Config {
             },
             infer_topics: false,
             fixed_timestamp: None,
+            polled: false,
         }
     }
 
@@ -308,11 +313,11 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             kind: kind.clone(),
             ..Outcome::skipped(skip)
         };
-        if !inv.for_agent() {
+        if !self.config.polled && !inv.for_agent() {
             info!("skipping message: not for agent");
             return skipped(Skip::NotForAgent);
         }
-        if inv.is_signed() {
+        if !self.config.polled && inv.is_signed() {
             let gitlab = inv.method_type() == Some("GITLAB");
             let checked = match &self.config.secret {
                 Some(secret) => signature::verify_incoming(&mut inv.message, secret.expose(), gitlab),

@@ -111,6 +111,7 @@ fn engine(brokers: &str, target: &Arc<TestTarget>, max_in_flight: usize) -> Engi
         budget: Budget::default(),
         infer_topics: false,
         fixed_timestamp: None,
+        polled: false,
     };
     let mappings = MappingSet::parse(r#"[{"enabled": true}]"#).unwrap();
     let pipeline = Pipeline::new(

@@ -47,6 +47,7 @@ async fn render(
         budget: Budget::default(),
         infer_topics: false,
         fixed_timestamp: None,
+        polled: false,
     };
     let env = JqEnv::new(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let body = if answer.is_null() {

@@ -58,6 +58,7 @@ fn agent_with(port: &FakePort, mappings: Value, tweak: impl FnOnce(&mut Config))
         budget: Budget::default(),
         infer_topics: false,
         fixed_timestamp: None,
+        polled: false,
     };
     tweak(&mut config);
     let env = JqEnv::new([("MY_TOKEN".to_string(), "tok-123".to_string())]);

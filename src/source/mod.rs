@@ -9,6 +9,7 @@
 
 pub mod kafka;
 pub mod offsets;
+pub mod polling;
 pub mod recorded;
 
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use crate::invoke::Invoker;
@@ -44,6 +45,12 @@ pub trait Source: Send + 'static {
 
     /// Fetching has stopped; in-flight messages are about to be drained.
     fn stopping(&mut self) {}
+
+    /// Deliveries the source already took responsibility for but has not
+    /// handed out yet (polling: acked runs); they are processed in the drain.
+    fn undispatched(&mut self) -> impl Future<Output = Vec<(Delivery, Self::Ack)>> + Send {
+        async { Vec::new() }
+    }
 
     /// The drain is over (or timed out): release everything.
     fn close(self) -> impl Future<Output = ()> + Send;
@@ -89,48 +96,29 @@ pub async fn dispatch<S, I, R>(
             _ = shutdown.wait() => break,
             next = source.next() => match next { Some(n) => n, None => break },
         };
-
-        // Per-key order: wait for the previous message of the same key.
-        let (prev, done_tx, chain_id) = match &delivery.key {
-            Some(key) => {
-                let (tx, rx) = oneshot::channel();
-                let mut c = chains.lock().unwrap_or_else(|e| e.into_inner());
-                c.next_id += 1;
-                let id = c.next_id;
-                let prev = c.tails.insert(key.clone(), (id, rx)).map(|(_, rx)| rx);
-                (prev, Some(tx), id)
-            }
-            None => (None, None, 0),
-        };
-        metrics::consumed(&delivery.topic);
-        let pipeline = pipeline.clone();
-        let chains = chains.clone();
-        tokio::spawn(async move {
-            if let Some(prev) = prev {
-                // An error only means the predecessor's task is gone; never
-                // block on it.
-                let _ = prev.await;
-            }
-            let outcome = pipeline.process(&delivery).await;
-            ack.done(&delivery, &outcome).await;
-            metrics::done(outcome.name());
-            if let Some(tx) = done_tx {
-                let _ = tx.send(());
-                if let Some(key) = &delivery.key {
-                    let mut c = chains.lock().unwrap_or_else(|e| e.into_inner());
-                    if c.tails.get(key).is_some_and(|(id, _)| *id == chain_id) {
-                        c.tails.remove(key);
-                    }
-                }
-            }
-            drop(permit);
-        });
+        start(delivery, ack, permit, &pipeline, &chains);
     }
 
     source.stopping();
+    let deadline = tokio::time::Instant::now() + opts.drain_timeout;
+    let handed_over = source.undispatched().await;
+    let mut left = handed_over.len();
+    for (delivery, ack) in handed_over {
+        match tokio::time::timeout_at(deadline, permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => start(delivery, ack, permit, &pipeline, &chains),
+            _ => break,
+        }
+        left -= 1;
+    }
+    if left > 0 {
+        warn!(
+            messages = left,
+            "drain timeout reached before these messages could start"
+        );
+    }
     info!("stopping: draining in-flight messages");
     let all = u32::try_from(opts.max_in_flight).unwrap_or(u32::MAX);
-    match tokio::time::timeout(opts.drain_timeout, permits.acquire_many(all)).await {
+    match tokio::time::timeout_at(deadline, permits.acquire_many(all)).await {
         Ok(_) => info!("all in-flight messages finished"),
         Err(_) => warn!(
             in_flight = opts.max_in_flight - permits.available_permits(),
@@ -138,4 +126,54 @@ pub async fn dispatch<S, I, R>(
         ),
     }
     source.close().await;
+}
+
+/// Start processing one delivery: after its key's predecessor, holding
+/// `permit` until the source has its ack.
+fn start<A, I, R>(
+    delivery: Delivery,
+    ack: A,
+    permit: OwnedSemaphorePermit,
+    pipeline: &Arc<Pipeline<I, R>>,
+    chains: &Arc<Mutex<KeyChains>>,
+) where
+    A: Ack,
+    I: Invoker + 'static,
+    R: Reporter + 'static,
+{
+    // Per-key order: wait for the previous message of the same key.
+    let (prev, done_tx, chain_id) = match &delivery.key {
+        Some(key) => {
+            let (tx, rx) = oneshot::channel();
+            let mut c = chains.lock().unwrap_or_else(|e| e.into_inner());
+            c.next_id += 1;
+            let id = c.next_id;
+            let prev = c.tails.insert(key.clone(), (id, rx)).map(|(_, rx)| rx);
+            (prev, Some(tx), id)
+        }
+        None => (None, None, 0),
+    };
+    metrics::consumed(&delivery.topic);
+    let pipeline = pipeline.clone();
+    let chains = chains.clone();
+    tokio::spawn(async move {
+        if let Some(prev) = prev {
+            // An error only means the predecessor's task is gone; never
+            // block on it.
+            let _ = prev.await;
+        }
+        let outcome = pipeline.process(&delivery).await;
+        ack.done(&delivery, &outcome).await;
+        metrics::done(outcome.name());
+        if let Some(tx) = done_tx {
+            let _ = tx.send(());
+            if let Some(key) = &delivery.key {
+                let mut c = chains.lock().unwrap_or_else(|e| e.into_inner());
+                if c.tails.get(key).is_some_and(|(id, _)| *id == chain_id) {
+                    c.tails.remove(key);
+                }
+            }
+        }
+        drop(permit);
+    });
 }

@@ -5,10 +5,12 @@
 
 pub mod broker;
 
+use std::collections::HashSet;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -31,6 +33,8 @@ pub struct Recorded {
     pub body: Vec<u8>,
     /// The status the fake answered.
     pub status: u16,
+    /// When it arrived (comparable across the fakes of one test).
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -61,6 +65,7 @@ fn record(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes, status:
             .collect(),
         body: body.to_vec(),
         status,
+        at: Instant::now(),
     }
 }
 
@@ -84,6 +89,60 @@ pub struct PortState {
     pub fail_next: Mutex<VecDeque<u16>>,
     pub tokens_issued: Mutex<u32>,
     pub token_lifetime: Mutex<u64>,
+    /// Polling API: action runs (`{"id","payload"}`) and node runs
+    /// (`{"identifier","config"}`) waiting to be claimed.
+    pub claimable_runs: Mutex<VecDeque<Value>>,
+    pub claimable_node_runs: Mutex<VecDeque<Value>>,
+    /// Statuses for the next claim calls (either kind), then 200.
+    pub claim_script: Mutex<VecDeque<u16>>,
+    /// Every claim call fails with this status.
+    pub claims_always_fail: Mutex<Option<u16>>,
+    /// Run ids whose ack is refused (409: claimed elsewhere).
+    pub ack_refused: Mutex<HashSet<String>>,
+}
+
+/// The polling API's answer to a claim or an ack, or `None` for other paths.
+fn polling_answer(state: &PortState, path: &str, body: &Value) -> Option<(u16, Value)> {
+    let claim = |queue: &Mutex<VecDeque<Value>>, key: &str| {
+        let forced = state
+            .claims_always_fail
+            .lock()
+            .unwrap()
+            .or_else(|| state.claim_script.lock().unwrap().pop_front());
+        if let Some(status) = forced.filter(|s| *s >= 300) {
+            return (status, json!({"ok": false}));
+        }
+        let limit = body["limit"].as_u64().unwrap_or(0) as usize;
+        let mut q = queue.lock().unwrap();
+        let n = limit.min(q.len());
+        let taken: Vec<Value> = q.drain(..n).collect();
+        (200, json!({ key: taken }))
+    };
+    let refused = |id: &str| state.ack_refused.lock().unwrap().contains(id);
+    match path {
+        "/v1/actions/runs/claim-pending" => Some(claim(&state.claimable_runs, "runs")),
+        "/v1/workflows/runs/claim-pending" => Some(claim(&state.claimable_node_runs, "nodeRuns")),
+        "/v1/actions/runs/ack" => {
+            let ids: Vec<&str> = body["runIds"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if ids.iter().any(|id| refused(id)) {
+                Some((409, json!({"ok": false, "error": "already acked"})))
+            } else {
+                Some((200, json!({"ok": true, "ackedCount": ids.len()})))
+            }
+        }
+        "/v1/workflows/runs/ack" => {
+            let id = body["nodeRunIdentifier"].as_str().unwrap_or_default();
+            if refused(id) {
+                Some((409, json!({"ok": false, "error": "already acked"})))
+            } else {
+                Some((200, json!({"ok": true, "acked": true})))
+            }
+        }
+        _ => None,
+    }
 }
 
 #[derive(Clone)]
@@ -123,13 +182,20 @@ async fn port_handler(
         Some(auth) if auth == latest => status,
         _ => 401,
     };
+    let (status, answer) = match status {
+        200 => {
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            polling_answer(&state, uri.path(), &request).unwrap_or((200, json!({"ok": true})))
+        }
+        other => (other, json!({"ok": false})),
+    };
     state
         .calls
         .lock()
         .unwrap()
         .push(record(&method, &uri, &headers, &body, status));
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (code, axum::Json(json!({"ok": status < 300}))).into_response()
+    (code, axum::Json(answer)).into_response()
 }
 
 impl FakePort {
@@ -202,6 +268,9 @@ pub struct TargetState {
     /// Answers for the next requests, in order; then `default`.
     pub script: Mutex<VecDeque<Answer>>,
     pub default: Mutex<Option<Answer>>,
+    /// Requests being answered now, and the most at once.
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
 }
 
 #[derive(Clone)]
@@ -235,9 +304,12 @@ async fn target_handler(
         .lock()
         .unwrap()
         .push(record(&method, &uri, &headers, &body, answer.status));
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     if !answer.delay.is_zero() {
         tokio::time::sleep(answer.delay).await;
     }
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
     let mut resp = (StatusCode::from_u16(answer.status).unwrap(), answer.body.clone()).into_response();
     for (k, v) in &answer.headers {
         resp.headers_mut().insert(
@@ -284,6 +356,21 @@ impl FakeTarget {
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Answer every request with `status` after `delay`.
+    pub fn answer_after(&self, status: u16, delay: Duration) {
+        *self.state.default.lock().unwrap() = Some(Answer {
+            status,
+            body: String::new(),
+            delay,
+            headers: vec![],
+        });
+    }
+
+    /// The most requests the target was answering at once.
+    pub fn max_concurrency(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
     }
 }
 

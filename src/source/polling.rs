@@ -1,0 +1,604 @@
+//! The polling source (SPEC §2.2, `STREAMER_NAME=POLLING`): runs claimed
+//! from Port's API instead of read from Kafka, then fed to the same
+//! [`super::dispatch`] and pipeline.
+//!
+//! Each iteration claims pending action runs and workflow node runs (both
+//! calls at once), acks every claimed run with its own call (all at once),
+//! and queues the acked ones; a run whose ack fails is dropped, since Port
+//! did not hand it to us. When a claim came back full, the next iteration
+//! starts at once; otherwise after `POLLING_INTERVAL_SECONDS`. Claim
+//! failures back off exponentially with jitter, and after
+//! `POLLING_MAX_FAILURE_DURATION_SECONDS` of nothing but failures the source
+//! ends with [`PollingError`].
+//!
+//! An iteration runs as a task of its own, so a shutdown that interrupts the
+//! dispatcher never loses its result: acked runs are handed over through
+//! [`Source::undispatched`] and still processed in the drain.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::{dispatch, Ack, DispatchOptions, Source};
+use crate::invoke::Invoker;
+use crate::pipeline::{Delivery, Outcome, Pipeline, Result_, Skip};
+use crate::port::{PortCall, PortClient, Reporter};
+use crate::settings::Settings;
+use crate::shutdown::Shutdown;
+use crate::telemetry::metrics;
+use crate::telemetry::server::Health;
+
+/// The installation id Port's polling API expects.
+const INSTALLATION_ID: &str = "_PORT_EXEC_AGENT";
+/// The summary reported when a claimed run could not be processed.
+const FAILED_SUMMARY: &str = "Agent failed to process the run";
+
+/// How the polling source claims work and backs off.
+#[derive(Debug, Clone)]
+pub struct PollingOptions {
+    /// Runs asked for per claim (`POLLING_RUNS_BATCH_SIZE`).
+    pub batch_size: u32,
+    /// Pause after a claim that was not full.
+    pub interval: Duration,
+    /// First backoff after a failed claim.
+    pub initial_backoff: Duration,
+    /// Largest backoff.
+    pub max_backoff: Duration,
+    /// Growth per consecutive failure.
+    pub backoff_factor: f64,
+    /// ± fraction of randomness on each backoff.
+    pub backoff_jitter: f64,
+    /// Continuous failure after which the source gives up.
+    pub max_failure: Duration,
+    /// Messages in flight at most.
+    pub max_in_flight: usize,
+    /// Drain time at shutdown.
+    pub drain_timeout: Duration,
+    /// Topic name given to deliveries (the pipeline treats them as runs).
+    pub runs_topic: String,
+    /// The pipeline itself reports unmatched node runs as FAILED
+    /// (`AGENT_WF_UNMATCHED_FAIL`), so the ack need not.
+    pub wf_unmatched_fail: bool,
+}
+
+impl PollingOptions {
+    /// From settings.
+    pub fn from_settings(s: &Settings) -> PollingOptions {
+        PollingOptions {
+            batch_size: s.polling_batch_size,
+            interval: s.polling_interval,
+            initial_backoff: s.polling_initial_backoff,
+            max_backoff: s.polling_max_backoff,
+            backoff_factor: s.polling_backoff_factor,
+            backoff_jitter: s.polling_backoff_jitter,
+            max_failure: s.polling_max_failure,
+            max_in_flight: s.max_in_flight,
+            drain_timeout: s.drain_timeout,
+            runs_topic: s.runs_topic.clone(),
+            wf_unmatched_fail: s.wf_unmatched_fail,
+        }
+    }
+
+    /// The pause before retry number `failures` (1 = after the first
+    /// failure): `initial × factor^(failures-1)`, capped, then ± jitter.
+    pub fn backoff(&self, failures: u32, jitter_draw: f64) -> Duration {
+        let exp = i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX);
+        let base = (self.initial_backoff.as_secs_f64() * self.backoff_factor.max(1.0).powi(exp))
+            .min(self.max_backoff.as_secs_f64());
+        let jittered = base * (1.0 + self.backoff_jitter * jitter_draw.clamp(-1.0, 1.0));
+        Duration::from_secs_f64(jittered.max(0.0))
+    }
+}
+
+/// Claims kept failing for longer than allowed.
+#[derive(Debug, thiserror::Error)]
+#[error("Port's polling API failed for {seconds:.0} s without a success (POLLING_MAX_FAILURE_DURATION_SECONDS); last error: {last}")]
+pub struct PollingError {
+    /// How long it failed.
+    pub seconds: f64,
+    /// The last claim error.
+    pub last: String,
+}
+
+/// A claimed run, as the pipeline will see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedRun {
+    /// `r_…` or `wfnr_…`.
+    pub id: String,
+    /// A workflow node run (acked and failed through the workflow endpoints).
+    pub node_run: bool,
+    /// The message handed to the pipeline.
+    pub message: Value,
+    /// `agent` was true.
+    pub for_agent: bool,
+}
+
+/// Build the message of an action run claimed from
+/// `/v1/actions/runs/claim-pending` (SPEC §2.2).
+pub fn action_run_message(run: &Value) -> Option<ClaimedRun> {
+    let id = run.get("id")?.as_str()?.to_string();
+    let payload = run.get("payload")?.as_object()?;
+    let for_agent = payload.get("agent").and_then(Value::as_bool) == Some(true);
+    let mut method = payload.clone();
+    method.shift_remove("agent");
+    method.shift_remove("body");
+    let mut message = match payload.get("body") {
+        Some(Value::Object(body)) => body.clone(),
+        _ => serde_json::Map::new(),
+    };
+    message.insert(
+        "headers".into(),
+        payload.get("headers").cloned().unwrap_or_else(|| json!({})),
+    );
+    set_path(
+        &mut message,
+        &["payload", "action", "invocationMethod"],
+        Value::Object(method),
+    );
+    set_path(&mut message, &["context", "runId"], Value::String(id.clone()));
+    Some(ClaimedRun {
+        id,
+        node_run: false,
+        message: Value::Object(message),
+        for_agent,
+    })
+}
+
+/// Build the message of a node run claimed from
+/// `/v1/workflows/runs/claim-pending` (SPEC §2.2).
+pub fn node_run_message(run: &Value) -> Option<ClaimedRun> {
+    let id = run.get("identifier")?.as_str()?.to_string();
+    let config = run.get("config")?.as_object()?;
+    let for_agent = config.get("agent").and_then(Value::as_bool) == Some(true);
+    let mut method = config.clone();
+    method.shift_remove("agent");
+    let message = json!({
+        "headers": config.get("headers").cloned().unwrap_or_else(|| json!({})),
+        "payload": {"action": {"invocationMethod": Value::Object(method)}},
+        "context": {"runId": id, "nodeConfig": Value::Object(config.clone())},
+    });
+    Some(ClaimedRun {
+        id,
+        node_run: true,
+        message,
+        for_agent,
+    })
+}
+
+fn set_path(map: &mut serde_json::Map<String, Value>, path: &[&str], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = map;
+    for key in parents {
+        let slot = cur.entry(key.to_string()).or_insert_with(|| json!({}));
+        if !slot.is_object() {
+            *slot = json!({});
+        }
+        let Value::Object(next) = slot else { return };
+        cur = next;
+    }
+    cur.insert(last.to_string(), value);
+}
+
+/// What one iteration brought.
+struct Iteration {
+    /// Acked runs, ready to process.
+    acked: Vec<ClaimedRun>,
+    /// A claim came back with as many runs as asked for.
+    full: bool,
+    /// The first claim error, if a claim failed.
+    error: Option<String>,
+}
+
+/// Claim both kinds, then ack every claimed run for the agent, each on its
+/// own, all at once.
+async fn iterate(port: PortClient, limit: u32) -> Iteration {
+    let runs_body = json!({"installationId": INSTALLATION_ID, "limit": limit, "invocationMethod": "WEBHOOK"});
+    let nodes_body = json!({"installationId": INSTALLATION_ID, "limit": limit});
+    let (runs, nodes) = tokio::join!(
+        port.request("POST", "/v1/actions/runs/claim-pending", Some(&runs_body)),
+        port.request("POST", "/v1/workflows/runs/claim-pending", Some(&nodes_body)),
+    );
+    let mut claimed = Vec::new();
+    let mut error = None;
+    let mut full = false;
+    for (answer, key, build) in [
+        (
+            runs,
+            "runs",
+            action_run_message as fn(&Value) -> Option<ClaimedRun>,
+        ),
+        (nodes, "nodeRuns", node_run_message),
+    ] {
+        metrics::claim(answer.is_ok());
+        match answer {
+            Ok(v) => {
+                let list = v.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+                full |= list.len() >= limit as usize && limit > 0;
+                for item in &list {
+                    match build(item) {
+                        Some(run) if run.for_agent => claimed.push(run),
+                        Some(run) => info!(run_id = %run.id, "claimed run is not for the agent; skipped"),
+                        None => warn!(kind = key, "claimed item without an id or payload; skipped"),
+                    }
+                }
+            }
+            Err(e) => {
+                error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    let acks = claimed.into_iter().map(|run| {
+        let port = port.clone();
+        async move {
+            let acked = ack(&port, &run).await;
+            acked.then_some(run)
+        }
+    });
+    let acked = futures_join_all(acks).await.into_iter().flatten().collect();
+    Iteration { acked, full, error }
+}
+
+/// Await every future, concurrently (tokio tasks on the current runtime).
+async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<JoinHandle<T>> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Ack one run; `true` when Port confirmed it.
+async fn ack(port: &PortClient, run: &ClaimedRun) -> bool {
+    let (path, body, confirmed): (&str, Value, fn(&Value) -> bool) = if run.node_run {
+        (
+            "/v1/workflows/runs/ack",
+            json!({"nodeRunIdentifier": run.id}),
+            |v| v.get("acked").and_then(Value::as_bool) == Some(true),
+        )
+    } else {
+        ("/v1/actions/runs/ack", json!({"runIds": [run.id]}), |v| {
+            v.get("ackedCount").and_then(Value::as_u64).is_some_and(|n| n > 0)
+        })
+    };
+    match port.request("PATCH", path, Some(&body)).await {
+        Ok(v) if confirmed(&v) => true,
+        Ok(v) => {
+            warn!(run_id = %run.id, answer = %v, "Port did not confirm the ack; the run is not processed");
+            false
+        }
+        Err(e) => {
+            warn!(run_id = %run.id, error = %e, "ack failed; the run is not processed");
+            false
+        }
+    }
+}
+
+/// The polling source.
+pub struct PollingSource {
+    port: PortClient,
+    opts: PollingOptions,
+    health: Arc<Health>,
+    queue: VecDeque<ClaimedRun>,
+    iteration: Option<JoinHandle<Iteration>>,
+    next_poll: Instant,
+    failures: u32,
+    failing_since: Option<Instant>,
+    fatal: Arc<Mutex<Option<PollingError>>>,
+    sequence: i64,
+}
+
+/// A polling delivery's ack: reports FAILURE when the pipeline could not
+/// process the run (it was claimed and acked, so nobody else will).
+pub struct PollingAck {
+    run: ClaimedRun,
+    port: PortClient,
+    wf_unmatched_fail: bool,
+}
+
+impl PollingSource {
+    /// A source claiming through `port`.
+    pub fn new(port: PortClient, opts: PollingOptions, health: Arc<Health>) -> PollingSource {
+        PollingSource {
+            port,
+            opts,
+            health,
+            queue: VecDeque::new(),
+            iteration: None,
+            next_poll: Instant::now(),
+            failures: 0,
+            failing_since: None,
+            fatal: Arc::default(),
+            sequence: 0,
+        }
+    }
+
+    fn delivery(&mut self, run: ClaimedRun) -> (Delivery, PollingAck) {
+        self.sequence += 1;
+        let delivery = Delivery {
+            topic: self.opts.runs_topic.clone(),
+            partition: -1,
+            offset: self.sequence,
+            key: None,
+            payload: run.message.to_string().into_bytes(),
+        };
+        let ack = PollingAck {
+            run,
+            port: self.port.clone(),
+            wf_unmatched_fail: self.opts.wf_unmatched_fail,
+        };
+        (delivery, ack)
+    }
+
+    /// Take an iteration's result: queue its runs, schedule the next one.
+    /// `false` when the failures went on for too long.
+    fn absorb(&mut self, it: Iteration) -> bool {
+        let now = Instant::now();
+        self.queue.extend(it.acked);
+        match it.error {
+            None => {
+                if self.failures > 0 {
+                    info!(failures = self.failures, "claims succeed again");
+                }
+                self.failures = 0;
+                self.failing_since = None;
+                self.health.set_ready();
+                self.next_poll = if it.full { now } else { now + self.opts.interval };
+            }
+            Some(e) => {
+                self.failures += 1;
+                let since = *self.failing_since.get_or_insert(now);
+                let failing_for = now - since;
+                if failing_for >= self.opts.max_failure {
+                    let err = PollingError {
+                        seconds: failing_for.as_secs_f64(),
+                        last: e,
+                    };
+                    error!(error = %err, "giving up");
+                    *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
+                    return false;
+                }
+                let draw = rand::rng().random_range(-1.0..=1.0);
+                let pause = self.opts.backoff(self.failures, draw);
+                warn!(error = %e, failures = self.failures, retry_in_ms = pause.as_millis() as u64,
+                      "claiming runs failed; backing off");
+                self.health
+                    .set_not_ready(format!("claiming runs from Port fails: {e}"));
+                // Never sleep past the moment of giving up.
+                let give_up_at = since + self.opts.max_failure;
+                self.next_poll = (now + pause).min(give_up_at);
+            }
+        }
+        true
+    }
+}
+
+impl Source for PollingSource {
+    type Ack = PollingAck;
+
+    async fn next(&mut self) -> Option<(Delivery, PollingAck)> {
+        loop {
+            if let Some(run) = self.queue.pop_front() {
+                return Some(self.delivery(run));
+            }
+            if self.iteration.is_none() {
+                tokio::time::sleep_until(self.next_poll).await;
+                let (port, limit) = (self.port.clone(), self.opts.batch_size);
+                self.iteration = Some(tokio::spawn(iterate(port, limit)));
+            }
+            // Cancel-safe: the handle stays in `self` if this is dropped.
+            let Some(handle) = self.iteration.as_mut() else {
+                continue;
+            };
+            let result = handle.await;
+            self.iteration = None;
+            match result {
+                Ok(it) => {
+                    if !self.absorb(it) {
+                        return None;
+                    }
+                }
+                Err(e) => {
+                    // The iteration task panicked: count it as a failure.
+                    let it = Iteration {
+                        acked: Vec::new(),
+                        full: false,
+                        error: Some(format!("claim task failed: {e}")),
+                    };
+                    if !self.absorb(it) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn undispatched(&mut self) -> Vec<(Delivery, PollingAck)> {
+        // An iteration interrupted by shutdown may have acked runs: they are
+        // ours now, so they are processed in the drain.
+        if let Some(handle) = self.iteration.take() {
+            if let Ok(it) = handle.await {
+                self.queue.extend(it.acked);
+            }
+        }
+        let runs: Vec<ClaimedRun> = self.queue.drain(..).collect();
+        if !runs.is_empty() {
+            info!(runs = runs.len(), "processing acked runs before stopping");
+        }
+        runs.into_iter().map(|r| self.delivery(r)).collect()
+    }
+
+    async fn close(self) {}
+}
+
+/// A claimed, acked run was not processed (no mapping, or not a run the
+/// pipeline understood) and nothing reported it: it is ours to fail.
+fn unreported_failure(outcome: &Outcome, node_run: bool, wf_unmatched_fail: bool) -> bool {
+    match &outcome.result {
+        Result_::Skipped(Skip::NoMapping) => !(node_run && wf_unmatched_fail),
+        Result_::Skipped(_) => true,
+        Result_::Delivered(_) | Result_::RequestFailed(_) => false,
+    }
+}
+
+impl Ack for PollingAck {
+    async fn done(self, _delivery: &Delivery, outcome: &Outcome) {
+        if !unreported_failure(outcome, self.run.node_run, self.wf_unmatched_fail) {
+            return;
+        }
+        let call = if self.run.node_run {
+            PortCall::NodeRunPatch {
+                run_id: self.run.id.clone(),
+                body: json!({"status": "COMPLETED", "result": "FAILED"}),
+            }
+        } else {
+            PortCall::RunPatch {
+                run_id: self.run.id.clone(),
+                body: json!({"status": "FAILURE", "summary": FAILED_SUMMARY}),
+            }
+        };
+        warn!(run_id = %self.run.id, outcome = outcome.name(), "the run could not be processed; reporting failure");
+        if let Err(e) = self.port.send(call).await {
+            error!(run_id = %self.run.id, error = %e, "could not report the failure to Port");
+        }
+    }
+}
+
+/// The polling engine: a [`PollingSource`] run through the pipeline.
+pub struct PollingEngine<I, R> {
+    port: PortClient,
+    opts: PollingOptions,
+    pipeline: Arc<Pipeline<I, R>>,
+    health: Arc<Health>,
+}
+
+impl<I, R> PollingEngine<I, R>
+where
+    I: Invoker + 'static,
+    R: Reporter + 'static,
+{
+    /// A new engine.
+    pub fn new(
+        port: PortClient,
+        opts: PollingOptions,
+        pipeline: Arc<Pipeline<I, R>>,
+        health: Arc<Health>,
+    ) -> Self {
+        PollingEngine {
+            port,
+            opts,
+            pipeline,
+            health,
+        }
+    }
+
+    /// Poll until `shutdown` fires (then drain), or until claims failed for
+    /// too long.
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), PollingError> {
+        self.health.set_not_ready("waiting for the first claim from Port");
+        let source = PollingSource::new(self.port, self.opts.clone(), self.health);
+        let fatal = source.fatal.clone();
+        let limits = DispatchOptions {
+            max_in_flight: self.opts.max_in_flight,
+            drain_timeout: self.opts.drain_timeout,
+        };
+        debug!(batch = self.opts.batch_size, "polling Port for runs");
+        dispatch(source, self.pipeline, limits, shutdown).await;
+        let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> PollingOptions {
+        PollingOptions {
+            batch_size: 10,
+            interval: Duration::from_secs(10),
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            backoff_factor: 2.0,
+            backoff_jitter: 0.1,
+            max_failure: Duration::from_secs(3600),
+            max_in_flight: 64,
+            drain_timeout: Duration::from_secs(20),
+            runs_topic: "org_1.runs".into(),
+            wf_unmatched_fail: true,
+        }
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let o = opts();
+        let secs = |n, d| o.backoff(n, d).as_secs_f64();
+        assert_eq!(secs(1, 0.0), 1.0);
+        assert_eq!(secs(2, 0.0), 2.0);
+        assert_eq!(secs(5, 0.0), 16.0);
+        assert_eq!(secs(20, 0.0), 300.0, "capped");
+        assert!((secs(3, 1.0) - 4.4).abs() < 1e-9, "+10 %");
+        assert!((secs(3, -1.0) - 3.6).abs() < 1e-9, "-10 %");
+        assert!((secs(3, 5.0) - 4.4).abs() < 1e-9, "draws are clamped");
+    }
+
+    #[test]
+    fn action_run_message_follows_the_spec() {
+        let run = json!({"id": "r_1", "payload": {
+            "type": "WEBHOOK", "url": "http://svc/hook", "agent": true, "synchronized": true,
+            "method": "POST", "headers": {"X-A": "1"},
+            "body": {"action": {"identifier": "deploy"}, "payload": {"properties": {"v": 1}},
+                     "context": {"blueprint": "svc"}}}});
+        let claimed = action_run_message(&run).expect("a run");
+        assert_eq!(claimed.id, "r_1");
+        assert!(claimed.for_agent && !claimed.node_run);
+        assert_eq!(
+            claimed.message,
+            json!({
+                "action": {"identifier": "deploy"},
+                "payload": {"properties": {"v": 1},
+                            "action": {"invocationMethod": {"type": "WEBHOOK", "url": "http://svc/hook",
+                                "synchronized": true, "method": "POST", "headers": {"X-A": "1"}}}},
+                "context": {"blueprint": "svc", "runId": "r_1"},
+                "headers": {"X-A": "1"},
+            })
+        );
+        let not_for_agent = json!({"id": "r_2", "payload": {"agent": false, "body": {}}});
+        assert!(!action_run_message(&not_for_agent).expect("a run").for_agent);
+        assert_eq!(action_run_message(&json!({"payload": {}})), None);
+    }
+
+    #[test]
+    fn node_run_message_follows_the_spec() {
+        let config = json!({"type": "WEBHOOK", "url": "http://svc/n", "method": "PUT", "agent": true,
+                            "headers": {"H": "v"}, "synchronized": false});
+        let claimed = node_run_message(&json!({"identifier": "wfnr_1", "config": config})).expect("a run");
+        assert!(claimed.node_run && claimed.for_agent);
+        assert_eq!(
+            claimed.message,
+            json!({
+                "headers": {"H": "v"},
+                "payload": {"action": {"invocationMethod": {"type": "WEBHOOK", "url": "http://svc/n",
+                    "method": "PUT", "headers": {"H": "v"}, "synchronized": false}}},
+                "context": {"runId": "wfnr_1", "nodeConfig": config},
+            })
+        );
+    }
+}

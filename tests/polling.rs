@@ -1,0 +1,481 @@
+//! `STREAMER_NAME=POLLING` (SPEC §2.2): the built binary against the fake
+//! Port API's claim and ack endpoints and a fake target.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::broker::AgentProcess;
+use support::{FakePort, FakeTarget, Recorded, SECRET};
+
+const CLAIM_RUNS: &str = "/v1/actions/runs/claim-pending";
+const CLAIM_NODES: &str = "/v1/workflows/runs/claim-pending";
+const ACK_RUN: &str = "/v1/actions/runs/ack";
+const ACK_NODE: &str = "/v1/workflows/runs/ack";
+
+fn mapping_file(tag: &str, mapping: &Value) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("polling-mapping-{tag}-{}.json", std::process::id()));
+    std::fs::write(&path, mapping.to_string()).expect("write mapping");
+    path
+}
+
+/// Start the agent in polling mode with `mapping` and `extra` settings.
+fn start_agent(port: &FakePort, tag: &str, mapping: &Value, extra: &[(&str, &str)]) -> AgentProcess {
+    let mapping = mapping_file(tag, mapping);
+    let mut env: Vec<(&str, String)> = vec![
+        ("PORT_ORG_ID", "org_1".into()),
+        ("PORT_CLIENT_ID", "client-id".into()),
+        ("PORT_CLIENT_SECRET", SECRET.into()),
+        ("PORT_API_BASE_URL", port.base()),
+        ("STREAMER_NAME", "POLLING".into()),
+        ("CONTROL_THE_PAYLOAD_CONFIG_PATH", mapping.display().to_string()),
+        ("POLLING_INTERVAL_SECONDS", "0.2".into()),
+        ("AGENT_PORT_RETRY_MAX_ATTEMPTS", "1".into()),
+        ("AGENT_HTTP_PORT", "0".into()),
+        ("AGENT_LOG_FORMAT", "json".into()),
+        ("LOG_LEVEL", "info".into()),
+    ];
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push((k, v.to_string()));
+    }
+    AgentProcess::start(&env, tag)
+}
+
+/// An action run as `claim-pending` returns it.
+fn claimable(id: &str, url: &str, synchronized: bool, properties: Value) -> Value {
+    json!({"id": id, "payload": {
+        "type": "WEBHOOK", "url": url, "agent": true, "synchronized": synchronized,
+        "method": "POST", "headers": {"X-From": "port"},
+        "body": {"action": {"identifier": "deploy"}, "payload": {"properties": properties},
+                 "context": {"blueprint": "service"}}}})
+}
+
+fn offer(port: &FakePort, runs: impl IntoIterator<Item = Value>) {
+    port.state.claimable_runs.lock().unwrap().extend(runs);
+}
+
+/// Poll `check` every 20 ms until it holds, or panic after `within`.
+fn wait_until(within: Duration, what: &str, agent: &AgentProcess, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; agent log:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn calls_to(port: &FakePort, path: &str) -> Vec<Recorded> {
+    port.all_calls()
+        .into_iter()
+        .filter(|c| c.path() == path)
+        .collect()
+}
+
+fn patches_of(port: &FakePort, run_id: &str) -> Vec<Value> {
+    let path = format!("/v1/actions/runs/{run_id}");
+    port.accepted()
+        .into_iter()
+        .filter(|c| c.method == "PATCH" && c.path() == path)
+        .map(|c| c.json())
+        .collect()
+}
+
+fn stop(mut agent: AgentProcess) {
+    agent.signal("-TERM");
+    assert_eq!(
+        agent.wait(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        agent.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t1_a_claimed_run_is_acked_then_processed_then_reported() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer_json(200, json!({"deployed": true}));
+    offer(
+        &port,
+        [claimable("r_1", &target.url("/deploy"), true, json!({"v": 1}))],
+    );
+    let agent = start_agent(&port, "t1", &json!([{"enabled": true}]), &[]);
+    wait_until(Duration::from_secs(30), "the status report", &agent, || {
+        !patches_of(&port, "r_1").is_empty()
+    });
+    stop(agent);
+
+    let claims = calls_to(&port, CLAIM_RUNS);
+    assert_eq!(claims[0].header("x-port-reserved-usage"), Some("true"));
+    assert_eq!(
+        claims[0].json(),
+        json!({"installationId": "_PORT_EXEC_AGENT", "limit": 100, "invocationMethod": "WEBHOOK"})
+    );
+    let acks = calls_to(&port, ACK_RUN);
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].json(), json!({"runIds": ["r_1"]}));
+
+    // The target got the run as a Kafka message would carry it: no
+    // signature check on this path, but the request is still signed.
+    let requests = target.requests();
+    assert_eq!(requests.len(), 1);
+    let req = &requests[0];
+    assert!(acks[0].at < req.at, "acked before processing");
+    let body = req.json();
+    assert_eq!(body["context"]["runId"], "r_1");
+    assert_eq!(body["payload"]["properties"]["v"], 1);
+    assert_eq!(
+        body["payload"]["action"]["invocationMethod"]["url"],
+        target.url("/deploy")
+    );
+    assert!(body["payload"]["action"]["invocationMethod"]
+        .get("agent")
+        .is_none());
+    assert!(req.header("x-port-signature").is_some());
+
+    // Reported after the target answered: response, then SUCCESS.
+    let reported: Vec<(String, String)> = port
+        .accepted()
+        .into_iter()
+        .filter(|c| c.path().starts_with("/v1/actions/runs/r_1") && !c.path().ends_with("/logs"))
+        .map(|c| (c.method.clone(), c.path().to_string()))
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            ("PATCH".to_string(), "/v1/actions/runs/r_1/response".to_string()),
+            ("PATCH".to_string(), "/v1/actions/runs/r_1".to_string())
+        ]
+    );
+    assert_eq!(patches_of(&port, "r_1")[0]["status"], "SUCCESS");
+    let first_report = port
+        .accepted()
+        .into_iter()
+        .find(|c| c.path().starts_with("/v1/actions/runs/r_1/"))
+        .expect("a report");
+    assert!(acks[0].at < first_report.at);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t2_nothing_pending_sends_no_acks() {
+    let port = FakePort::start().await;
+    let agent = start_agent(&port, "t2", &json!([{"enabled": true}]), &[]);
+    wait_until(Duration::from_secs(30), "three claim iterations", &agent, || {
+        calls_to(&port, CLAIM_RUNS).len() >= 3 && calls_to(&port, CLAIM_NODES).len() >= 3
+    });
+    stop(agent);
+    assert!(calls_to(&port, ACK_RUN).is_empty());
+    assert!(calls_to(&port, ACK_NODE).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t3_a_run_that_cannot_be_processed_is_reported_as_failure() {
+    let port = FakePort::start().await;
+    let target = FakeTarget::start().await;
+    offer(&port, [claimable("r_3", &target.url("/x"), false, json!({}))]);
+    port.state.claimable_node_runs.lock().unwrap().push_back(json!({
+        "identifier": "wfnr_3",
+        "config": {"type": "WEBHOOK", "url": target.url("/n"), "method": "POST", "agent": true,
+                   "headers": {}, "synchronized": true}}));
+    // No mapping matches: nothing can be sent.
+    let agent = start_agent(
+        &port,
+        "t3",
+        &json!([{"enabled": false}]),
+        &[("AGENT_WF_UNMATCHED_FAIL", "false")],
+    );
+    wait_until(Duration::from_secs(30), "both failure reports", &agent, || {
+        !patches_of(&port, "r_3").is_empty()
+            && port
+                .accepted()
+                .iter()
+                .any(|c| c.path() == "/v1/workflows/nodes/runs/wfnr_3")
+    });
+    stop(agent);
+    assert_eq!(
+        patches_of(&port, "r_3"),
+        [json!({"status": "FAILURE", "summary": "Agent failed to process the run"})]
+    );
+    let node: Vec<Value> = port
+        .accepted()
+        .into_iter()
+        .filter(|c| c.method == "PATCH" && c.path() == "/v1/workflows/nodes/runs/wfnr_3")
+        .map(|c| c.json())
+        .collect();
+    assert_eq!(node, [json!({"status": "COMPLETED", "result": "FAILED"})]);
+    assert!(target.requests().is_empty());
+}
+
+/// Start times of claim iterations (the runs claim of each).
+fn iteration_starts(port: &FakePort) -> Vec<Instant> {
+    calls_to(port, CLAIM_RUNS).iter().map(|c| c.at).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4_claim_failures_back_off_and_the_backoff_resets_after_a_success() {
+    let port = FakePort::start().await;
+    // Iterations (two claim calls each): fail, fail, fail, succeed, fail, then succeed.
+    port.state
+        .claim_script
+        .lock()
+        .unwrap()
+        .extend([500, 500, 500, 500, 500, 500, 200, 200, 500, 500]);
+    let agent = start_agent(
+        &port,
+        "t4",
+        &json!([{"enabled": true}]),
+        &[
+            ("POLLING_INTERVAL_SECONDS", "0.3"),
+            ("POLLING_INITIAL_BACKOFF_SECONDS", "0.5"),
+            ("POLLING_BACKOFF_FACTOR", "2"),
+            ("POLLING_BACKOFF_JITTER_FACTOR", "0"),
+        ],
+    );
+    wait_until(Duration::from_secs(60), "seven iterations", &agent, || {
+        iteration_starts(&port).len() >= 7
+    });
+    stop(agent);
+    let starts = iteration_starts(&port);
+    let gaps: Vec<f64> = starts.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+    // After failures 1, 2, 3: 0.5 s, 1 s, 2 s. After the success: the
+    // interval, 0.3 s. After the next failure: 0.5 s again, not 4 s.
+    for (i, (gap, at_least)) in gaps.iter().zip([0.5, 1.0, 2.0, 0.3, 0.5]).enumerate() {
+        assert!(
+            *gap >= at_least,
+            "gap {i} is {gap:.3} s, expected at least {at_least} s: {gaps:?}"
+        );
+    }
+    assert!(gaps[1] > gaps[0] && gaps[2] > gaps[1], "grows: {gaps:?}");
+    assert!(gaps[4] < 2.0, "reset after the success: {gaps:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t5_two_runs_each_acked_on_its_own_and_the_second_fails() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    offer(
+        &port,
+        [
+            claimable("r_5a", &target.url("/a"), false, json!({"ok": true})),
+            claimable("r_5b", &target.url("/b"), false, json!({"ok": false})),
+        ],
+    );
+    let agent = start_agent(&port, "t5", &json!([{"enabled": ".payload.properties.ok"}]), &[]);
+    wait_until(Duration::from_secs(30), "r_5b's failure", &agent, || {
+        !patches_of(&port, "r_5b").is_empty()
+    });
+    stop(agent);
+    let mut acked: Vec<Value> = calls_to(&port, ACK_RUN).iter().map(Recorded::json).collect();
+    acked.sort_by_key(|v| v.to_string());
+    assert_eq!(acked, [json!({"runIds": ["r_5a"]}), json!({"runIds": ["r_5b"]})]);
+    assert_eq!(target.requests().len(), 1);
+    assert_eq!(target.requests()[0].json()["context"]["runId"], "r_5a");
+    assert!(
+        patches_of(&port, "r_5a").is_empty(),
+        "async success: the service reports"
+    );
+    assert_eq!(
+        patches_of(&port, "r_5b"),
+        [json!({"status": "FAILURE", "summary": "Agent failed to process the run"})]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t6_a_run_whose_ack_fails_is_not_processed() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    port.state.ack_refused.lock().unwrap().insert("r_6a".into());
+    offer(
+        &port,
+        [
+            claimable("r_6a", &target.url("/a"), true, json!({})),
+            claimable("r_6b", &target.url("/b"), true, json!({})),
+        ],
+    );
+    let agent = start_agent(&port, "t6", &json!([{"enabled": true}]), &[]);
+    wait_until(Duration::from_secs(30), "r_6b's report", &agent, || {
+        !patches_of(&port, "r_6b").is_empty()
+    });
+    // One more iteration, so r_6a had every chance to run.
+    let before = calls_to(&port, CLAIM_RUNS).len();
+    wait_until(Duration::from_secs(30), "another iteration", &agent, || {
+        calls_to(&port, CLAIM_RUNS).len() > before
+    });
+    stop(agent);
+    let runs: Vec<Value> = target
+        .requests()
+        .iter()
+        .map(|r| r.json()["context"]["runId"].clone())
+        .collect();
+    assert_eq!(runs, [json!("r_6b")]);
+    assert!(port
+        .all_calls()
+        .iter()
+        .all(|c| !c.path().starts_with("/v1/actions/runs/r_6a")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t7_action_runs_and_node_runs_are_claimed_in_the_same_iteration() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer_json(200, json!({"ok": 1}));
+    offer(&port, [claimable("r_7", &target.url("/a"), false, json!({}))]);
+    port.state.claimable_node_runs.lock().unwrap().push_back(json!({
+        "identifier": "wfnr_7",
+        "config": {"type": "WEBHOOK", "url": target.url("/n"), "method": "POST", "agent": true,
+                   "headers": {"X-Node": "1"}, "synchronized": true}}));
+    let agent = start_agent(
+        &port,
+        "t7",
+        &json!([{"enabled": true}]),
+        &[("POLLING_INTERVAL_SECONDS", "30")],
+    );
+    wait_until(Duration::from_secs(30), "the node run's report", &agent, || {
+        port.accepted()
+            .iter()
+            .any(|c| c.method == "PATCH" && c.path() == "/v1/workflows/nodes/runs/wfnr_7")
+    });
+    wait_until(Duration::from_secs(30), "both targets", &agent, || {
+        target.requests().len() == 2
+    });
+    stop(agent);
+    // One iteration (the interval is 30 s): one claim of each kind.
+    assert_eq!(calls_to(&port, CLAIM_RUNS).len(), 1);
+    assert_eq!(calls_to(&port, CLAIM_NODES).len(), 1);
+    assert_eq!(
+        calls_to(&port, CLAIM_NODES)[0].json(),
+        json!({"installationId": "_PORT_EXEC_AGENT", "limit": 100})
+    );
+    assert_eq!(
+        calls_to(&port, ACK_NODE)[0].json(),
+        json!({"nodeRunIdentifier": "wfnr_7"})
+    );
+    let node = port
+        .accepted()
+        .into_iter()
+        .find(|c| c.method == "PATCH" && c.path() == "/v1/workflows/nodes/runs/wfnr_7")
+        .expect("node report");
+    assert_eq!(
+        node.json(),
+        json!({"status": "COMPLETED", "result": "SUCCESS",
+               "output": {"response": {"status": 200, "data": {"ok": 1}}}})
+    );
+    let node_req = target
+        .requests()
+        .into_iter()
+        .find(|r| r.path() == "/n")
+        .expect("node request");
+    // The message the mapping sees (here the default body: all of it).
+    let message = node_req.json();
+    assert_eq!(message["headers"], json!({"X-Node": "1"}));
+    assert_eq!(message["context"]["runId"], "wfnr_7");
+    assert_eq!(message["context"]["nodeConfig"]["agent"], true);
+    assert!(message["payload"]["action"]["invocationMethod"]
+        .get("agent")
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t8_a_full_batch_is_followed_by_an_immediate_second_claim() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    offer(
+        &port,
+        (1..=3).map(|i| claimable(&format!("r_8{i}"), &target.url("/a"), true, json!({}))),
+    );
+    let agent = start_agent(
+        &port,
+        "t8",
+        &json!([{"enabled": true}]),
+        &[
+            ("POLLING_RUNS_BATCH_SIZE", "2"),
+            ("POLLING_INTERVAL_SECONDS", "30"),
+        ],
+    );
+    wait_until(Duration::from_secs(30), "all three reports", &agent, || {
+        (1..=3).all(|i| !patches_of(&port, &format!("r_8{i}")).is_empty())
+    });
+    // 2 of 3 (full) → claim again at once → 1 of 2 (not full) → wait 30 s.
+    let claims = calls_to(&port, CLAIM_RUNS);
+    stop(agent);
+    assert_eq!(claims.len(), 2, "exactly two iterations so far");
+    assert!(claims.iter().all(|c| c.json()["limit"] == 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t9_claims_failing_past_the_limit_make_the_agent_exit_non_zero() {
+    let port = FakePort::start().await;
+    *port.state.claims_always_fail.lock().unwrap() = Some(503);
+    let mut agent = start_agent(
+        &port,
+        "t9",
+        &json!([{"enabled": true}]),
+        &[
+            ("POLLING_INITIAL_BACKOFF_SECONDS", "0.2"),
+            ("POLLING_MAX_FAILURE_DURATION_SECONDS", "1"),
+        ],
+    );
+    let code = agent.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(4), "{}", agent.log_text());
+    let log = agent.log_text();
+    assert!(
+        log.contains("POLLING_MAX_FAILURE_DURATION_SECONDS") && log.contains("status 503"),
+        "{log}"
+    );
+    assert!(
+        calls_to(&port, CLAIM_RUNS).len() >= 2,
+        "it retried before giving up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_five_hundred_claimed_runs_are_processed_concurrently() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer_after(200, Duration::from_millis(20));
+    offer(
+        &port,
+        (0..500).map(|i| claimable(&format!("r_{i:03}"), &target.url("/a"), true, json!({"i": i}))),
+    );
+    let started = Instant::now();
+    let agent = start_agent(
+        &port,
+        "t10",
+        &json!([{"enabled": true}]),
+        &[("AGENT_RUN_LOGS", "false")],
+    );
+    wait_until(Duration::from_secs(120), "500 reports", &agent, || {
+        port.accepted()
+            .iter()
+            .filter(|c| {
+                c.method == "PATCH"
+                    && c.path().starts_with("/v1/actions/runs/r_")
+                    && !c.path().ends_with("/response")
+            })
+            .count()
+            == 500
+    });
+    let elapsed = started.elapsed();
+    stop(agent);
+    let mut ids: Vec<String> = target
+        .requests()
+        .iter()
+        .map(|r| {
+            r.json()["context"]["runId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 500, "each run reached the target");
+    assert_eq!(target.requests().len(), 500, "exactly once");
+    // Processed concurrently, up to AGENT_MAX_IN_FLIGHT (64) at once.
+    let peak = target.max_concurrency();
+    assert!((2..=64).contains(&peak), "peak concurrency {peak}");
+    eprintln!(
+        "polling: 500 runs (20 ms target) in {:.2} s = {:.0} runs/s, peak concurrency {peak}",
+        elapsed.as_secs_f64(),
+        500.0 / elapsed.as_secs_f64()
+    );
+}
