@@ -144,12 +144,13 @@ struct EngineContext {
     said_standby: AtomicBool,
 }
 
-impl EngineContext {
+impl Status {
+    /// Count a commit's result (here and in the metrics).
     fn committed(&self, ok: bool) {
         let counter = if ok {
-            &self.status.commits_ok
+            &self.commits_ok
         } else {
-            &self.status.commits_failed
+            &self.commits_failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
         metrics::commit(ok);
@@ -224,9 +225,9 @@ impl ConsumerContext for EngineContext {
             info!(partitions = tpl.count(), "partitions revoked");
             if finals.count() > 0 {
                 match consumer.commit(&finals, CommitMode::Sync) {
-                    Ok(()) => self.committed(true),
+                    Ok(()) => self.status.committed(true),
                     Err(e) => {
-                        self.committed(false);
+                        self.status.committed(false);
                         warn!(error = %e, "commit on revoke failed; those messages will be redelivered");
                     }
                 }
@@ -538,14 +539,7 @@ impl Committer {
             let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*off));
         }
         let result = self.consumer.commit(&tpl, CommitMode::Sync);
-        let ok = result.is_ok();
-        let counter = if ok {
-            &self.status.commits_ok
-        } else {
-            &self.status.commits_failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics::commit(ok);
+        self.status.committed(result.is_ok());
         match (result, which) {
             (Ok(()), Which::Moved) => debug!(partitions = tpl.count(), "offsets committed"),
             (Ok(()), Which::All) => info!(partitions = tpl.count(), "offsets committed ({when})"),
