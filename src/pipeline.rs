@@ -15,8 +15,8 @@ use tracing::{info, warn, Instrument};
 use crate::decrypt::decrypt_fields;
 use crate::invoke::{Invoker, OutgoingRequest};
 use crate::mapping::{
-    apply_report_mapping, build_request, default_report, jq, Budget, Defaults, EvalCtx, JqEnv, MappingSet,
-    ResponseContext, Warning,
+    apply_report_mapping, build_request_from, default_report, jq, Budget, Defaults, EvalCtx, JqEnv,
+    MappingSet, ResponseContext, Warning,
 };
 use crate::message::{Invocation, Kind, TopicKind};
 use crate::port::{PortCall, Reporter};
@@ -361,9 +361,8 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             errors: Vec::new(),
         };
 
-        let selection = self
-            .mappings
-            .select(&jq::to_val(&inv.message), &ctx, &mut warnings);
+        let input = jq::to_val(&inv.message);
+        let selection = self.mappings.select(&input, &ctx, &mut warnings);
         let Some(mapping) = selection.index.and_then(|i| self.mappings.get(i)) else {
             info!("no suitable mapping for the message");
             if let Kind::NodeRun(id) = kind {
@@ -380,18 +379,29 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         };
         outcome.mapping = Some(mapping.index);
 
-        run.log("An action message has been received").await;
+        // The request is built first (no I/O), so that the run logs that
+        // precede it can travel while the target is called: their order,
+        // and their place before the status report, stay as they were, but
+        // a run no longer waits for three Port round trips before its
+        // request goes out.
+        const RECEIVED: &str = "An action message has been received";
+        const PREPARING: &str = "Preparing the payload for the request";
         let decrypted = decrypt_fields(&mut inv.message, &mapping.decrypt_paths, self.secret());
         for (path, error) in &decrypted.failures {
             warn!(path = %path, error = %error, "could not decrypt a field; it is left unchanged");
         }
+        // Decryption changed the message: convert it again.
+        let input = if decrypted.plaintexts.is_empty() {
+            input
+        } else {
+            jq::to_val(&inv.message)
+        };
         outcome.secrets = decrypted.plaintexts.into_iter().map(Secret::new).collect();
-        run.log("Preparing the payload for the request").await;
         let defaults = Defaults {
             method: inv.method.get("method").and_then(Value::as_str),
             url: inv.method.get("url").and_then(Value::as_str),
         };
-        let built = build_request(mapping, &inv.message, &defaults, &ctx, &mut warnings)
+        let built = build_request_from(mapping, &inv.message, &input, &defaults, &ctx, &mut warnings)
             .map_err(|e| {
                 metrics::mapping_error(mapping.index, e.field());
                 format!("Failed to build the request: {e}")
@@ -409,6 +419,8 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             Ok(b) => b,
             Err(error) => {
                 warn!(error = %error, "request could not be built");
+                run.log(RECEIVED).await;
+                run.log(PREPARING).await;
                 self.report_failure(&mut run, kind, &error).await;
                 outcome.result = Result_::RequestFailed(error);
                 finish(outcome, warnings, run.errors);
@@ -416,8 +428,13 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             }
         };
 
-        run.log("Sending the request").await;
-        let response = match self.invoker.send(&request).await {
+        let logs = async {
+            run.log(RECEIVED).await;
+            run.log(PREPARING).await;
+            run.log("Sending the request").await;
+        };
+        let ((), sent) = tokio::join!(logs, self.invoker.send(&request));
+        let response = match sent {
             Ok(r) => r.response,
             Err(e) => {
                 let error = format!("Failed to invoke the webhook: {}", e.message);

@@ -30,7 +30,9 @@ use jaq_core::load::{self, Arena, File, Loader};
 use jaq_core::native::{v, Fun};
 use jaq_core::path::Part;
 use jaq_core::{Compiler, Ctx, Error as JaqError, Exn, Native, Vars};
-use jaq_json::{Num, Val};
+use jaq_json::Num;
+/// A jq value (what mappings evaluate on).
+pub use jaq_json::Val;
 use serde_json::{Map, Number, Value};
 
 type D = JustLut<Val>;

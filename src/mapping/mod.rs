@@ -629,10 +629,23 @@ pub fn build_request(
     ctx: &EvalCtx<'_>,
     warnings: &mut Vec<Warning>,
 ) -> Result<RequestSpec, BuildError> {
-    let input = jq::to_val(message);
+    build_request_from(mapping, message, &jq::to_val(message), defaults, ctx, warnings)
+}
+
+/// [`build_request`] with `input`, the message already converted by
+/// [`jq::to_val`] (selection converted it; the conversion is a measurable
+/// part of a run).
+pub fn build_request_from(
+    mapping: &Mapping,
+    message: &Value,
+    input: &jq::Val,
+    defaults: &Defaults<'_>,
+    ctx: &EvalCtx<'_>,
+    warnings: &mut Vec<Warning>,
+) -> Result<RequestSpec, BuildError> {
     let render = |t: &Option<Template>, name: &str, warnings: &mut Vec<Warning>| {
         t.as_ref()
-            .map(|t| t.render(&input, ctx, mapping.index, name, warnings))
+            .map(|t| t.render(input, ctx, mapping.index, name, warnings))
     };
     let method = match render(&mapping.method, "method", warnings) {
         Some(Value::String(m)) => m,
