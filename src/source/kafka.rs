@@ -101,6 +101,10 @@ impl KafkaOptions {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
+            // A broker that holds an empty fetch for the whole wait (tansu
+            // does) would add up to this much latency to a quiet topic; 100
+            // ms costs ten idle fetches a second.
+            .set("fetch.wait.max.ms", "100")
             // Consumer lag and broker state for /metrics and /readyz.
             .set("statistics.interval.ms", "5000")
             // Bounded prefetch: memory must not grow with the lag.

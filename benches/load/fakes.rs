@@ -1,0 +1,514 @@
+//! The fake Port API and target, run in a process of their own
+//! (`load serve-fakes`) so that their CPU is not the agent's nor the
+//! harness's. They keep counters only (no per-request recording), so they stay
+//! cheap next to the agent:
+//!
+//! * Port API (every path, after `--port-latency-ms`): a token for
+//!   `POST /v1/auth/access_token`, `{"ok":true}` otherwise; counts calls by
+//!   endpoint, and a run is *done* when its last log line ("Port agent
+//!   finished processing the action run") arrives: the pipeline posts it after
+//!   the `/response` and status PATCHes.
+//! * Target (every path): records the arrival (first, last, which run, and the
+//!   produce→arrival latency from `"producedAtNs"` in the body), waits
+//!   `--target-latency-ms`, answers `200 {"ok":true,…}`.
+//! * Control: `GET /stats` (JSON [`Stats`]), `POST /reset` (`{"n", "record_latency"}`),
+//!   `GET /arrivals` (first target arrival of each run, Unix ns, 0 = none;
+//!   recorded with `record_latency`).
+//!
+//! Run ids are `r<decimal index>`, so "every run delivered and reported" is
+//! checked per run (bitsets), not just by counts.
+//! The process exits when its standard input closes (the harness died).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context, Result};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::procfs;
+
+/// Unix time in nanoseconds (comparable across processes on one machine).
+pub fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+// ------------------------------------------------------------- child side
+
+/// Options of `load serve-fakes`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FakesArgs {
+    /// Delay of every Port API answer.
+    #[arg(long, default_value_t = 0)]
+    pub port_latency_ms: u64,
+    /// Delay of every target answer.
+    #[arg(long, default_value_t = 0)]
+    pub target_latency_ms: u64,
+    /// Runtime worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+}
+
+/// A set of run indices, each counted once.
+struct RunSet {
+    bits: Vec<AtomicU64>,
+    unique: AtomicU64,
+    total: AtomicU64,
+}
+
+impl RunSet {
+    fn new(n: usize) -> RunSet {
+        RunSet {
+            bits: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            unique: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self, index: Option<usize>) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let Some(i) = index else { return };
+        let Some(word) = self.bits.get(i / 64) else { return };
+        let bit = 1u64 << (i % 64);
+        if word.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+            self.unique.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counters of one measurement (replaced by `/reset`).
+struct Run {
+    n: usize,
+    record_latency: bool,
+    delivered: RunSet,
+    done: RunSet,
+    tokens: AtomicU64,
+    organization: AtomicU64,
+    logs: AtomicU64,
+    responses: AtomicU64,
+    patches: AtomicU64,
+    failures: AtomicU64,
+    other: AtomicU64,
+    first_target_ns: AtomicU64,
+    last_target_ns: AtomicU64,
+    last_done_ns: AtomicU64,
+    latencies_us: Mutex<Vec<u32>>,
+    arrivals_ns: Vec<AtomicU64>,
+}
+
+impl Run {
+    fn new(n: usize, record_latency: bool) -> Run {
+        Run {
+            n,
+            record_latency,
+            delivered: RunSet::new(n),
+            done: RunSet::new(n),
+            tokens: AtomicU64::new(0),
+            organization: AtomicU64::new(0),
+            logs: AtomicU64::new(0),
+            responses: AtomicU64::new(0),
+            patches: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            other: AtomicU64::new(0),
+            first_target_ns: AtomicU64::new(0),
+            last_target_ns: AtomicU64::new(0),
+            last_done_ns: AtomicU64::new(0),
+            latencies_us: Mutex::new(Vec::with_capacity(if record_latency { n } else { 0 })),
+            arrivals_ns: (0..if record_latency { n } else { 0 })
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+}
+
+struct Shared {
+    run: RwLock<Arc<Run>>,
+    port_latency: Duration,
+    target_latency: Duration,
+}
+
+impl Shared {
+    fn run(&self) -> Arc<Run> {
+        self.run.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+/// What `/stats` answers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub n: u64,
+    pub target_total: u64,
+    pub target_unique: u64,
+    pub done_total: u64,
+    pub done_unique: u64,
+    pub tokens: u64,
+    pub organization: u64,
+    pub logs: u64,
+    pub responses: u64,
+    pub patches: u64,
+    /// Status PATCHes reporting FAILURE (the target always answers 200: a
+    /// non-zero value means the agent failed requests).
+    pub failures: u64,
+    pub other: u64,
+    pub first_target_ns: u64,
+    pub last_target_ns: u64,
+    pub last_done_ns: u64,
+    pub latency: Option<Latency>,
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The decimal number right after `key` in `body`.
+pub fn number_after(body: &[u8], key: &[u8]) -> Option<u64> {
+    let start = find(body, key)? + key.len();
+    let digits = body[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&body[start..start + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `r123` → 123.
+fn run_index(id: &str) -> Option<usize> {
+    id.strip_prefix('r')?.parse().ok()
+}
+
+fn json_ok(body: &'static str) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn port_api(State(s): State<Arc<Shared>>, method: Method, uri: Uri, body: Bytes) -> Response {
+    if !s.port_latency.is_zero() {
+        tokio::time::sleep(s.port_latency).await;
+    }
+    let run = s.run();
+    let path = uri.path();
+    if path == "/v1/auth/access_token" {
+        run.tokens.fetch_add(1, Ordering::Relaxed);
+        return json_ok(r#"{"accessToken":"bench-token","expiresIn":3600,"tokenType":"Bearer"}"#);
+    }
+    if path == "/v1/organization" {
+        run.organization.fetch_add(1, Ordering::Relaxed);
+        return json_ok(r#"{"ok":true}"#);
+    }
+    let rest = path.strip_prefix("/v1/actions/runs/").unwrap_or("");
+    let mut parts = rest.split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(id), Some("logs"), None) if !id.is_empty() => {
+            run.logs.fetch_add(1, Ordering::Relaxed);
+            if find(&body, b"Port agent finished processing").is_some() {
+                run.done.mark(run_index(id));
+                run.last_done_ns.fetch_max(unix_ns(), Ordering::Relaxed);
+            }
+        }
+        (Some(id), Some("response"), None) if !id.is_empty() => {
+            run.responses.fetch_add(1, Ordering::Relaxed);
+        }
+        (Some(id), None, None) if !id.is_empty() && method == Method::PATCH => {
+            run.patches.fetch_add(1, Ordering::Relaxed);
+            if find(&body, b"FAILURE").is_some() {
+                run.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        _ => {
+            run.other.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    json_ok(r#"{"ok":true}"#)
+}
+
+async fn target(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let now = unix_ns();
+    let run = s.run();
+    let _ = run
+        .first_target_ns
+        .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    run.last_target_ns.fetch_max(now, Ordering::Relaxed);
+    let index = number_after(&body, br#""runId":"r"#).map(|i| i as usize);
+    run.delivered.mark(index);
+    if run.record_latency {
+        if let Some(slot) = index.and_then(|i| run.arrivals_ns.get(i)) {
+            let _ = slot.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        if let Some(produced) = number_after(&body, br#""producedAtNs":"#) {
+            let us = now.saturating_sub(produced) / 1000;
+            run.latencies_us
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(us.min(u32::MAX as u64) as u32);
+        }
+    }
+    drop(run);
+    if !s.target_latency.is_zero() {
+        tokio::time::sleep(s.target_latency).await;
+    }
+    json_ok(r#"{"ok":true,"id":"ext-1"}"#)
+}
+
+pub fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1] as f64 / 1000.0
+}
+
+async fn stats(State(s): State<Arc<Shared>>) -> Json<Stats> {
+    let run = s.run();
+    let latency = run.record_latency.then(|| {
+        let mut v = run.latencies_us.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        v.sort_unstable();
+        Latency {
+            count: v.len() as u64,
+            p50_ms: percentile(&v, 0.50),
+            p90_ms: percentile(&v, 0.90),
+            p99_ms: percentile(&v, 0.99),
+            max_ms: percentile(&v, 1.0),
+            mean_ms: if v.is_empty() {
+                0.0
+            } else {
+                v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64 / 1000.0
+            },
+        }
+    });
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    Json(Stats {
+        n: run.n as u64,
+        target_total: g(&run.delivered.total),
+        target_unique: g(&run.delivered.unique),
+        done_total: g(&run.done.total),
+        done_unique: g(&run.done.unique),
+        tokens: g(&run.tokens),
+        organization: g(&run.organization),
+        logs: g(&run.logs),
+        responses: g(&run.responses),
+        patches: g(&run.patches),
+        failures: g(&run.failures),
+        other: g(&run.other),
+        first_target_ns: g(&run.first_target_ns),
+        last_target_ns: g(&run.last_target_ns),
+        last_done_ns: g(&run.last_done_ns),
+        latency,
+    })
+}
+
+async fn arrivals(State(s): State<Arc<Shared>>) -> Json<Vec<u64>> {
+    let run = s.run();
+    Json(
+        run.arrivals_ns
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect(),
+    )
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ResetBody {
+    n: usize,
+    record_latency: bool,
+}
+
+async fn reset(State(s): State<Arc<Shared>>, Json(body): Json<ResetBody>) -> StatusCode {
+    *s.run.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Run::new(body.n, body.record_latency));
+    StatusCode::NO_CONTENT
+}
+
+/// The three listening ports, printed as one JSON line when the fakes are up.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Ports {
+    pub port_api: u16,
+    pub target: u16,
+    pub control: u16,
+}
+
+/// Exit when standard input closes: the harness is gone.
+pub fn exit_with_parent() {
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+}
+
+/// `load serve-fakes`: serve until standard input closes.
+pub fn serve(args: FakesArgs) -> Result<()> {
+    exit_with_parent();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let shared = Arc::new(Shared {
+            run: RwLock::new(Arc::new(Run::new(0, false))),
+            port_latency: Duration::from_millis(args.port_latency_ms),
+            target_latency: Duration::from_millis(args.target_latency_ms),
+        });
+        let port_api = Router::new().fallback(port_api).with_state(shared.clone());
+        let target = Router::new().fallback(target).with_state(shared.clone());
+        let control = Router::new()
+            .route("/stats", get(stats))
+            .route("/reset", post(reset))
+            .route("/arrivals", get(arrivals))
+            .with_state(shared);
+        let ports = Ports {
+            port_api: spawn_server(port_api).await?.port(),
+            target: spawn_server(target).await?.port(),
+            control: spawn_server(control).await?.port(),
+        };
+        println!("{}", serde_json::to_string(&ports)?);
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}
+
+async fn spawn_server(router: Router) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(addr)
+}
+
+// ------------------------------------------------------------ parent side
+
+/// The fakes process, killed on drop.
+pub struct Fakes {
+    child: Child,
+    /// Held open: the child exits when it closes.
+    _stdin: ChildStdin,
+    pub ports: Ports,
+    http: reqwest::Client,
+}
+
+impl Fakes {
+    /// Start `serve-fakes` (this same executable) with the given latencies.
+    pub fn start(port_latency_ms: u64, target_latency_ms: u64, log: &std::path::Path) -> Result<Fakes> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args([
+                "serve-fakes",
+                "--port-latency-ms",
+                &port_latency_ms.to_string(),
+                "--target-latency-ms",
+                &target_latency_ms.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(log)?))
+            .spawn()
+            .context("start the fakes process")?;
+        let stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let ports: Ports = serde_json::from_str(line.trim()).with_context(|| {
+            format!(
+                "fakes did not report their ports (got {line:?}); see {}",
+                log.display()
+            )
+        })?;
+        let http = port_agent::tls::build_client(&port_agent::tls::ClientOptions {
+            timeout: Duration::from_secs(30),
+            verify_tls: true,
+            ca_bundle: None,
+            pool_idle_per_host: 2,
+        })?;
+        Ok(Fakes {
+            child,
+            _stdin: stdin,
+            ports,
+            http,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn port_base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.port_api)
+    }
+
+    pub fn target_url(&self) -> String {
+        format!("http://127.0.0.1:{}/deploy", self.ports.target)
+    }
+
+    fn control(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.control)
+    }
+
+    /// Start a new measurement of `n` runs.
+    pub async fn reset(&self, n: usize, record_latency: bool) -> Result<()> {
+        let body = serde_json::to_vec(&ResetBody { n, record_latency })?;
+        let resp = self
+            .http
+            .post(self.control("/reset"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "reset: {}", resp.status());
+        Ok(())
+    }
+
+    pub async fn stats(&self) -> Result<Stats> {
+        let bytes = self
+            .http
+            .get(self.control("/stats"))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// Each run's first target arrival (Unix ns, 0 = none).
+    pub async fn arrivals(&self) -> Result<Vec<u64>> {
+        let bytes = self
+            .http
+            .get(self.control("/arrivals"))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    pub fn cpu(&self) -> f64 {
+        procfs::cpu_of(self.pid()).unwrap_or(0.0)
+    }
+}
+
+impl Drop for Fakes {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
