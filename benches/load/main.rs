@@ -465,12 +465,7 @@ async fn drain(s: &Session, spec: &Drain, tag: &str) -> Result<Sample> {
     sample.set("agent_peak_rss_mib", agent.peak_rss_kib() as f64 / 1024.0);
     start.record(&end, spec.runs, &mut sample);
     record_stats(&stats, spec.runs, &mut sample);
-    let code = agent.stop(Duration::from_secs(30));
-    if code != Some(0) {
-        sample
-            .notes
-            .push(format!("agent exit code after SIGTERM: {code:?}"));
-    }
+    stop_agent(&mut agent, &mut sample, "");
     if !s.opts.no_reference {
         reference(s, spec, &fakes, &mut sample, deadline).await?;
     }
@@ -552,12 +547,7 @@ async fn backlog(s: &Session, tag: &str) -> Result<Sample> {
             format!("fakes_cpu_pct_{size}"),
             (end.fakes - start.fakes) / end.at.duration_since(start.at).as_secs_f64() * 100.0,
         );
-        let code = agent.stop(Duration::from_secs(30));
-        if code != Some(0) {
-            sample.notes.push(format!(
-                "agent exit code after SIGTERM (backlog {size}): {code:?}"
-            ));
-        }
+        stop_agent(&mut agent, &mut sample, &format!(" (backlog {size})"));
     }
     if let (Some(first), Some(last)) = (peaks.first(), peaks.last()) {
         if peaks.len() > 1 && *first > 0.0 {
@@ -736,12 +726,7 @@ async fn live(s: &Session, tag: &str) -> Result<Sample> {
     sample.set("agent_peak_rss_mib", agent.peak_rss_kib() as f64 / 1024.0);
     start.record(&end, runs, &mut sample);
     record_stats(&stats, runs, &mut sample);
-    let code = agent.stop(Duration::from_secs(30));
-    if code != Some(0) {
-        sample
-            .notes
-            .push(format!("agent exit code after SIGTERM: {code:?}"));
-    }
+    stop_agent(&mut agent, &mut sample, "");
     sample.ok = true;
     Ok(sample)
 }
@@ -809,12 +794,7 @@ async fn startup(s: &Session, tag: &str) -> Result<Sample> {
         sample.set("agent_cpu_ms_to_subscribed", c * 1e3);
     }
     sample.set("agent_peak_rss_mib", agent.peak_rss_kib() as f64 / 1024.0);
-    let code = agent.stop(Duration::from_secs(30));
-    if code != Some(0) {
-        sample
-            .notes
-            .push(format!("agent exit code after SIGTERM: {code:?}"));
-    }
+    stop_agent(&mut agent, &mut sample, "");
     sample.ok = true;
     Ok(sample)
 }
@@ -1173,5 +1153,16 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Stop the agent with SIGTERM; an exit other than 0 is noted on the sample
+/// (`context` follows "SIGTERM" in the note).
+fn stop_agent(agent: &mut Agent, sample: &mut Sample, context: &str) {
+    let code = agent.stop(Duration::from_secs(30));
+    if code != Some(0) {
+        sample
+            .notes
+            .push(format!("agent exit code after SIGTERM{context}: {code:?}"));
     }
 }
