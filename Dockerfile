@@ -47,8 +47,10 @@ RUN apt-get update \
 WORKDIR /app
 
 COPY --from=builder /out/port-agent /usr/local/bin/port-agent
-# The catch-all mapping; CONTROL_THE_PAYLOAD_CONFIG_PATH defaults to
-# ./control_the_payload_config.json, i.e. this file.
+# The default mapping, the same as Port's image ships (port-labs/port-agent
+# app/control_the_payload_config.json): GITLAB invocations trigger a GitLab
+# pipeline, everything else goes to the catch-all. CONTROL_THE_PAYLOAD_CONFIG_PATH
+# defaults to ./control_the_payload_config.json, i.e. this file.
 COPY deploy/control_the_payload_config.json /app/control_the_payload_config.json
 
 USER 1000:1000

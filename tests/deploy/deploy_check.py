@@ -7,6 +7,9 @@ Used by tests/deploy/validate.sh; run from the repository root:
     python3 tests/deploy/deploy_check.py render CASE OUTDIR
     python3 tests/deploy/deploy_check.py check CASE OUTDIR
     python3 tests/deploy/deploy_check.py reject
+    python3 tests/deploy/deploy_check.py migration-cases
+    python3 tests/deploy/deploy_check.py migrate CASE OUTDIR
+    python3 tests/deploy/deploy_check.py port-facts PORT_CHART_DIR
     python3 tests/deploy/deploy_check.py rollout
     python3 tests/deploy/deploy_check.py mapping-jq
     python3 tests/deploy/deploy_check.py image
@@ -37,8 +40,13 @@ except ImportError:  # pragma: no cover - validate.sh installs it
 CHART = "helm/port-agent"
 HERE = "tests/deploy"
 MAPPING = "deploy/compose/invocations.json"
+# The image's default mapping: Port's image default (port-labs/port-agent,
+# app/control_the_payload_config.json, unchanged since v0.8.0).
+IMAGE_MAPPING = "deploy/control_the_payload_config.json"
 RELEASE = "port-agent-test"
 NAMESPACE = "port-agent"
+# Facts of Port's chart (0.8.15) for Port-style values files; see the file.
+MIGRATION = f"{HERE}/port-migration/port-agent-0.8.15.yaml"
 
 PORT_COMPAT_SETS = [
     "--set", "env.normal.PORT_ORG_ID=org_1",
@@ -72,27 +80,52 @@ CASES: dict[str, list[str]] = {
         "--set", "env.normal.CONTROL_THE_PAYLOAD_CONFIG_PATH=./config/mapping.json",
         "--set-file", f"controlThePayloadConfig={MAPPING}",
     ],
+    # null clears a default: one key, a whole security context, the token field
+    "cleared-defaults": PORT_COMPAT_SETS + [
+        "--set", "containerSecurityContext.readOnlyRootFilesystem=null",
+        "--set", "podSecurityContext=null",
+        "--set", "automountServiceAccountToken=null",
+    ],
 }
 
-# Values that must be refused at install time (schema or template checks).
-REJECT: dict[str, list[str]] = {
-    "rolloutStrategy not Recreate/RollingUpdate": ["--set", "rolloutStrategy=Sideways"],
-    "mapping that is not JSON": ["--set", "controlThePayloadConfig=not json"],
-    "mapping that is a JSON object, not an array": ["--set-file-text", 'controlThePayloadConfig={"enabled": true}'],
-    "mapping with a JSON syntax error": ["--set-file-text", 'controlThePayloadConfig=[{"enabled": true,}]'],
-    "mapping array holding a non-object": ["--set-string", "controlThePayloadConfig=[1]"],
-    "AGENT_HTTP_PORT=0 (probes need the server)": ["--set", "env.normal.AGENT_HTTP_PORT=0"],
-    "AGENT_HTTP_PORT=\"0\" given as a string": ["--set-string", "env.normal.AGENT_HTTP_PORT=0"],
-    "http.port out of range": ["--set", "http.port=70000"],
-    "env var name with a dash": ["--set", "env.normal.PORT-ORG-ID=org_1"],
-    "image.pullPolicy typo": ["--set", "image.pullPolicy=Sometimes"],
-    "typo in an added section": ["--set", "serviceMonitor.enabeld=true"],
-    "AGENT_LOG_FORMAT not json/text": ["--set", "env.normal.AGENT_LOG_FORMAT=yaml"],
-    "self-signed certificate enabled without a certificate": ["--set", "selfSignedCertificate.enabled=true"],
-    "existing certificate secret without a name": [
+# Values that must be refused at install time (schema or template checks),
+# with a part of the message that says why.
+REJECT: dict[str, tuple[list[str], str]] = {
+    "rolloutStrategy not Recreate/RollingUpdate": (["--set", "rolloutStrategy=Sideways"], "/rolloutStrategy"),
+    "mapping that is not JSON": (["--set", "controlThePayloadConfig=not json"], "is not valid JSON"),
+    "mapping that is a JSON object, not an array": (
+        ["--set-file-text", 'controlThePayloadConfig={"enabled": true}'], "must be a JSON array of mappings"),
+    "mapping with a JSON syntax error": (
+        ["--set-file-text", 'controlThePayloadConfig=[{"enabled": true,}]'], "is not valid JSON"),
+    "mapping array holding a non-object": (
+        ["--set-string", "controlThePayloadConfig=[1]"], "must be a JSON array of mapping objects"),
+    "AGENT_HTTP_PORT=0 (probes need the server)": (
+        ["--set", "env.normal.AGENT_HTTP_PORT=0"], "/env/normal/AGENT_HTTP_PORT"),
+    "AGENT_HTTP_PORT=\"0\" given as a string": (
+        ["--set-string", "env.normal.AGENT_HTTP_PORT=0"], "must be between 1 and 65535"),
+    "http.port out of range": (["--set", "http.port=70000"], "/http/port"),
+    "env.normal name starting with a digit": (
+        ["--set", "env.normal.1PORT_ORG_ID=org_1"], "invalid propertyName '1PORT_ORG_ID'"),
+    "env.secret name with a space": (["--set", "env.secret.MY TOKEN=x"], "invalid propertyName 'MY TOKEN'"),
+    "extraVolumes reusing the chart's certificate volume name": ([
+        "--set", "selfSignedCertificate.enabled=true",
+        "--set-file", f"selfSignedCertificate.certificate={HERE}/test-ca.crt",
+        "--set", "extraVolumes[0].name=certificates,extraVolumes[0].emptyDir.medium=Memory",
+    ], 'the volume name "certificates" is the chart\'s own'),
+    "extraVolumeMounts at the path the chart mounts the mapping": ([
+        "--set-file", f"controlThePayloadConfig={MAPPING}",
+        "--set", "extraVolumes[0].name=mine,extraVolumes[0].emptyDir.medium=Memory",
+        "--set", "extraVolumeMounts[0].name=mine,extraVolumeMounts[0].mountPath=/app/control_the_payload_config.json",
+    ], "/app/control_the_payload_config.json is where the chart mounts the mapping"),
+    "image.pullPolicy typo": (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
+    "typo in an added section": (["--set", "serviceMonitor.enabeld=true"], "'enabeld' not allowed"),
+    "AGENT_LOG_FORMAT not json/text": (["--set", "env.normal.AGENT_LOG_FORMAT=yaml"], "/env/normal/AGENT_LOG_FORMAT"),
+    "self-signed certificate enabled without a certificate": (
+        ["--set", "selfSignedCertificate.enabled=true"], "selfSignedCertificate.certificate (the PEM text) is required"),
+    "existing certificate secret without a name": ([
         "--set", "selfSignedCertificate.enabled=true",
         "--set", "selfSignedCertificate.secret.useExistingSecret=true",
-    ],
+    ], "selfSignedCertificate.secret.name is required"),
 }
 
 
@@ -148,17 +181,22 @@ def user_values(args: list[str]) -> dict[str, Any]:
     return values
 
 
-def render(args: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+def render(args: list[str], release: str = RELEASE, chart_dir: str = CHART) -> tuple[dict[str, Any], dict[str, str]]:
     """Validate against values.schema.json and render, as `helm install` would."""
     supplied = user_values(args)
-    with helm.Chart.load(CHART) as chart:
+    with helm.Chart.load(chart_dir) as chart:
         merged = chart.merge_values(supplied)
         chart.validate_schema(merged)
-        manifests = chart.render(supplied, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        manifests = chart.render(supplied, name=release, namespace=NAMESPACE, is_install=True)
     return merged, manifests
 
 
-def write_rendering(outdir: str, merged: dict, manifests: dict[str, str]) -> list[str]:
+def manifest_docs(manifests: dict[str, str]) -> list[dict]:
+    return [d for path, text in sorted(manifests.items()) if not path.endswith("NOTES.txt")
+            for d in yaml.safe_load_all(text) if d]
+
+
+def write_rendering(outdir: str, merged: dict, manifests: dict[str, str], release: str = RELEASE) -> list[str]:
     if os.path.isdir(outdir):
         shutil.rmtree(outdir)
     os.makedirs(os.path.join(outdir, "manifests"))
@@ -177,12 +215,16 @@ def write_rendering(outdir: str, merged: dict, manifests: dict[str, str]) -> lis
         written.append(target)
     with open(os.path.join(outdir, "values.json"), "w", encoding="utf-8") as fh:
         json.dump(merged, fh, indent=1)
+    with open(os.path.join(outdir, "release"), "w", encoding="utf-8") as fh:
+        fh.write(release)
     return written
 
 
 def load_rendering(outdir: str) -> tuple[dict, list[dict], str]:
     with open(os.path.join(outdir, "values.json"), encoding="utf-8") as fh:
         merged = json.load(fh)
+    with open(os.path.join(outdir, "release"), encoding="utf-8") as fh:
+        merged["__release"] = fh.read()
     docs: list[dict] = []
     mdir = os.path.join(outdir, "manifests")
     for name in sorted(os.listdir(mdir)):
@@ -215,6 +257,7 @@ def matches(selector: dict, labels: dict) -> bool:
 
 def check_rendering(case: str, outdir: str) -> list[str]:
     merged, docs, notes = load_rendering(outdir)
+    release = merged.pop("__release")
     done: list[str] = []
 
     deployment = one(docs, "Deployment")
@@ -277,8 +320,21 @@ def check_rendering(case: str, outdir: str) -> list[str]:
     ensure("CONTROL_THE_PAYLOAD_CONFIG_PATH" in env, "CONTROL_THE_PAYLOAD_CONFIG_PATH is not set")
     path = env["CONTROL_THE_PAYLOAD_CONFIG_PATH"]["value"]
     absolute = path if path.startswith("/") else os.path.normpath(os.path.join("/app", path))
-    mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    # The API server rejects duplicate volume names and mount paths, and a
+    # mount of a volume that does not exist; kubernetes-validate sees none.
+    mount_list = c.get("volumeMounts") or []
+    volume_list = pod.get("volumes") or []
+    mount_paths = [m["mountPath"].rstrip("/") or "/" for m in mount_list]
+    volume_names = [v["name"] for v in volume_list]
+    dup_paths = sorted({p for p in mount_paths if mount_paths.count(p) > 1})
+    dup_names = sorted({n for n in volume_names if volume_names.count(n) > 1})
+    ensure(not dup_paths, f"several volumeMounts at {dup_paths}: the API server refuses the pod")
+    ensure(not dup_names, f"several volumes named {dup_names}: the API server refuses the pod")
+    for m in mount_list:
+        ensure(m["name"] in volume_names, f"the mount at {m['mountPath']} names volume {m['name']!r}, which does not exist")
+    done.append(f"no duplicate volume names or mount paths ({len(volume_names)} volume(s), {len(mount_paths)} mount(s))")
+    mounts = {m["mountPath"]: m for m in mount_list}
+    volumes = {v["name"]: v for v in volume_list}
     mapping_text = merged.get("controlThePayloadConfig") or ""
     if mapping_text:
         ensure(absolute in mounts, f"nothing is mounted at {absolute} (CONTROL_THE_PAYLOAD_CONFIG_PATH={path})")
@@ -304,8 +360,12 @@ def check_rendering(case: str, outdir: str) -> list[str]:
     for key, value in (merged.get("podAnnotations") or {}).items():
         ensure(annotations.get(key) == value, f"podAnnotations.{key} missing")
     for key, value in (merged.get("podLabels") or {}).items():
-        ensure(pod_labels.get(key) == value, f"podLabels.{key} missing")
-    done.append("checksum annotations, podAnnotations, podLabels")
+        if key not in deployment["spec"]["selector"]["matchLabels"]:
+            ensure(pod_labels.get(key) == value, f"podLabels.{key} missing")
+    for key, value in (merged.get("extraLabels") or {}).items():
+        if key not in deployment["spec"]["selector"]["matchLabels"]:
+            ensure(pod_labels.get(key) == str(value), f"extraLabels.{key} is not on the pods")
+    done.append("checksum annotations, podAnnotations, podLabels and extraLabels on the pods")
 
     # HTTP port and probes.
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
@@ -317,21 +377,42 @@ def check_rendering(case: str, outdir: str) -> list[str]:
         ensure(get.get("port") in ("http", ports["http"]), f"{probe} is not on the http port")
     done.append(f"probes /healthz and /readyz on port {ports['http']}")
 
-    # Security context: restrictive whatever the values merged into it.
-    psc = pod.get("securityContext", {})
-    csc = c.get("securityContext", {})
-    ensure(csc.get("runAsNonRoot") is True or psc.get("runAsNonRoot") is True, "runAsNonRoot is not set")
-    ensure(csc.get("runAsUser", psc.get("runAsUser")) == 1000, "runAsUser is not 1000")
-    ensure(csc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem is not set")
-    ensure(csc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation is not false")
-    ensure("ALL" in (csc.get("capabilities", {}).get("drop") or []), "capabilities are not all dropped")
-    seccomp = csc.get("seccompProfile", psc.get("seccompProfile", {}))
-    ensure(seccomp.get("type") == "RuntimeDefault", "seccompProfile is not RuntimeDefault")
-    ensure(pod.get("automountServiceAccountToken") is False, "the service account token is mounted")
+    # Security contexts: exactly the merged values (defaults, the user's keys
+    # on top, null clearing a key or the whole context).
+    psc = pod.get("securityContext") or {}
+    csc = c.get("securityContext") or {}
+    ensure(psc == (merged.get("podSecurityContext") or {}),
+           f"pod securityContext {psc} is not podSecurityContext {merged.get('podSecurityContext')}")
+    ensure(csc == (merged.get("containerSecurityContext") or {}),
+           f"container securityContext {csc} is not containerSecurityContext {merged.get('containerSecurityContext')}")
+    if case == "default":
+        # With no security values: restrictive, and no UID pinned (OpenShift's
+        # restricted-v2 assigns one; the image's own user 1000 is non-root).
+        ensure(psc.get("runAsNonRoot") is True and csc.get("runAsNonRoot") is True, "runAsNonRoot is not set")
+        for ctx, where in ((psc, "pod"), (csc, "container")):
+            for key in ("runAsUser", "runAsGroup", "fsGroup"):
+                ensure(key not in ctx, f"the default {where} securityContext pins {key}")
+            ensure((ctx.get("seccompProfile") or {}).get("type") == "RuntimeDefault",
+                   f"the default {where} seccompProfile is not RuntimeDefault")
+        ensure(csc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem is not set")
+        ensure(csc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation is not false")
+        ensure(csc.get("privileged") is False, "privileged is not false")
+        ensure(csc.get("capabilities") == {"drop": ["ALL"]}, "capabilities are not all dropped")
+        ensure(pod.get("automountServiceAccountToken") is False, "the service account token is mounted by default")
+        done.append("default security context restrictive, no UID pinned, token not mounted")
+    if case == "cleared-defaults":
+        ensure("securityContext" not in pod, "podSecurityContext: null leaves a pod securityContext")
+        ensure("readOnlyRootFilesystem" not in csc, "readOnlyRootFilesystem: null leaves the key")
+        ensure(csc.get("allowPrivilegeEscalation") is False, "clearing one key cleared the others")
+        ensure("automountServiceAccountToken" not in pod, "automountServiceAccountToken: null leaves the field")
+        done.append("null cleared readOnlyRootFilesystem, the pod securityContext and automountServiceAccountToken")
+    want_token = merged.get("automountServiceAccountToken")
+    ensure(pod.get("automountServiceAccountToken") == want_token,
+           f"automountServiceAccountToken is {pod.get('automountServiceAccountToken')}, values say {want_token}")
     ensure("/tmp" in mounts, "no writable /tmp under a read-only root filesystem")
     res = c.get("resources", {})
     ensure(res.get("requests") and res.get("limits"), "resources requests/limits missing")
-    done.append("restrictive security context and resources")
+    done.append("security contexts as the values say, /tmp, resources")
 
     # Self-signed CA.
     ssc = merged["selfSignedCertificate"]
@@ -355,11 +436,15 @@ def check_rendering(case: str, outdir: str) -> list[str]:
     else:
         ensure("SSL_CERT_FILE" not in env or "SSL_CERT_FILE" in normal, "SSL_CERT_FILE set without selfSignedCertificate")
 
-    # extraVolumes / extraVolumeMounts / extraEnv / extraEnvFrom.
+    # extraVolumes / extraVolumeMounts (templated with tpl) / extraEnv / extraEnvFrom.
+    def templated(text: str) -> str:
+        return text.replace("{{ .Release.Name }}", release)
     for v in merged.get("extraVolumes") or []:
-        ensure(v["name"] in volumes, f"extraVolumes {v['name']} missing")
+        ensure(templated(v["name"]) in volumes, f"extraVolumes {templated(v['name'])} missing")
     for m in merged.get("extraVolumeMounts") or []:
-        ensure(m["mountPath"] in mounts, f"extraVolumeMounts {m['mountPath']} missing")
+        ensure(templated(m["mountPath"]) in mounts, f"extraVolumeMounts {templated(m['mountPath'])} missing")
+        ensure(mounts[templated(m["mountPath"])]["name"] == templated(m["name"]),
+               f"extraVolumeMounts {m['mountPath']} does not mount volume {templated(m['name'])}")
     for e in merged.get("extraEnv") or []:
         ensure(e["name"] in env, f"extraEnv {e['name']} missing")
     for e in merged.get("extraEnvFrom") or []:
@@ -411,7 +496,7 @@ def check_rendering(case: str, outdir: str) -> list[str]:
     # Labels on every object.
     for doc in docs:
         labels = doc["metadata"].get("labels", {})
-        ensure(labels.get("app.kubernetes.io/instance") == RELEASE,
+        ensure(labels.get("app.kubernetes.io/instance") == release,
                f"{doc['kind']} {doc['metadata']['name']} lacks the common labels")
         for key, value in (merged.get("extraLabels") or {}).items():
             ensure(labels.get(key) == str(value), f"{doc['kind']} lacks extraLabels.{key}")
@@ -419,6 +504,147 @@ def check_rendering(case: str, outdir: str) -> list[str]:
     ensure("kubectl" in notes and "/readyz" in notes, "NOTES.txt does not say what to check")
     done.append("common labels and NOTES.txt")
     return done
+
+
+# --------------------------------------------------------------------------
+# migration from Port's chart
+# --------------------------------------------------------------------------
+
+def load_migration() -> dict:
+    with open(MIGRATION, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def mounted_source(volume: dict, sub_path: str | None) -> Any:
+    """What a mount puts at its path: {configMap|secret: name, key: k}, or the volume's source."""
+    source = {k: v for k, v in volume.items() if k != "name"}
+    projected = (source.get("projected") or {}).get("sources") or []
+    if len(projected) == 1:
+        source = projected[0]
+    for kind, name_key in (("configMap", "name"), ("secret", "secretName")):
+        if kind in source:
+            ref = source[kind] or {}
+            items = {i["path"]: i["key"] for i in ref.get("items") or []}
+            key = items.get(sub_path) if items else sub_path
+            return {kind: ref.get(name_key) or ref.get("name"), "key": key}
+    return source
+
+
+def facts(docs: list[dict]) -> dict:
+    """The facts a helm upgrade between the two charts depends on (see MIGRATION)."""
+    deployment = one(docs, "Deployment")
+    template = deployment["spec"]["template"]
+    pod = template["spec"]
+    ensure(len(pod["containers"]) == 1, "expected exactly one container")
+    c = pod["containers"][0]
+    env: dict[str, Any] = {}
+    for e in c.get("env") or []:
+        source = e.get("valueFrom")
+        if source is None:
+            env[e["name"]] = {"value": "" if e.get("value") is None else str(e["value"])}
+        elif "secretKeyRef" in source:
+            env[e["name"]] = {"secretKeyRef": {"name": source["secretKeyRef"]["name"], "key": source["secretKeyRef"]["key"]}}
+        else:
+            env[e["name"]] = {"valueFrom": source}
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    return {
+        "deployment": {
+            "name": deployment["metadata"]["name"],
+            "selector": deployment["spec"]["selector"]["matchLabels"],
+            "container": c["name"],
+        },
+        "podLabels": {k: v for k, v in (template["metadata"].get("labels") or {}).items()
+                      if k not in ("helm.sh/chart", "app.kubernetes.io/version")},
+        "secrets": {d["metadata"]["name"]: {"type": d.get("type"), "keys": sorted((d.get("data") or {}).keys())}
+                    for d in by_kind(docs, "Secret")},
+        "configMaps": {d["metadata"]["name"]: sorted((d.get("data") or {}).keys()) for d in by_kind(docs, "ConfigMap")},
+        "env": env,
+        "envFrom": [{"secretRef": s["secretRef"]["name"]} if "secretRef" in s else s for s in c.get("envFrom") or []],
+        "mounts": {m["mountPath"]: mounted_source(volumes.get(m["name"], {}), m.get("subPath"))
+                   for m in c.get("volumeMounts") or []},
+        "podSecurityContext": pod.get("securityContext") or {},
+        "containerSecurityContext": c.get("securityContext") or {},
+    }
+
+
+def compare_with_port(expect: dict, ours: dict) -> list[str]:
+    """Every way our rendering would break a helm upgrade of a Port release, or behave differently."""
+    problems: list[str] = []
+
+    def same(what: str, want: Any, got: Any) -> None:
+        if want != got:
+            problems.append(f"{what}: Port's chart renders {want!r}, ours {got!r}")
+
+    for key in ("name", "selector", "container"):
+        same(f"Deployment {key}" + (" (immutable)" if key == "selector" else ""),
+             expect["deployment"][key], ours["deployment"][key])
+    for key, value in expect["podLabels"].items():
+        same(f"pod label {key}", value, ours["podLabels"].get(key))
+    for name, secret in expect["secrets"].items():
+        got = ours["secrets"].get(name)
+        if got is None:
+            problems.append(f"Secret {name}: Port's chart renders it, ours does not")
+            continue
+        same(f"Secret {name} type (immutable)", secret["type"], got["type"])
+        same(f"Secret {name} keys", sorted(secret["keys"]), got["keys"])
+    for name in ours["secrets"]:
+        if name not in expect["secrets"]:
+            problems.append(f"Secret {name}: ours renders it, Port's chart does not")
+    same("ConfigMaps (name: keys)", expect["configMaps"], ours["configMaps"])
+    for name, source in expect["env"].items():
+        same(f"env {name}", source, ours["env"].get(name))
+    for source in expect["envFrom"]:
+        if source not in ours["envFrom"]:
+            problems.append(f"envFrom {source}: Port's pod has it, ours does not")
+    for path, source in expect["mounts"].items():
+        same(f"mount at {path}", source, ours["mounts"].get(path))
+    for ctx in ("podSecurityContext", "containerSecurityContext"):
+        for key, value in expect[ctx].items():
+            same(f"{ctx}.{key}", value, ours[ctx].get(key))
+    return problems
+
+
+def cmd_migrate(case: str, outdir: str) -> None:
+    """Lint, render and compare with Port's chart for one Port-style values file."""
+    spec = load_migration()
+    release = spec["release"]
+    expect = spec["cases"][case]["expect"]
+    args = spec["cases"][case]["args"]
+    report = helm.lint(CHART, user_values(args), strict=True, namespace=spec["namespace"])
+    lint_problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
+    lint_problems += [{"error": e} for e in report.get("errors", [])]
+    ensure(not lint_problems, "helm lint --strict: " + "; ".join(str(p.get("error")) for p in lint_problems))
+    print(f"  ok: helm lint --strict ({len(report.get('messages', []))} informational message(s))")
+    merged, manifests = render(args, release=release)
+    written = write_rendering(outdir, merged, manifests, release=release)
+    print(f"  ok: rendered {', '.join(os.path.basename(w) for w in written)}")
+    for line in check_rendering(case, outdir):
+        print(f"  ok: {line}")
+    problems = compare_with_port(expect, facts(manifest_docs(manifests)))
+    ensure(not problems, f"differs from Port's chart {spec['version']}:\n    " + "\n    ".join(problems))
+    print(f"  ok: as Port's chart {spec['version']} renders: Deployment {expect['deployment']['name']} and its selector, "
+          f"{len(expect['secrets'])} Secret(s) and their type, {len(expect['env'])} env var(s), "
+          f"{len(expect['mounts'])} mount path(s), {len(expect['podLabels'])} pod label(s)")
+
+
+def cmd_port_facts(port_chart: str) -> None:
+    """Render each migration case with a checkout of Port's chart and compare with the fixture."""
+    spec = load_migration()
+    bad = 0
+    for case, entry in spec["cases"].items():
+        _, manifests = render(entry["args"], release=spec["release"], chart_dir=port_chart)
+        got = facts(manifest_docs(manifests))
+        want = entry["expect"]
+        diffs = [k for k in want if want[k] != got[k]]
+        if diffs:
+            bad += 1
+            print(f"  {case}: the fixture differs from {port_chart} in {', '.join(diffs)}")
+            for k in diffs:
+                print(f"    {k}: fixture {json.dumps(want[k], sort_keys=True)}")
+                print(f"    {k}: chart   {json.dumps(got[k], sort_keys=True)}")
+        else:
+            print(f"  {case}: the fixture matches {port_chart}")
+    ensure(bad == 0, f"{bad} case(s) differ")
 
 
 # --------------------------------------------------------------------------
@@ -446,11 +672,12 @@ def cmd_check(case: str, outdir: str) -> None:
 
 
 def cmd_reject() -> None:
-    for what, args in REJECT.items():
+    for what, (args, reason) in REJECT.items():
         try:
             render(PORT_COMPAT_SETS + args)
         except helm.HelmError as err:
             detail = " ".join(str(err).split()) or type(err).__name__
+            ensure(reason in detail, f"{what}: refused, but not because of {reason!r}: {detail}")
             print(f"  refused: {what}: {detail[:160]}")
             continue
         raise CheckError(f"values accepted although they must be refused: {what} ({' '.join(args)})")
@@ -480,8 +707,9 @@ def cmd_rollout() -> None:
     print("  ok: mapping change -> new checksum/mapping; secret change -> new checksum/secret; stable otherwise")
 
 
-def jq(expr: str, data: Any) -> Any:
-    out = subprocess.run(["jq", "-c", expr], input=json.dumps(data), capture_output=True, text=True, check=False)
+def jq(expr: str, data: Any, env: dict[str, str] | None = None) -> Any:
+    out = subprocess.run(["jq", "-c", expr], input=json.dumps(data), capture_output=True, text=True, check=False,
+                         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})})
     ensure(out.returncode == 0, f"jq failed on {expr!r}: {out.stderr.strip()}")
     first = out.stdout.splitlines()[0] if out.stdout.strip() else "null"
     return json.loads(first)
@@ -521,6 +749,49 @@ def cmd_mapping_jq() -> None:
         "externalRunId": "dep-r_demo0001",
     }, f"unexpected report {report}")
     print("  ok: the demo mapping selects the sample run and builds the expected request and report")
+    image_mapping_jq()
+
+
+def image_mapping_jq() -> None:
+    """The image's default mapping under the jq binary (the Python agent's engine is
+    libjq): the same message, environment and expectations as the Rust test
+    image_default_mapping_gitlab in tests/mappings.rs."""
+    with open(IMAGE_MAPPING, encoding="utf-8") as fh:
+        gitlab, catch_all = json.load(fh)
+    message = {
+        "action": "deploy_service", "resourceType": "run", "status": "TRIGGERED",
+        "trigger": {"by": {"orgId": "org_1", "userId": "u_1"}, "origin": "UI", "at": "2026-11-01T12:00:00.000Z"},
+        "context": {"entity": "svc-a", "blueprint": "microservice", "runId": "r_gl2"},
+        "payload": {
+            "entity": {"identifier": "svc-a", "properties": {"region": "eu-west-1"}},
+            "action": {"invocationMethod": {"type": "GITLAB", "agent": True, "synchronized": False,
+                                            "groupName": "acme/platform", "projectName": "svc-a",
+                                            "defaultRef": "develop", "omitUserInputs": False, "omitPayload": False}},
+            "properties": {"version": "1.2.3", "replicas": 3, "flags": {"dry": True}},
+        },
+    }
+    env = {"GITLAB_URL": "https://gitlab.example.com/", "acme_platform_svc-a": "trig-tok",
+           "acme-platform_svc-a": "not-this-one"}
+    ensure(jq(gitlab["enabled"], message) is True, "the GitLab entry does not select a GITLAB invocation")
+    url = jq(gitlab["url"], message, env)
+    ensure(url == "https://gitlab.example.com/api/v4/projects/acme%2Fplatform%2Fsvc-a/trigger/pipeline", f"url {url}")
+    body = {k: jq(v, message, env) for k, v in gitlab["body"].items()}
+    want = {"ref": "develop", "token": "trig-tok",
+            "variables": {"version": "1.2.3", "replicas": "3", "flags": '{"dry":true}'}, "port_payload": message}
+    ensure(body == want, f"unexpected body {body}")
+    response = {"statusCode": 201, "headers": {}, "text": "",
+                "json": {"id": 991, "web_url": "https://gitlab.example.com/acme/platform/svc-a/-/pipelines/991"}}
+    report = {k: jq(v, {"body": message, "request": {}, "response": response}) for k, v in gitlab["report"].items()}
+    ensure(report == {"link": "https://gitlab.example.com/acme/platform/svc-a/-/pipelines/991", "externalRunId": "991"},
+           f"unexpected report {report}")
+    webhook = json.loads(json.dumps(message))
+    webhook["payload"]["action"]["invocationMethod"] = {"type": "WEBHOOK", "agent": True, "synchronized": True,
+                                                        "method": "PUT", "url": "http://hooks.internal/deploy"}
+    ensure(jq(gitlab["enabled"], webhook) is False, "the GitLab entry selects a WEBHOOK invocation")
+    ensure(jq(catch_all["url"], webhook) == "http://hooks.internal/deploy", "the catch-all's url")
+    ensure(jq(catch_all["method"], webhook) == "PUT", "the catch-all's method")
+    print("  ok: the image's default mapping under jq: a GITLAB run triggers the pipeline as tests/mappings.rs expects; "
+          "a WEBHOOK run goes to the catch-all")
 
 
 def cmd_image() -> None:
@@ -536,10 +807,13 @@ def cmd_image() -> None:
     ensure("WORKDIR /app" in last, "the final stage's working directory is not /app")
     ensure("EXPOSE 8080" in last, "the final stage does not EXPOSE 8080")
     ensure('ENTRYPOINT ["/usr/local/bin/port-agent"]' in last, "the entrypoint is not the binary")
-    ensure(any(l.startswith("COPY deploy/control_the_payload_config.json /app/control_the_payload_config.json") for l in last),
+    ensure(any(l.startswith(f"COPY {IMAGE_MAPPING} /app/control_the_payload_config.json") for l in last),
            "the default mapping is not copied to /app/control_the_payload_config.json")
-    with open("deploy/control_the_payload_config.json", encoding="utf-8") as fh:
-        ensure(json.load(fh) == [{"enabled": True}], "the default mapping is not the catch-all [{\"enabled\": true}]")
+    with open(IMAGE_MAPPING, encoding="utf-8") as fh:
+        default = json.load(fh)
+    ensure(len(default) == 2 and default[0]["enabled"] == '.payload.action.invocationMethod.type == "GITLAB"',
+           f"{IMAGE_MAPPING} does not start with Port's GitLab mapping")
+    ensure(default[1]["enabled"] is True, f"{IMAGE_MAPPING} does not end with the catch-all")
     with open(".dockerignore", encoding="utf-8") as fh:
         ignored = {l.strip().rstrip("/") for l in fh if l.strip() and not l.startswith("#")}
     ensure({"target", ".git"} <= ignored, ".dockerignore does not exclude target/ and .git")
@@ -602,7 +876,7 @@ def cmd_compose() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if helm is None and argv[:1] not in (["mapping-jq"], ["image"], ["compose"], ["cases"]):
+    if helm is None and argv[:1] not in (["mapping-jq"], ["image"], ["compose"], ["cases"], ["migration-cases"]):
         print("helm-python-sdk is not installed (pip install helm-python-sdk)", file=sys.stderr)
         return 2
     try:
@@ -624,6 +898,12 @@ def main(argv: list[str]) -> int:
             cmd_compose()
         elif argv[:1] == ["cases"]:
             print(" ".join(CASES))
+        elif argv[:1] == ["migration-cases"]:
+            print(" ".join(load_migration()["cases"]))
+        elif argv[:1] == ["migrate"] and len(argv) == 3:
+            cmd_migrate(argv[1], argv[2])
+        elif argv[:1] == ["port-facts"] and len(argv) == 2:
+            cmd_port_facts(argv[1])
         else:
             print(__doc__, file=sys.stderr)
             return 2

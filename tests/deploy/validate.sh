@@ -17,6 +17,15 @@
 #     env.normal/env.secret key reaches the container, the mapping is mounted
 #     where CONTROL_THE_PAYLOAD_CONFIG_PATH points, probes, security context,
 #     Service/ServiceMonitor/PDB wiring);
+#   - no rendering has duplicate volume names or mount paths, or a mount of a
+#     volume that does not exist (the API server refuses those;
+#     kubernetes-validate does not see them);
+#   - migration from Port's chart (port-labs/helm-charts port-agent 0.8.15):
+#     for each Port-style values file in tests/deploy/port-migration/, lint,
+#     render, validate, and compare with the facts of Port's rendering in
+#     port-agent-0.8.15.yaml (the Deployment's selector and the Secret's type,
+#     which are immutable; every env var and its value source; mount paths;
+#     pod labels; security-context keys);
 #   - values that must be refused at install time are refused;
 #   - a mapping or secret change changes the pod template's checksums;
 #   - docker-compose config -q, the demo's wiring and signed sample message,
@@ -166,6 +175,12 @@ for case in $("$PY" tests/deploy/deploy_check.py cases); do
     check "helm template: $case" "$PY" tests/deploy/deploy_check.py render "$case" "$out"
     check "kubernetes-validate --strict: $case" k8s_validate "$out"
     check "rendered Deployment: $case" "$PY" tests/deploy/deploy_check.py check "$case" "$out"
+done
+
+for case in $("$PY" tests/deploy/deploy_check.py migration-cases); do
+    out="$WORK/migrate/$case"
+    check "migration from Port's chart 0.8.15: $case" "$PY" tests/deploy/deploy_check.py migrate "$case" "$out"
+    check "kubernetes-validate --strict: migration $case" k8s_validate "$out"
 done
 
 check "values.schema.json and template checks refuse bad values" "$PY" tests/deploy/deploy_check.py reject

@@ -27,18 +27,36 @@ name that already contains the chart name is used as is.
 {{- end }}
 
 {{/*
-Common labels.
+Common labels: those of Port's chart (helm.sh/chart, the selector labels,
+app.kubernetes.io/version and managed-by, then extraLabels). Built as a map
+so that a key given twice renders once; the selector labels always win.
 */}}
 {{- define "port-agent.labels" -}}
-helm.sh/chart: {{ include "port-agent.chart" . }}
-{{ include "port-agent.selectorLabels" . }}
-{{- if .Chart.AppVersion }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-{{- end }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- $labels := dict }}
 {{- range $key, $value := .Values.extraLabels }}
-{{ $key }}: {{ $value | toString | quote }}
+{{- $_ := set $labels $key ($value | toString) }}
 {{- end }}
+{{- $_ := set $labels "helm.sh/chart" (include "port-agent.chart" .) }}
+{{- if .Chart.AppVersion }}
+{{- $_ := set $labels "app.kubernetes.io/version" (.Chart.AppVersion | toString) }}
+{{- end }}
+{{- $_ := set $labels "app.kubernetes.io/managed-by" .Release.Service }}
+{{- $labels = mergeOverwrite $labels (include "port-agent.selectorLabels" . | fromYaml) }}
+{{- toYaml $labels }}
+{{- end }}
+
+{{/*
+Pod labels: podLabels, then the common labels (as Port's chart puts them on
+the pod template, extraLabels included, for NetworkPolicies and admission
+rules that key on them). The selector labels always win.
+*/}}
+{{- define "port-agent.podLabels" -}}
+{{- $labels := dict }}
+{{- range $key, $value := .Values.podLabels }}
+{{- $_ := set $labels $key ($value | toString) }}
+{{- end }}
+{{- $labels = mergeOverwrite $labels (include "port-agent.labels" . | fromYaml) }}
+{{- toYaml $labels }}
 {{- end }}
 
 {{/*
@@ -57,10 +75,100 @@ Name of the Secret holding env.secret (Port's chart: secret.name or the full nam
 {{- end }}
 
 {{/*
-Name of the ConfigMap holding the mapping file.
+Name of the ConfigMap holding the mapping file, and its key: Port's chart
+names it after the release's full name, key controlThePayloadConfig.
 */}}
 {{- define "port-agent.mappingConfigMapName" -}}
-{{- printf "%s-mapping" (include "port-agent.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- include "port-agent.fullname" . }}
+{{- end }}
+
+{{- define "port-agent.mappingConfigMapKey" -}}
+controlThePayloadConfig
+{{- end }}
+
+{{/*
+Volume names of the chart's own volumes. The mapping and certificate volumes
+are named as in Port's chart (the full name, with dots made dashes so that it
+is a valid volume name, and "certificates"), so extraVolumeMounts written
+against Port's chart still find them; the scratch volume has a name no user
+picks.
+*/}}
+{{- define "port-agent.mappingVolumeName" -}}
+{{- include "port-agent.fullname" . | replace "." "-" }}
+{{- end }}
+
+{{- define "port-agent.certificateVolumeName" -}}
+certificates
+{{- end }}
+
+{{- define "port-agent.tmpVolumeName" -}}
+port-agent-scratch-tmp
+{{- end }}
+
+{{/*
+extraVolumes and extraVolumeMounts run through tpl, as in Port's chart, so
+"{{ .Release.Name }}" works in them. Each renders a YAML list ("[]" when
+unset).
+*/}}
+{{- define "port-agent.extraVolumes" -}}
+{{- if .Values.extraVolumes }}
+{{- tpl (toYaml .Values.extraVolumes) . }}
+{{- else }}
+{{- "[]" }}
+{{- end }}
+{{- end }}
+
+{{- define "port-agent.extraVolumeMounts" -}}
+{{- if .Values.extraVolumeMounts }}
+{{- tpl (toYaml .Values.extraVolumeMounts) . }}
+{{- else }}
+{{- "[]" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the user mounts something at /tmp: then the chart adds no /tmp of its
+own ("true" or "").
+*/}}
+{{- define "port-agent.userMountsTmp" -}}
+{{- range (include "port-agent.extraVolumeMounts" . | fromYamlArray) }}
+{{- if eq (trimSuffix "/" (toString .mountPath)) "/tmp" }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Refuse extra volumes and mounts that collide with the chart's own: the API
+server rejects duplicate volume names and mount paths, and offline validation
+does not see them.
+*/}}
+{{- define "port-agent.checkExtraVolumes" -}}
+{{- $own := list }}
+{{- if not (include "port-agent.userMountsTmp" .) }}
+{{- $own = append $own (include "port-agent.tmpVolumeName" .) }}
+{{- end }}
+{{- if .Values.controlThePayloadConfig }}
+{{- $own = append $own (include "port-agent.mappingVolumeName" .) }}
+{{- end }}
+{{- if .Values.selfSignedCertificate.enabled }}
+{{- $own = append $own (include "port-agent.certificateVolumeName" .) }}
+{{- end }}
+{{- range (include "port-agent.extraVolumes" . | fromYamlArray) }}
+{{- if has (toString .name) $own }}
+{{- fail (printf "extraVolumes: the volume name %q is the chart's own; choose another name" (toString .name)) }}
+{{- end }}
+{{- end }}
+{{- $ownPaths := list }}
+{{- if .Values.controlThePayloadConfig }}
+{{- $ownPaths = append $ownPaths (include "port-agent.mappingPath" .) }}
+{{- end }}
+{{- if .Values.selfSignedCertificate.enabled }}
+{{- $ownPaths = append $ownPaths (include "port-agent.selfSignedCertPath" .) }}
+{{- end }}
+{{- range (include "port-agent.extraVolumeMounts" . | fromYamlArray) }}
+{{- if has (toString .mountPath) $ownPaths }}
+{{- fail (printf "extraVolumeMounts: %s is where the chart mounts %s; mount elsewhere or drop the chart's copy" (toString .mountPath) (ternary "the mapping (controlThePayloadConfig)" "the self-signed certificate" (eq (toString .mountPath) (include "port-agent.mappingPath" $)))) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
