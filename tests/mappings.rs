@@ -1,10 +1,11 @@
 //! Every ready mapping in `mappings/` rendered against a sample message,
 //! asserting the exact request (and report where the mapping has one); and
-//! `port-agent check` accepting every file.
+//! `port-agent check` accepting every file. Also the image's default mapping
+//! (`deploy/control_the_payload_config.json`, Port's image default).
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use port_agent::dryrun;
@@ -36,7 +37,18 @@ async fn render(
     status: u16,
     answer: Value,
 ) -> Option<Rendered> {
-    let set = MappingSet::load(&mappings_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    render_at(&mappings_dir().join(file), message, env, status, answer).await
+}
+
+async fn render_at(
+    path: &Path,
+    message: Value,
+    env: &[(&str, &str)],
+    status: u16,
+    answer: Value,
+) -> Option<Rendered> {
+    let file = path.display();
+    let set = MappingSet::load(path).unwrap_or_else(|e| panic!("{file}: {e}"));
     let config = Config {
         secret: Some(Secret::new(SECRET)),
         runs_topic: "org_1.runs".into(),
@@ -46,6 +58,7 @@ async fn render(
         wf_unmatched_fail: false,
         budget: Budget::default(),
         infer_topics: false,
+        idempotency_headers: false,
         fixed_timestamp: None,
         polled: false,
     };
@@ -493,4 +506,152 @@ fn check_accepts_every_ready_mapping() {
         assert!(out.status.success(), "{}: {stdout}", f.display());
         assert!(stdout.contains("mapping(s) compiled"), "{stdout}");
     }
+}
+
+/// The mapping the image ships at `/app/control_the_payload_config.json`.
+fn image_default_mapping() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/control_the_payload_config.json")
+}
+
+/// A GITLAB invocation through the image's default (Port's image default,
+/// port-labs/port-agent `app/control_the_payload_config.json`): the expected
+/// values are worked out by hand from that mapping's text.
+#[tokio::test]
+async fn image_default_mapping_gitlab() {
+    let mut msg = action_run("r_gl2", "", "POST", false);
+    msg["payload"]["action"]["invocationMethod"] = json!({"type": "GITLAB", "agent": true, "synchronized": false,
+        "groupName": "acme/platform", "projectName": "svc-a", "defaultRef": "develop",
+        "omitUserInputs": false, "omitPayload": false});
+    msg["payload"]["properties"] = json!({"version": "1.2.3", "replicas": 3, "flags": {"dry": true}});
+    // What the mapping sees: for GITLAB the agent removes the whole `headers`
+    // key after checking the signature.
+    let mut unsigned = msg.clone();
+    unsigned.as_object_mut().unwrap().remove("headers");
+    let env = [
+        ("GITLAB_URL", "https://gitlab.example.com/"),
+        // `<group with "/" as "_">_<project>`
+        ("acme_platform_svc-a", "trig-tok"),
+        ("acme-platform_svc-a", "not-this-one"),
+    ];
+    let r = render_at(
+        &image_default_mapping(),
+        signed_gitlab(msg),
+        &env,
+        201,
+        json!({"id": 991, "web_url": "https://gitlab.example.com/acme/platform/svc-a/-/pipelines/991"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.method, "POST");
+    // `(env.GITLAB_URL // "https://gitlab.com/") + "api/v4/projects/" + ("group/project" | @uri) + "/trigger/pipeline"`
+    assert_eq!(
+        r.url,
+        "https://gitlab.example.com/api/v4/projects/acme%2Fplatform%2Fsvc-a/trigger/pipeline"
+    );
+    assert_eq!(r.headers, headers(&[("Content-Type", "application/json")]));
+    // ref: no `.payload.properties.ref`, so `defaultRef`; variables: every
+    // input as a string; port_payload: the whole message, which for GITLAB
+    // has no `headers` key once the signature was checked.
+    assert_eq!(
+        r.body,
+        json!({"ref": "develop", "token": "trig-tok",
+               "variables": {"version": "1.2.3", "replicas": "3", "flags": "{\"dry\":true}"},
+               "port_payload": unsigned})
+    );
+    assert_eq!(
+        r.port_calls,
+        patched(
+            "r_gl2",
+            json!({"link": "https://gitlab.example.com/acme/platform/svc-a/-/pipelines/991", "externalRunId": "991"})
+        )
+    );
+}
+
+/// The GITLAB entry's fall-backs: gitlab.com without `GITLAB_URL`, `ref` from
+/// the inputs, a null token when its variable is missing, and the inputs and
+/// payload left out when the invocation method says so.
+#[tokio::test]
+async fn image_default_mapping_gitlab_fallbacks() {
+    let mut msg = action_run("r_gl3", "", "POST", false);
+    msg["payload"]["action"]["invocationMethod"] = json!({"type": "GITLAB", "agent": true, "synchronized": false,
+        "groupName": "acme", "projectName": "svc-b", "omitUserInputs": true, "omitPayload": true});
+    msg["payload"]["properties"] = json!({"ref": "release/1.2"});
+    let r = render_at(
+        &image_default_mapping(),
+        signed_gitlab(msg),
+        &[],
+        201,
+        json!({"id": 7, "web_url": "https://gitlab.com/acme/svc-b/-/pipelines/7"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.url,
+        "https://gitlab.com/api/v4/projects/acme%2Fsvc-b/trigger/pipeline"
+    );
+    assert_eq!(
+        r.body,
+        json!({"ref": "release/1.2", "token": null, "variables": {}, "port_payload": {}})
+    );
+    assert_eq!(
+        r.port_calls,
+        patched(
+            "r_gl3",
+            json!({"link": "https://gitlab.com/acme/svc-b/-/pipelines/7", "externalRunId": "7"})
+        )
+    );
+}
+
+/// A WEBHOOK invocation passes over the GITLAB entry to the catch-all:
+/// the invocation method's `method` and `url`, the whole message as the body
+/// (signature headers removed, the empty `headers` object kept), and the
+/// default report of a synchronized run.
+#[tokio::test]
+async fn image_default_mapping_webhook() {
+    let msg = action_run("r_wh1", "http://hooks.internal/deploy", "put", true);
+    let mut unsigned = msg.clone();
+    let r = render_at(
+        &image_default_mapping(),
+        signed(msg, SECRET, 1),
+        &[("GITLAB_URL", "https://gitlab.example.com/")],
+        200,
+        json!({"deployed": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.url.as_str()),
+        ("PUT", "http://hooks.internal/deploy")
+    );
+    assert_eq!(r.headers, headers(&[("Content-Type", "application/json")]));
+    unsigned["headers"] = json!({});
+    assert_eq!(r.body, unsigned);
+    assert_eq!(
+        r.port_calls,
+        vec![
+            (
+                "PATCH".to_string(),
+                "/v1/actions/runs/r_wh1/response".to_string(),
+                json!({"response": {"deployed": true}})
+            ),
+            (
+                "PATCH".to_string(),
+                "/v1/actions/runs/r_wh1".to_string(),
+                json!({"status": "SUCCESS"})
+            ),
+        ]
+    );
+}
+
+#[test]
+fn check_accepts_the_image_default_mapping() {
+    let out = Command::new(env!("CARGO_BIN_EXE_port-agent"))
+        .args(["check", "--mapping"])
+        .arg(image_default_mapping())
+        .env_clear()
+        .output()
+        .expect("run port-agent check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("2 mapping(s) compiled"), "{stdout}");
 }
