@@ -22,6 +22,7 @@ with a readable message on the first failed assertion.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -43,6 +44,9 @@ MAPPING = "deploy/compose/invocations.json"
 # The image's default mapping: Port's image default (port-labs/port-agent,
 # app/control_the_payload_config.json, unchanged since v0.8.0).
 IMAGE_MAPPING = "deploy/control_the_payload_config.json"
+# sha256 of that file in port-labs/port-agent: the same at tag v0.8.0 and at
+# 4732c34 (the newest commit read, after tag v0.8.9).
+PORT_IMAGE_MAPPING_SHA256 = "ef8fc5185dc725a6a9b4a89a930909f2a1e5792ff0bfdb2fd63e30cfc2fc2d84"
 RELEASE = "port-agent-test"
 NAMESPACE = "port-agent"
 # Facts of Port's chart (0.8.15) for Port-style values files; see the file.
@@ -117,6 +121,17 @@ REJECT: dict[str, tuple[list[str], str]] = {
         "--set", "extraVolumes[0].name=mine,extraVolumes[0].emptyDir.medium=Memory",
         "--set", "extraVolumeMounts[0].name=mine,extraVolumeMounts[0].mountPath=/app/control_the_payload_config.json",
     ], "/app/control_the_payload_config.json is where the chart mounts the mapping"),
+    "extraVolumes reusing the chart's mapping volume name (the full name)": ([
+        "--set-file", f"controlThePayloadConfig={MAPPING}",
+        "--set", f"extraVolumes[0].name={RELEASE},extraVolumes[0].emptyDir.medium=Memory",
+    ], f'the volume name "{RELEASE}" is the chart\'s own'),
+    "extraVolumeMounts at the path the chart mounts the CA": ([
+        "--set", "selfSignedCertificate.enabled=true",
+        "--set-file", f"selfSignedCertificate.certificate={HERE}/test-ca.crt",
+        "--set", "extraVolumes[0].name=mine,extraVolumes[0].emptyDir.medium=Memory",
+        "--set", "extraVolumeMounts[0].name=mine,"
+                 "extraVolumeMounts[0].mountPath=/usr/local/share/ca-certificates/cert.crt",
+    ], "is where the chart mounts the self-signed certificate"),
     "image.pullPolicy typo": (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
     "typo in an added section": (["--set", "serviceMonitor.enabeld=true"], "'enabeld' not allowed"),
     "AGENT_LOG_FORMAT not json/text": (["--set", "env.normal.AGENT_LOG_FORMAT=yaml"], "/env/normal/AGENT_LOG_FORMAT"),
@@ -564,7 +579,22 @@ def facts(docs: list[dict]) -> dict:
                    for m in c.get("volumeMounts") or []},
         "podSecurityContext": pod.get("securityContext") or {},
         "containerSecurityContext": c.get("securityContext") or {},
+        # Only compared through the fixture's `differences`.
+        "resources": c.get("resources") or {},
+        "probes": {p: c[p].get("httpGet", {}).get("path") for p in ("livenessProbe", "readinessProbe") if c.get(p)},
+        "automountServiceAccountToken": pod.get("automountServiceAccountToken"),
+        "tmp": mounted_source(volumes.get(next((m["name"] for m in c.get("volumeMounts") or []
+                                                if m["mountPath"] == "/tmp"), ""), {}), None) or None,
     }
+
+
+def check_differences(side: str, case: str, got: dict) -> list[str]:
+    """The documented differences, for the case they are recorded for."""
+    diff = load_migration()["differences"]
+    if diff["case"] != case:
+        return []
+    return [f"{key}: the fixture says {side} renders {want!r}, it renders {got[key]!r}"
+            for key, want in diff[side].items() if got[key] != want]
 
 
 def compare_with_port(expect: dict, ours: dict) -> list[str]:
@@ -620,7 +650,8 @@ def cmd_migrate(case: str, outdir: str) -> None:
     print(f"  ok: rendered {', '.join(os.path.basename(w) for w in written)}")
     for line in check_rendering(case, outdir):
         print(f"  ok: {line}")
-    problems = compare_with_port(expect, facts(manifest_docs(manifests)))
+    ours = facts(manifest_docs(manifests))
+    problems = compare_with_port(expect, ours) + check_differences("ours", case, ours)
     ensure(not problems, f"differs from Port's chart {spec['version']}:\n    " + "\n    ".join(problems))
     print(f"  ok: as Port's chart {spec['version']} renders: Deployment {expect['deployment']['name']} and its selector, "
           f"{len(expect['secrets'])} Secret(s) and their type, {len(expect['env'])} env var(s), "
@@ -636,12 +667,15 @@ def cmd_port_facts(port_chart: str) -> None:
         got = facts(manifest_docs(manifests))
         want = entry["expect"]
         diffs = [k for k in want if want[k] != got[k]]
-        if diffs:
+        documented = check_differences("port", case, got)
+        if diffs or documented:
             bad += 1
-            print(f"  {case}: the fixture differs from {port_chart} in {', '.join(diffs)}")
+            print(f"  {case}: the fixture differs from {port_chart} in {', '.join(diffs + ['differences'] * bool(documented))}")
             for k in diffs:
                 print(f"    {k}: fixture {json.dumps(want[k], sort_keys=True)}")
                 print(f"    {k}: chart   {json.dumps(got[k], sort_keys=True)}")
+            for problem in documented:
+                print(f"    {problem}")
         else:
             print(f"  {case}: the fixture matches {port_chart}")
     ensure(bad == 0, f"{bad} case(s) differ")
@@ -814,6 +848,9 @@ def cmd_image() -> None:
     ensure(len(default) == 2 and default[0]["enabled"] == '.payload.action.invocationMethod.type == "GITLAB"',
            f"{IMAGE_MAPPING} does not start with Port's GitLab mapping")
     ensure(default[1]["enabled"] is True, f"{IMAGE_MAPPING} does not end with the catch-all")
+    with open(IMAGE_MAPPING, "rb") as fh:
+        ensure(hashlib.sha256(fh.read()).hexdigest() == PORT_IMAGE_MAPPING_SHA256,
+               f"{IMAGE_MAPPING} is no longer the same file as Port's image default")
     with open(".dockerignore", encoding="utf-8") as fh:
         ignored = {l.strip().rstrip("/") for l in fh if l.strip() and not l.startswith("#")}
     ensure({"target", ".git"} <= ignored, ".dockerignore does not exclude target/ and .git")
