@@ -1,12 +1,17 @@
 //! Differential test: a corpus of mapping-style expressions runs through the
-//! agent's engine and through the `jq` binary (Debian's jq 1.6, installed by
-//! the test set-up), and the first outputs must be the same JSON text.
+//! agent's engine and through the `jq` binary (Debian's jq 1.6, what the
+//! Python agent's pyjq runs; installed by the test set-up), and the first
+//! outputs must be the same JSON text. When jq fails, the agent must fail in
+//! the same way: both at compile time (jq exits 3) or both at run time.
 //!
 //! The corpus lives in `tests/jq_corpus.txt`, one expression per line
 //! (`#` starts a comment). Every expression runs on `INPUT` below with the
-//! environment `ENV`.
+//! environment `ENV`. A line `known-difference: EXPR ⇒ OURS` is a documented
+//! difference (README, "Known differences of the jq engine"): the agent must
+//! give `OURS` (a JSON text, `error` or `compile-error`) and jq 1.6
+//! something else.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -15,11 +20,12 @@ use port_agent::mapping::jq::{from_val, to_val, Budget, JqEnv, JqProgram};
 use serde_json::Value;
 
 const INPUT: &str = r#"{"action":"deploy_service","resourceType":"run","status":"TRIGGERED",
-"trigger":{"by":{"orgId":"org_42","userId":"u_7","user":{"email":"Ana.Lopez@example.com","firstName":"Ana"}},"origin":"UI","at":"2026-11-01T12:00:00.000Z"},
+"trigger":{"by":{"orgId":"org_42","userId":"u_7","user":{"email":"Ana.Lopez@example.com","firstName":"Ana","lastName":"Müller-Łukasz","nickname":"Zoë 🚀"}},"origin":"UI","at":"2026-11-01T12:00:00.000Z"},
 "context":{"entity":"svc-a","blueprint":"microservice","runId":"r_abc123"},
-"payload":{"entity":{"identifier":"svc-a","title":"Service A — prod","team":["platform","sre"],"properties":{"region":"eu-west-1","tier":2,"cost":12.5,"labels":{"app":"a","env":"prod"}}},
-"action":{"invocationMethod":{"type":"WEBHOOK","agent":true,"synchronized":true,"method":"post","url":"http://deployer.internal:8080/deploy","groupName":"acme/platform","projectName":"svc-a"}},
-"properties":{"version":"1.2.3","replicas":3,"ratio":0.5,"dry":false,"tags":["b","a","c"],"branch":null,"namespace":"prod","ports":[80,443,8080],"notes":"déjà vu ✓","items":[{"n":"x","v":2},{"n":"y","v":1},{"n":"x","v":5}]}},
+"payload":{"entity":{"identifier":"svc-a","title":"Service A — prod","team":["platform","sre"],"properties":{"region":"eu-west-1","tier":2,"cost":12.5,"labels":{"app":"a","env":"prod","x-team":"core"}}},
+"action":{"identifier":"deploy","invocationMethod":{"type":"WEBHOOK","agent":true,"synchronized":true,"method":"post","url":"http://deployer.internal:8080/deploy","groupName":"acme/platform","projectName":"svc-a"}},
+"properties":{"version":"1.2.3","replicas":3,"ratio":0.5,"dry":false,"tags":["b","a","c"],"branch":null,"namespace":"prod","ports":[80,443,8080],"notes":"déjà vu ✓","items":[{"n":"x","v":2},{"n":"y","v":1},{"n":"x","v":5}],
+"comment":"Naïve café: über-fast ✓ 日本語 — straße","mixed":[1,null,"a",true,2.5],"nums":{"zero":0,"neg":-3,"half":0.5,"negfrac":-0.25,"big":1234567890123,"tiny":1e-07,"exp":1.5e+300},"x-request-id":"req-9","my-key":{"inner-key":"v"},"empty":"","emptyArr":[],"emptyObj":{}}},
 "headers":{}}"#;
 
 const ENV: &[(&str, &str)] = &[
@@ -27,6 +33,15 @@ const ENV: &[(&str, &str)] = &[
     ("TF_TOKEN", "tf-tok"),
     ("acme_platform_svc-a", "trigger-tok"),
 ];
+
+/// What an expression gave: its first output as compact JSON text (`null`
+/// when there is none, as a mapping field), or the kind of failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Value(String),
+    CompileError,
+    RuntimeError,
+}
 
 fn jq_binary() -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {
@@ -39,8 +54,17 @@ fn jq_binary() -> PathBuf {
     })
 }
 
-/// jq's first output as compact JSON text, or None when jq fails.
-fn reference(jq: &PathBuf, expr: &str) -> Option<String> {
+/// Parse and reprint, so that both sides use one writer for strings;
+/// numbers keep their text (arbitrary precision).
+fn normalise(text: &str) -> String {
+    serde_json::from_str::<Value>(text)
+        .map(|v| to_raw_string(&v))
+        .unwrap_or_else(|_| text.to_string())
+}
+
+/// jq's outcome. Only the first output line is read, then jq is stopped, so
+/// an expression with endless outputs (`repeat`) does not hang the test.
+fn reference(jq: &PathBuf, expr: &str) -> Outcome {
     let mut child = Command::new(jq)
         .arg("-c")
         .arg(expr)
@@ -48,29 +72,40 @@ fn reference(jq: &PathBuf, expr: &str) -> Option<String> {
         .envs(ENV.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("cannot run jq");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(INPUT.as_bytes())
-        .expect("write to jq");
-    let out = child.wait_with_output().expect("jq output");
-    if !out.status.success() {
-        return None;
+    // jq does not read its input when the expression does not compile.
+    let _ = child.stdin.take().expect("stdin").write_all(INPUT.as_bytes());
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read jq's output");
+    if !first.trim().is_empty() {
+        // Stopping jq after its first output is not a failure.
+        let _ = child.kill();
+        let _ = child.wait();
+        return Outcome::Value(normalise(first.trim()));
     }
-    let text = String::from_utf8(out.stdout).expect("jq prints UTF-8");
-    Some(text.lines().next().unwrap_or("null").to_string())
+    let status = child.wait().expect("wait for jq");
+    match status.code() {
+        Some(0) => Outcome::Value("null".into()),
+        Some(3) => Outcome::CompileError,
+        _ => Outcome::RuntimeError,
+    }
 }
 
-fn ours(expr: &str, env: &JqEnv, input: &Value) -> Result<Option<String>, String> {
-    let program = JqProgram::compile(expr).map_err(|e| e.message)?;
+fn ours(expr: &str, env: &JqEnv, input: &Value) -> Outcome {
+    let Ok(program) = JqProgram::compile(expr) else {
+        return Outcome::CompileError;
+    };
     match program.first(&to_val(input), env, Budget::default()) {
-        Ok(Some(v)) => Ok(Some(to_raw_string(&from_val(&v).map_err(|e| e.0)?))),
-        Ok(None) => Ok(Some("null".into())),
-        Err(_) => Ok(None),
+        Ok(Some(v)) => match from_val(&v) {
+            Ok(v) => Outcome::Value(normalise(&to_raw_string(&v))),
+            Err(_) => Outcome::RuntimeError,
+        },
+        Ok(None) => Outcome::Value("null".into()),
+        Err(_) => Outcome::RuntimeError,
     }
 }
 
@@ -81,43 +116,51 @@ fn agent_engine_matches_jq() {
     let corpus = std::fs::read_to_string(&corpus_path).expect("read tests/jq_corpus.txt");
     let input: Value = serde_json::from_str(INPUT).expect("INPUT is JSON");
     let env = JqEnv::new(ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let mut checked = 0;
+    let (mut checked, mut known) = (0, 0);
     let mut failures = Vec::new();
-    for expr in corpus
+    for line in corpus
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
-        checked += 1;
-        // jq prints nothing for `empty`; a mapping field then becomes null.
-        let want = reference(&jq, expr).map(|t| if t.is_empty() { "null".to_string() } else { t });
-        match ours(expr, &env, &input) {
-            Err(compile) => failures.push(format!("{expr}\n    does not compile: {compile}")),
-            Ok(got) => {
-                // Compare parsed-and-reprinted text so that both sides use one
-                // writer for strings; numbers keep their text (arbitrary precision).
-                let norm = |t: Option<String>| {
-                    t.map(|t| {
-                        serde_json::from_str::<Value>(&t)
-                            .map(|v| to_raw_string(&v))
-                            .unwrap_or(t)
-                    })
-                };
-                let (got, want) = (norm(got), norm(want));
-                if got != want {
-                    failures.push(format!("{expr}\n    ours: {got:?}\n    jq:   {want:?}"));
-                }
+        if let Some(rest) = line.strip_prefix("known-difference:") {
+            known += 1;
+            let Some((expr, want)) = rest.split_once('⇒') else {
+                failures.push(format!("{line}\n    a known difference needs `EXPR ⇒ OURS`"));
+                continue;
+            };
+            let (expr, want) = (expr.trim(), want.trim());
+            let want = match want {
+                "error" => Outcome::RuntimeError,
+                "compile-error" => Outcome::CompileError,
+                text => Outcome::Value(normalise(text)),
+            };
+            let (got, jq_gives) = (ours(expr, &env, &input), reference(&jq, expr));
+            if got != want {
+                failures.push(format!("{expr}\n    ours: {got:?}\n    documented: {want:?}"));
             }
+            if jq_gives == want {
+                failures.push(format!(
+                    "{expr}\n    jq 1.6 gives the documented output {want:?}: not a difference"
+                ));
+            }
+            continue;
+        }
+        checked += 1;
+        let (got, want) = (ours(line, &env, &input), reference(&jq, line));
+        if got != want {
+            failures.push(format!("{line}\n    ours: {got:?}\n    jq:   {want:?}"));
         }
     }
     assert!(
-        checked >= 100,
-        "the corpus should hold at least 100 expressions, has {checked}"
+        checked >= 500,
+        "the corpus should hold at least 500 expressions, has {checked}"
     );
     assert!(
         failures.is_empty(),
-        "{} of {checked} expressions differ from jq:\n{}",
+        "{} of {} expressions differ from jq:\n{}",
         failures.len(),
+        checked + known,
         failures.join("\n")
     );
 }

@@ -133,10 +133,14 @@ fn rc_unwrap_or_clone<T: Clone>(a: Rc<T>) -> T {
 impl jaq_core::ValT for Val {
     fn from_num(n: &str) -> ValR {
         // port-agent patch: a number literal in a program is a double, as in
-        // jq 1.6 (`1e-5` prints as 1e-05); integers stay exact.
-        Ok(Self::Num(
-            Num::from_str_radix(n, 10).unwrap_or_else(|| Num::from_dec_str(n)),
-        ))
+        // jq 1.6 (`1e-5` prints as 1e-05); integers a double holds exactly
+        // (up to 2^53) stay exact, larger ones become doubles
+        // (`100000000000000000000` prints as 1e+20).
+        const EXACT: isize = 1 << 53;
+        Ok(Self::Num(match Num::from_str_radix(n, 10) {
+            Some(Num::Int(i)) if (-EXACT..=EXACT).contains(&i) => Num::Int(i),
+            _ => Num::from_dec_str(n),
+        }))
     }
 
     fn from_map<I: IntoIterator<Item = (Self, Self)>>(iter: I) -> ValR {
@@ -524,7 +528,17 @@ impl Val {
                 let indices = iw.filter_map(|(i, w)| (w == **y).then_some(i));
                 Some(indices.map(Val::from).collect())
             }
-            (Val::Obj(o), i) => o.get(i).cloned(),
+            // port-agent patch: like jq, an object is indexed by strings
+            // only (`{} | .[0]` is an error, upstream gives null), and an
+            // array by a number that is not an integer gives null.
+            (Val::Obj(o), i @ (Val::TStr(_) | Val::BStr(_))) => o.get(i).cloned(),
+            (Val::Arr(a), Val::Num(n @ (Num::Float(_) | Num::Dec(_)))) => {
+                let f = n.as_f64();
+                if f.fract() != 0.0 || f.abs() > isize::MAX as f64 {
+                    return Ok(None);
+                }
+                return Val::Arr(a).index_opt(&Val::Num(Num::Int(f as isize)));
+            }
             (v @ (Val::BStr(_) | Val::TStr(_) | Val::Arr(_)), Val::Obj(o)) => {
                 use jaq_core::ValT;
                 let start = o.get(&Val::utf8_str("start"));
@@ -649,6 +663,16 @@ impl core::ops::Mul for Val {
         use Val::*;
         match (self, rhs) {
             (Num(x), Num(y)) => Ok(Num(x * y)),
+            // port-agent patch: like jq 1.6, a string times a non-integer
+            // number repeats it `1 + trunc(n - 1)` times, null when n <= 0
+            // (`"x" * 0.5` is "x").
+            (s @ (BStr(_) | TStr(_)), Num(n)) | (Num(n), s @ (BStr(_) | TStr(_)))
+                if !n.is_int() =>
+            {
+                let n = n.as_f64();
+                let times = if n > 0.0 { 1.0 + (n - 1.0).trunc().max(0.0) } else { 0.0 };
+                s * Num(Int(times.min(isize::MAX as f64) as isize))
+            }
             (s @ (BStr(_) | TStr(_)), Num(BigInt(i)))
             | (Num(BigInt(i)), s @ (BStr(_) | TStr(_))) => {
                 s * Num(Int(bigint_to_int_saturated(&i)))
@@ -692,6 +716,11 @@ impl core::ops::Div for Val {
             split(&x, &y).map(|s| into(x.slice_ref(s))).collect()
         };
         match (self, rhs) {
+            // port-agent patch: like jq, dividing by zero is an error
+            // (upstream gives infinity or NaN).
+            (Self::Num(x), Self::Num(y)) if y.as_f64() == 0.0 => Err(Error::str(format_args!(
+                "number ({x}) and number ({y}) cannot be divided because the divisor is zero"
+            ))),
             (Self::Num(x), Self::Num(y)) => Ok(Self::Num(x / y)),
             (Self::TStr(x), Self::TStr(y)) => Ok(fs(*x, *y, Val::utf8_str)),
             (Self::BStr(x), Self::BStr(y)) => Ok(fs(*x, *y, Val::byte_str)),
@@ -704,8 +733,17 @@ impl core::ops::Rem for Val {
     type Output = ValR;
     fn rem(self, rhs: Self) -> Self::Output {
         match (self, rhs) {
-            (Self::Num(x), Self::Num(y)) if !(x.is_int() && y.is_int() && y == Num::Int(0)) => {
-                Ok(Self::Num(x % y))
+            // port-agent patch: like jq 1.6, `%` truncates both operands to
+            // integers (`5.5 % 2` is 1), and a divisor that truncates to 0 is
+            // an error.
+            (Self::Num(x), Self::Num(y)) => {
+                let (l, r) = (x.as_f64() as i64, y.as_f64() as i64);
+                if r == 0 {
+                    return Err(Error::str(format_args!(
+                        "number ({x}) and number ({y}) cannot be divided (remainder) because the divisor is zero"
+                    )));
+                }
+                Ok(Self::Num(Num::from_integral(l.checked_rem(r).unwrap_or(0))))
             }
             (l, r) => Err(Error::math(l, ops::Math::Rem, r)),
         }

@@ -268,6 +268,9 @@ impl core::ops::Neg for Num {
     type Output = Self;
     fn neg(self) -> Self::Output {
         match self {
+            // port-agent patch: like jq, whose numbers are doubles, `-0` is
+            // negative zero (prints `-0`).
+            Self::Int(0) => Self::Float(-0.0),
             Self::Int(x) => int_or_big(x.checked_neg(), [x], |[x]| -x),
             Self::BigInt(x) => Self::big_int(-&*x),
             Self::Float(x) => Self::Float(-x),
