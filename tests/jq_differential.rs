@@ -153,8 +153,8 @@ fn agent_engine_matches_jq() {
         }
     }
     assert!(
-        checked >= 500,
-        "the corpus should hold at least 500 expressions, has {checked}"
+        checked >= 750,
+        "the corpus should hold at least 750 expressions (README), has {checked}"
     );
     assert!(
         failures.is_empty(),
