@@ -103,7 +103,7 @@ impl Entry {
     pub fn to_json(&self) -> Value {
         let (skipped, error) = match &self.outcome.result {
             Result_::Skipped(s) => (Some(s.to_string()), None),
-            Result_::RequestFailed(e) => (None, Some(e.clone())),
+            Result_::RequestFailed(e) | Result_::InternalError(e) => (None, Some(e.clone())),
             Result_::Delivered(_) => (None, None),
         };
         json!({

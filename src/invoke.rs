@@ -65,6 +65,24 @@ impl OutgoingRequest {
     }
 }
 
+/// Header naming the run a target request is for.
+pub const RUN_ID_HEADER: &str = "X-Port-Run-Id";
+/// Header a target can de-duplicate on.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+impl OutgoingRequest {
+    /// Add `X-Port-Run-Id: run_id` (runs only) and `Idempotency-Key: key`,
+    /// unless the mapping set a header of that name (any case).
+    pub fn add_idempotency_headers(&mut self, run_id: Option<&str>, key: &str) {
+        for (name, value) in [(RUN_ID_HEADER, run_id), (IDEMPOTENCY_HEADER, Some(key))] {
+            let Some(value) = value else { continue };
+            if !self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+                self.headers.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+}
+
 /// Header values as the Python agent's `requests` would send them: strings
 /// as they are, other scalars as JSON text, nulls dropped.
 fn header_pairs(headers: &Value) -> Vec<(String, String)> {

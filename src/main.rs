@@ -300,6 +300,7 @@ async fn run() -> Result<ExitCode> {
         invoker,
         port.clone(),
     ));
+    health.watch_reports(pipeline.report_backlog());
     let (trigger, shutdown) = port_agent::shutdown::channel();
     port_agent::shutdown::on_signals(trigger);
     {

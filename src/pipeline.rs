@@ -7,10 +7,12 @@
 //! exactly this code with recording edges.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
 
 use serde_json::{json, Value};
-use tracing::{info, warn, Instrument};
+use tracing::{error, info, warn, Instrument};
 
 use crate::decrypt::decrypt_fields;
 use crate::invoke::{Invoker, OutgoingRequest};
@@ -19,7 +21,7 @@ use crate::mapping::{
     MappingSet, ResponseContext, Warning,
 };
 use crate::message::{Invocation, Kind, TopicKind};
-use crate::port::{PortCall, Reporter};
+use crate::port::{PortCall, ReportBacklog, Reporter};
 use crate::settings::{Secret, Settings};
 use crate::signature::{self, SignatureError};
 use crate::telemetry::metrics;
@@ -92,7 +94,18 @@ pub enum Result_ {
     RequestFailed(String),
     /// Not sent, for this reason.
     Skipped(Skip),
+    /// Processing panicked (a bug in the agent); FAILURE was reported.
+    InternalError(String),
 }
+
+/// The summary reported for a run whose processing panicked.
+pub const INTERNAL_ERROR_SUMMARY: &str = "Internal error in the agent while processing this run";
+
+/// First pause before a Port call that failed after its retries is sent
+/// again; it doubles up to [`PENDING_RETRY_MAX`].
+const PENDING_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest pause between two tries of a pending Port call.
+const PENDING_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// The outcome of processing one message: drives offsets, metrics and the
 /// dry-run summary.
@@ -134,12 +147,16 @@ impl Outcome {
             Result_::Delivered(_) => "target_error",
             Result_::RequestFailed(_) => "request_failed",
             Result_::Skipped(s) => s.name(),
+            Result_::InternalError(_) => "internal_error",
         }
     }
 
-    /// Could not be processed and no outcome reached Port: a DLQ candidate.
+    /// Could not be processed, or Port refused its report: a DLQ candidate.
     pub fn needs_dead_letter(&self) -> bool {
-        matches!(self.result, Result_::Skipped(Skip::Unparsable(_))) || !self.port_errors.is_empty()
+        matches!(
+            self.result,
+            Result_::Skipped(Skip::Unparsable(_)) | Result_::InternalError(_)
+        ) || !self.port_errors.is_empty()
     }
 }
 
@@ -164,6 +181,8 @@ pub struct Config {
     /// Offline without `PORT_ORG_ID`: recognise topics by their suffix
     /// (`….runs`, `….change.log`).
     pub infer_topics: bool,
+    /// Add `X-Port-Run-Id` and `Idempotency-Key` to target requests.
+    pub idempotency_headers: bool,
     /// Sign with this Unix time instead of the clock (reproducible output).
     pub fixed_timestamp: Option<u64>,
     /// Deliveries come from Port's polling API: unsigned, and already
@@ -187,6 +206,7 @@ impl Config {
                 ..Budget::default()
             },
             infer_topics: false,
+            idempotency_headers: s.idempotency_headers,
             fixed_timestamp: None,
             polled: false,
         }
@@ -210,6 +230,7 @@ pub struct Pipeline<I, R> {
     env: JqEnv,
     invoker: I,
     reporter: R,
+    backlog: Arc<ReportBacklog>,
 }
 
 /// A run's reporting target; logs keep their order because they are awaited
@@ -219,13 +240,43 @@ struct RunReporter<'a, R> {
     kind: &'a Kind,
     logs: bool,
     errors: Vec<String>,
+    backlog: &'a Arc<ReportBacklog>,
 }
 
 impl<R: Reporter> RunReporter<'_, R> {
+    /// Make one Port call, never giving up on a transient failure: when the
+    /// client's own retries are spent, the call (and so the rest of the
+    /// run's calls, and the message's offset) waits and is sent again with
+    /// capped backoff until Port accepts it. Only a refusal for good (a 4xx
+    /// other than 401/408/429) ends it.
     async fn call(&mut self, call: PortCall) {
-        if let Err(e) = self.reporter.send(call).await {
-            warn!(error = %e, "Port API call failed");
-            self.errors.push(e.to_string());
+        let mut pending = None;
+        let mut pause = PENDING_RETRY_FIRST;
+        loop {
+            match self.reporter.send(&call).await {
+                Ok(()) => {
+                    if pending.is_some() {
+                        info!(call = %call.kind(), "Port accepted the pending call");
+                    }
+                    return;
+                }
+                Err(e) if e.permanent => {
+                    warn!(run_id = self.kind.run_id().unwrap_or(""), error = %e,
+                          "Port refused the call; it is not sent again");
+                    metrics::report_rejected(call.kind());
+                    self.errors.push(e.to_string());
+                    return;
+                }
+                Err(e) => {
+                    if pending.is_none() {
+                        warn!(error = %e, "Port API unreachable after retries: the call stays pending and is sent again until Port accepts it");
+                        pending = Some(self.backlog.enter());
+                    }
+                    let jittered = pause.mul_f64(rand::rng().random_range(0.5..=1.0));
+                    tokio::time::sleep(jittered).await;
+                    pause = (pause * 2).min(PENDING_RETRY_MAX);
+                }
+            }
         }
     }
 
@@ -270,7 +321,13 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             env,
             invoker,
             reporter,
+            backlog: Arc::default(),
         }
+    }
+
+    /// Runs whose Port calls wait for Port (for `/readyz`).
+    pub fn report_backlog(&self) -> Arc<ReportBacklog> {
+        self.backlog.clone()
     }
 
     /// The invoker (dry-run reads its recordings).
@@ -296,12 +353,26 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     }
 
     async fn process_inner(&self, delivery: &Delivery, span: &tracing::Span) -> Outcome {
+        let (inv, kind) = match self.admit(delivery, span) {
+            Ok(admitted) => admitted,
+            Err(skipped) => return *skipped,
+        };
+        let mut outcome = Outcome::skipped(Skip::NoMapping);
+        outcome.run_id = kind.run_id().map(str::to_string);
+        outcome.kind = Some(kind.clone());
+        self.handle(inv, &kind, delivery, &mut outcome).await;
+        outcome
+    }
+
+    /// Parse the message and decide whether it is ours to run (for the
+    /// agent, signature checked, a run or an invocation URL).
+    fn admit(&self, delivery: &Delivery, span: &tracing::Span) -> Result<(Invocation, Kind), Box<Outcome>> {
         let topic = self.config.topic_kind(&delivery.topic);
         let mut inv = match Invocation::parse(&delivery.payload, topic) {
             Ok(inv) => inv,
             Err(e) => {
                 warn!(error = %e, "skipping unparsable message");
-                return Outcome::skipped(Skip::Unparsable(e.to_string()));
+                return Err(Box::new(Outcome::skipped(Skip::Unparsable(e.to_string()))));
             }
         };
         if let Some(id) = inv.run_id() {
@@ -315,7 +386,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         };
         if !self.config.polled && !inv.for_agent() {
             info!("skipping message: not for agent");
-            return skipped(Skip::NotForAgent);
+            return Err(Box::new(skipped(Skip::NotForAgent)));
         }
         if !self.config.polled && inv.is_signed() {
             let gitlab = inv.method_type() == Some("GITLAB");
@@ -329,37 +400,70 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 Ok(()) => {}
                 Err(SignatureError::Missing) => {
                     warn!("skipping message: no signature headers");
-                    return skipped(Skip::MissingSignature);
+                    return Err(Box::new(skipped(Skip::MissingSignature)));
                 }
                 Err(SignatureError::Mismatch) => {
                     warn!("skipping message: signature does not match");
-                    return skipped(Skip::BadSignature);
+                    return Err(Box::new(skipped(Skip::BadSignature)));
                 }
             }
         }
         let Some(kind) = kind.clone() else {
             warn!("skipping message: neither a run id nor an invocation URL");
-            return Outcome::skipped(Skip::NoInvocation);
+            return Err(Box::new(Outcome::skipped(Skip::NoInvocation)));
         };
-        let mut outcome = Outcome::skipped(Skip::NoMapping);
-        outcome.run_id = kind.run_id().map(str::to_string);
-        outcome.kind = Some(kind.clone());
-        self.handle(inv, &kind, &mut outcome).await;
-        outcome
+        Ok((inv, kind))
     }
 
-    async fn handle(&self, mut inv: Invocation, kind: &Kind, outcome: &mut Outcome) {
+    /// Processing `delivery` panicked: report its run as failed (when it is
+    /// a run that is ours) and give the outcome the source acks.
+    pub async fn internal_error(&self, delivery: &Delivery, panic: &str) -> Outcome {
+        let span = tracing::info_span!(
+            "message",
+            topic = %delivery.topic,
+            partition = delivery.partition,
+            offset = delivery.offset,
+            run_id = tracing::field::Empty,
+        );
+        let work = async {
+            let kind = match self.admit(delivery, &span) {
+                Ok((_, kind)) => kind,
+                Err(skipped) => return *skipped,
+            };
+            let mut run = self.run_reporter(&kind);
+            self.report_failure(&mut run, &kind, INTERNAL_ERROR_SUMMARY).await;
+            error!(panic = %panic, "the run was reported as failed after an internal error");
+            let port_errors = run.errors;
+            Outcome {
+                result: Result_::InternalError(panic.to_string()),
+                run_id: kind.run_id().map(str::to_string),
+                kind: Some(kind),
+                mapping: None,
+                port_errors,
+                warnings: Vec::new(),
+                secrets: Vec::new(),
+            }
+        };
+        work.instrument(span.clone()).await
+    }
+
+    fn run_reporter<'a>(&'a self, kind: &'a Kind) -> RunReporter<'a, R> {
+        RunReporter {
+            reporter: &self.reporter,
+            kind,
+            logs: self.config.run_logs,
+            errors: Vec::new(),
+            backlog: &self.backlog,
+        }
+    }
+
+    async fn handle(&self, mut inv: Invocation, kind: &Kind, delivery: &Delivery, outcome: &mut Outcome) {
         let ctx = EvalCtx {
             env: &self.env,
             budget: self.config.budget,
         };
         let mut warnings: Vec<Warning> = Vec::new();
-        let mut run = RunReporter {
-            reporter: &self.reporter,
-            kind,
-            logs: self.config.run_logs,
-            errors: Vec::new(),
-        };
+        let mut run = self.run_reporter(kind);
 
         let input = jq::to_val(&inv.message);
         let selection = self.mappings.select(&input, &ctx, &mut warnings);
@@ -415,7 +519,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 .map(|req| (spec, req))
                 .map_err(|e| format!("Failed to build the request: {e}"))
             });
-        let (spec, request) = match built {
+        let (spec, mut request) = match built {
             Ok(b) => b,
             Err(error) => {
                 warn!(error = %error, "request could not be built");
@@ -428,6 +532,13 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             }
         };
 
+        if self.config.idempotency_headers {
+            let key = match kind.run_id() {
+                Some(id) => id.to_string(),
+                None => format!("{}-{}-{}", delivery.topic, delivery.partition, delivery.offset),
+            };
+            request.add_idempotency_headers(kind.run_id(), &key);
+        }
         let logs = async {
             run.log(RECEIVED).await;
             run.log(PREPARING).await;

@@ -71,7 +71,9 @@ where
                 } => *after,
                 _ => full_jitter(step),
             };
-            (start.elapsed() + delay <= policy.max_elapsed).then_some(delay)
+            // Checked: a server may send any Retry-After.
+            let ends = start.elapsed().checked_add(delay)?;
+            (ends <= policy.max_elapsed).then_some(delay)
         })
         .notify(|e, d| on_retry(e, d))
         .await;
@@ -82,13 +84,16 @@ where
     }
 }
 
-/// Parse a `Retry-After` header given in seconds.
+/// Parse a `Retry-After` header given in seconds (negative, NaN or absurd
+/// values are ignored; anything above a day is a day).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    const DAY: f64 = 86_400.0;
     value
         .trim()
         .parse::<f64>()
         .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|s| s.is_finite())
+        .and_then(|s| Duration::try_from_secs_f64(s.min(DAY)).ok())
 }
 
 #[cfg(test)]
@@ -195,5 +200,32 @@ mod tests {
         }
         assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn any_retry_after_is_safe() {
+        let day = Some(Duration::from_secs(86_400));
+        assert_eq!(parse_retry_after("1.8e19"), day);
+        assert_eq!(parse_retry_after("1e400"), None, "not finite");
+        assert_eq!(parse_retry_after("-3"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+    }
+
+    #[tokio::test]
+    async fn a_huge_retry_after_ends_the_retries_instead_of_overflowing() {
+        let calls = AtomicU32::new(0);
+        let r: Result<u32, ()> = with_retries(
+            policy(5),
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(Attempt::Retryable {
+                    last: Err(()),
+                    retry_after: Some(Duration::MAX),
+                })
+            },
+            |_, _| {},
+        )
+        .await;
+        assert_eq!((r, calls.load(Ordering::SeqCst)), (Err(()), 1));
     }
 }

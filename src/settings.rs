@@ -113,6 +113,8 @@ pub struct Settings {
     pub kafka_sasl_mechanism: Option<String>,
     /// `KAFKA_CONSUMER_SESSION_TIMEOUT_MS`.
     pub kafka_session_timeout_ms: u32,
+    /// `KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS` (`max.poll.interval.ms`).
+    pub kafka_max_poll_interval_ms: u32,
     /// `KAFKA_CONSUMER_AUTO_OFFSET_RESET`.
     pub kafka_auto_offset_reset: String,
     /// `KAFKA_RUNS_TOPIC`.
@@ -169,6 +171,9 @@ pub struct Settings {
     pub port_max_attempts: u32,
     /// `AGENT_RUN_LOGS`: post run logs to Port.
     pub run_logs: bool,
+    /// `AGENT_IDEMPOTENCY_HEADERS`: add `X-Port-Run-Id` and `Idempotency-Key`
+    /// to every target request.
+    pub idempotency_headers: bool,
     /// `AGENT_WF_UNMATCHED_FAIL`: report FAILED for unmatched node runs.
     pub wf_unmatched_fail: bool,
     /// `AGENT_DLQ_TOPIC`.
@@ -201,6 +206,7 @@ struct Raw {
     kafka_consumer_security_protocol: Option<String>,
     kafka_consumer_authentication_mechanism: Option<String>,
     kafka_consumer_session_timeout_ms: Option<String>,
+    kafka_consumer_max_poll_interval_ms: Option<String>,
     kafka_consumer_auto_offset_reset: Option<String>,
     kafka_runs_topic: Option<String>,
     kafka_change_log_topic: Option<String>,
@@ -234,6 +240,7 @@ struct Raw {
     agent_port_timeout_seconds: Option<String>,
     agent_port_retry_max_attempts: Option<String>,
     agent_run_logs: Option<String>,
+    agent_idempotency_headers: Option<String>,
     agent_wf_unmatched_fail: Option<String>,
     agent_dlq_topic: Option<String>,
     agent_drain_timeout_seconds: Option<String>,
@@ -481,6 +488,12 @@ impl Settings {
                 45_000,
                 "a whole number of milliseconds",
             )?,
+            kafka_max_poll_interval_ms: number(
+                "KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS",
+                r.kafka_consumer_max_poll_interval_ms,
+                300_000,
+                "a whole number of milliseconds",
+            )?,
             kafka_auto_offset_reset: auto_offset_reset,
             using_local_port_instance: boolean(
                 "USING_LOCAL_PORT_INSTANCE",
@@ -550,6 +563,7 @@ impl Settings {
             )?
             .max(1),
             run_logs: boolean("AGENT_RUN_LOGS", r.agent_run_logs, true)?,
+            idempotency_headers: boolean("AGENT_IDEMPOTENCY_HEADERS", r.agent_idempotency_headers, true)?,
             wf_unmatched_fail: boolean("AGENT_WF_UNMATCHED_FAIL", r.agent_wf_unmatched_fail, true)?,
             dlq_topic: present(r.agent_dlq_topic),
             drain_timeout: seconds("AGENT_DRAIN_TIMEOUT_SECONDS", r.agent_drain_timeout_seconds, 20.0)?,
@@ -615,10 +629,12 @@ mod tests {
         assert_eq!(s.kafka_security_protocol, "plaintext");
         assert_eq!(s.kafka_sasl_mechanism, None);
         assert_eq!(s.kafka_session_timeout_ms, 45_000);
+        assert_eq!(s.kafka_max_poll_interval_ms, 300_000);
         assert_eq!(s.kafka_auto_offset_reset, "earliest");
         assert_eq!(s.mapping_path, "./control_the_payload_config.json");
         assert_eq!(s.webhook_timeout, Duration::from_secs(30));
         assert!(s.webhook_verify_ssl && s.detailed_logging && s.run_logs && s.wf_unmatched_fail);
+        assert!(s.idempotency_headers);
         assert_eq!(s.max_in_flight, 64);
         assert_eq!(s.http_port, 8080);
         assert_eq!(s.polling_interval, Duration::from_secs(10));

@@ -5,59 +5,15 @@
 mod support;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
-use support::broker::{AgentProcess, Tansu};
-use support::{action_run, signed, Answer, FakePort, FakeTarget, SECRET};
+use support::broker::{eventually, produce, run_ids, signed_runs, write_mapping, AgentProcess, Tansu};
+use support::{action_run, signed, FakePort, FakeTarget, SECRET};
 
 const RUNS: &str = "org_1.runs";
 const CHANGES: &str = "org_1.change.log";
 const GROUP: &str = "org_1.agent";
-
-/// Produce concurrently; returns the log end per partition, from the
-/// broker's delivery reports (tansu's ListOffsets answer lags behind them).
-async fn produce(brokers: &str, messages: Vec<(i32, Value)>) -> HashMap<i32, i64> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("message.timeout.ms", "30000")
-        // One message per record batch. tansu 0.6 answers a fetch that starts
-        // inside a batch with the *next* batch, so a consumer resuming from a
-        // committed offset in mid-batch would never see the rest of it (seen:
-        // commit at 321, first offset fetched 365). Batch boundaries at every
-        // offset keep that broker bug out of what these tests measure.
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
-        .create()
-        .expect("producer");
-    // Sent concurrently: one task per message, awaited in order.
-    let sends: Vec<_> = messages
-        .into_iter()
-        .map(|(partition, msg)| {
-            let producer = producer.clone();
-            tokio::spawn(async move {
-                let payload = msg.to_string();
-                let rec = FutureRecord::<(), _>::to(RUNS)
-                    .partition(partition)
-                    .payload(&payload);
-                producer
-                    .send(rec, Duration::from_secs(30))
-                    .await
-                    .map_err(|(e, _)| e)
-            })
-        })
-        .collect();
-    let mut ends = HashMap::new();
-    for s in sends {
-        let d = s.await.expect("task").expect("produce");
-        let (partition, offset) = (d.partition, d.offset);
-        let end = ends.entry(partition).or_insert(0);
-        *end = (*end).max(offset + 1);
-    }
-    ends
-}
 
 fn agent_env(
     tansu: &Tansu,
@@ -68,45 +24,6 @@ fn agent_env(
     support::broker::agent_env(&tansu.bootstrap, &port.base(), mapping, GROUP, extra)
 }
 
-/// `n` signed action runs for `url`, spread over the 3 partitions.
-fn signed_runs(n: usize, url: &str, synchronized: bool) -> Vec<(i32, Value)> {
-    (0..n)
-        .map(|i| {
-            (
-                (i % 3) as i32,
-                signed(
-                    action_run(&format!("r_{i:04}"), url, "POST", synchronized),
-                    SECRET,
-                    1,
-                ),
-            )
-        })
-        .collect()
-}
-
-fn write_mapping(dir: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("{dir}-{}.json", std::process::id()));
-    std::fs::write(&path, r#"[{"enabled": true}]"#).expect("mapping");
-    path
-}
-
-fn run_ids(target: &FakeTarget) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for r in target.requests() {
-        let id = r.json()["context"]["runId"].as_str().unwrap_or("?").to_string();
-        *counts.entry(id).or_insert(0) += 1;
-    }
-    counts
-}
-
-async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_signed_runs_are_delivered_once_and_committed_to_the_end() {
     let tansu = Tansu::start();
@@ -115,7 +32,7 @@ async fn two_thousand_signed_runs_are_delivered_once_and_committed_to_the_end() 
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
     target.answer_json(200, json!({"ok": true}));
     let msgs = signed_runs(2000, &target.url("/run"), true);
-    let ends = produce(&tansu.bootstrap, msgs).await;
+    let ends = produce(&tansu.bootstrap, RUNS, msgs).await;
 
     let mapping = write_mapping("tansu-once");
     let mut agent = AgentProcess::start(&agent_env(&tansu, &port, &mapping, &[]), "once");
@@ -190,136 +107,6 @@ async fn two_thousand_signed_runs_are_delivered_once_and_committed_to_the_end() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_nine_mid_drain_then_restart_delivers_everything_with_bounded_duplicates() {
-    let tansu = Tansu::start();
-    tansu.create_topic(RUNS, 3).await;
-    tansu.create_topic(CHANGES, 1).await;
-    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
-    *target.state.default.lock().unwrap() = Some(Answer {
-        status: 200,
-        body: String::new(),
-        delay: Duration::from_millis(20),
-        headers: vec![],
-    });
-    let msgs = signed_runs(2000, &target.url("/run"), false);
-    let ends = produce(&tansu.bootstrap, msgs).await;
-    let mapping = write_mapping("tansu-kill");
-    let in_flight = 16;
-    let extra = [
-        ("AGENT_MAX_IN_FLIGHT", "16"),
-        ("AGENT_RUN_LOGS", "false"),
-        ("AGENT_DRAIN_TIMEOUT_SECONDS", "20"),
-        ("LOG_LEVEL", "info"),
-    ];
-    let env = agent_env(&tansu, &port, &mapping, &extra);
-
-    let mut first = AgentProcess::start(&env, "kill-first");
-    eventually("some runs delivered", Duration::from_secs(120), || {
-        target.requests().len() >= 300
-    })
-    .await;
-    // Hold every later request at the target so the drain cannot finish.
-    *target.state.default.lock().unwrap() = Some(Answer {
-        status: 200,
-        body: String::new(),
-        delay: Duration::from_secs(3600),
-        headers: vec![],
-    });
-    first.signal("-TERM");
-    eventually("the drain started", Duration::from_secs(30), || {
-        first.log_text().contains("draining")
-    })
-    .await;
-    first.signal("-KILL");
-    first.wait(Duration::from_secs(10));
-    let before_restart = run_ids(&target);
-    // tansu 0.6 never expires the killed member from its group (a restarted
-    // agent waits as a standby forever), so the restart resumes from the
-    // same committed offsets under a fresh group id. What this test checks
-    // is unchanged: those offsets leave at most the in-flight messages to
-    // redo.
-    // Partitions not started yet have no commit (-1); the fresh group then
-    // starts them at the beginning, as the original group would.
-    let committed = tansu.committed(GROUP, RUNS, 3);
-    assert!(
-        committed.iter().any(|c| *c > 0),
-        "offsets were committed before the kill: {committed:?}"
-    );
-    let copy: Vec<(i32, i64)> = committed
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| **c >= 0)
-        .map(|(p, c)| (p as i32, *c))
-        .collect();
-    tansu.commit("org_1.agent-restarted", RUNS, &copy);
-    let env: Vec<_> = env
-        .into_iter()
-        .map(|(k, v)| {
-            if k == "KAFKA_CONSUMER_GROUP_ID" {
-                (k, "org_1.agent-restarted".to_string())
-            } else {
-                (k, v)
-            }
-        })
-        .collect();
-
-    *target.state.default.lock().unwrap() = Some(Answer {
-        status: 200,
-        body: String::new(),
-        delay: Duration::ZERO,
-        headers: vec![],
-    });
-    let mut second = AgentProcess::start(&env, "kill-second");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while run_ids(&target).len() < 2000 {
-        if Instant::now() > deadline {
-            let seen = run_ids(&target);
-            let missing: Vec<String> = (0..2000)
-                .map(|i| format!("r_{i:04}"))
-                .filter(|id| !seen.contains_key(id))
-                .take(20)
-                .collect();
-            panic!(
-                "not every run delivered; missing (first 20 of {}): {missing:?}",
-                2000 - seen.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    second.signal("-TERM");
-    assert_eq!(
-        second.wait(Duration::from_secs(60)),
-        Some(0),
-        "log: {}",
-        second.log_text()
-    );
-
-    // Duplicates the restart caused: runs the first agent had sent that the
-    // second sends again. (tansu itself sometimes re-sends a fetched batch;
-    // the agent then processes those offsets again rather than risk a loss.
-    // Those duplicates are the broker's and are reported, not bounded.)
-    let counts = run_ids(&target);
-    assert!(before_restart.len() >= 300);
-    let restart_duplicates = before_restart
-        .iter()
-        .filter(|(id, before)| counts.get(*id).copied().unwrap_or(0) > **before)
-        .count();
-    let all_duplicates: usize = counts.values().map(|n| n - 1).sum();
-    eprintln!("duplicates: {restart_duplicates} from the restart, {all_duplicates} in all");
-    assert!(
-        restart_duplicates <= in_flight,
-        "duplicates from the restart ({restart_duplicates}) must not exceed the in-flight bound ({in_flight})"
-    );
-    for (partition, committed) in tansu
-        .committed("org_1.agent-restarted", RUNS, 3)
-        .into_iter()
-        .enumerate()
-    {
-        assert_eq!(committed, ends[&(partition as i32)]);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_copies_the_topics_without_committing_and_dry_run_reads_the_file() {
     let tansu = Tansu::start();
     tansu.create_topic(RUNS, 3).await;
@@ -336,7 +123,7 @@ async fn record_copies_the_topics_without_committing_and_dry_run_reads_the_file(
             )
         })
         .collect();
-    produce(&tansu.bootstrap, msgs.clone()).await;
+    produce(&tansu.bootstrap, RUNS, msgs.clone()).await;
     let out = std::env::temp_dir().join(format!("recorded-{}.jsonl", std::process::id()));
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_port-agent"))
         .args([

@@ -3,7 +3,7 @@
 //! for dry-run and tests.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,23 @@ impl PortCall {
     }
 }
 
+/// When to refresh a token that lives `expires_in` seconds from `now`: a
+/// minute early (or at 90 % of a short lifetime). Any number the endpoint
+/// sends is safe: missing means an hour, negative or NaN means at once, a
+/// huge one is capped at a day.
+fn refresh_time(now: Instant, expires_in: Option<f64>) -> Instant {
+    const DAY: f64 = 86_400.0;
+    let expires_in = expires_in.unwrap_or(3600.0);
+    let expires_in = if expires_in.is_nan() {
+        0.0
+    } else {
+        expires_in.clamp(0.0, DAY)
+    };
+    let margin = (expires_in * 0.1).min(60.0);
+    let lifetime = Duration::try_from_secs_f64(expires_in - margin).unwrap_or(Duration::ZERO);
+    now.checked_add(lifetime).unwrap_or(now)
+}
+
 /// The endpoint kind of a Port API path (a metrics label: bounded, no ids).
 pub fn endpoint_kind(path: &str) -> &'static str {
     let path = path.split('?').next().unwrap_or(path);
@@ -127,12 +144,48 @@ pub struct PortError {
     pub call: String,
     /// Status or transport error; never a token or secret.
     pub message: String,
+    /// Port refused the call for good (a 4xx other than 401, 408 and 429):
+    /// sending it again cannot help.
+    pub permanent: bool,
 }
 
 /// Sends the pipeline's calls to Port.
 pub trait Reporter: Send + Sync {
     /// Make one call (the real client retries transient failures).
-    fn send(&self, call: PortCall) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn send(&self, call: &PortCall) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// How many runs have a Port call waiting for Port to come back (shared by
+/// the pipeline, which counts, and `/readyz`, which says so).
+#[derive(Debug, Default)]
+pub struct ReportBacklog {
+    pending: AtomicUsize,
+}
+
+impl ReportBacklog {
+    /// Runs waiting now.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// One more run waits, until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> PendingReport {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        metrics::reports_pending(1.0);
+        PendingReport(self.clone())
+    }
+}
+
+/// A run's place in the [`ReportBacklog`]; leaves it when dropped (also
+/// when the run's task is cancelled).
+#[derive(Debug)]
+pub struct PendingReport(Arc<ReportBacklog>);
+
+impl Drop for PendingReport {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
+        metrics::reports_pending(-1.0);
+    }
 }
 
 /// Records calls in order (dry-run, render, tests).
@@ -153,9 +206,9 @@ impl RecordingReporter {
 }
 
 impl Reporter for RecordingReporter {
-    async fn send(&self, call: PortCall) -> Result<(), PortError> {
+    async fn send(&self, call: &PortCall) -> Result<(), PortError> {
         if let Ok(mut c) = self.calls.lock() {
-            c.push(call);
+            c.push(call.clone());
         }
         Ok(())
     }
@@ -264,6 +317,7 @@ impl PortClient {
             return Err(PortError {
                 call: "POST /v1/auth/access_token".into(),
                 message: "401 Unauthorized: check PORT_CLIENT_ID and PORT_CLIENT_SECRET".into(),
+                permanent: false,
             });
         };
         let value: Arc<str> = answer
@@ -272,16 +326,10 @@ impl PortClient {
             .ok_or_else(|| PortError {
                 call: "POST /v1/auth/access_token".into(),
                 message: "answer has no accessToken".into(),
+                permanent: false,
             })?
             .into();
-        let expires_in = answer
-            .get("expiresIn")
-            .and_then(Value::as_f64)
-            .unwrap_or(3600.0)
-            .max(0.0);
-        // Refresh a minute early (or at 90 % of a short lifetime).
-        let margin = (expires_in * 0.1).min(60.0);
-        let refresh_at = Instant::now() + Duration::from_secs_f64((expires_in - margin).max(0.0));
+        let refresh_at = refresh_time(Instant::now(), answer.get("expiresIn").and_then(Value::as_f64));
         if let Ok(mut slot) = self.token.write() {
             *slot = Some(Token {
                 value: value.clone(),
@@ -297,6 +345,7 @@ impl PortClient {
             return Err(PortError {
                 call: path.to_string(),
                 message: format!("PORT_API_BASE_URL '{}' is not a usable base URL", self.base),
+                permanent: false,
             });
         };
         let mut url = base.clone();
@@ -346,6 +395,7 @@ impl PortClient {
                         last: Err(PortError {
                             call: call.clone(),
                             message,
+                            permanent: false,
                         }),
                         retry_after: None,
                     });
@@ -365,11 +415,13 @@ impl PortClient {
                 return Ok(Exchange::Unauthorized);
             }
             let snippet: String = text.chars().take(300).collect();
+            let retryable = matches!(status.as_u16(), 408 | 429) || status.is_server_error();
             let error = PortError {
                 call: call.clone(),
                 message: format!("status {}: {}", status.as_u16(), snippet),
+                permanent: !retryable,
             };
-            if status.as_u16() == 429 || status.is_server_error() {
+            if retryable {
                 Err(Attempt::Retryable {
                     last: Err(error),
                     retry_after,
@@ -411,6 +463,7 @@ impl PortClient {
                     return Err(PortError {
                         call: format!("{method} {path}"),
                         message: "401 Unauthorized after a token refresh".into(),
+                        permanent: false,
                     })
                 }
             }
@@ -419,7 +472,7 @@ impl PortClient {
 }
 
 impl Reporter for PortClient {
-    async fn send(&self, call: PortCall) -> Result<(), PortError> {
+    async fn send(&self, call: &PortCall) -> Result<(), PortError> {
         self.request(call.method(), &call.path(), Some(&call.body()))
             .await
             .map(|_| ())
@@ -429,6 +482,18 @@ impl Reporter for PortClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_lifetimes_of_any_size_are_safe() {
+        let now = Instant::now();
+        let secs = |e: Option<f64>| refresh_time(now, e).duration_since(now).as_secs_f64();
+        assert_eq!(secs(None), 3540.0, "an hour, a minute early");
+        assert_eq!(secs(Some(100.0)), 90.0, "90 % of a short lifetime");
+        assert_eq!(secs(Some(-5.0)), 0.0);
+        assert_eq!(secs(Some(f64::NAN)), 0.0);
+        assert_eq!(secs(Some(1e300)), 86_340.0, "capped at a day");
+        assert_eq!(secs(Some(f64::INFINITY)), 86_340.0);
+    }
 
     #[test]
     fn endpoint_kinds_are_bounded_labels() {

@@ -1,8 +1,12 @@
 //! The Kafka source (SPEC §2.1, §8): at-least-once, concurrent, bounded.
 //!
 //! * **Offsets.** Auto-commit is off; we commit each partition's contiguous
-//!   watermark ([`super::offsets::Watermarks`]) ourselves: periodically, on
-//!   revoke (the final watermark) and at shutdown. Every commit is
+//!   watermark ([`super::offsets::Watermarks`]) ourselves: every
+//!   [`COMMIT_TICK`] when it moved, at once when half the uncommitted window
+//!   is committable or the window is full, on revoke (the final watermark)
+//!   and at shutdown. The window counts every message not yet confirmed
+//!   committed *by the broker*, and fetching waits while it is full, so a
+//!   crash redelivers at most `AGENT_MAX_IN_FLIGHT` messages. Every commit is
 //!   synchronous (rust-rdkafka never delivers the result of an asynchronous
 //!   one: it installs no `offset_commit_cb`), made off the async workers, and
 //!   under the *commit gate*, which revocation holds too: a partition is never
@@ -12,6 +16,10 @@
 //! * **Concurrency** is [`super::dispatch`]'s: the in-flight bound is taken
 //!   before asking for the next message, and librdkafka's prefetch queue is
 //!   capped here, so memory stays bounded whatever the lag.
+//! * **Blocked for long** (Port down and every slot holding a run whose
+//!   report waits): after [`PAUSE_AFTER`] the assigned partitions are paused
+//!   and the consumer is still polled, so the group never evicts us for
+//!   exceeding `max.poll.interval.ms`; they resume with the next fetch.
 //! * **Shutdown.** When fetching stops, commit what is done; after the drain,
 //!   commit again and close (leaving the group).
 
@@ -38,6 +46,14 @@ use crate::shutdown::Shutdown;
 use crate::telemetry::metrics;
 use crate::telemetry::server::Health;
 
+/// How often a moved watermark is committed when nothing else triggers a
+/// commit: a finished message is committed within about this long.
+pub const COMMIT_TICK: Duration = Duration::from_millis(100);
+
+/// Blocked (window full, no slot free) for this long: pause the partitions
+/// and keep polling the consumer, so the group does not evict us.
+pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
+
 /// The readiness reason until the group assigns partitions.
 const WAITING_FOR_ASSIGNMENT: &str = "waiting for a partition assignment from the consumer group";
 
@@ -60,13 +76,16 @@ pub struct KafkaOptions {
     pub password: Option<Secret>,
     /// `session.timeout.ms`.
     pub session_timeout_ms: u32,
+    /// `max.poll.interval.ms`.
+    pub max_poll_interval_ms: u32,
     /// `auto.offset.reset`.
     pub auto_offset_reset: String,
     /// Messages in flight at most.
     pub max_in_flight: usize,
     /// Drain time at shutdown.
     pub drain_timeout: Duration,
-    /// How often watermarks are stored (and so committed).
+    /// How often a moved watermark is committed when nothing else
+    /// triggers a commit.
     pub commit_interval: Duration,
     /// Dead-letter topic.
     pub dlq_topic: Option<String>,
@@ -97,6 +116,7 @@ impl KafkaOptions {
         let mut c = self.client_config();
         c.set("group.id", &self.group_id)
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set("max.poll.interval.ms", self.max_poll_interval_ms.to_string())
             .set("auto.offset.reset", &self.auto_offset_reset)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -146,6 +166,8 @@ struct EngineContext {
     status: Arc<Status>,
     health: Arc<Health>,
     said_standby: AtomicBool,
+    /// The source paused its assignment (shared with [`KafkaSource`]).
+    paused: Arc<AtomicBool>,
 }
 
 impl Status {
@@ -240,9 +262,20 @@ impl ConsumerContext for EngineContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                // librdkafka keeps a partition's pause across a revoke and a
+                // new assignment: set it to what the source is in now.
+                let paused = self.paused.load(Ordering::SeqCst);
+                let set = if paused {
+                    consumer.pause(tpl)
+                } else {
+                    consumer.resume(tpl)
+                };
+                if let Err(e) = set {
+                    warn!(error = %e, paused, "could not set the pause state of the assigned partitions");
+                }
                 let mut marks = lock(&self.marks);
                 for e in tpl.elements() {
                     marks.assign(e.topic(), e.partition());
@@ -336,10 +369,16 @@ pub struct KafkaSource {
     dlq: Option<(String, Arc<FutureProducer>)>,
     committer: tokio::task::JoinHandle<()>,
     consecutive_errors: u32,
-    /// At most this many messages started and not yet committable, so a
-    /// crash redelivers no more than the in-flight bound.
+    /// At most this many messages started and not yet confirmed committed
+    /// by the broker, so a crash redelivers no more than the in-flight bound.
     window: usize,
     progress: Arc<tokio::sync::Notify>,
+    /// Ask the committer to commit now (half the window is committable).
+    urgent: Arc<tokio::sync::Notify>,
+    /// The assigned partitions are paused (blocked for long).
+    paused: Arc<AtomicBool>,
+    /// Messages received while paused (a fetch that raced the pause).
+    stash: std::collections::VecDeque<rdkafka::message::OwnedMessage>,
 }
 
 /// What a Kafka delivery needs back: its ticket, and what the DLQ needs.
@@ -362,12 +401,14 @@ impl KafkaSource {
     ) -> KafkaResult<KafkaSource> {
         let marks = Arc::new(Mutex::new(Watermarks::new()));
         let gate = Arc::new(Mutex::new(()));
+        let paused: Arc<AtomicBool> = Arc::default();
         let context = EngineContext {
             marks: marks.clone(),
             gate: gate.clone(),
             status: status.clone(),
             health: health.clone(),
             said_standby: AtomicBool::new(false),
+            paused: paused.clone(),
         };
         let consumer: Arc<Consumer_> = Arc::new(opts.consumer_config().create_with_context(context)?);
         let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
@@ -381,13 +422,21 @@ impl KafkaSource {
             }
             None => None,
         };
+        let progress: Arc<tokio::sync::Notify> = Arc::default();
         let commits = Arc::new(Committer {
             consumer: consumer.clone(),
             marks: marks.clone(),
             gate,
             status: status.clone(),
+            progress: progress.clone(),
         });
-        let loop_ = commit_loop(commits.clone(), opts.commit_interval, shutdown.clone());
+        let urgent: Arc<tokio::sync::Notify> = Arc::default();
+        let loop_ = commit_loop(
+            commits.clone(),
+            opts.commit_interval,
+            urgent.clone(),
+            shutdown.clone(),
+        );
         let committer = tokio::spawn(async move {
             loop_.await;
             // It returns only at shutdown; anything else is a dead loop that
@@ -405,25 +454,97 @@ impl KafkaSource {
             committer,
             consecutive_errors: 0,
             window: opts.max_in_flight,
-            progress: Arc::default(),
+            progress,
+            urgent,
+            paused,
+            stash: Default::default(),
         })
+    }
+}
+
+impl KafkaSource {
+    /// Never returns: once blocked for [`PAUSE_AFTER`] since `since`, pause
+    /// the assignment and keep polling the consumer (so that the group
+    /// keeps us and rebalances are served), stashing whatever a fetch that
+    /// raced the pause still brings.
+    async fn serve_blocked(&mut self, since: tokio::time::Instant) {
+        tokio::time::sleep_until(since + PAUSE_AFTER).await;
+        if !self.paused.swap(true, Ordering::SeqCst) {
+            self.pause_assignment();
+            info!("no slot free for a while: partitions paused, the consumer is still polled");
+        }
+        loop {
+            match self.consumer.recv().await {
+                Ok(m) => {
+                    let m = m.detach();
+                    self.stash.push_back(m);
+                    // A partition assigned since the pause is not paused.
+                    self.pause_assignment();
+                }
+                Err(e) => {
+                    debug!(error = %e, "Kafka consume error while paused");
+                    tokio::time::sleep(COMMIT_TICK).await;
+                }
+            }
+        }
+    }
+
+    fn pause_assignment(&self) {
+        if let Ok(assigned) = self.consumer.assignment() {
+            if let Err(e) = self.consumer.pause(&assigned) {
+                warn!(error = %e, "could not pause the assigned partitions");
+            }
+        }
+    }
+
+    fn resume(&mut self) {
+        self.paused.store(false, Ordering::SeqCst);
+        if let Ok(assigned) = self.consumer.assignment() {
+            match self.consumer.resume(&assigned) {
+                Ok(()) => info!("partitions resumed"),
+                Err(e) => warn!(error = %e, "could not resume the assigned partitions"),
+            }
+        }
     }
 }
 
 impl Source for KafkaSource {
     type Ack = KafkaAck;
 
-    async fn next(&mut self) -> Option<(Delivery, KafkaAck)> {
-        // Wait while the uncommitted window is full (a message that finished
-        // early stays uncommitted until the ones before it finish).
-        while lock(&self.marks).uncommitted() >= self.window {
-            let _ = tokio::time::timeout(Duration::from_millis(100), self.progress.notified()).await;
+    async fn next(&mut self, _room: usize) -> Option<(Delivery, KafkaAck)> {
+        // Wait while the uncommitted window is full: a message counts until
+        // the broker confirmed a commit past it.
+        let blocked_since = tokio::time::Instant::now();
+        loop {
+            let (uncommitted, committable) = {
+                let marks = lock(&self.marks);
+                (marks.uncommitted(), marks.committable())
+            };
+            if committable > 0 && (committable * 2 >= self.window || uncommitted >= self.window) {
+                self.urgent.notify_one();
+            }
+            if uncommitted < self.window {
+                break;
+            }
+            let progress = self.progress.clone();
+            tokio::select! {
+                _ = progress.notified() => {}
+                _ = tokio::time::sleep(COMMIT_TICK) => {}
+                _ = self.serve_blocked(blocked_since) => {}
+            }
+        }
+        if self.paused.load(Ordering::SeqCst) {
+            self.resume();
         }
         loop {
-            let msg = match self.consumer.recv().await {
+            let next = match self.stash.pop_front() {
+                Some(m) => Ok(m),
+                None => self.consumer.recv().await.map(|m| m.detach()),
+            };
+            let msg = match next {
                 Ok(m) => {
                     self.consecutive_errors = 0;
-                    m.detach()
+                    m
                 }
                 Err(e) => {
                     self.consecutive_errors += 1;
@@ -470,6 +591,10 @@ impl Source for KafkaSource {
             };
             return Some((delivery, ack));
         }
+    }
+
+    async fn idle(&mut self) {
+        self.serve_blocked(tokio::time::Instant::now()).await
     }
 
     fn stopping(&mut self) {
@@ -522,6 +647,8 @@ struct Committer {
     marks: Arc<Mutex<Watermarks>>,
     gate: Arc<Mutex<()>>,
     status: Arc<Status>,
+    /// Woken after a successful commit (the window may have room again).
+    progress: Arc<tokio::sync::Notify>,
 }
 
 impl Committer {
@@ -544,6 +671,14 @@ impl Committer {
         }
         let result = self.consumer.commit(&tpl, CommitMode::Sync);
         self.status.committed(result.is_ok());
+        if result.is_ok() {
+            let mut marks = lock(&self.marks);
+            for ((topic, partition), off) in &offsets {
+                marks.commit_succeeded(topic, *partition, *off);
+            }
+            drop(marks);
+            self.progress.notify_one();
+        }
         match (result, which) {
             (Ok(()), Which::Moved) => debug!(partitions = tpl.count(), "offsets committed"),
             (Ok(()), Which::All) => info!(partitions = tpl.count(), "offsets committed ({when})"),
@@ -562,13 +697,21 @@ impl Committer {
     }
 }
 
-async fn commit_loop(commits: Arc<Committer>, every: Duration, shutdown: Shutdown) {
+/// The one committer: at most one commit in flight; a commit on the tick
+/// (when a watermark moved) or at once when the source asks for one.
+async fn commit_loop(
+    commits: Arc<Committer>,
+    every: Duration,
+    urgent: Arc<tokio::sync::Notify>,
+    shutdown: Shutdown,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
             _ = tick.tick() => {}
+            _ = urgent.notified() => {}
         }
         let commits = commits.clone();
         let _ = tokio::task::spawn_blocking(move || commits.commit(Which::Moved, "periodic")).await;
@@ -585,6 +728,7 @@ async fn dead_letter(
 ) {
     let reason = match &outcome.result {
         crate::pipeline::Result_::Skipped(s) => s.to_string(),
+        crate::pipeline::Result_::InternalError(p) => format!("internal error: {p}"),
         _ => outcome.port_errors.join("; "),
     };
     let partition = d.partition.to_string();
@@ -671,10 +815,11 @@ pub async fn resolve_options(
         username,
         password,
         session_timeout_ms: settings.kafka_session_timeout_ms,
+        max_poll_interval_ms: settings.kafka_max_poll_interval_ms,
         auto_offset_reset: settings.kafka_auto_offset_reset.clone(),
         max_in_flight: settings.max_in_flight,
         drain_timeout: settings.drain_timeout,
-        commit_interval: Duration::from_secs(1),
+        commit_interval: COMMIT_TICK,
         dlq_topic: settings.dlq_topic.clone(),
         extra: Vec::new(),
     })

@@ -5,7 +5,9 @@
 //! when the message is done; the rest of the agent does not know which source
 //! runs. [`dispatch`] owns everything source-independent: the in-flight bound
 //! (a permit is taken *before* asking the source for more, so a full agent
-//! stops fetching), per-key ordering, and the stop–drain–close sequence.
+//! stops fetching), per-key ordering, the stop–drain–close sequence, and
+//! panics: a panic while processing one message becomes that message's
+//! failure (reported, counted, acked), never a stalled partition.
 
 pub mod kafka;
 pub mod offsets;
@@ -18,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::invoke::Invoker;
 use crate::pipeline::{Delivery, Outcome, Pipeline};
@@ -39,9 +41,19 @@ pub trait Source: Send + 'static {
     type Ack: Ack;
 
     /// The next delivery, waiting as long as needed; `None` when the source
-    /// has ended. Transient errors are the source's to retry and log. Must
-    /// be cancel-safe: the dispatcher drops it when shutdown starts.
-    fn next(&mut self) -> impl Future<Output = Option<(Delivery, Self::Ack)>> + Send;
+    /// has ended. `room` is how many more deliveries the dispatcher could
+    /// start now (this one included): a source that takes responsibility
+    /// for work in batches (polling claims) takes no more than that.
+    /// Transient errors are the source's to retry and log. Must be
+    /// cancel-safe: the dispatcher drops it when shutdown starts.
+    fn next(&mut self, room: usize) -> impl Future<Output = Option<(Delivery, Self::Ack)>> + Send;
+
+    /// Called (and dropped when a slot frees) while every slot is taken:
+    /// a source that must keep serving its connection (Kafka's poll
+    /// interval) does so here. Never resolves; must be cancel-safe.
+    fn idle(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 
     /// Fetching has stopped; in-flight messages are about to be drained.
     fn stopping(&mut self) {}
@@ -91,10 +103,12 @@ pub async fn dispatch<S, I, R>(
         let permit = tokio::select! {
             _ = shutdown.wait() => break,
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = source.idle() => continue,
         };
+        let room = permits.available_permits() + 1;
         let (delivery, ack) = tokio::select! {
             _ = shutdown.wait() => break,
-            next = source.next() => match next { Some(n) => n, None => break },
+            next = source.next(room) => match next { Some(n) => n, None => break },
         };
         start(delivery, ack, permit, &pipeline, &chains);
     }
@@ -156,13 +170,30 @@ fn start<A, I, R>(
     metrics::consumed(&delivery.topic);
     let pipeline = pipeline.clone();
     let chains = chains.clone();
+    let delivery = Arc::new(delivery);
     tokio::spawn(async move {
         if let Some(prev) = prev {
             // An error only means the predecessor's task is gone; never
             // block on it.
             let _ = prev.await;
         }
-        let outcome = pipeline.process(&delivery).await;
+        // The pipeline runs as a task of its own so that a panic in it
+        // (pipeline, invoker, reporter, jq) ends only that task: the
+        // message is then failed, reported and acked like any other.
+        let work = {
+            let (pipeline, delivery) = (pipeline.clone(), delivery.clone());
+            tokio::spawn(async move { pipeline.process(&delivery).await })
+        };
+        let outcome = match work.await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let what = panic_text(e);
+                error!(topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset,
+                       panic = %what, "internal error while processing a message; failing it");
+                metrics::panicked();
+                pipeline.internal_error(&delivery, &what).await
+            }
+        };
         ack.done(&delivery, &outcome).await;
         metrics::done(outcome.name());
         if let Some(tx) = done_tx {
@@ -176,4 +207,17 @@ fn start<A, I, R>(
         }
         drop(permit);
     });
+}
+
+/// What a failed task said (a panic's message, when it has one).
+fn panic_text(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }

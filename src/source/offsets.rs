@@ -6,6 +6,11 @@
 //! below it is done. A message that finishes early waits for the ones before
 //! it (vector's acknowledgement hole is exactly what this avoids).
 //!
+//! The tracker also knows what the broker has *confirmed*: a finished
+//! message counts as uncommitted until a commit at or above its offset
+//! succeeded, so [`Watermarks::uncommitted`] is exactly what a crash now
+//! would deliver again, and the source bounds it.
+//!
 //! Each assignment of a partition has a generation. A completion carries the
 //! generation it started in, so a late completion for a partition that was
 //! revoked (and maybe reassigned since) is dropped instead of moving the new
@@ -34,8 +39,8 @@ struct Partition {
     /// Offsets in flight, with how many deliveries of each are running
     /// (a broker may hand the same offset out twice).
     in_flight: BTreeMap<i64, u32>,
-    /// Offsets done but not yet below the watermark (a crash would bring
-    /// them back).
+    /// Offsets done but not yet confirmed committed by the broker (a crash
+    /// would bring them back).
     finished: std::collections::BTreeSet<i64>,
     /// One past the highest offset started.
     next: Option<i64>,
@@ -92,6 +97,14 @@ impl Watermarks {
         }
     }
 
+    /// The broker confirmed a commit of `offset`: everything below it is
+    /// safe from redelivery.
+    pub fn commit_succeeded(&mut self, topic: &str, partition: i32, offset: i64) {
+        if let Some(p) = self.parts.get_mut(&(topic.to_string(), partition)) {
+            p.finished = p.finished.split_off(&offset);
+        }
+    }
+
     /// Is the partition assigned?
     pub fn is_assigned(&self, topic: &str, partition: i32) -> bool {
         self.parts.contains_key(&(topic.to_string(), partition))
@@ -134,9 +147,6 @@ impl Watermarks {
                 };
                 if removed {
                     p.finished.insert(ticket.offset);
-                    if let Some(w) = p.watermark() {
-                        p.finished = p.finished.split_off(&w);
-                    }
                 }
                 removed
             }
@@ -171,7 +181,19 @@ impl Watermarks {
         out
     }
 
-    /// Messages started and not yet below their partition's watermark: the
+    /// Messages done and below their partition's watermark, waiting for a
+    /// commit: what committing now would protect.
+    pub fn committable(&self) -> usize {
+        self.parts
+            .values()
+            .map(|p| match p.watermark() {
+                Some(w) => p.finished.range(..w).count(),
+                None => 0,
+            })
+            .sum()
+    }
+
+    /// Messages started and not yet confirmed committed by the broker: the
     /// most a crash now would deliver again.
     pub fn uncommitted(&self) -> usize {
         self.parts
@@ -272,21 +294,33 @@ mod tests {
     }
 
     #[test]
-    fn finished_messages_above_the_watermark_count_as_uncommitted() {
+    fn finished_messages_count_as_uncommitted_until_the_broker_confirms() {
         let mut w = Watermarks::new();
         w.assign("t", 0);
         let t: Vec<_> = (0..4).map(|o| w.start("t", 0, o).unwrap()).collect();
         w.done(&t[1]);
         w.done(&t[2]);
         assert_eq!(
-            (w.in_flight(), w.uncommitted()),
-            (2, 4),
-            "1 and 2 would come back after a crash"
+            (w.in_flight(), w.uncommitted(), w.committable()),
+            (2, 4, 0),
+            "1 and 2 would come back after a crash; nothing below the watermark"
         );
         w.done(&t[0]);
-        assert_eq!((w.in_flight(), w.uncommitted()), (1, 1));
+        assert_eq!(
+            (w.in_flight(), w.uncommitted(), w.committable()),
+            (1, 4, 3),
+            "0..=2 are below the watermark but not committed yet"
+        );
+        assert_eq!(w.take_committable(), vec![(("t".into(), 0), 3)]);
+        assert_eq!(w.uncommitted(), 4, "handed out is not confirmed");
+        w.commit_succeeded("t", 0, 3);
+        assert_eq!((w.uncommitted(), w.committable()), (1, 0));
         w.done(&t[3]);
+        assert_eq!((w.uncommitted(), w.committable()), (1, 1));
+        w.commit_succeeded("t", 0, 4);
         assert_eq!(w.uncommitted(), 0);
+        // A confirmation for a partition no longer assigned changes nothing.
+        w.commit_succeeded("t", 9, 100);
     }
 
     #[test]

@@ -2,20 +2,24 @@
 //! from Port's API instead of read from Kafka, then fed to the same
 //! [`super::dispatch`] and pipeline.
 //!
-//! Each iteration claims pending action runs and workflow node runs (both
-//! calls at once), acks every claimed run with its own call (all at once),
-//! and queues the acked ones; a run whose ack fails is dropped, since Port
-//! did not hand it to us. When a claim came back full, the next iteration
-//! starts at once; otherwise after `POLLING_INTERVAL_SECONDS`. Claim
-//! failures back off exponentially with jitter, and after
-//! `POLLING_MAX_FAILURE_DURATION_SECONDS` of nothing but failures the source
-//! ends with [`PollingError`].
+//! Each iteration claims pending action runs, then workflow node runs, never
+//! more in all than the dispatcher has free slots, and queues them. A run is
+//! acked (its own call) only when it is about to start, so a run is never
+//! acked and then left waiting; one whose ack fails or is not confirmed is
+//! dropped, since Port did not hand it to us. When a claim came back full,
+//! the next iteration starts at once; otherwise after
+//! `POLLING_INTERVAL_SECONDS`. Claim failures back off exponentially with
+//! jitter, and after `POLLING_MAX_FAILURE_DURATION_SECONDS` of nothing but
+//! failures the source ends with [`PollingError`].
 //!
-//! An iteration runs as a task of its own, so a shutdown that interrupts the
-//! dispatcher never loses its result: acked runs are handed over through
-//! [`Source::undispatched`] and still processed in the drain.
+//! Nothing acked is lost: an ack runs as a task of its own, so a shutdown
+//! that interrupts the dispatcher hands its run over through
+//! [`Source::undispatched`] for the drain; and a run still in flight when
+//! the drain times out is reported as failed ([`STOPPED_SUMMARY`]) instead
+//! of being left `IN_PROGRESS`. Claimed runs not yet acked are let go: Port
+//! hands them out again.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +42,11 @@ use crate::telemetry::server::Health;
 const INSTALLATION_ID: &str = "_PORT_EXEC_AGENT";
 /// The summary reported when a claimed run could not be processed.
 const FAILED_SUMMARY: &str = "Agent failed to process the run";
+/// The summary reported for a run still running when the drain timed out.
+pub const STOPPED_SUMMARY: &str =
+    "The agent stopped before the run finished (shutdown drain timeout); the request may have reached the target";
+/// How long the failure reports of the close may take at most.
+const CLOSE_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the polling source claims work and backs off.
 #[derive(Debug, Clone)]
@@ -189,77 +198,60 @@ fn set_path(map: &mut serde_json::Map<String, Value>, path: &[&str], value: Valu
 
 /// What one iteration brought.
 struct Iteration {
-    /// Acked runs, ready to process.
-    acked: Vec<ClaimedRun>,
+    /// Claimed runs for the agent, not acked yet.
+    claimed: Vec<ClaimedRun>,
     /// A claim came back with as many runs as asked for.
     full: bool,
     /// The first claim error, if a claim failed.
     error: Option<String>,
 }
 
-/// Claim both kinds, then ack every claimed run for the agent, each on its
-/// own, all at once.
-async fn iterate(port: PortClient, limit: u32) -> Iteration {
-    let runs_body = json!({"installationId": INSTALLATION_ID, "limit": limit, "invocationMethod": "WEBHOOK"});
-    let nodes_body = json!({"installationId": INSTALLATION_ID, "limit": limit});
-    let (runs, nodes) = tokio::join!(
-        port.request("POST", "/v1/actions/runs/claim-pending", Some(&runs_body)),
-        port.request("POST", "/v1/workflows/runs/claim-pending", Some(&nodes_body)),
-    );
-    let mut claimed = Vec::new();
-    let mut error = None;
-    let mut full = false;
-    for (answer, key, build) in [
-        (
-            runs,
-            "runs",
-            action_run_message as fn(&Value) -> Option<ClaimedRun>,
-        ),
-        (nodes, "nodeRuns", node_run_message),
-    ] {
+/// Claim action runs, then node runs, `room` at most in all (and at most
+/// `batch` of each kind).
+async fn iterate(port: PortClient, batch: u32, room: usize) -> Iteration {
+    let mut it = Iteration {
+        claimed: Vec::new(),
+        full: false,
+        error: None,
+    };
+    type Build = fn(&Value) -> Option<ClaimedRun>;
+    let kinds: [(&str, &str, Build); 2] = [
+        ("/v1/actions/runs/claim-pending", "runs", action_run_message),
+        ("/v1/workflows/runs/claim-pending", "nodeRuns", node_run_message),
+    ];
+    for (path, key, build) in kinds {
+        let left = room.saturating_sub(it.claimed.len());
+        let limit = u32::try_from(left).unwrap_or(u32::MAX).min(batch);
+        if limit == 0 {
+            // No slot left for this kind: come back at once.
+            it.full = true;
+            continue;
+        }
+        let body = if key == "runs" {
+            json!({"installationId": INSTALLATION_ID, "limit": limit, "invocationMethod": "WEBHOOK"})
+        } else {
+            json!({"installationId": INSTALLATION_ID, "limit": limit})
+        };
+        let answer = port.request("POST", path, Some(&body)).await;
         metrics::claim(answer.is_ok());
         match answer {
             Ok(v) => {
                 let list = v.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
-                full |= list.len() >= limit as usize && limit > 0;
+                it.full |= list.len() >= limit as usize;
                 for item in &list {
                     match build(item) {
-                        Some(run) if run.for_agent => claimed.push(run),
+                        Some(run) if run.for_agent => it.claimed.push(run),
                         Some(run) => info!(run_id = %run.id, "claimed run is not for the agent; skipped"),
                         None => warn!(kind = key, "claimed item without an id or payload; skipped"),
                     }
                 }
             }
             Err(e) => {
-                error.get_or_insert_with(|| e.to_string());
+                it.error.get_or_insert_with(|| e.to_string());
             }
         }
     }
-    let acks = claimed.into_iter().map(|run| {
-        let port = port.clone();
-        async move {
-            let acked = ack(&port, &run).await;
-            acked.then_some(run)
-        }
-    });
-    let acked = futures_join_all(acks).await.into_iter().flatten().collect();
-    Iteration { acked, full, error }
-}
-
-/// Await every future, concurrently (tokio tasks on the current runtime).
-async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let handles: Vec<JoinHandle<T>> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
+    it
 }
 
 /// Ack one run; `true` when Port confirmed it.
@@ -288,13 +280,20 @@ async fn ack(port: &PortClient, run: &ClaimedRun) -> bool {
     }
 }
 
+/// Runs acked and handed out, not done yet (by delivery sequence number).
+type Running = Arc<Mutex<HashMap<i64, ClaimedRun>>>;
+
 /// The polling source.
 pub struct PollingSource {
     port: PortClient,
     opts: PollingOptions,
     health: Arc<Health>,
+    /// Claimed, not acked yet.
     queue: VecDeque<ClaimedRun>,
     iteration: Option<JoinHandle<Iteration>>,
+    /// An ack in progress (a task, so that a shutdown cannot lose its run).
+    acking: Option<JoinHandle<Option<ClaimedRun>>>,
+    running: Running,
     next_poll: Instant,
     failures: u32,
     failing_since: Option<Instant>,
@@ -308,6 +307,8 @@ pub struct PollingAck {
     run: ClaimedRun,
     port: PortClient,
     wf_unmatched_fail: bool,
+    running: Running,
+    sequence: i64,
 }
 
 impl PollingSource {
@@ -319,6 +320,8 @@ impl PollingSource {
             health,
             queue: VecDeque::new(),
             iteration: None,
+            acking: None,
+            running: Arc::default(),
             next_poll: Instant::now(),
             failures: 0,
             failing_since: None,
@@ -336,10 +339,16 @@ impl PollingSource {
             key: None,
             payload: run.message.to_string().into_bytes(),
         };
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.sequence, run.clone());
         let ack = PollingAck {
             run,
             port: self.port.clone(),
             wf_unmatched_fail: self.opts.wf_unmatched_fail,
+            running: self.running.clone(),
+            sequence: self.sequence,
         };
         (delivery, ack)
     }
@@ -348,7 +357,7 @@ impl PollingSource {
     /// `false` when the failures went on for too long.
     fn absorb(&mut self, it: Iteration) -> bool {
         let now = Instant::now();
-        self.queue.extend(it.acked);
+        self.queue.extend(it.claimed);
         match it.error {
             None => {
                 if self.failures > 0 {
@@ -390,15 +399,27 @@ impl PollingSource {
 impl Source for PollingSource {
     type Ack = PollingAck;
 
-    async fn next(&mut self) -> Option<(Delivery, PollingAck)> {
+    async fn next(&mut self, room: usize) -> Option<(Delivery, PollingAck)> {
         loop {
+            // Cancel-safe: the handle stays in `self` if this is dropped.
+            if let Some(handle) = self.acking.as_mut() {
+                let acked = handle.await;
+                self.acking = None;
+                if let Ok(Some(run)) = acked {
+                    return Some(self.delivery(run));
+                }
+                continue;
+            }
             if let Some(run) = self.queue.pop_front() {
-                return Some(self.delivery(run));
+                // Acked only now that a slot is free for it.
+                let port = self.port.clone();
+                self.acking = Some(tokio::spawn(async move { ack(&port, &run).await.then_some(run) }));
+                continue;
             }
             if self.iteration.is_none() {
                 tokio::time::sleep_until(self.next_poll).await;
-                let (port, limit) = (self.port.clone(), self.opts.batch_size);
-                self.iteration = Some(tokio::spawn(iterate(port, limit)));
+                let (port, batch) = (self.port.clone(), self.opts.batch_size);
+                self.iteration = Some(tokio::spawn(iterate(port, batch, room)));
             }
             // Cancel-safe: the handle stays in `self` if this is dropped.
             let Some(handle) = self.iteration.as_mut() else {
@@ -415,7 +436,7 @@ impl Source for PollingSource {
                 Err(e) => {
                     // The iteration task panicked: count it as a failure.
                     let it = Iteration {
-                        acked: Vec::new(),
+                        claimed: Vec::new(),
                         full: false,
                         error: Some(format!("claim task failed: {e}")),
                     };
@@ -428,21 +449,88 @@ impl Source for PollingSource {
     }
 
     async fn undispatched(&mut self) -> Vec<(Delivery, PollingAck)> {
-        // An iteration interrupted by shutdown may have acked runs: they are
-        // ours now, so they are processed in the drain.
-        if let Some(handle) = self.iteration.take() {
-            if let Ok(it) = handle.await {
-                self.queue.extend(it.acked);
+        // An ack interrupted by shutdown may have succeeded: that run is
+        // ours now, so it is processed in the drain. Runs claimed but not
+        // acked are let go (Port hands them out again).
+        if let Some(iteration) = self.iteration.take() {
+            iteration.abort();
+        }
+        let mut handed_over = Vec::new();
+        if let Some(handle) = self.acking.take() {
+            if let Ok(Some(run)) = handle.await {
+                info!(run_id = %run.id, "processing an acked run before stopping");
+                handed_over.push(self.delivery(run));
             }
         }
-        let runs: Vec<ClaimedRun> = self.queue.drain(..).collect();
-        if !runs.is_empty() {
-            info!(runs = runs.len(), "processing acked runs before stopping");
+        if !self.queue.is_empty() {
+            info!(
+                runs = self.queue.len(),
+                "claimed runs not acked are left for Port to hand out again"
+            );
         }
-        runs.into_iter().map(|r| self.delivery(r)).collect()
+        handed_over
     }
 
-    async fn close(self) {}
+    async fn close(self) {
+        // Whatever still runs now outlived the drain: report it failed, so
+        // that no acked run stays IN_PROGRESS in Port.
+        let left: Vec<ClaimedRun> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, run)| run)
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        warn!(
+            runs = left.len(),
+            "runs still in flight after the drain timeout are reported as failed"
+        );
+        let reports = left.iter().map(|run| {
+            let call = failure_call(run, STOPPED_SUMMARY);
+            let port = self.port.clone();
+            async move {
+                if let Err(e) = port.send(&call).await {
+                    error!(run_id = %run.id, error = %e, "could not report the stopped run to Port");
+                }
+            }
+        });
+        let all = join_all(reports);
+        if tokio::time::timeout(CLOSE_REPORT_TIMEOUT, all).await.is_err() {
+            error!("reporting the stopped runs took too long; some stay IN_PROGRESS in Port");
+        }
+    }
+}
+
+/// Await every future concurrently, on this task.
+async fn join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    let mut pending: Vec<_> = futures.map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The Port call that fails `run` with `summary`.
+fn failure_call(run: &ClaimedRun, summary: &str) -> PortCall {
+    if run.node_run {
+        PortCall::NodeRunPatch {
+            run_id: run.id.clone(),
+            body: json!({"status": "COMPLETED", "result": "FAILED"}),
+        }
+    } else {
+        PortCall::RunPatch {
+            run_id: run.id.clone(),
+            body: json!({"status": "FAILURE", "summary": summary}),
+        }
+    }
 }
 
 /// A claimed, acked run was not processed (no mapping, or not a run the
@@ -451,28 +539,22 @@ fn unreported_failure(outcome: &Outcome, node_run: bool, wf_unmatched_fail: bool
     match &outcome.result {
         Result_::Skipped(Skip::NoMapping) => !(node_run && wf_unmatched_fail),
         Result_::Skipped(_) => true,
-        Result_::Delivered(_) | Result_::RequestFailed(_) => false,
+        Result_::Delivered(_) | Result_::RequestFailed(_) | Result_::InternalError(_) => false,
     }
 }
 
 impl Ack for PollingAck {
     async fn done(self, _delivery: &Delivery, outcome: &Outcome) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.sequence);
         if !unreported_failure(outcome, self.run.node_run, self.wf_unmatched_fail) {
             return;
         }
-        let call = if self.run.node_run {
-            PortCall::NodeRunPatch {
-                run_id: self.run.id.clone(),
-                body: json!({"status": "COMPLETED", "result": "FAILED"}),
-            }
-        } else {
-            PortCall::RunPatch {
-                run_id: self.run.id.clone(),
-                body: json!({"status": "FAILURE", "summary": FAILED_SUMMARY}),
-            }
-        };
+        let call = failure_call(&self.run, FAILED_SUMMARY);
         warn!(run_id = %self.run.id, outcome = outcome.name(), "the run could not be processed; reporting failure");
-        if let Err(e) = self.port.send(call).await {
+        if let Err(e) = self.port.send(&call).await {
             error!(run_id = %self.run.id, error = %e, "could not report the failure to Port");
         }
     }

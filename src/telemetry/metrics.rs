@@ -34,6 +34,13 @@ pub const COMMITS: &str = "port_agent_commits_total";
 pub const DEAD_LETTERED: &str = "port_agent_dlq_messages_total";
 /// Polling claims, by result.
 pub const CLAIMS: &str = "port_agent_polling_claims_total";
+/// Runs whose next Port call failed after its retries and waits to be
+/// retried (the target was called; the status is not in Port yet).
+pub const REPORTS_PENDING: &str = "port_agent_reports_pending";
+/// Port calls Port refused for good (a 4xx other than 401/408/429), by kind.
+pub const REPORTS_REJECTED: &str = "port_agent_reports_rejected_total";
+/// Panics caught while processing a message (the message was failed).
+pub const PANICS: &str = "port_agent_panics_total";
 /// Always 1; labels carry the version.
 pub const BUILD_INFO: &str = "port_agent_build_info";
 
@@ -51,6 +58,8 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     describe();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     gauge!(IN_FLIGHT).set(0.0);
+    gauge!(REPORTS_PENDING).set(0.0);
+    counter!(PANICS).absolute(0);
     Ok(handle)
 }
 
@@ -82,6 +91,15 @@ fn describe() {
     describe_counter!(COMMITS, "Offset commits, by result.");
     describe_counter!(DEAD_LETTERED, "Messages written to the dead-letter topic.");
     describe_counter!(CLAIMS, "Polling claim requests, by result.");
+    describe_gauge!(
+        REPORTS_PENDING,
+        "Runs whose next Port call failed after retries and waits to be retried."
+    );
+    describe_counter!(
+        REPORTS_REJECTED,
+        "Port calls refused for good by Port (4xx other than 401/408/429), by kind."
+    );
+    describe_counter!(PANICS, "Panics caught while processing a message.");
     describe_gauge!(BUILD_INFO, "Build information; the value is always 1.");
 }
 
@@ -95,6 +113,21 @@ pub fn consumed(topic: &str) {
 pub fn done(outcome: &'static str) {
     counter!(DONE, "outcome" => outcome).increment(1);
     gauge!(IN_FLIGHT).decrement(1.0);
+}
+
+/// A run's Port call starts (`+1`) or stops (`-1`) waiting for Port.
+pub fn reports_pending(delta: f64) {
+    gauge!(REPORTS_PENDING).increment(delta);
+}
+
+/// Port refused a call for good.
+pub fn report_rejected(kind: &'static str) {
+    counter!(REPORTS_REJECTED, "kind" => kind).increment(1);
+}
+
+/// A panic was caught while processing a message.
+pub fn panicked() {
+    counter!(PANICS).increment(1);
 }
 
 /// A mapping expression failed at runtime.

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -28,6 +28,8 @@ pub struct Health {
     /// Why a loop died, if one did.
     dead: Mutex<Option<String>>,
     stopping: AtomicBool,
+    /// Runs whose reports wait for Port (not ready while there are any).
+    reports: OnceLock<Arc<crate::port::ReportBacklog>>,
 }
 
 impl Health {
@@ -37,7 +39,13 @@ impl Health {
             ready: Mutex::new(Err(reason.into())),
             dead: Mutex::new(None),
             stopping: AtomicBool::new(false),
+            reports: OnceLock::new(),
         })
+    }
+
+    /// Say "not ready" while `backlog` has runs whose reports wait for Port.
+    pub fn watch_reports(&self, backlog: Arc<crate::port::ReportBacklog>) {
+        let _ = self.reports.set(backlog);
     }
 
     /// The source is connected and has work (or is a declared standby).
@@ -64,6 +72,10 @@ impl Health {
     pub fn readiness(&self) -> Result<(), String> {
         if self.stopping.load(Ordering::Relaxed) {
             return Err("shutting down: draining in-flight messages".to_string());
+        }
+        let pending = self.reports.get().map_or(0, |b| b.pending());
+        if pending > 0 {
+            return Err(format!("port API unreachable: {pending} reports pending"));
         }
         self.ready.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

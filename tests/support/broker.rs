@@ -2,6 +2,7 @@
 //! plus the agent binary as a separate process.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,7 +12,11 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+use super::{action_run, signed, FakeTarget, SECRET};
 
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -239,5 +244,86 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Produce concurrently; returns the log end per partition, from the
+/// broker's delivery reports (tansu's ListOffsets answer lags behind them).
+pub async fn produce(brokers: &str, topic: &str, messages: Vec<(i32, Value)>) -> HashMap<i32, i64> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.timeout.ms", "30000")
+        // One message per record batch. tansu 0.6 answers a fetch that starts
+        // inside a batch with the *next* batch, so a consumer resuming from a
+        // committed offset in mid-batch would never see the rest of it (seen:
+        // commit at 321, first offset fetched 365). Batch boundaries at every
+        // offset keep that broker bug out of what these tests measure.
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1")
+        .create()
+        .expect("producer");
+    // Sent concurrently: one task per message, awaited in order.
+    let sends: Vec<_> = messages
+        .into_iter()
+        .map(|(partition, msg)| {
+            let (producer, topic) = (producer.clone(), topic.to_string());
+            tokio::spawn(async move {
+                let payload = msg.to_string();
+                let rec = FutureRecord::<(), _>::to(&topic)
+                    .partition(partition)
+                    .payload(&payload);
+                producer
+                    .send(rec, Duration::from_secs(30))
+                    .await
+                    .map_err(|(e, _)| e)
+            })
+        })
+        .collect();
+    let mut ends = HashMap::new();
+    for s in sends {
+        let d = s.await.expect("task").expect("produce");
+        let (partition, offset) = (d.partition, d.offset);
+        let end = ends.entry(partition).or_insert(0);
+        *end = (*end).max(offset + 1);
+    }
+    ends
+}
+
+/// `n` signed action runs for `url`, spread over the 3 partitions.
+pub fn signed_runs(n: usize, url: &str, synchronized: bool) -> Vec<(i32, Value)> {
+    (0..n)
+        .map(|i| {
+            (
+                (i % 3) as i32,
+                signed(
+                    action_run(&format!("r_{i:04}"), url, "POST", synchronized),
+                    SECRET,
+                    1,
+                ),
+            )
+        })
+        .collect()
+}
+
+pub fn write_mapping(dir: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{dir}-{}.json", std::process::id()));
+    std::fs::write(&path, r#"[{"enabled": true}]"#).expect("mapping");
+    path
+}
+
+pub fn run_ids(target: &FakeTarget) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for r in target.requests() {
+        let id = r.json()["context"]["runId"].as_str().unwrap_or("?").to_string();
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    counts
+}
+
+pub async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -99,6 +99,22 @@ pub struct PortState {
     pub claims_always_fail: Mutex<Option<u16>>,
     /// Run ids whose ack is refused (409: claimed elsewhere).
     pub ack_refused: Mutex<HashSet<String>>,
+    /// An outage: every call but the token endpoint is answered 503.
+    pub down: std::sync::atomic::AtomicBool,
+    /// Refuse (422) a status PATCH for a run that already has an accepted
+    /// final status, as Port does for a finished run.
+    pub final_status_once: std::sync::atomic::AtomicBool,
+}
+
+/// A PATCH of an action run's status to a final one.
+fn is_final_status(method: &Method, path: &str, body: &[u8]) -> bool {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let status = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|b| b["status"].as_str().map(str::to_string));
+    method == Method::PATCH
+        && matches!(segments.as_slice(), ["v1", "actions", "runs", id] if *id != "ack")
+        && matches!(status.as_deref(), Some("SUCCESS" | "FAILURE"))
 }
 
 /// The polling API's answer to a claim or an ack, or `None` for other paths.
@@ -176,6 +192,25 @@ async fn port_handler(
     }
     let forced = state.fail_next.lock().unwrap().pop_front();
     let status = forced.unwrap_or(200);
+    let status = if state.down.load(Ordering::SeqCst) {
+        503
+    } else {
+        status
+    };
+    let finished_before = || {
+        state.calls.lock().unwrap().iter().any(|c| {
+            c.status < 300 && c.uri == uri.to_string() && is_final_status(&method, c.path(), &c.body)
+        })
+    };
+    let status = if status == 200
+        && state.final_status_once.load(Ordering::SeqCst)
+        && is_final_status(&method, uri.path(), &body)
+        && finished_before()
+    {
+        422
+    } else {
+        status
+    };
     // Only the latest token is valid.
     let latest = format!("Bearer token-{}", *state.tokens_issued.lock().unwrap());
     let status = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
