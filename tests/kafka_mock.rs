@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use port_agent::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
 use port_agent::mapping::{Budget, JqEnv, MappingSet, ResponseContext};
-use port_agent::pipeline::{Config, Pipeline};
-use port_agent::port::RecordingReporter;
+use port_agent::pipeline::{Config, Pipeline, INTERNAL_ERROR_SUMMARY};
+use port_agent::port::{PortCall, RecordingReporter};
 use port_agent::settings::Secret;
 use port_agent::shutdown;
 use port_agent::source::kafka::{KafkaEngine, KafkaOptions};
@@ -41,6 +41,8 @@ struct TestTarget {
     events: Mutex<Vec<Event>>,
     gates: Mutex<HashMap<String, Arc<Notify>>>,
     delay: Mutex<Duration>,
+    /// Runs whose request makes the invoker panic (a bug stand-in).
+    panic_on: Mutex<BTreeSet<String>>,
     active: AtomicUsize,
     max_active: AtomicUsize,
 }
@@ -75,6 +77,9 @@ impl Invoker for SharedTarget {
         let run = body["context"]["runId"].as_str().unwrap().to_string();
         let t = &self.0;
         t.events.lock().unwrap().push(Event::Start(run.clone()));
+        if t.panic_on.lock().unwrap().contains(&run) {
+            panic!("test invoker panics on {run}");
+        }
         let now = t.active.fetch_add(1, Ordering::SeqCst) + 1;
         t.max_active.fetch_max(now, Ordering::SeqCst);
         let gate = t.gates.lock().unwrap().get(&run).cloned();
@@ -101,6 +106,18 @@ impl Invoker for SharedTarget {
 type Engine = KafkaEngine<SharedTarget, RecordingReporter>;
 
 fn engine(brokers: &str, target: &Arc<TestTarget>, max_in_flight: usize) -> Engine {
+    engine_with(brokers, target, max_in_flight, RecordingReporter::default(), None)
+}
+
+/// [`engine`] reporting to `reporter` (a clone shares its calls), with an
+/// optional dead-letter topic.
+fn engine_with(
+    brokers: &str,
+    target: &Arc<TestTarget>,
+    max_in_flight: usize,
+    reporter: RecordingReporter,
+    dlq_topic: Option<&str>,
+) -> Engine {
     let config = Config {
         secret: Some(Secret::new(SECRET)),
         runs_topic: RUNS.into(),
@@ -110,6 +127,7 @@ fn engine(brokers: &str, target: &Arc<TestTarget>, max_in_flight: usize) -> Engi
         wf_unmatched_fail: true,
         budget: Budget::default(),
         infer_topics: false,
+        idempotency_headers: false,
         fixed_timestamp: None,
         polled: false,
     };
@@ -119,7 +137,7 @@ fn engine(brokers: &str, target: &Arc<TestTarget>, max_in_flight: usize) -> Engi
         Arc::new(mappings),
         JqEnv::default(),
         SharedTarget(target.clone()),
-        RecordingReporter::default(),
+        reporter,
     );
     let opts = KafkaOptions {
         brokers: brokers.to_string(),
@@ -130,11 +148,12 @@ fn engine(brokers: &str, target: &Arc<TestTarget>, max_in_flight: usize) -> Engi
         username: None,
         password: None,
         session_timeout_ms: 6000,
+        max_poll_interval_ms: 300_000,
         auto_offset_reset: "earliest".into(),
         max_in_flight,
         drain_timeout: Duration::from_secs(10),
         commit_interval: Duration::from_millis(100),
-        dlq_topic: None,
+        dlq_topic: dlq_topic.map(str::to_string),
         extra: vec![("topic.metadata.refresh.interval.ms".into(), "500".into())],
     };
     KafkaEngine::new(opts, Arc::new(pipeline))
@@ -381,4 +400,160 @@ async fn injected_errors_and_a_broker_outage_lose_nothing() {
     trigger.fire();
     run.await.unwrap().unwrap();
     assert!(status.received.load(Ordering::SeqCst) >= 90);
+}
+
+/// Read `n` messages of `topic` partition 0 from the start: each one's
+/// headers, by name.
+fn read_topic(brokers: &str, topic: &str, n: usize) -> Vec<BTreeMap<String, String>> {
+    use rdkafka::message::{Headers, Message};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "org_1.dlq-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} messages on {topic}",
+            out.len()
+        );
+        let Some(m) = c.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m.unwrap();
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let v = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                        (h.key.to_string(), v.unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(headers);
+    }
+    out
+}
+
+/// Issue 11: a panic while processing one message (here in the invoker) is
+/// that message's failure: reported to Port with the internal-error summary
+/// (COMPLETED/FAILED for a node run), counted, dead-lettered, and acked, so
+/// the partition's commit moves past it and nothing stalls, even with a
+/// window of 4 in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_fails_only_its_run_and_stalls_nothing() {
+    let handle = port_agent::telemetry::metrics::install().expect("the only recorder of this process");
+    let cluster = cluster(1);
+    cluster.create_topic("org_1.dlq", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            if i == 13 {
+                "wfnr_13".to_string()
+            } else {
+                format!("r_{i:02}")
+            }
+        })
+        .collect();
+    // r_07 and r_08 share a key: the successor of a panicked message runs.
+    let msgs: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (0, (i == 7 || i == 8).then(|| "k".to_string()), run_msg(id)))
+        .collect();
+    produce(brokers.clone(), msgs).await;
+
+    let target = Arc::new(TestTarget::default());
+    target
+        .panic_on
+        .lock()
+        .unwrap()
+        .extend(["r_07".to_string(), "wfnr_13".to_string()]);
+    let reporter = RecordingReporter::default();
+    let engine = engine_with(&brokers, &target, 4, reporter.clone(), Some("org_1.dlq"));
+    let status = engine.status.clone();
+    let (trigger, stop) = shutdown::channel();
+    let run = tokio::spawn(async move { engine.run(stop).await });
+
+    let delivered: BTreeSet<String> = ids
+        .iter()
+        .filter(|id| *id != "r_07" && *id != "wfnr_13")
+        .cloned()
+        .collect();
+    eventually("the 18 other runs delivered", || {
+        target.ended().iter().cloned().collect::<BTreeSet<_>>() == delivered
+    })
+    .await;
+    eventually("committed to the end of the partition", || {
+        committed(&brokers, 1).get(&0) == Some(&20)
+    })
+    .await;
+    eventually("both panicked messages dead-lettered", || {
+        status.dead_lettered.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    trigger.fire();
+    run.await.unwrap().unwrap();
+
+    assert_eq!(target.ended().len(), 18, "every other run exactly once");
+    let starts: Vec<String> = target
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Start(r) if r == "r_07" || r == "wfnr_13" => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts, ["r_07", "wfnr_13"], "a panicked run is not re-sent");
+    // Async runs that succeed report nothing (run logs are off): the only
+    // Port calls are the two failures.
+    let mut calls = reporter.take();
+    calls.sort_by_key(|c| c.path());
+    assert_eq!(
+        calls,
+        [
+            PortCall::RunPatch {
+                run_id: "r_07".into(),
+                body: serde_json::json!({"status": "FAILURE", "summary": INTERNAL_ERROR_SUMMARY}),
+            },
+            PortCall::NodeRunPatch {
+                run_id: "wfnr_13".into(),
+                body: serde_json::json!({"status": "COMPLETED", "result": "FAILED"}),
+            },
+        ]
+    );
+    assert_eq!(
+        INTERNAL_ERROR_SUMMARY,
+        "Internal error in the agent while processing this run"
+    );
+
+    let mut dead = read_topic(&brokers, "org_1.dlq", 2);
+    dead.sort_by_key(|h| h["x-port-agent-offset"].parse::<i64>().unwrap());
+    for (h, (offset, run)) in dead.iter().zip([("7", "r_07"), ("13", "wfnr_13")]) {
+        assert_eq!(h["x-port-agent-outcome"], "internal_error");
+        assert_eq!(h["x-port-agent-topic"], RUNS);
+        assert_eq!(h["x-port-agent-partition"], "0");
+        assert_eq!(h["x-port-agent-offset"], offset);
+        assert_eq!(
+            h["x-port-agent-error"],
+            format!("internal error: test invoker panics on {run}")
+        );
+    }
+
+    let text = handle.render();
+    assert!(text.contains("\nport_agent_panics_total 2\n"), "{text}");
+    assert!(
+        text.contains("port_agent_messages_done_total{outcome=\"internal_error\"} 2\n"),
+        "{text}"
+    );
 }

@@ -57,6 +57,7 @@ fn agent_with(port: &FakePort, mappings: Value, tweak: impl FnOnce(&mut Config))
         wf_unmatched_fail: true,
         budget: Budget::default(),
         infer_topics: false,
+        idempotency_headers: false,
         fixed_timestamp: None,
         polled: false,
     };
@@ -515,16 +516,77 @@ async fn s16_no_mapping_matches() {
     assert!(target.requests().is_empty());
 }
 
+/// Issue 11: a report that still fails after the client's retries (5
+/// attempts here, 10 failures in a row) is not dropped: it stays pending,
+/// counted in the report backlog, and is sent again until Port accepts it.
+/// The target is not called again.
 #[tokio::test]
-async fn port_outage_is_reported_in_the_outcome_not_lost() {
+async fn port_outage_longer_than_the_retries_holds_the_report_until_port_accepts() {
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
-    let agent = agent_with(&port, json!([{"enabled": true}]), |c| c.run_logs = false);
+    let agent = Arc::new(agent_with(&port, json!([{"enabled": true}]), |c| {
+        c.run_logs = false
+    }));
+    let backlog = agent.report_backlog();
     port.fail_next(&[500; 10]);
     target.answer(500, "x");
-    let outcome = run(&agent, action_run("r_out", &target.url("/x"), "POST", false)).await;
+    let message = signed(
+        action_run("r_out", &target.url("/x"), "POST", false),
+        SECRET,
+        1763800000,
+    );
+    let task = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.process(&delivery(RUNS, &message)).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while backlog.pending() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the report never became pending"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let outcome = task.await.unwrap();
+    assert_eq!(backlog.pending(), 0, "it leaves the backlog once accepted");
+    assert!(outcome.port_errors.is_empty(), "{:?}", outcome.port_errors);
+    assert!(!outcome.needs_dead_letter());
+    let tries: Vec<u16> = port
+        .all_calls()
+        .iter()
+        .filter(|c| c.path() == "/v1/actions/runs/r_out")
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(tries, [[500; 10].as_slice(), &[200]].concat());
+    assert_eq!(
+        patches(&port),
+        vec![(
+            "/v1/actions/runs/r_out".to_string(),
+            json!({"status": "FAILURE", "summary": "Failed to invoke the webhook with status code: 500. Response: x"})
+        )]
+    );
+    assert_eq!(target.requests().len(), 1, "the target is called once");
+}
+
+/// A 4xx other than 401/408/429 is Port refusing the call for good: not
+/// sent again, kept in the outcome (a dead-letter candidate).
+#[tokio::test]
+async fn port_refusing_a_report_for_good_is_final() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent_with(&port, json!([{"enabled": true}]), |c| c.run_logs = false);
+    port.fail_next(&[404]);
+    target.answer(500, "x");
+    let outcome = run(&agent, action_run("r_gone", &target.url("/x"), "POST", false)).await;
     assert_eq!(outcome.port_errors.len(), 1, "{:?}", outcome.port_errors);
-    assert!(outcome.port_errors[0].contains("PATCH /v1/actions/runs/r_out"));
+    assert!(outcome.port_errors[0].contains("PATCH /v1/actions/runs/r_gone"));
     assert!(outcome.needs_dead_letter());
+    let tries: Vec<u16> = port
+        .all_calls()
+        .iter()
+        .filter(|c| c.path() == "/v1/actions/runs/r_gone")
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(tries, [404]);
+    assert_eq!(agent.report_backlog().pending(), 0);
 }
 
 #[tokio::test]
@@ -544,5 +606,136 @@ async fn a_mapping_without_a_url_reports_failure() {
             "/v1/actions/runs/r_nourl".to_string(),
             json!({"status": "FAILURE", "summary": "Failed to build the request: the mapping and the invocation method give no URL"})
         )]
+    );
+}
+
+/// How many headers named `name` (any case) a request carried.
+fn header_count(req: &Recorded, name: &str) -> usize {
+    req.headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .count()
+}
+
+/// The idempotency headers of a request: `(X-Port-Run-Id, Idempotency-Key)`,
+/// each checked to appear at most once.
+fn idempotency(req: &Recorded) -> (Option<String>, Option<String>) {
+    assert!(header_count(req, "x-port-run-id") <= 1, "{:?}", req.headers);
+    assert!(header_count(req, "idempotency-key") <= 1, "{:?}", req.headers);
+    (
+        req.header("x-port-run-id").map(str::to_string),
+        req.header("idempotency-key").map(str::to_string),
+    )
+}
+
+fn change_log_event(url: &str) -> Value {
+    json!({"changelogDestination": {"type": "WEBHOOK", "agent": true, "url": url},
+           "diff": {"before": null, "after": {"identifier": "svc-a"}}, "headers": {}})
+}
+
+/// Issue 11: every target request carries the run id (node-run id for a
+/// node run) as `X-Port-Run-Id` and `Idempotency-Key`; a change-log event,
+/// which has no run, is keyed by where it was read: topic-partition-offset.
+#[tokio::test]
+async fn idempotency_headers_name_the_run_or_the_change_log_offset() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent_with(&port, json!([{"enabled": true}]), |c| {
+        c.idempotency_headers = true;
+        c.run_logs = false;
+    });
+    run(&agent, action_run("r_idem", &target.url("/a"), "POST", false)).await;
+    run(&agent, action_run("wfnr_idem", &target.url("/n"), "POST", false)).await;
+    let outcome = agent
+        .process(&Delivery {
+            partition: 3,
+            offset: 42,
+            ..delivery(CHANGES, &change_log_event(&target.url("/c")))
+        })
+        .await;
+    assert_eq!(outcome.result, Result_::Delivered(200));
+
+    let got: Vec<_> = target.requests().iter().map(idempotency).collect();
+    assert_eq!(
+        got,
+        [
+            (Some("r_idem".to_string()), Some("r_idem".to_string())),
+            (Some("wfnr_idem".to_string()), Some("wfnr_idem".to_string())),
+            (None, Some("org_1.change.log-3-42".to_string())),
+        ]
+    );
+    // The exact names as sent (HTTP/1.1 headers are case-insensitive; the
+    // constants are what the README documents).
+    assert_eq!(port_agent::invoke::RUN_ID_HEADER, "X-Port-Run-Id");
+    assert_eq!(port_agent::invoke::IDEMPOTENCY_HEADER, "Idempotency-Key");
+    // The request is still signed over the same body.
+    let req = &target.requests()[0];
+    let ts = req.header("X-Port-Timestamp").unwrap();
+    assert_eq!(
+        req.header("X-Port-Signature").unwrap(),
+        sign(SECRET, ts, &req.text())
+    );
+}
+
+/// `AGENT_IDEMPOTENCY_HEADERS=false`: neither header, on any kind.
+#[tokio::test]
+async fn idempotency_headers_can_be_turned_off() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent_with(&port, json!([{"enabled": true}]), |c| {
+        c.idempotency_headers = false;
+        c.run_logs = false;
+    });
+    run(&agent, action_run("r_off", &target.url("/a"), "POST", false)).await;
+    run(&agent, action_run("wfnr_off", &target.url("/n"), "POST", false)).await;
+    agent
+        .process(&delivery(CHANGES, &change_log_event(&target.url("/c"))))
+        .await;
+    let reqs = target.requests();
+    assert_eq!(reqs.len(), 3);
+    for req in &reqs {
+        assert_eq!(idempotency(req), (None, None), "{:?}", req.headers);
+    }
+}
+
+/// A mapping that sets either header, in any case, wins: its value is the
+/// only one sent; the header it does not set is still added.
+#[tokio::test]
+async fn a_mapping_s_own_idempotency_header_wins_in_any_case() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let both = agent_with(
+        &port,
+        json!([{"headers": {"idempotency-KEY": "\"mine-\" + .context.runId", "X-PORT-RUN-ID": "\"custom\""}}]),
+        |c| {
+            c.idempotency_headers = true;
+            c.run_logs = false;
+        },
+    );
+    run(&both, action_run("r_own", &target.url("/a"), "POST", false)).await;
+    run(&both, action_run("wfnr_own", &target.url("/n"), "POST", false)).await;
+    let one = agent_with(
+        &port,
+        json!([{"headers": {"IDEMPOTENCY-KEY": "\"deploy-\" + .payload.properties.version"}}]),
+        |c| {
+            c.idempotency_headers = true;
+            c.run_logs = false;
+        },
+    );
+    run(&one, action_run("r_one", &target.url("/a"), "POST", false)).await;
+    one.process(&Delivery {
+        partition: 1,
+        offset: 9,
+        ..delivery(CHANGES, &change_log_event(&target.url("/c")))
+    })
+    .await;
+
+    let got: Vec<_> = target.requests().iter().map(idempotency).collect();
+    let some = |a: &str, b: &str| (Some(a.to_string()), Some(b.to_string()));
+    assert_eq!(
+        got,
+        [
+            some("custom", "mine-r_own"),
+            some("custom", "mine-wfnr_own"),
+            some("r_one", "deploy-1.2.3"),
+            (None, Some("deploy-".to_string())),
+        ]
     );
 }

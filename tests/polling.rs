@@ -111,9 +111,11 @@ async fn t1_a_claimed_run_is_acked_then_processed_then_reported() {
 
     let claims = calls_to(&port, CLAIM_RUNS);
     assert_eq!(claims[0].header("x-port-reserved-usage"), Some("true"));
+    // At most as many runs as there are free slots (issue 11): the default
+    // AGENT_MAX_IN_FLIGHT, 64, is below POLLING_RUNS_BATCH_SIZE (100).
     assert_eq!(
         claims[0].json(),
-        json!({"installationId": "_PORT_EXEC_AGENT", "limit": 100, "invocationMethod": "WEBHOOK"})
+        json!({"installationId": "_PORT_EXEC_AGENT", "limit": 64, "invocationMethod": "WEBHOOK"})
     );
     let acks = calls_to(&port, ACK_RUN);
     assert_eq!(acks.len(), 1);
@@ -136,6 +138,9 @@ async fn t1_a_claimed_run_is_acked_then_processed_then_reported() {
         .get("agent")
         .is_none());
     assert!(req.header("x-port-signature").is_some());
+    // Idempotency headers are on by default (AGENT_IDEMPOTENCY_HEADERS).
+    assert_eq!(req.header("x-port-run-id"), Some("r_1"));
+    assert_eq!(req.header("idempotency-key"), Some("r_1"));
 
     // Reported after the target answered: response, then SUCCESS.
     let reported: Vec<(String, String)> = port
@@ -343,9 +348,12 @@ async fn t7_action_runs_and_node_runs_are_claimed_in_the_same_iteration() {
     // One iteration (the interval is 30 s): one claim of each kind.
     assert_eq!(calls_to(&port, CLAIM_RUNS).len(), 1);
     assert_eq!(calls_to(&port, CLAIM_NODES).len(), 1);
+    // Node runs are claimed after action runs, for the slots left: 64 free
+    // slots, one taken by the action run just claimed (issue 11).
+    assert!(calls_to(&port, CLAIM_RUNS)[0].at <= calls_to(&port, CLAIM_NODES)[0].at);
     assert_eq!(
         calls_to(&port, CLAIM_NODES)[0].json(),
-        json!({"installationId": "_PORT_EXEC_AGENT", "limit": 100})
+        json!({"installationId": "_PORT_EXEC_AGENT", "limit": 63})
     );
     assert_eq!(
         calls_to(&port, ACK_NODE)[0].json(),
@@ -370,6 +378,8 @@ async fn t7_action_runs_and_node_runs_are_claimed_in_the_same_iteration() {
     let message = node_req.json();
     assert_eq!(message["headers"], json!({"X-Node": "1"}));
     assert_eq!(message["context"]["runId"], "wfnr_7");
+    assert_eq!(node_req.header("x-port-run-id"), Some("wfnr_7"));
+    assert_eq!(node_req.header("idempotency-key"), Some("wfnr_7"));
     assert_eq!(message["context"]["nodeConfig"]["agent"], true);
     assert!(message["payload"]["action"]["invocationMethod"]
         .get("agent")
@@ -478,4 +488,148 @@ async fn t10_five_hundred_claimed_runs_are_processed_concurrently() {
         elapsed.as_secs_f64(),
         500.0 / elapsed.as_secs_f64()
     );
+}
+
+/// The run id of a target request (the default body is the whole message).
+fn run_of(request: &Recorded) -> String {
+    request.json()["context"]["runId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Issue 11: claims never exceed the free slots, a run is acked only when
+/// it starts, and a drain that times out reports every run still in flight
+/// as stopped: no acked run is left without exactly one final status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_a_drain_timeout_leaves_no_acked_run_without_a_final_status() {
+    use port_agent::source::polling::STOPPED_SUMMARY as STOPPED;
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer_after(200, Duration::from_secs(2));
+    offer(
+        &port,
+        (0..100).map(|i| claimable(&format!("r_{i:03}"), &target.url("/slow"), true, json!({}))),
+    );
+    let mut agent = start_agent(
+        &port,
+        "t11",
+        &json!([{"enabled": true}]),
+        &[
+            ("AGENT_MAX_IN_FLIGHT", "4"),
+            ("AGENT_DRAIN_TIMEOUT_SECONDS", "1"),
+            ("AGENT_RUN_LOGS", "false"),
+        ],
+    );
+    // The first four runs finished and the next ones started: stop now,
+    // with about two seconds of the second wave still to go.
+    wait_until(Duration::from_secs(60), "the second wave", &agent, || {
+        target.requests().len() > 4
+            && port
+                .accepted()
+                .iter()
+                .any(|c| c.method == "PATCH" && c.path().starts_with("/v1/actions/runs/r_"))
+    });
+    agent.signal("-TERM");
+    assert_eq!(
+        agent.wait(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        agent.log_text()
+    );
+
+    // Each claim asked for at most the free slots.
+    let claims: Vec<Recorded> = calls_to(&port, CLAIM_RUNS)
+        .into_iter()
+        .chain(calls_to(&port, CLAIM_NODES))
+        .collect();
+    assert!(!claims.is_empty());
+    for c in &claims {
+        let limit = c.json()["limit"].as_u64().expect("a limit");
+        assert!((1..=4).contains(&limit), "claim limit {limit}: {}", c.text());
+    }
+
+    let acked: Vec<String> = calls_to(&port, ACK_RUN)
+        .iter()
+        .filter(|c| c.status == 200)
+        .map(|c| c.json()["runIds"][0].as_str().expect("a run id").to_string())
+        .collect();
+    let acked_set: std::collections::BTreeSet<String> = acked.iter().cloned().collect();
+    assert_eq!(acked_set.len(), acked.len(), "each run acked once: {acked:?}");
+    let reached: Vec<String> = target.requests().iter().map(run_of).collect();
+    let reached_set: std::collections::BTreeSet<String> = reached.iter().cloned().collect();
+    assert_eq!(
+        reached_set.len(),
+        reached.len(),
+        "each run sent once: {reached:?}"
+    );
+
+    // Final statuses, per run.
+    let mut finals: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    for c in port.accepted() {
+        let Some(id) = c.path().strip_prefix("/v1/actions/runs/") else {
+            continue;
+        };
+        if c.method == "PATCH" && id.starts_with("r_") && !id.contains('/') {
+            finals.entry(id.to_string()).or_default().push(c.json());
+        }
+    }
+    let success = json!({"status": "SUCCESS"});
+    let stopped = json!({"status": "FAILURE", "summary": STOPPED});
+    let mut stopped_runs = std::collections::BTreeSet::new();
+    for id in &acked {
+        let got = finals.get(id).cloned().unwrap_or_default();
+        assert_eq!(got.len(), 1, "{id}: exactly one final status, got {got:?}");
+        assert!(got[0] == success || got[0] == stopped, "{id}: {:?}", got[0]);
+        if got[0] == stopped {
+            stopped_runs.insert(id.clone());
+        } else {
+            assert!(reached_set.contains(id), "{id}: SUCCESS without a request");
+        }
+    }
+    // Nothing is reported for a run that was not acked.
+    let reported: std::collections::BTreeSet<String> = finals.keys().cloned().collect();
+    assert_eq!(reported, acked_set, "final statuses only for acked runs");
+    // No run is acked that never started: each reached the target, or was
+    // reported stopped (acked as the shutdown began, no slot to start in).
+    let accounted: std::collections::BTreeSet<String> = reached_set.union(&stopped_runs).cloned().collect();
+    assert!(
+        acked_set.is_subset(&accounted),
+        "acked, never started: {:?}",
+        acked_set.difference(&accounted).collect::<Vec<_>>()
+    );
+    assert!(reached_set.is_subset(&acked_set), "sent without an ack");
+    // Both endings happened: the first wave of 4 finished (SUCCESS); the
+    // second, started when it ended and cut short by the 1 s drain (its
+    // requests take 2 s), was reported stopped.
+    assert!((1..=4).contains(&stopped_runs.len()), "{stopped_runs:?}");
+    assert_eq!(acked.len() - stopped_runs.len(), 4, "the first wave succeeded");
+    eprintln!(
+        "polling drain: {} acked, {} SUCCESS, {} stopped, {} of 100 left unclaimed or unacked",
+        acked.len(),
+        acked.len() - stopped_runs.len(),
+        stopped_runs.len(),
+        100 - acked.len()
+    );
+    assert!(target.max_concurrency() <= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t12_agent_idempotency_headers_false_sends_neither_header() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    offer(&port, [claimable("r_12", &target.url("/a"), true, json!({}))]);
+    let agent = start_agent(
+        &port,
+        "t12",
+        &json!([{"enabled": true}]),
+        &[("AGENT_IDEMPOTENCY_HEADERS", "false")],
+    );
+    wait_until(Duration::from_secs(30), "the status report", &agent, || {
+        !patches_of(&port, "r_12").is_empty()
+    });
+    stop(agent);
+    let requests = target.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(run_of(&requests[0]), "r_12");
+    assert_eq!(requests[0].header("x-port-run-id"), None);
+    assert_eq!(requests[0].header("idempotency-key"), None);
 }
