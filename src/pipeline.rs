@@ -300,6 +300,17 @@ impl<R: Reporter> RunReporter<'_, R> {
     }
 }
 
+/// The span every log line about `delivery` carries.
+fn message_span(delivery: &Delivery) -> tracing::Span {
+    tracing::info_span!(
+        "message",
+        topic = %delivery.topic,
+        partition = delivery.partition,
+        offset = delivery.offset,
+        run_id = tracing::field::Empty,
+    )
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -342,13 +353,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
 
     /// Process one message to its final outcome. Never panics on input.
     pub async fn process(&self, delivery: &Delivery) -> Outcome {
-        let span = tracing::info_span!(
-            "message",
-            topic = %delivery.topic,
-            partition = delivery.partition,
-            offset = delivery.offset,
-            run_id = tracing::field::Empty,
-        );
+        let span = message_span(delivery);
         self.process_inner(delivery, &span).instrument(span.clone()).await
     }
 
@@ -418,13 +423,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     /// Processing `delivery` panicked: report its run as failed (when it is
     /// a run that is ours) and give the outcome the source acks.
     pub async fn internal_error(&self, delivery: &Delivery, panic: &str) -> Outcome {
-        let span = tracing::info_span!(
-            "message",
-            topic = %delivery.topic,
-            partition = delivery.partition,
-            offset = delivery.offset,
-            run_id = tracing::field::Empty,
-        );
+        let span = message_span(delivery);
         let work = async {
             let kind = match self.admit(delivery, &span) {
                 Ok((_, kind)) => kind,

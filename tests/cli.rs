@@ -161,7 +161,11 @@ fn render_json_for_a_fixed_case() {
                 "X-Env": "prod",
                 "Content-Type": "application/json",
                 "X-Port-Timestamp": "1700000000",
-                "X-Port-Signature": "<redacted>"
+                "X-Port-Signature": "<redacted>",
+                // The run's id names it for the target (AGENT_IDEMPOTENCY_HEADERS
+                // is on by default).
+                "X-Port-Run-Id": "r_render1",
+                "Idempotency-Key": "r_render1"
             },
             "body": {"service": "svc-a", "version": "1.2.3", "replicas": 6}
         },

@@ -239,23 +239,37 @@ fn assert_reported_once_in_order(w: &World, n: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_port_outage_longer_than_the_retry_budget_holds_the_runs_and_loses_no_report() {
-    const N: usize = 300;
-    let w = world("outage").await;
+/// A world with `n` signed synchronized runs queued, the health server's
+/// address, and the agent's settings for an outage test: `in_flight` slots,
+/// two attempts per Port call, plus `extra`.
+async fn outage_world(
+    tag: &str,
+    n: usize,
+    in_flight: &str,
+    extra: &[(&'static str, &str)],
+) -> (World, String, Vec<(&'static str, String)>) {
+    let w = world(tag).await;
     produce(
         &w.tansu.bootstrap,
         RUNS,
-        signed_runs(N, &w.target.url("/run"), true),
+        signed_runs(n, &w.target.url("/run"), true),
     )
     .await;
     let http_port = free_port().to_string();
-    let http = format!("127.0.0.1:{http_port}");
-    let env = w.env(&[
-        ("AGENT_MAX_IN_FLIGHT", "8"),
+    let mut settings = vec![
+        ("AGENT_MAX_IN_FLIGHT", in_flight),
         ("AGENT_PORT_RETRY_MAX_ATTEMPTS", "2"),
-        ("AGENT_HTTP_PORT", &http_port),
-    ]);
+        ("AGENT_HTTP_PORT", http_port.as_str()),
+    ];
+    settings.extend_from_slice(extra);
+    let env = w.env(&settings);
+    (w, format!("127.0.0.1:{http_port}"), env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_outage_longer_than_the_retry_budget_holds_the_runs_and_loses_no_report() {
+    const N: usize = 300;
+    let (w, http, env) = outage_world("outage", N, "8", &[]).await;
     let mut agent = AgentProcess::start(&env, "outage");
     eventually("50 runs delivered", Duration::from_secs(120), || {
         w.target.requests().len() >= 50
@@ -316,21 +330,13 @@ async fn a_port_outage_longer_than_the_retry_budget_holds_the_runs_and_loses_no_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_outage_longer_than_max_poll_interval_keeps_the_group_membership() {
     const N: usize = 40;
-    let w = world("max-poll").await;
-    produce(
-        &w.tansu.bootstrap,
-        RUNS,
-        signed_runs(N, &w.target.url("/run"), true),
+    let (w, http, env) = outage_world(
+        "max-poll",
+        N,
+        "4",
+        &[("KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS", "10000")],
     )
     .await;
-    let http_port = free_port().to_string();
-    let http = format!("127.0.0.1:{http_port}");
-    let env = w.env(&[
-        ("AGENT_MAX_IN_FLIGHT", "4"),
-        ("AGENT_PORT_RETRY_MAX_ATTEMPTS", "2"),
-        ("KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS", "10000"),
-        ("AGENT_HTTP_PORT", &http_port),
-    ]);
     w.port.state.down.store(true, Ordering::SeqCst);
     let mut agent = AgentProcess::start(&env, "max-poll");
     readyz_says(
