@@ -739,3 +739,107 @@ async fn a_mapping_s_own_idempotency_header_wins_in_any_case() {
         ]
     );
 }
+
+/// A source of a fixed list of deliveries (then nothing), recording the
+/// acks it gets back and when its close begins; its close takes
+/// `close_takes`, as a source reporting stopped runs to Port would.
+struct ListSource {
+    items: std::collections::VecDeque<Delivery>,
+    acked: Arc<Mutex<Vec<i64>>>,
+    closed_at: Arc<Mutex<Option<std::time::Instant>>>,
+    close_takes: Duration,
+}
+
+struct ListAck {
+    offset: i64,
+    acked: Arc<Mutex<Vec<i64>>>,
+}
+
+impl port_agent::source::Ack for ListAck {
+    async fn done(self, _delivery: &Delivery, _outcome: &Outcome) {
+        self.acked.lock().unwrap().push(self.offset);
+    }
+}
+
+impl port_agent::source::Source for ListSource {
+    type Ack = ListAck;
+
+    async fn next(&mut self, _room: usize) -> Option<(Delivery, ListAck)> {
+        match self.items.pop_front() {
+            Some(d) => {
+                let ack = ListAck {
+                    offset: d.offset,
+                    acked: self.acked.clone(),
+                };
+                Some((d, ack))
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn close(self) {
+        *self.closed_at.lock().unwrap() = Some(std::time::Instant::now());
+        tokio::time::sleep(self.close_takes).await;
+    }
+}
+
+/// Messages still running when the drain times out are stopped before the
+/// source closes: nothing they would still do (the target's late answer,
+/// its status report) reaches Port after that, and they are not acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_cut_short_by_the_drain_timeout_are_stopped_before_the_source_closes() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    // The target answers after 1 s; the drain gives 300 ms; the source's
+    // close takes 2 s, time enough for a late answer to be reported.
+    target.answer_after(200, Duration::from_secs(1));
+    let pipeline = Arc::new(agent(&port, json!([{"enabled": true}])));
+    let items = (0..4)
+        .map(|i| {
+            let run = action_run(&format!("r_stop{i}"), &target.url("/slow"), "POST", true);
+            Delivery {
+                offset: i,
+                ..delivery(RUNS, &signed(run, SECRET, 1763800000))
+            }
+        })
+        .collect();
+    let (acked, closed_at) = (Arc::default(), Arc::new(Mutex::new(None)));
+    let source = ListSource {
+        items,
+        acked: Arc::clone(&acked),
+        closed_at: Arc::clone(&closed_at),
+        close_takes: Duration::from_secs(2),
+    };
+    let (trigger, stop) = port_agent::shutdown::channel();
+    let opts = port_agent::source::DispatchOptions {
+        max_in_flight: 4,
+        drain_timeout: Duration::from_millis(300),
+    };
+    let dispatcher = tokio::spawn(port_agent::source::dispatch(source, pipeline, opts, stop));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while target.requests().len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 4 runs never reached the target"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    trigger.fire();
+    tokio::time::timeout(Duration::from_secs(10), dispatcher)
+        .await
+        .expect("dispatch ends after the drain timeout and the close")
+        .expect("dispatch task");
+
+    let closed_at = closed_at.lock().unwrap().expect("the source was closed");
+    let late: Vec<String> = port
+        .all_calls()
+        .iter()
+        .filter(|c| c.at >= closed_at)
+        .map(|c| format!("{} {}", c.method, c.path()))
+        .collect();
+    assert_eq!(late, Vec::<String>::new(), "Port calls after the source closed");
+    assert!(
+        patches(&port).is_empty(),
+        "no status was reported for a stopped run"
+    );
+    assert!(acked.lock().unwrap().is_empty(), "stopped runs are not acked");
+}

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, info, warn};
 
 use crate::invoke::Invoker;
@@ -64,7 +65,9 @@ pub trait Source: Send + 'static {
         async { Vec::new() }
     }
 
-    /// The drain is over (or timed out): release everything.
+    /// The drain is over (or timed out): release everything. Messages that
+    /// did not finish in the drain were stopped before this is called and
+    /// their acks dropped without `done`.
     fn close(self) -> impl Future<Output = ()> + Send;
 }
 
@@ -99,7 +102,10 @@ pub async fn dispatch<S, I, R>(
 {
     let permits = Arc::new(Semaphore::new(opts.max_in_flight));
     let chains = Arc::new(Mutex::new(KeyChains::default()));
+    let mut tasks = JoinSet::new();
     loop {
+        // Forget finished tasks (their results are ()).
+        while tasks.try_join_next().is_some() {}
         let permit = tokio::select! {
             _ = shutdown.wait() => break,
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -110,7 +116,7 @@ pub async fn dispatch<S, I, R>(
             _ = shutdown.wait() => break,
             next = source.next(room) => match next { Some(n) => n, None => break },
         };
-        start(delivery, ack, permit, &pipeline, &chains);
+        start(delivery, ack, permit, &pipeline, &chains, &mut tasks);
     }
 
     source.stopping();
@@ -119,7 +125,7 @@ pub async fn dispatch<S, I, R>(
     let mut left = handed_over.len();
     for (delivery, ack) in handed_over {
         match tokio::time::timeout_at(deadline, permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => start(delivery, ack, permit, &pipeline, &chains),
+            Ok(Ok(permit)) => start(delivery, ack, permit, &pipeline, &chains, &mut tasks),
             _ => break,
         }
         left -= 1;
@@ -134,12 +140,35 @@ pub async fn dispatch<S, I, R>(
     let all = u32::try_from(opts.max_in_flight).unwrap_or(u32::MAX);
     match tokio::time::timeout_at(deadline, permits.acquire_many(all)).await {
         Ok(_) => info!("all in-flight messages finished"),
-        Err(_) => warn!(
-            in_flight = opts.max_in_flight - permits.available_permits(),
-            "drain timeout reached; unfinished messages will be redelivered"
-        ),
+        Err(_) => {
+            warn!(
+                in_flight = opts.max_in_flight - permits.available_permits(),
+                "drain timeout reached; unfinished messages are stopped and not acknowledged"
+            );
+            // Stop them before the source closes, so that nothing they do
+            // (a late report) comes after what the source does about them.
+            tasks.abort_all();
+            let stopped = async { while tasks.join_next().await.is_some() {} };
+            if tokio::time::timeout(STOP_TIMEOUT, stopped).await.is_err() {
+                warn!("some stopped messages did not end in time");
+            }
+        }
     }
     source.close().await;
+}
+
+/// How long stopped messages may take to end after the drain timeout (a
+/// jq evaluation in progress ends at its own bound).
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A task that is aborted when its handle is dropped: stopping a message's
+/// outer task also stops its pipeline.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Start processing one delivery: after its key's predecessor, holding
@@ -150,6 +179,7 @@ fn start<A, I, R>(
     permit: OwnedSemaphorePermit,
     pipeline: &Arc<Pipeline<I, R>>,
     chains: &Arc<Mutex<KeyChains>>,
+    tasks: &mut JoinSet<()>,
 ) where
     A: Ack,
     I: Invoker + 'static,
@@ -171,7 +201,7 @@ fn start<A, I, R>(
     let pipeline = pipeline.clone();
     let chains = chains.clone();
     let delivery = Arc::new(delivery);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         if let Some(prev) = prev {
             // An error only means the predecessor's task is gone; never
             // block on it.
@@ -180,12 +210,14 @@ fn start<A, I, R>(
         // The pipeline runs as a task of its own so that a panic in it
         // (pipeline, invoker, reporter, jq) ends only that task: the
         // message is then failed, reported and acked like any other.
-        let work = {
+        let mut work = {
             let (pipeline, delivery) = (pipeline.clone(), delivery.clone());
-            tokio::spawn(async move { pipeline.process(&delivery).await })
+            AbortOnDrop(tokio::spawn(async move { pipeline.process(&delivery).await }))
         };
-        let outcome = match work.await {
+        let outcome = match (&mut work.0).await {
             Ok(outcome) => outcome,
+            // Stopped (the runtime is going away): not done, not acked.
+            Err(e) if e.is_cancelled() => return,
             Err(e) => {
                 let what = panic_text(e);
                 error!(topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset,

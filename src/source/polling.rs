@@ -472,7 +472,8 @@ impl Source for PollingSource {
     }
 
     async fn close(self) {
-        // Whatever still runs now outlived the drain: report it failed, so
+        // Whatever was still running outlived the drain and was stopped by
+        // the dispatcher (it can report nothing more): report it failed, so
         // that no acked run stays IN_PROGRESS in Port.
         let left: Vec<ClaimedRun> = self
             .running
