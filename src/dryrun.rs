@@ -11,76 +11,59 @@ use crate::invoke::{OutgoingRequest, RecordingInvoker};
 use crate::mapping::{JqEnv, MappingSet};
 use crate::pipeline::{Config, Delivery, Outcome, Pipeline, Result_};
 use crate::port::{PortCall, RecordingReporter};
+use crate::redact::{sensitive_name, Redactor};
 use crate::source::recorded::{parse_all, LineError};
 
-/// Shown instead of a secret.
-pub const REDACTED: &str = "<redacted>";
+pub use crate::redact::REDACTED;
 
-/// Header names whose values are never shown.
-fn secret_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n == "authorization"
-        || n == "proxy-authorization"
-        || n == "x-port-signature"
-        || n == "cookie"
-        || n.contains("token")
-        || n.contains("secret")
-        || n.contains("api-key")
-        || n.contains("apikey")
-        || n.contains("password")
-}
-
-fn redact_str(s: &str, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .filter(|x| !x.is_empty())
-        .fold(s.to_string(), |acc, x| acc.replace(x.as_str(), REDACTED))
-}
-
-/// Replace every occurrence of a secret inside the strings of `v`.
-pub fn redact_value(v: &Value, secrets: &[String]) -> Value {
-    match v {
-        Value::String(s) => Value::String(redact_str(s, secrets)),
-        Value::Array(items) => Value::Array(items.iter().map(|i| redact_value(i, secrets)).collect()),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| (k.clone(), redact_value(v, secrets)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-/// A request as shown: secret headers and decrypted values redacted; the
-/// body as the JSON value that is sent.
-pub fn show_request(r: &OutgoingRequest, secrets: &[String]) -> Value {
+/// A request as shown: the values of secret-named headers, query
+/// parameters and body keys (at any depth) redacted, and every known secret
+/// (decrypted values, secret-named environment values) replaced wherever it
+/// occurs; the body as the JSON value that is sent.
+pub fn show_request(r: &OutgoingRequest, redactor: &Redactor) -> Value {
     let headers: Map<String, Value> = r
         .headers
         .iter()
         .map(|(k, v)| {
-            let shown = if secret_header(k) {
+            let shown = if sensitive_name(k) {
                 REDACTED.to_string()
             } else {
-                redact_str(v, secrets)
+                redactor.text(v)
             };
             (k.clone(), Value::String(shown))
         })
         .collect();
     let body = serde_json::from_str::<Value>(&r.body).unwrap_or_else(|_| Value::String(r.body.clone()));
-    let url = redact_str(&r.url, secrets);
-    let query: Map<String, Value> = url::Url::parse(&url)
-        .map(|u| {
-            u.query_pairs()
-                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-                .collect()
-        })
-        .unwrap_or_default();
-    json!({"method": r.method, "url": url, "query": query, "headers": headers, "body": redact_value(&body, secrets)})
+    // The query is redacted decoded, pair by pair (a secret with `/`, `+`,
+    // `=` or a space is percent-encoded in the URL), and the URL rebuilt.
+    let (url, query) = match url::Url::parse(&r.url) {
+        Ok(mut u) => {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let shown = if sensitive_name(&k) {
+                        REDACTED.to_string()
+                    } else {
+                        redactor.text(&v)
+                    };
+                    (redactor.text(&k), shown)
+                })
+                .collect();
+            if !pairs.is_empty() {
+                u.query_pairs_mut().clear().extend_pairs(pairs.iter());
+            }
+            let _ = u.set_password(None);
+            let query: Map<String, Value> = pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+            (redactor.text(u.as_str()), query)
+        }
+        Err(_) => (redactor.text(&r.url), Map::new()),
+    };
+    json!({"method": r.method, "url": url, "query": query, "headers": headers, "body": redactor.value_by_name(&body)})
 }
 
-/// A Port call as shown.
-pub fn show_call(c: &PortCall, secrets: &[String]) -> Value {
-    json!({"method": c.method(), "path": c.path(), "body": redact_value(&c.body(), secrets)})
+/// A Port call as shown (known secrets replaced).
+pub fn show_call(c: &PortCall, redactor: &Redactor) -> Value {
+    json!({"method": c.method(), "path": c.path(), "body": redactor.value(&c.body())})
 }
 
 /// What happened to one message, as dry-run prints it.
@@ -150,13 +133,13 @@ pub fn pipeline(config: Config, mappings: MappingSet, env: JqEnv, status: u16, b
 /// Run one delivery and collect what the edges saw.
 pub async fn run_one(p: &DryPipeline, line: usize, delivery: Delivery) -> Entry {
     let outcome = p.process(&delivery).await;
-    let secrets: Vec<String> = outcome.secrets.iter().map(|s| s.expose().to_string()).collect();
-    let request = p.invoker().take().first().map(|r| show_request(r, &secrets));
+    let redactor = p.redactor_for(&outcome);
+    let request = p.invoker().take().first().map(|r| show_request(r, &redactor));
     let port_calls = p
         .reporter()
         .take()
         .iter()
-        .map(|c| show_call(c, &secrets))
+        .map(|c| show_call(c, &redactor))
         .collect();
     Entry {
         line,
@@ -240,7 +223,7 @@ mod tests {
             ],
             body: r#"{"t":"plain-secret","n":1}"#.into(),
         };
-        let shown = show_request(&r, &["plain-secret".to_string()]);
+        let shown = show_request(&r, &Redactor::new(["plain-secret"]));
         let text = shown.to_string();
         assert!(
             !text.contains("plain-secret")
@@ -252,5 +235,37 @@ mod tests {
         assert_eq!(shown["body"], json!({"t": REDACTED, "n": 1}));
         assert_eq!(shown["headers"]["X-Other"], format!("has {REDACTED} inside"));
         assert_eq!(shown["query"]["k"], REDACTED);
+    }
+
+    #[test]
+    fn secrets_with_url_special_characters_and_secret_names_are_redacted() {
+        let mut url = url::Url::parse("http://t/x").unwrap();
+        url.query_pairs_mut()
+            .append_pair("q", "a/b+c= d")
+            .append_pair("token", "jenkins-tok")
+            .append_pair("job", "build");
+        let r = OutgoingRequest {
+            method: "POST".into(),
+            url: url.to_string(),
+            headers: vec![("X-Api-Key".into(), "k-1".into())],
+            body:
+                r#"{"ref":"main","deep":{"client_secret":{"v":1},"list":[{"password":"p"}]},"pk":"a/b+c= d"}"#
+                    .into(),
+        };
+        let shown = show_request(&r, &Redactor::new(["a/b+c= d"]));
+        assert_eq!(
+            shown["query"],
+            json!({"q": REDACTED, "token": REDACTED, "job": "build"})
+        );
+        assert_eq!(
+            shown["url"],
+            "http://t/x?q=%3Credacted%3E&token=%3Credacted%3E&job=build"
+        );
+        assert_eq!(shown["headers"]["X-Api-Key"], REDACTED);
+        assert_eq!(
+            shown["body"],
+            json!({"ref": "main", "deep": {"client_secret": REDACTED, "list": [{"password": REDACTED}]},
+                   "pk": REDACTED})
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::guard::{host_port, same_host, AllowList, RedirectPolicy, MAX_REDIRECTS};
 use crate::mapping::{RequestSpec, ResponseContext};
 use crate::retry::{parse_retry_after, with_retries, Attempt, Backoff};
 use crate::settings::RetryPolicy;
@@ -132,6 +133,9 @@ pub struct TargetResponse {
     pub response: ResponseContext,
     /// Attempts made (1 = no retry).
     pub attempts: u32,
+    /// The body was longer than `AGENT_MAX_RESPONSE_BYTES`: `response.text`
+    /// holds only its beginning.
+    pub truncated: bool,
 }
 
 /// The request could not be delivered (after retries).
@@ -153,22 +157,57 @@ pub trait Invoker: Send + Sync {
     ) -> impl Future<Output = Result<TargetResponse, InvokeError>> + Send;
 }
 
+/// Default of `AGENT_MAX_RESPONSE_BYTES`.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
 /// The real invoker.
 #[derive(Clone)]
 pub struct HttpInvoker {
     client: reqwest::Client,
     policy: RetryPolicy,
     retries: Arc<AtomicU64>,
+    redirects: RedirectPolicy,
+    max_response_bytes: usize,
+    allowed: Option<AllowList>,
+}
+
+/// One attempt's answer.
+struct Received {
+    response: ResponseContext,
+    truncated: bool,
+}
+
+fn final_error(message: String) -> Attempt<Received, InvokeError> {
+    Attempt::Final(InvokeError { message, attempts: 1 })
 }
 
 impl HttpInvoker {
-    /// Build with the target settings.
+    /// Build with the target settings; redirects to the same host are
+    /// followed and at most [`DEFAULT_MAX_RESPONSE_BYTES`] of an answer are
+    /// read until [`HttpInvoker::with_limits`] says otherwise.
     pub fn new(opts: &ClientOptions, policy: RetryPolicy) -> Result<Self, ClientError> {
         Ok(HttpInvoker {
             client: build_client(opts)?,
             policy,
             retries: Arc::new(AtomicU64::new(0)),
+            redirects: RedirectPolicy::SameHost,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            allowed: None,
         })
+    }
+
+    /// Set the redirect policy, the response cap and the allow-list that
+    /// redirects must also respect.
+    pub fn with_limits(
+        mut self,
+        redirects: RedirectPolicy,
+        max_response_bytes: usize,
+        allowed: Option<AllowList>,
+    ) -> Self {
+        self.redirects = redirects;
+        self.max_response_bytes = max_response_bytes;
+        self.allowed = allowed;
+        self
     }
 
     /// Retries made so far (all requests).
@@ -176,41 +215,92 @@ impl HttpInvoker {
         self.retries.load(Ordering::Relaxed)
     }
 
-    async fn attempt(
-        &self,
-        request: &OutgoingRequest,
-    ) -> Result<ResponseContext, Attempt<ResponseContext, InvokeError>> {
-        let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
-            Attempt::Final(InvokeError {
-                message: format!("invalid HTTP method '{}'", request.method),
-                attempts: 1,
-            })
-        })?;
-        let mut builder = self.client.request(method, &request.url);
-        for (k, v) in &request.headers {
-            builder = builder.header(k.as_str(), v.as_str());
+    /// Where a redirect answer points, when the policy lets it be followed.
+    fn redirect_target(&self, from: &url::Url, resp: &reqwest::Response) -> Option<url::Url> {
+        if !matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+            return None;
         }
-        let started = std::time::Instant::now();
-        let sent = builder.body(request.body.clone()).send().await;
-        let resp = match sent {
-            Ok(resp) => resp,
-            Err(e) => {
-                metrics::target_request(&request.method, None, started.elapsed());
-                let error = InvokeError {
-                    message: describe_error(&e),
-                    attempts: 1,
-                };
-                // Retry only when the request cannot have reached the target.
-                return Err(if e.is_connect() {
-                    Attempt::Retryable {
-                        last: Err(error),
-                        retry_after: None,
-                    }
-                } else {
-                    Attempt::Final(error)
-                });
+        let location = resp.headers().get(reqwest::header::LOCATION)?.to_str().ok()?;
+        let to = from.join(location).ok()?;
+        let verdict = self
+            .redirects
+            .allows(from, &to)
+            .and_then(|()| match &self.allowed {
+                Some(list) if !list.allows(&to) => Err(format!(
+                    "redirect to {} is not followed: not allowed by AGENT_ALLOWED_TARGETS",
+                    host_port(&to)
+                )),
+                _ => Ok(()),
+            });
+        match verdict {
+            Ok(()) => Some(to),
+            Err(why) => {
+                tracing::info!(status = resp.status().as_u16(), reason = %why, "the target's redirect is its answer");
+                None
             }
+        }
+    }
+
+    async fn attempt(&self, request: &OutgoingRequest) -> Result<Received, Attempt<Received, InvokeError>> {
+        let mut method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| final_error(format!("invalid HTTP method '{}'", request.method)))?;
+        let mut url = url::Url::parse(&request.url)
+            .map_err(|e| final_error(format!("invalid URL '{}': {e}", request.url)))?;
+        let mut headers = request.headers.clone();
+        let mut body = Some(request.body.clone());
+        let mut hops = 0;
+        let resp = loop {
+            let mut builder = self.client.request(method.clone(), url.clone());
+            for (k, v) in &headers {
+                builder = builder.header(k.as_str(), v.as_str());
+            }
+            if let Some(b) = &body {
+                builder = builder.body(b.clone());
+            }
+            let started = std::time::Instant::now();
+            let resp = match builder.send().await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    metrics::target_request(method.as_str(), None, started.elapsed());
+                    let error = InvokeError {
+                        message: describe_error(&e),
+                        attempts: 1,
+                    };
+                    // Retry only when the request cannot have reached the target.
+                    return Err(if e.is_connect() {
+                        Attempt::Retryable {
+                            last: Err(error),
+                            retry_after: None,
+                        }
+                    } else {
+                        Attempt::Final(error)
+                    });
+                }
+            };
+            let next = (hops < MAX_REDIRECTS)
+                .then(|| self.redirect_target(&url, &resp))
+                .flatten();
+            let Some(next) = next else {
+                break (resp, started);
+            };
+            metrics::target_request(method.as_str(), Some(resp.status().as_u16()), started.elapsed());
+            let status = resp.status().as_u16();
+            drop(resp);
+            // 307/308 keep the method and body; the others become a GET
+            // without a body (what browsers and `requests` do).
+            if !matches!(status, 307 | 308) && method != reqwest::Method::HEAD {
+                method = reqwest::Method::GET;
+                body = None;
+                headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
+            }
+            if !same_host(&url, &next) {
+                headers.retain(|(k, _)| !crate::redact::sensitive_name(k));
+            }
+            tracing::debug!(status, to = %host_port(&next), "following the target's redirect");
+            url = next;
+            hops += 1;
         };
+        let (mut resp, started) = resp;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -227,31 +317,63 @@ impl HttpInvoker {
                 )
             })
             .collect();
-        let body = resp.bytes().await;
-        metrics::target_request(&request.method, Some(status), started.elapsed());
-        let text = match body {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        let (bytes, truncated) = match read_bounded(&mut resp, self.max_response_bytes).await {
+            Ok(read) => read,
             Err(e) => {
-                return Err(Attempt::Final(InvokeError {
-                    message: format!("reading the response failed: {}", describe_error(&e)),
-                    attempts: 1,
-                }))
+                metrics::target_request(method.as_str(), Some(status), started.elapsed());
+                return Err(final_error(format!(
+                    "reading the response failed: {}",
+                    describe_error(&e)
+                )));
             }
         };
-        let response = ResponseContext {
-            status,
-            headers,
-            text,
+        // Stop the transfer now: the rest of an over-long body is not wanted.
+        drop(resp);
+        metrics::target_request(method.as_str(), Some(status), started.elapsed());
+        let received = Received {
+            response: ResponseContext {
+                status,
+                headers,
+                text: utf8_prefix(&bytes, truncated),
+            },
+            truncated,
         };
         if self.policy.retry_statuses.contains(&status) {
             Err(Attempt::Retryable {
-                last: Ok(response),
+                last: Ok(received),
                 retry_after,
             })
         } else {
-            Ok(response)
+            Ok(received)
         }
     }
+}
+
+/// Read at most `max` bytes of the body; `true` when more was there.
+async fn read_bounded(resp: &mut reqwest::Response, max: usize) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = max.saturating_sub(buf.len());
+        if chunk.len() > room {
+            buf.extend_from_slice(chunk.get(..room).unwrap_or_default());
+            return Ok((buf, true));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((buf, false))
+}
+
+/// The body as text; a character cut in two by the cap is left out.
+fn utf8_prefix(bytes: &[u8], truncated: bool) -> String {
+    if truncated {
+        if let Err(e) = std::str::from_utf8(bytes) {
+            if e.error_len().is_none() {
+                return String::from_utf8_lossy(bytes.get(..e.valid_up_to()).unwrap_or_default())
+                    .into_owned();
+            }
+        }
+    }
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A short, specific description of a reqwest error, with its causes.
@@ -317,7 +439,11 @@ impl Invoker for HttpInvoker {
         .await;
         let attempts = attempts.load(Ordering::Relaxed);
         match result {
-            Ok(response) => Ok(TargetResponse { response, attempts }),
+            Ok(r) => Ok(TargetResponse {
+                response: r.response,
+                attempts,
+                truncated: r.truncated,
+            }),
             Err(e) => Err(InvokeError { attempts, ..e }),
         }
     }
@@ -361,6 +487,7 @@ impl Invoker for RecordingInvoker {
         Ok(TargetResponse {
             response: self.answer.clone(),
             attempts: 1,
+            truncated: false,
         })
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod decrypt;
 pub mod dryrun;
+pub mod guard;
 pub mod invoke;
 pub mod json_canon;
 pub mod mapping;
@@ -21,6 +22,7 @@ pub mod message;
 pub mod pipeline;
 pub mod port;
 pub mod record;
+pub mod redact;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;

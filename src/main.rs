@@ -14,8 +14,8 @@ use port_agent::dryrun::{self, Entry};
 use port_agent::invoke::HttpInvoker;
 use port_agent::mapping::jq::EVAL_THREAD_STACK;
 use port_agent::mapping::{JqEnv, MappingError, MappingSet};
-use port_agent::pipeline::Pipeline;
 use port_agent::pipeline::{Config, Delivery};
+use port_agent::pipeline::{Guard, Pipeline};
 use port_agent::port::PortClient;
 use port_agent::settings::Streamer;
 use port_agent::settings::{Requirement, Settings};
@@ -283,7 +283,11 @@ async fn run() -> Result<ExitCode> {
         pool_idle_per_host: settings.max_in_flight,
     };
     let port = port_client(&settings, settings.max_in_flight)?;
-    let invoker = HttpInvoker::new(&target_http, settings.retry.clone())?;
+    let invoker = HttpInvoker::new(&target_http, settings.retry.clone())?.with_limits(
+        settings.target_redirects,
+        settings.max_response_bytes,
+        settings.allowed_targets.clone(),
+    );
 
     let streamer = json!({"settings": {"portAgentStreamerName": settings.streamer.as_str()}});
     if let Err(e) = port.request("PATCH", "/v1/organization", Some(&streamer)).await {
@@ -293,13 +297,16 @@ async fn run() -> Result<ExitCode> {
         polled: settings.streamer == Streamer::Polling,
         ..Config::from_settings(&settings)
     };
-    let pipeline = Arc::new(Pipeline::new(
-        config,
-        Arc::new(mappings),
-        JqEnv::from_process(),
-        invoker,
-        port.clone(),
-    ));
+    let pipeline = Arc::new(
+        Pipeline::new(
+            config,
+            Arc::new(mappings),
+            JqEnv::from_process(),
+            invoker,
+            port.clone(),
+        )
+        .with_guard(Guard::from_settings(&settings)),
+    );
     health.watch_reports(pipeline.report_backlog());
     let (trigger, shutdown) = port_agent::shutdown::channel();
     port_agent::shutdown::on_signals(trigger);
@@ -350,6 +357,7 @@ fn check(mapping: Option<PathBuf>) -> Result<ExitCode> {
     match MappingSet::load(&path) {
         Ok(set) => {
             println!("{}: {} mapping(s) compiled", path.display(), set.mappings.len());
+            let mut not_allowed = 0;
             for m in &set.mappings {
                 let fields = m.fields_set();
                 println!(
@@ -369,8 +377,22 @@ fn check(mapping: Option<PathBuf>) -> Result<ExitCode> {
                         m.unknown_keys.join(", ")
                     );
                 }
+                if let (Some(list), Some(url)) = (&settings.allowed_targets, m.literal_url()) {
+                    let allowed = url::Url::parse(&url).is_ok_and(|u| list.allows(&u));
+                    if !allowed {
+                        not_allowed += 1;
+                        println!(
+                            "  #{}: error: url '{url}' is not allowed by AGENT_ALLOWED_TARGETS: its runs would be reported as failed",
+                            m.index
+                        );
+                    }
+                }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if not_allowed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_PROBLEMS)
+            })
         }
         Err(e) => {
             println!("error: {}", describe_mapping_error(&path, &e));
@@ -420,7 +442,8 @@ async fn render(
         let mut warnings = Vec::new();
         set.select(&port_agent::mapping::jq::to_val(&value), &ctx, &mut warnings)
     };
-    let p = dryrun::pipeline(config, set, jq_env, assume.assume_status, &assume.assume_body);
+    let p = dryrun::pipeline(config, set, jq_env, assume.assume_status, &assume.assume_body)
+        .with_guard(Guard::from_settings(&settings));
     let delivery = Delivery {
         topic,
         partition: -1,
@@ -486,7 +509,8 @@ async fn dry_run(
         JqEnv::from_process(),
         assume.assume_status,
         &assume.assume_body,
-    );
+    )
+    .with_guard(Guard::from_settings(&settings));
     let report = dryrun::dry_run(&p, &text, &default_topic).await;
     let summary = report.summary();
     if format == Format::Json {

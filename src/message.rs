@@ -93,11 +93,6 @@ impl Invocation {
         self.method.get("type").and_then(Value::as_str)
     }
 
-    /// Messages with a top-level `changelogDestination` are not signed (compat).
-    pub fn is_signed(&self) -> bool {
-        self.message.get("changelogDestination").is_none()
-    }
-
     /// The run id (`.context.runId`), if any.
     pub fn run_id(&self) -> Option<&str> {
         self.message

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tracing::{error, info, warn, Instrument};
 
 use crate::decrypt::decrypt_fields;
+use crate::guard::AllowList;
 use crate::invoke::{Invoker, OutgoingRequest};
 use crate::mapping::{
     apply_report_mapping, build_request_from, default_report, jq, Budget, Defaults, EvalCtx, JqEnv,
@@ -22,6 +23,7 @@ use crate::mapping::{
 };
 use crate::message::{Invocation, Kind, TopicKind};
 use crate::port::{PortCall, ReportBacklog, Reporter};
+use crate::redact::Redactor;
 use crate::settings::{Secret, Settings};
 use crate::signature::{self, SignatureError};
 use crate::telemetry::metrics;
@@ -56,6 +58,9 @@ pub enum Skip {
     NoMapping,
     /// Neither a run id nor a URL.
     NoInvocation,
+    /// Signed longer ago than `AGENT_MAX_MESSAGE_AGE_SECONDS` (a replay, or
+    /// a run that waited too long); its age in seconds.
+    Stale(u64),
 }
 
 impl Skip {
@@ -68,6 +73,7 @@ impl Skip {
             Skip::BadSignature => "bad_signature",
             Skip::NoMapping => "no_mapping",
             Skip::NoInvocation => "no_invocation",
+            Skip::Stale(_) => "stale",
         }
     }
 }
@@ -81,6 +87,10 @@ impl std::fmt::Display for Skip {
             Skip::BadSignature => f.write_str("signature does not match"),
             Skip::NoMapping => f.write_str("no suitable mapping"),
             Skip::NoInvocation => f.write_str("neither a run id nor a URL"),
+            Skip::Stale(age) => write!(
+                f,
+                "the message was signed {age} s ago, longer ago than AGENT_MAX_MESSAGE_AGE_SECONDS allows"
+            ),
         }
     }
 }
@@ -155,7 +165,7 @@ impl Outcome {
     pub fn needs_dead_letter(&self) -> bool {
         matches!(
             self.result,
-            Result_::Skipped(Skip::Unparsable(_)) | Result_::InternalError(_)
+            Result_::Skipped(Skip::Unparsable(_) | Skip::Stale(_)) | Result_::InternalError(_)
         ) || !self.port_errors.is_empty()
     }
 }
@@ -223,6 +233,27 @@ impl Config {
     }
 }
 
+/// Rules that keep messages and requests inside what the operator allows
+/// (`AGENT_MAX_MESSAGE_AGE_SECONDS`, `AGENT_ALLOWED_TARGETS`); both off by
+/// default.
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    /// Signed messages older than this are skipped as stale.
+    pub max_message_age: Option<Duration>,
+    /// Target requests may only go to these URLs.
+    pub allowed_targets: Option<AllowList>,
+}
+
+impl Guard {
+    /// From settings.
+    pub fn from_settings(s: &Settings) -> Guard {
+        Guard {
+            max_message_age: s.max_message_age,
+            allowed_targets: s.allowed_targets.clone(),
+        }
+    }
+}
+
 /// The pipeline: shared, immutable state plus the two edges.
 pub struct Pipeline<I, R> {
     config: Config,
@@ -231,6 +262,9 @@ pub struct Pipeline<I, R> {
     invoker: I,
     reporter: R,
     backlog: Arc<ReportBacklog>,
+    guard: Guard,
+    /// The client secret and the secret-named environment values.
+    redactor: Redactor,
 }
 
 /// A run's reporting target; logs keep their order because they are awaited
@@ -318,6 +352,18 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// `.headers["X-Port-Timestamp"]` (a number or a string of digits), in
+/// Unix seconds.
+fn signed_at_seconds(message: &Value) -> Option<u64> {
+    match message.pointer("/headers/X-Port-Timestamp")? {
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 /// The response as Port stores it: JSON when it parses, else the text.
 fn response_value(r: &ResponseContext) -> Value {
     r.json().unwrap_or_else(|| Value::String(r.text.clone()))
@@ -326,6 +372,8 @@ fn response_value(r: &ResponseContext) -> Value {
 impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     /// Assemble a pipeline.
     pub fn new(config: Config, mappings: Arc<MappingSet>, env: JqEnv, invoker: I, reporter: R) -> Self {
+        let mut redactor = Redactor::new(env.sensitive_values());
+        redactor.extend(config.secret.as_ref().map(Secret::expose));
         Pipeline {
             config,
             mappings,
@@ -333,7 +381,23 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             invoker,
             reporter,
             backlog: Arc::default(),
+            guard: Guard::default(),
+            redactor,
         }
+    }
+
+    /// Apply the admission and destination rules of `guard`.
+    pub fn with_guard(mut self, guard: Guard) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// What hides the secrets that processing `outcome` met (its decrypted
+    /// values, secret-named environment values, the client secret).
+    pub fn redactor_for(&self, outcome: &Outcome) -> Redactor {
+        let mut r = self.redactor.clone();
+        r.extend(outcome.secrets.iter().map(Secret::expose));
+        r
     }
 
     /// Runs whose Port calls wait for Port (for `/readyz`).
@@ -360,7 +424,19 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     async fn process_inner(&self, delivery: &Delivery, span: &tracing::Span) -> Outcome {
         let (inv, kind) = match self.admit(delivery, span) {
             Ok(admitted) => admitted,
-            Err(skipped) => return *skipped,
+            Err(mut skipped) => {
+                if let (Result_::Skipped(Skip::Stale(age)), Some(kind)) = (&skipped.result, &skipped.kind) {
+                    let summary = format!(
+                        "The agent did not run this action: its message was signed {age} s ago, \
+                         longer ago than AGENT_MAX_MESSAGE_AGE_SECONDS ({} s) allows. Run it again from Port.",
+                        self.guard.max_message_age.map(|d| d.as_secs()).unwrap_or(0)
+                    );
+                    let mut run = self.run_reporter(kind);
+                    self.report_failure(&mut run, kind, &summary).await;
+                    skipped.port_errors = run.errors;
+                }
+                return *skipped;
+            }
         };
         let mut outcome = Outcome::skipped(Skip::NoMapping);
         outcome.run_id = kind.run_id().map(str::to_string);
@@ -393,7 +469,20 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             info!("skipping message: not for agent");
             return Err(Box::new(skipped(Skip::NotForAgent)));
         }
-        if !self.config.polled && inv.is_signed() {
+        if let Some(id) = inv.run_id().filter(|id| *id == "." || *id == "..") {
+            warn!(run_id = id, "skipping message: its run id is not a valid id");
+            return Err(Box::new(Outcome::skipped(Skip::Unparsable(format!(
+                "run id '{id}' is not a valid id"
+            )))));
+        }
+        // Only the change-log topic is unsigned (compat). A
+        // `changelogDestination` key on any other topic changes nothing: the
+        // Python agent skipped verification for any message that had the
+        // key, so anyone who could write to the runs topic could send an
+        // unsigned request, signed by the agent, anywhere.
+        let signed_topic = !self.config.polled && topic != TopicKind::ChangeLog;
+        let signed_at = signed_topic.then(|| signed_at_seconds(&inv.message)).flatten();
+        if signed_topic {
             let gitlab = inv.method_type() == Some("GITLAB");
             let checked = match &self.config.secret {
                 Some(secret) => signature::verify_incoming(&mut inv.message, secret.expose(), gitlab),
@@ -411,6 +500,17 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                     warn!("skipping message: signature does not match");
                     return Err(Box::new(skipped(Skip::BadSignature)));
                 }
+            }
+        }
+        if let (Some(max), Some(at)) = (self.guard.max_message_age, signed_at) {
+            let age = now_secs().saturating_sub(at);
+            if age > max.as_secs() {
+                warn!(
+                    age_seconds = age,
+                    max_age_seconds = max.as_secs(),
+                    "skipping message: signed longer ago than AGENT_MAX_MESSAGE_AGE_SECONDS"
+                );
+                return Err(Box::new(skipped(Skip::Stale(age))));
             }
         }
         let Some(kind) = kind.clone() else {
@@ -477,7 +577,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                     .await;
                 }
             }
-            finish(outcome, warnings, run.errors);
+            finish(outcome, warnings, run.errors, &self.redactor);
             return;
         };
         outcome.mapping = Some(mapping.index);
@@ -500,6 +600,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             jq::to_val(&inv.message)
         };
         outcome.secrets = decrypted.plaintexts.into_iter().map(Secret::new).collect();
+        let redactor = self.redactor_for(outcome);
         let defaults = Defaults {
             method: inv.method.get("method").and_then(Value::as_str),
             url: inv.method.get("url").and_then(Value::as_str),
@@ -517,16 +618,18 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 )
                 .map(|req| (spec, req))
                 .map_err(|e| format!("Failed to build the request: {e}"))
-            });
+            })
+            .and_then(|(spec, req)| self.check_allowed(&req).map(|()| (spec, req)));
         let (spec, mut request) = match built {
             Ok(b) => b,
             Err(error) => {
-                warn!(error = %error, "request could not be built");
+                let error = redactor.text(&error);
+                warn!(error = %error, "request was not sent");
                 run.log(RECEIVED).await;
                 run.log(PREPARING).await;
                 self.report_failure(&mut run, kind, &error).await;
                 outcome.result = Result_::RequestFailed(error);
-                finish(outcome, warnings, run.errors);
+                finish(outcome, warnings, run.errors, &redactor);
                 return;
             }
         };
@@ -544,36 +647,51 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             run.log("Sending the request").await;
         };
         let ((), sent) = tokio::join!(logs, self.invoker.send(&request));
-        let response = match sent {
-            Ok(r) => r.response,
+        let (response, truncated) = match sent {
+            Ok(r) => (r.response, r.truncated),
             Err(e) => {
-                let error = format!("Failed to invoke the webhook: {}", e.message);
-                warn!(error = %e.message, attempts = e.attempts, "target request failed");
-                run.log(format!("Action invocation failed: {}", e.message)).await;
+                let message = redactor.text(&e.message);
+                let error = format!("Failed to invoke the webhook: {message}");
+                warn!(error = %message, attempts = e.attempts, "target request failed");
+                run.log(format!("Action invocation failed: {message}")).await;
                 self.report_failure(&mut run, kind, &error).await;
                 outcome.result = Result_::RequestFailed(error);
-                finish(outcome, warnings, run.errors);
+                finish(outcome, warnings, run.errors, &redactor);
                 return;
             }
         };
-        info!(status = response.status, method = %request.method, "target answered");
+        info!(status = response.status, method = %request.method, truncated, "target answered");
         outcome.result = Result_::Delivered(response.status);
 
+        let note = if truncated {
+            format!(
+                " (response truncated: only its first {} bytes were read, AGENT_MAX_RESPONSE_BYTES)",
+                response.text.len()
+            )
+        } else {
+            String::new()
+        };
+        let location = response
+            .header("location")
+            .filter(|_| (300..400).contains(&response.status))
+            .map(|l| format!(" redirecting to {}", redactor.text(l)))
+            .unwrap_or_default();
         if response.ok() {
             run.log(format!(
-                "Action invocation has completed successfully with status code: {}",
+                "Action invocation has completed successfully with status code: {}{note}",
                 response.status
             ))
             .await;
         } else if self.config.detailed_logging && !response.text.is_empty() {
             run.log(format!(
-                "Action invocation failed with status code: {} and response: {}",
-                response.status, response.text
+                "Action invocation failed with status code: {}{location} and response: {}{note}",
+                response.status,
+                redactor.text(&response.text)
             ))
             .await;
         } else {
             run.log(format!(
-                "Action invocation failed with status code: {}",
+                "Action invocation failed with status code: {}{location}{note}",
                 response.status
             ))
             .await;
@@ -632,7 +750,23 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             Kind::ChangeLog => {}
         }
         run.log("Port agent finished processing the action run").await;
-        finish(outcome, warnings, run.errors);
+        finish(outcome, warnings, run.errors, &redactor);
+    }
+
+    /// `Err` with the run's failure summary when `AGENT_ALLOWED_TARGETS` is
+    /// set and the request's URL is not on it.
+    fn check_allowed(&self, request: &OutgoingRequest) -> Result<(), String> {
+        let Some(list) = &self.guard.allowed_targets else {
+            return Ok(());
+        };
+        match url::Url::parse(&request.url) {
+            Ok(u) if list.allows(&u) => Ok(()),
+            Ok(u) => Err(format!(
+                "target not allowed by AGENT_ALLOWED_TARGETS: {}",
+                u.host_str().unwrap_or("(no host)")
+            )),
+            Err(e) => Err(format!("Failed to build the request: invalid URL: {e}")),
+        }
     }
 
     fn secret(&self) -> &str {
@@ -661,11 +795,15 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     }
 }
 
-fn finish(outcome: &mut Outcome, warnings: Vec<Warning>, port_errors: Vec<String>) {
+/// Record the warnings (redacted: jq error texts quote the values they
+/// failed on, which may be decrypted or taken from a secret variable) and
+/// the Port errors.
+fn finish(outcome: &mut Outcome, warnings: Vec<Warning>, port_errors: Vec<String>, redactor: &Redactor) {
     for w in &warnings {
         metrics::mapping_error(w.index, &w.field);
-        warn!(mapping = w.index, field = %w.field, error = %w.message, "mapping expression failed; using null");
+        let error = redactor.text(&w.message);
+        warn!(mapping = w.index, field = %w.field, error = %error, "mapping expression failed; using null");
     }
-    outcome.warnings = warnings.iter().map(ToString::to_string).collect();
+    outcome.warnings = warnings.iter().map(|w| redactor.text(&w.to_string())).collect();
     outcome.port_errors = port_errors;
 }

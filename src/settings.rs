@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::guard::{AllowList, RedirectPolicy};
+
 /// A value that must never be printed: `Debug` and `Display` show `***`.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
@@ -182,6 +184,14 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// `AGENT_JQ_TIMEOUT_MS`: wall-clock bound of one jq evaluation.
     pub jq_timeout: Duration,
+    /// `AGENT_TARGET_REDIRECTS`: which redirects of a target are followed.
+    pub target_redirects: RedirectPolicy,
+    /// `AGENT_MAX_RESPONSE_BYTES`: most bytes of a target's answer read.
+    pub max_response_bytes: usize,
+    /// `AGENT_ALLOWED_TARGETS`: where target requests may go (`None`: anywhere).
+    pub allowed_targets: Option<AllowList>,
+    /// `AGENT_MAX_MESSAGE_AGE_SECONDS`: older signed messages are skipped.
+    pub max_message_age: Option<Duration>,
 }
 
 /// A setting that is missing or cannot be used.
@@ -246,6 +256,10 @@ struct Raw {
     agent_drain_timeout_seconds: Option<String>,
     agent_log_format: Option<String>,
     agent_jq_timeout_ms: Option<String>,
+    agent_target_redirects: Option<String>,
+    agent_max_response_bytes: Option<String>,
+    agent_allowed_targets: Option<String>,
+    agent_max_message_age_seconds: Option<String>,
 }
 
 /// How strict loading is: `run` needs credentials, `check`/`dry-run` do not.
@@ -466,8 +480,44 @@ impl Settings {
             return Err(err("AGENT_MAX_IN_FLIGHT", "expected at least 1"));
         }
 
+        let target_redirects = match present(r.agent_target_redirects) {
+            None => RedirectPolicy::SameHost,
+            Some(v) => RedirectPolicy::parse(&v).ok_or_else(|| {
+                err(
+                    "AGENT_TARGET_REDIRECTS",
+                    format!("expected none, same-host or any, got '{v}'"),
+                )
+            })?,
+        };
+        let max_response_bytes: usize = number(
+            "AGENT_MAX_RESPONSE_BYTES",
+            r.agent_max_response_bytes,
+            1024 * 1024,
+            "a whole number of bytes",
+        )?;
+        let allowed_targets = present(r.agent_allowed_targets)
+            .map(|list| AllowList::parse(&list).map_err(|e| err("AGENT_ALLOWED_TARGETS", e)))
+            .transpose()?;
+        let max_message_age = match present(r.agent_max_message_age_seconds) {
+            None => None,
+            Some(v) => {
+                let age = seconds("AGENT_MAX_MESSAGE_AGE_SECONDS", Some(v), 0.0)?;
+                if age.is_zero() {
+                    return Err(err(
+                        "AGENT_MAX_MESSAGE_AGE_SECONDS",
+                        "expected a number of seconds above 0 (unset it to turn the check off)",
+                    ));
+                }
+                Some(age)
+            }
+        };
+
         let org_for_topics = org_id.clone();
         Ok(Settings {
+            target_redirects,
+            max_response_bytes,
+            allowed_targets,
+            max_message_age,
             runs_topic: present(r.kafka_runs_topic).unwrap_or_else(|| format!("{org_for_topics}.runs")),
             change_log_topic: present(r.kafka_change_log_topic)
                 .unwrap_or_else(|| format!("{org_for_topics}.change.log")),
@@ -641,6 +691,10 @@ mod tests {
         assert_eq!(s.polling_batch_size, 100);
         assert_eq!(s.polling_max_failure, Duration::from_secs(3600));
         assert_eq!(s.log_filter, "info");
+        assert_eq!(s.target_redirects, RedirectPolicy::SameHost);
+        assert_eq!(s.max_response_bytes, 1024 * 1024);
+        assert_eq!(s.allowed_targets, None);
+        assert_eq!(s.max_message_age, None);
         assert!(s.warnings().is_empty());
     }
 
@@ -701,6 +755,10 @@ mod tests {
             ("AGENT_LOG_FORMAT", "xml"),
             ("AGENT_RETRY_STATUSES", "429,abc"),
             ("PORT_API_BASE_URL", "api.getport.io"),
+            ("AGENT_TARGET_REDIRECTS", "always"),
+            ("AGENT_MAX_RESPONSE_BYTES", "1MB"),
+            ("AGENT_ALLOWED_TARGETS", "10.0.0.0/40"),
+            ("AGENT_MAX_MESSAGE_AGE_SECONDS", "0"),
         ] {
             let e = with(&[(var, value)]).unwrap_err();
             assert_eq!(e.variable, var);

@@ -44,7 +44,11 @@ pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, ClientError
         .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
         .pool_max_idle_per_host(opts.pool_idle_per_host)
         .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // Never followed by reqwest: Port's API gets no redirect (a 3xx is
+        // an error, and the client secret is never posted again elsewhere);
+        // target redirects are followed by the invoker, by its policy.
+        .redirect(reqwest::redirect::Policy::none());
     if !opts.verify_tls {
         builder = builder.danger_accept_invalid_certs(true);
     }

@@ -99,6 +99,7 @@ impl Invoker for SharedTarget {
                 text: String::new(),
             },
             attempts: 1,
+            truncated: false,
         })
     }
 }

@@ -708,16 +708,41 @@ pub struct CompileError {
 #[error("{0}")]
 pub struct RunError(pub String);
 
+/// The agent's own secrets: never visible to mappings (`env`, `$ENV`).
+pub const HIDDEN_FROM_MAPPINGS: [&str; 2] = ["PORT_CLIENT_SECRET", "KAFKA_CONSUMER_PASSWORD"];
+
 /// The environment visible to expressions (`env`, `$ENV`).
 #[derive(Clone)]
-pub struct JqEnv(Val);
+pub struct JqEnv {
+    vars: Val,
+    /// Values of variables whose names look secret (for redaction).
+    sensitive: Arc<[String]>,
+}
 
 impl JqEnv {
-    /// Snapshot the given variables.
+    /// Snapshot the given variables, without the agent's own secrets
+    /// ([`HIDDEN_FROM_MAPPINGS`]).
     pub fn new(vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        let sorted: BTreeMap<String, String> = vars.into_iter().collect();
+        let sorted: BTreeMap<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| !HIDDEN_FROM_MAPPINGS.contains(&k.as_str()))
+            .collect();
+        let sensitive = sorted
+            .iter()
+            .filter(|(k, v)| crate::redact::sensitive_name(k) && v.len() >= crate::redact::MIN_ENV_SECRET_LEN)
+            .map(|(_, v)| v.clone())
+            .collect();
         let map = sorted.into_iter().map(|(k, v)| (Val::from(k), Val::from(v)));
-        JqEnv(Val::obj(map.collect()))
+        JqEnv {
+            vars: Val::obj(map.collect()),
+            sensitive,
+        }
+    }
+
+    /// Values of the variables whose names look secret
+    /// ([`crate::redact::sensitive_name`]), to be redacted wherever shown.
+    pub fn sensitive_values(&self) -> &[String] {
+        &self.sensitive
     }
 
     /// Snapshot the process environment.
@@ -861,7 +886,7 @@ impl JqProgram {
                 exceeded: None,
             }))
         });
-        let vars = std::iter::once(env.0.clone()).chain(self.locations.iter().cloned());
+        let vars = std::iter::once(env.vars.clone()).chain(self.locations.iter().cloned());
         let ctx = Ctx::<D>::new(&self.filter.lut, Vars::new(vars));
         let result = {
             let mut outputs = self.filter.id.run((ctx, input.clone()));
@@ -1180,6 +1205,33 @@ mod tests {
         assert_eq!(eval(".a, .b", json!({"a": 1, "b": 2})).unwrap(), Some(json!(1)));
         assert_eq!(eval("empty", json!({})).unwrap(), None);
         assert!(eval("error(\"boom\")", json!({})).is_err());
+    }
+
+    #[test]
+    fn the_agents_own_secrets_are_not_in_the_environment_of_mappings() {
+        let env = JqEnv::new(
+            [
+                ("PORT_CLIENT_SECRET", "client-secret-value"),
+                ("KAFKA_CONSUMER_PASSWORD", "kafka-password"),
+                ("GITLAB_TOKEN", "glpat-123"),
+                ("SHORT_TOKEN", "abc"),
+                ("REGION", "eu-west-1"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let run = |code: &str| {
+            let p = JqProgram::compile(code).unwrap();
+            p.first(&to_val(&json!(null)), &env, Budget::default())
+                .map(|o| o.map(|v| from_val(&v).unwrap()))
+                .unwrap()
+        };
+        assert_eq!(run("env.PORT_CLIENT_SECRET"), Some(json!(null)));
+        assert_eq!(run("$ENV.KAFKA_CONSUMER_PASSWORD"), Some(json!(null)));
+        assert_eq!(
+            run("env | keys"),
+            Some(json!(["GITLAB_TOKEN", "REGION", "SHORT_TOKEN"]))
+        );
+        assert_eq!(env.sensitive_values(), ["glpat-123".to_string()]);
     }
 
     #[test]

@@ -233,6 +233,15 @@ impl Mapping {
         out
     }
 
+    /// The URL, when the mapping gives it as a literal jq string
+    /// (`"\"https://ci.example.com/hook\""`), for `check`.
+    pub fn literal_url(&self) -> Option<String> {
+        match &self.url {
+            Some(Template::Jq(p)) => serde_json::from_str::<String>(p.source().trim()).ok(),
+            _ => None,
+        }
+    }
+
     /// `enabled` as written, for display.
     pub fn enabled_text(&self) -> String {
         match &self.enabled {
@@ -314,6 +323,14 @@ impl ResponseContext {
             return None;
         }
         serde_json::from_str(&self.text).ok()
+    }
+
+    /// The first header of that name (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// 2xx?
@@ -683,6 +700,14 @@ pub fn default_report(synchronized: bool, response: &ResponseContext, detailed: 
             "Failed to invoke the webhook with status code: {}.",
             response.status
         );
+        // A redirect that was not followed (another host, or
+        // AGENT_TARGET_REDIRECTS=none): say where it pointed.
+        if let Some(location) = response
+            .header("location")
+            .filter(|_| (300..400).contains(&response.status))
+        {
+            summary.push_str(&format!(" Location: {location}"));
+        }
         if detailed && !response.text.is_empty() {
             summary.push_str(&format!(" Response: {}", response.text));
         }

@@ -150,9 +150,23 @@ pub fn status_class(status: Option<u16>) -> &'static str {
 
 /// One target request attempt ended (`status` is `None` on a transport error).
 pub fn target_request(method: &str, status: Option<u16>, elapsed: Duration) {
-    counter!(TARGET_REQUESTS, "method" => method.to_string(), "status_class" => status_class(status))
+    counter!(TARGET_REQUESTS, "method" => method_label(method), "status_class" => status_class(status))
         .increment(1);
     histogram!(TARGET_DURATION).record(elapsed.as_secs_f64());
+}
+
+/// The `method` label: one of the standard methods, else `other` (a
+/// mapping computes the method, and a label per made-up method would let
+/// messages grow the metrics without bound).
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| k.eq_ignore_ascii_case(method))
+        .copied()
+        .unwrap_or("other")
 }
 
 /// A retry is about to happen (`to`: `target` or `port`).
@@ -188,6 +202,14 @@ pub fn claim(ok: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_labels_are_bounded() {
+        assert_eq!(method_label("post"), "POST");
+        assert_eq!(method_label("PATCH"), "PATCH");
+        assert_eq!(method_label("X-RANDOM-123"), "other");
+        assert_eq!(method_label(""), "other");
+    }
 
     #[test]
     fn status_classes() {
