@@ -14,6 +14,7 @@ Used by tests/deploy/validate.sh; run from the repository root:
     python3 tests/deploy/deploy_check.py mapping-jq
     python3 tests/deploy/deploy_check.py image
     python3 tests/deploy/deploy_check.py compose
+    python3 tests/deploy/deploy_check.py promql SCRAPE_DIR
 
 Helm runs in-process through helm-python-sdk (the Helm Go SDK behind a C
 ABI): no helm binary, no cluster, no network. Each command exits non-zero
@@ -25,6 +26,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +49,16 @@ IMAGE_MAPPING = "deploy/control_the_payload_config.json"
 # sha256 of that file in port-labs/port-agent: the same at tag v0.8.0 and at
 # 4732c34 (the newest commit read, after tag v0.8.9).
 PORT_IMAGE_MAPPING_SHA256 = "ef8fc5185dc725a6a9b4a89a930909f2a1e5792ff0bfdb2fd63e30cfc2fc2d84"
+RULES = "deploy/prometheus/port-agent-rules.yaml"
+DASHBOARD = "deploy/grafana/port-agent.json"
+RUNBOOK = "docs/runbook.md"
+# The only metric names the rules and the dashboard may use that the agent
+# does not export: kube-state-metrics', in the rules that say so.
+KUBE_STATE_METRICS = {
+    "kube_pod_status_ready",
+    "kube_pod_container_status_restarts_total",
+    "kube_pod_container_status_last_terminated_exitcode",
+}
 RELEASE = "port-agent-test"
 NAMESPACE = "port-agent"
 # Facts of Port's chart (0.8.15) for Port-style values files; see the file.
@@ -508,6 +520,8 @@ def check_rendering(case: str, outdir: str) -> list[str]:
         ensure(("minAvailable" in spec) != ("maxUnavailable" in spec), "the PDB sets both or neither bound")
         done.append("PodDisruptionBudget")
 
+    done.extend(check_monitoring(merged, docs, release))
+
     # Labels on every object.
     for doc in docs:
         labels = doc["metadata"].get("labels", {})
@@ -519,6 +533,188 @@ def check_rendering(case: str, outdir: str) -> list[str]:
     ensure("kubectl" in notes and "/readyz" in notes, "NOTES.txt does not say what to check")
     done.append("common labels and NOTES.txt")
     return done
+
+
+def check_monitoring(merged: dict, docs: list[dict], release: str) -> list[str]:
+    """The PrometheusRule and the dashboard ConfigMap: there exactly when
+    enabled, and carrying deploy/'s files (rules narrowed to the release's
+    pods, runbook URLs prefixed)."""
+    done: list[str] = []
+    fullname = one(docs, "Deployment")["metadata"]["name"]
+    pr_values = merged.get("prometheusRule") or {}
+    rules = by_kind(docs, "PrometheusRule")
+    ensure(bool(rules) == bool(pr_values.get("enabled")), "PrometheusRule against prometheusRule.enabled")
+    if rules:
+        pr = rules[0]
+        ensure(pr["apiVersion"] == "monitoring.coreos.com/v1", "PrometheusRule apiVersion")
+        ensure(pr["metadata"]["namespace"] == (pr_values.get("namespace") or NAMESPACE), "PrometheusRule namespace")
+        for key, value in (pr_values.get("additionalLabels") or {}).items():
+            ensure(pr["metadata"]["labels"].get(key) == value, f"prometheusRule.additionalLabels.{key} missing")
+        with open(RULES, encoding="utf-8") as f:
+            source = yaml.safe_load(f)
+        want = [r for g in source["groups"] for r in g["rules"]]
+        got = [r for g in pr["spec"]["groups"] for r in g["rules"]]
+        ensure([r["alert"] for r in got] == [r["alert"] for r in want], "PrometheusRule alerts differ from " + RULES)
+        base = (pr_values.get("runbookBaseUrl") or "").rstrip("/")
+        pods = f'namespace="{NAMESPACE}", pod=~"{fullname}-[a-z0-9]+-[a-z0-9]+"'
+        for w, g in zip(want, got):
+            ensure(g["expr"] == w["expr"].replace('pod=~".*port-agent.*"', pods), f"{w['alert']}: expr changed")
+            ensure(g.get("for") == w.get("for") and g["labels"] == w["labels"], f"{w['alert']}: for/labels changed")
+            url = w["annotations"]["runbook_url"]
+            ensure(g["annotations"]["runbook_url"] == (f"{base}/{url}" if base else url), f"{w['alert']}: runbook_url")
+            ensure({k: v for k, v in g["annotations"].items() if k != "runbook_url"}
+                   == {k: v for k, v in w["annotations"].items() if k != "runbook_url"}, f"{w['alert']}: annotations")
+        ensure(any(pods in r["expr"] for r in got), "no kube-state-metrics rule narrowed to the release's pods")
+        # The rendered groups are a valid rule file.
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump({"groups": pr["spec"]["groups"]}, f)
+        try:
+            out = subprocess.run([promtool(), "check", "rules", f.name], capture_output=True, text=True)
+        finally:
+            os.unlink(f.name)
+        ensure(out.returncode == 0, f"promtool check rules on the PrometheusRule: {out.stdout}{out.stderr}")
+        done.append(f"PrometheusRule: the {len(got)} rules of {RULES}, pods narrowed to {fullname}-*, "
+                    "runbook URLs prefixed, promtool check rules passes")
+    gd_values = merged.get("grafanaDashboard") or {}
+    maps = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+    ensure(bool(maps) == bool(gd_values.get("enabled")), "dashboard ConfigMap against grafanaDashboard.enabled")
+    if maps:
+        cm = maps[0]
+        labels = cm["metadata"]["labels"]
+        ensure(labels.get(gd_values["label"]) == str(gd_values["labelValue"]), "dashboard ConfigMap lacks the sidecar label")
+        for key, value in (gd_values.get("additionalLabels") or {}).items():
+            ensure(labels.get(key) == value, f"grafanaDashboard.additionalLabels.{key} missing")
+        for key, value in (gd_values.get("annotations") or {}).items():
+            ensure(cm["metadata"].get("annotations", {}).get(key) == value, f"grafanaDashboard.annotations.{key} missing")
+        with open(DASHBOARD, encoding="utf-8") as f:
+            ensure(json.loads(cm["data"]["port-agent.json"]) == json.load(f), f"the ConfigMap's dashboard differs from {DASHBOARD}")
+        done.append(f"dashboard ConfigMap {cm['metadata']['name']} with {gd_values['label']}={gd_values['labelValue']}")
+    return done
+
+
+# --------------------------------------------------------------------------
+# alert rules and dashboard expressions
+# --------------------------------------------------------------------------
+
+def promtool() -> str:
+    path = os.environ.get("PROMTOOL") or shutil.which("promtool")
+    ensure(bool(path), "promtool not found (validate.sh installs Debian's prometheus package)")
+    return path
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    """(where, PromQL) of every query in the dashboard, Grafana's variables
+    replaced by values Prometheus accepts; label_values() variable queries
+    give their series selector."""
+    with open(DASHBOARD, encoding="utf-8") as f:
+        dash = json.load(f)
+    subst = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+    for var in dash["templating"]["list"]:
+        subst[f"${var['name']}"] = ".*"
+
+    def fill(expr: str) -> str:
+        for key in sorted(subst, key=len, reverse=True):
+            expr = expr.replace(key, subst[key])
+        return expr
+
+    out = []
+
+    def walk(panels: list[dict]) -> None:
+        for p in panels:
+            walk(p.get("panels", []))
+            for t in p.get("targets", []):
+                out.append((f"panel {p['title']!r} {t['refId']}", fill(t["expr"])))
+    walk(dash["panels"])
+    for var in dash["templating"]["list"]:
+        if var["type"] == "query":
+            q = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+            inner = q[len("label_values("):].rsplit(",", 1)[0] if q.startswith("label_values(") else q
+            out.append((f"variable {var['name']}", fill(inner)))
+    ensure(out, "the dashboard has no queries")
+    return out
+
+
+PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
+                "group_left", "group_right", "inf", "nan", "atan2", "start", "end"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names an expression selects: identifiers that are not
+    functions, keywords, label names or durations."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)
+    e = re.sub(r"\{[^}]*\}", " ", e)
+    e = re.sub(r"\[[^\]]*\]", " ", e)
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])([A-Za-z_:][A-Za-z0-9_:]*)(\s*\()?", e):
+        word, call = m.group(1), m.group(2)
+        if call or word.lower() in PROMQL_WORDS:
+            continue
+        names.add(word)
+    return names
+
+
+def cmd_promql(scrape_dir: str) -> None:
+    # Metric names the built binary exported: start-up scrape and after traffic.
+    exported: set[str] = set()
+    for name in ("startup.prom", "traffic.prom"):
+        path = os.path.join(scrape_dir, name)
+        ensure(os.path.exists(path), f"{path} is missing: run cargo test --test metrics_scrape")
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip() and not line.startswith("#"):
+                    exported.add(line.split("{")[0].split()[0])
+    families = {n.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count") for n in exported}
+    print(f"  {len(exported)} metric names in the scrape of the built binary ({scrape_dir})")
+
+    with open(RULES, encoding="utf-8") as f:
+        rules = [r for g in yaml.safe_load(f)["groups"] for r in g["rules"]]
+    exprs = [(f"alert {r['alert']}", r["expr"]) for r in rules] + dashboard_exprs()
+
+    # promtool parses each expression: every one becomes a recording rule.
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump({"groups": [{"name": "expressions", "rules": [
+            {"record": f"check:expression_{i}", "expr": e} for i, (_, e) in enumerate(exprs)]}]}, f)
+    try:
+        out = subprocess.run([promtool(), "check", "rules", f.name], capture_output=True, text=True)
+    finally:
+        os.unlink(f.name)
+    ensure(out.returncode == 0, f"promtool check rules rejects an expression:\n{out.stdout}{out.stderr}")
+    print(f"  promtool parses all {len(exprs)} expressions ({len(rules)} alerts, {len(exprs) - len(rules)} dashboard queries)")
+
+    used: set[str] = set()
+    for where, e in exprs:
+        names = metric_names(e)
+        ensure(names, f"{where}: no metric name found in {e!r}")
+        unknown = sorted(n for n in names if n not in exported and n not in KUBE_STATE_METRICS)
+        ensure(not unknown, f"{where}: {unknown} not exported by the agent (scrape: {sorted(exported)})")
+        if where.startswith("alert ") and names & KUBE_STATE_METRICS:
+            rule = next(r for r in rules if f"alert {r['alert']}" == where)
+            ensure("kube-state-metrics" in rule["annotations"]["description"],
+                   f"{where} uses kube-state-metrics but its description does not say so")
+        used |= names
+    print(f"  every expression names only exported metrics (or kube-state-metrics' {len(KUBE_STATE_METRICS)}, said in the rule)")
+
+    dash_used = set().union(*(metric_names(e) for w, e in exprs if not w.startswith("alert ")))
+    dash_families = {n.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count") for n in dash_used}
+    missing = sorted(families - dash_families)
+    ensure(not missing, f"exported but on no dashboard panel: {missing}")
+    print(f"  every exported family ({len(families)}) has a dashboard panel")
+
+    # Each rule's runbook_url names a section of the runbook.
+    with open(RUNBOOK, encoding="utf-8") as f:
+        runbook = f.read()
+    anchors = {re.sub(r"[^a-z0-9 _-]", "", h.strip("# ").lower()).replace(" ", "-")
+               for h in runbook.splitlines() if h.startswith("#")}
+    broken = sorted(set(re.findall(r"\]\(#([^)]+)\)", runbook)) - anchors)
+    ensure(not broken, f"{RUNBOOK} links to sections it does not have: {broken}")
+    for r in rules:
+        url = r["annotations"]["runbook_url"]
+        ensure(url.startswith(RUNBOOK + "#") and url.split("#", 1)[1] in anchors,
+               f"alert {r['alert']}: runbook_url {url} names no heading of {RUNBOOK}")
+        for key in ("summary", "description"):
+            ensure(r["annotations"].get(key), f"alert {r['alert']} has no {key}")
+    print(f"  every alert has a summary, a description and a runbook_url naming a section of {RUNBOOK}")
 
 
 # --------------------------------------------------------------------------
@@ -913,7 +1109,7 @@ def cmd_compose() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if helm is None and argv[:1] not in (["mapping-jq"], ["image"], ["compose"], ["cases"], ["migration-cases"]):
+    if helm is None and argv[:1] not in (["mapping-jq"], ["image"], ["compose"], ["cases"], ["migration-cases"], ["promql"]):
         print("helm-python-sdk is not installed (pip install helm-python-sdk)", file=sys.stderr)
         return 2
     try:
@@ -939,6 +1135,8 @@ def main(argv: list[str]) -> int:
             print(" ".join(load_migration()["cases"]))
         elif argv[:1] == ["migrate"] and len(argv) == 3:
             cmd_migrate(argv[1], argv[2])
+        elif argv[:1] == ["promql"] and len(argv) == 2:
+            cmd_promql(argv[1])
         elif argv[:1] == ["port-facts"] and len(argv) == 2:
             cmd_port_facts(argv[1])
         else:

