@@ -243,10 +243,35 @@ fn dry_run_over_the_examples() {
         summary["summary"]["by_outcome"],
         json!({"bad_signature": 1, "delivered": 13, "missing_signature": 1, "no_mapping": 2, "not_for_agent": 2, "unparsable": 1})
     );
+    // The first enabled mapping of examples/mapping.json wins, line by line:
+    //   #0 GITLAB invocations:                      lines 3, 4            → 2
+    //   #1 `.action == "deploy_service"`:           lines 1, 2, 20        → 3
+    //      (13 is deploy_service too, but its signature is bad: no mapping)
+    //   #2 run ids starting `wfnr_` (not unowned):  lines 8, 9            → 2
+    //   #3 change-log events (`changelogDestination`): line 10           → 1
+    //   #4 anything but `unowned_action`:           lines 5, 6, 7, 18, 19 → 5
+    //   none: 11, 12 not for the agent; 13 bad and 14 missing signature;
+    //         15, 16 `unowned_action` (no mapping); 17 unparsable         → 7
     assert_eq!(
         summary["summary"]["by_mapping"],
         json!({"0": 2, "1": 3, "2": 2, "3": 1, "4": 5, "none": 7})
     );
+    // The derivation above, line by line.
+    let by_line: Vec<(u64, Value)> = lines[..20]
+        .iter()
+        .map(|l| (l["line"].as_u64().unwrap(), l["mapping_index"].clone()))
+        .collect();
+    let expected_index = |line: u64| match line {
+        3 | 4 => json!(0),
+        1 | 2 | 20 => json!(1),
+        8 | 9 => json!(2),
+        10 => json!(3),
+        5 | 6 | 7 | 18 | 19 => json!(4),
+        _ => Value::Null,
+    };
+    for (line, index) in &by_line {
+        assert_eq!(index, &expected_index(*line), "mapping of line {line}");
+    }
     let outcome = |line: u64| {
         lines
             .iter()
