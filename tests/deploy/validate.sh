@@ -60,6 +60,8 @@ failed=0
 failures=()
 
 # check NAME COMMAND...: run one check, print its output indented, count it.
+# The Helm SDK notes each link in the chart's files/ (to deploy/'s rules and
+# dashboard) at INFO level; those notes are left out.
 check() {
     local name=$1
     shift
@@ -67,12 +69,12 @@ check() {
     if "$@" >"$log" 2>&1; then
         passed=$((passed + 1))
         echo "ok   $name"
-        sed 's/^/     /' "$log"
+        sed '/found symbolic link in path/d; s/^/     /' "$log"
     else
         failed=$((failed + 1))
         failures+=("$name")
         echo "FAIL $name"
-        sed 's/^/     /' "$log"
+        sed '/found symbolic link in path/d; s/^/     /' "$log"
     fi
 }
 
