@@ -3,7 +3,10 @@
 //! to build signed messages and pipelines wired to them.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod broker;
+pub mod proxy;
+pub mod tls;
 
 use std::collections::HashSet;
 use std::collections::VecDeque;
@@ -104,6 +107,20 @@ pub struct PortState {
     /// Refuse (422) a status PATCH for a run that already has an accepted
     /// final status, as Port does for a finished run.
     pub final_status_once: std::sync::atomic::AtomicBool,
+    /// Run ids whose ack is answered 200 but not confirmed (`ackedCount` 0,
+    /// `acked` false).
+    pub ack_unconfirmed: Mutex<HashSet<String>>,
+    /// `(path, delay)`: the next call to `path` is answered only after
+    /// `delay` (each entry is used once).
+    pub holds: Mutex<Vec<(String, Duration)>>,
+    /// Calls that were held, recorded on arrival (a client that gives up
+    /// closes the connection, and the held call never reaches `calls`).
+    pub held: Mutex<Vec<Recorded>>,
+    /// Refuse (401) a token older than the lifetime it was issued with, as
+    /// a real token expires.
+    pub tokens_expire: std::sync::atomic::AtomicBool,
+    /// When each token was issued (token `n` is `token_issued_at[n-1]`).
+    pub token_issued_at: Mutex<Vec<Instant>>,
 }
 
 /// A PATCH of an action run's status to a final one.
@@ -145,6 +162,11 @@ fn polling_answer(state: &PortState, path: &str, body: &Value) -> Option<(u16, V
                 .unwrap_or_default();
             if ids.iter().any(|id| refused(id)) {
                 Some((409, json!({"ok": false, "error": "already acked"})))
+            } else if ids
+                .iter()
+                .any(|id| state.ack_unconfirmed.lock().unwrap().contains(*id))
+            {
+                Some((200, json!({"ok": true, "ackedCount": 0})))
             } else {
                 Some((200, json!({"ok": true, "ackedCount": ids.len()})))
             }
@@ -153,6 +175,8 @@ fn polling_answer(state: &PortState, path: &str, body: &Value) -> Option<(u16, V
             let id = body["nodeRunIdentifier"].as_str().unwrap_or_default();
             if refused(id) {
                 Some((409, json!({"ok": false, "error": "already acked"})))
+            } else if state.ack_unconfirmed.lock().unwrap().contains(id) {
+                Some((200, json!({"ok": true, "acked": false})))
             } else {
                 Some((200, json!({"ok": true, "acked": true})))
             }
@@ -174,10 +198,12 @@ async fn port_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let arrived = Instant::now();
     if uri.path() == "/v1/auth/access_token" {
         let n = {
             let mut t = state.tokens_issued.lock().unwrap();
             *t += 1;
+            state.token_issued_at.lock().unwrap().push(arrived);
             *t
         };
         let lifetime = *state.token_lifetime.lock().unwrap();
@@ -189,6 +215,17 @@ async fn port_handler(
         let answer =
             json!({"accessToken": format!("token-{n}"), "expiresIn": lifetime, "tokenType": "Bearer"});
         return (StatusCode::OK, axum::Json(answer)).into_response();
+    }
+    let hold = {
+        let mut holds = state.holds.lock().unwrap();
+        let i = holds.iter().position(|(p, _)| p == uri.path());
+        i.map(|i| holds.remove(i).1)
+    };
+    if let Some(delay) = hold {
+        let mut call = record(&method, &uri, &headers, &body, 0);
+        call.at = arrived;
+        state.held.lock().unwrap().push(call);
+        tokio::time::sleep(delay).await;
     }
     let forced = state.fail_next.lock().unwrap().pop_front();
     let status = forced.unwrap_or(200);
@@ -211,10 +248,19 @@ async fn port_handler(
     } else {
         status
     };
-    // Only the latest token is valid.
-    let latest = format!("Bearer token-{}", *state.tokens_issued.lock().unwrap());
+    // Only the latest token is valid, and (when tokens expire) only for
+    // its lifetime.
+    let issued = *state.tokens_issued.lock().unwrap();
+    let latest = format!("Bearer token-{issued}");
+    let expired = state.tokens_expire.load(Ordering::SeqCst)
+        && state
+            .token_issued_at
+            .lock()
+            .unwrap()
+            .last()
+            .is_some_and(|at| at.elapsed() >= Duration::from_secs(*state.token_lifetime.lock().unwrap()));
     let status = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        Some(auth) if auth == latest => status,
+        Some(auth) if auth == latest && !expired => status,
         _ => 401,
     };
     let (status, answer) = match status {
@@ -224,11 +270,9 @@ async fn port_handler(
         }
         other => (other, json!({"ok": false})),
     };
-    state
-        .calls
-        .lock()
-        .unwrap()
-        .push(record(&method, &uri, &headers, &body, status));
+    let mut call = record(&method, &uri, &headers, &body, status);
+    call.at = arrived;
+    state.calls.lock().unwrap().push(call);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (code, axum::Json(answer)).into_response()
 }
