@@ -5,95 +5,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use port_agent::signature::sign;
 use serde_json::{json, Value};
-use support::broker::AgentProcess;
-use support::{FakePort, FakeTarget, Recorded, SECRET};
-
-const CLAIM_RUNS: &str = "/v1/actions/runs/claim-pending";
-const CLAIM_NODES: &str = "/v1/workflows/runs/claim-pending";
-const ACK_RUN: &str = "/v1/actions/runs/ack";
-const ACK_NODE: &str = "/v1/workflows/runs/ack";
-
-fn mapping_file(tag: &str, mapping: &Value) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("polling-mapping-{tag}-{}.json", std::process::id()));
-    std::fs::write(&path, mapping.to_string()).expect("write mapping");
-    path
-}
-
-/// Start the agent in polling mode with `mapping` and `extra` settings.
-fn start_agent(port: &FakePort, tag: &str, mapping: &Value, extra: &[(&str, &str)]) -> AgentProcess {
-    let mapping = mapping_file(tag, mapping);
-    let mut env: Vec<(&str, String)> = vec![
-        ("PORT_ORG_ID", "org_1".into()),
-        ("PORT_CLIENT_ID", "client-id".into()),
-        ("PORT_CLIENT_SECRET", SECRET.into()),
-        ("PORT_API_BASE_URL", port.base()),
-        ("STREAMER_NAME", "POLLING".into()),
-        ("CONTROL_THE_PAYLOAD_CONFIG_PATH", mapping.display().to_string()),
-        ("POLLING_INTERVAL_SECONDS", "0.2".into()),
-        ("AGENT_PORT_RETRY_MAX_ATTEMPTS", "1".into()),
-        ("AGENT_HTTP_PORT", "0".into()),
-        ("AGENT_LOG_FORMAT", "json".into()),
-        ("LOG_LEVEL", "info".into()),
-    ];
-    for (k, v) in extra {
-        env.retain(|(key, _)| key != k);
-        env.push((k, v.to_string()));
-    }
-    AgentProcess::start(&env, tag)
-}
-
-/// An action run as `claim-pending` returns it.
-fn claimable(id: &str, url: &str, synchronized: bool, properties: Value) -> Value {
-    json!({"id": id, "payload": {
-        "type": "WEBHOOK", "url": url, "agent": true, "synchronized": synchronized,
-        "method": "POST", "headers": {"X-From": "port"},
-        "body": {"action": {"identifier": "deploy"}, "payload": {"properties": properties},
-                 "context": {"blueprint": "service"}}}})
-}
-
-fn offer(port: &FakePort, runs: impl IntoIterator<Item = Value>) {
-    port.state.claimable_runs.lock().unwrap().extend(runs);
-}
-
-/// Poll `check` every 20 ms until it holds, or panic after `within`.
-fn wait_until(within: Duration, what: &str, agent: &AgentProcess, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; agent log:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn calls_to(port: &FakePort, path: &str) -> Vec<Recorded> {
-    port.all_calls()
-        .into_iter()
-        .filter(|c| c.path() == path)
-        .collect()
-}
-
-fn patches_of(port: &FakePort, run_id: &str) -> Vec<Value> {
-    let path = format!("/v1/actions/runs/{run_id}");
-    port.accepted()
-        .into_iter()
-        .filter(|c| c.method == "PATCH" && c.path() == path)
-        .map(|c| c.json())
-        .collect()
-}
-
-fn stop(mut agent: AgentProcess) {
-    agent.signal("-TERM");
-    assert_eq!(
-        agent.wait(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        agent.log_text()
-    );
-}
+use support::agent::*;
+use support::broker::free_port;
+use support::{closed_port, http_get, FakePort, FakeTarget, Recorded, SECRET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t1_a_claimed_run_is_acked_then_processed_then_reported() {
@@ -103,7 +19,7 @@ async fn t1_a_claimed_run_is_acked_then_processed_then_reported() {
         &port,
         [claimable("r_1", &target.url("/deploy"), true, json!({"v": 1}))],
     );
-    let agent = start_agent(&port, "t1", &json!([{"enabled": true}]), &[]);
+    let agent = start_polling(&port, "t1", &json!([{"enabled": true}]), &[]);
     wait_until(Duration::from_secs(30), "the status report", &agent, || {
         !patches_of(&port, "r_1").is_empty()
     });
@@ -137,7 +53,12 @@ async fn t1_a_claimed_run_is_acked_then_processed_then_reported() {
     assert!(body["payload"]["action"]["invocationMethod"]
         .get("agent")
         .is_none());
-    assert!(req.header("x-port-signature").is_some());
+    // Signed with the client secret over the exact bytes sent.
+    let ts = req.header("x-port-timestamp").expect("a timestamp");
+    assert_eq!(
+        req.header("x-port-signature"),
+        Some(sign(SECRET, ts, &req.text()).as_str())
+    );
     // Idempotency headers are on by default (AGENT_IDEMPOTENCY_HEADERS).
     assert_eq!(req.header("x-port-run-id"), Some("r_1"));
     assert_eq!(req.header("idempotency-key"), Some("r_1"));
@@ -168,7 +89,7 @@ async fn t1_a_claimed_run_is_acked_then_processed_then_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t2_nothing_pending_sends_no_acks() {
     let port = FakePort::start().await;
-    let agent = start_agent(&port, "t2", &json!([{"enabled": true}]), &[]);
+    let agent = start_polling(&port, "t2", &json!([{"enabled": true}]), &[]);
     wait_until(Duration::from_secs(30), "three claim iterations", &agent, || {
         calls_to(&port, CLAIM_RUNS).len() >= 3 && calls_to(&port, CLAIM_NODES).len() >= 3
     });
@@ -187,7 +108,7 @@ async fn t3_a_run_that_cannot_be_processed_is_reported_as_failure() {
         "config": {"type": "WEBHOOK", "url": target.url("/n"), "method": "POST", "agent": true,
                    "headers": {}, "synchronized": true}}));
     // No mapping matches: nothing can be sent.
-    let agent = start_agent(
+    let agent = start_polling(
         &port,
         "t3",
         &json!([{"enabled": false}]),
@@ -229,7 +150,7 @@ async fn t4_claim_failures_back_off_and_the_backoff_resets_after_a_success() {
         .lock()
         .unwrap()
         .extend([500, 500, 500, 500, 500, 500, 200, 200, 500, 500]);
-    let agent = start_agent(
+    let agent = start_polling(
         &port,
         "t4",
         &json!([{"enabled": true}]),
@@ -247,15 +168,17 @@ async fn t4_claim_failures_back_off_and_the_backoff_resets_after_a_success() {
     let starts = iteration_starts(&port);
     let gaps: Vec<f64> = starts.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
     // After failures 1, 2, 3: 0.5 s, 1 s, 2 s. After the success: the
-    // interval, 0.3 s. After the next failure: 0.5 s again, not 4 s.
-    for (i, (gap, at_least)) in gaps.iter().zip([0.5, 1.0, 2.0, 0.3, 0.5]).enumerate() {
+    // interval, 0.3 s. After the next failure: 0.5 s again, not 4 s. Each
+    // gap is the pause plus two claim round trips on 127.0.0.1; the margin,
+    // 0.4 s, is below the smallest change an exponent off by one makes
+    // (0.5 s → 0.25 s or 1 s), so that fails on one side or the other.
+    const MARGIN: f64 = 0.4;
+    for (i, (gap, pause)) in gaps.iter().zip([0.5, 1.0, 2.0, 0.3, 0.5]).enumerate() {
         assert!(
-            *gap >= at_least,
-            "gap {i} is {gap:.3} s, expected at least {at_least} s: {gaps:?}"
+            *gap >= pause && *gap < pause + MARGIN,
+            "gap {i} is {gap:.3} s, expected {pause} s (+{MARGIN}): {gaps:?}"
         );
     }
-    assert!(gaps[1] > gaps[0] && gaps[2] > gaps[1], "grows: {gaps:?}");
-    assert!(gaps[4] < 2.0, "reset after the success: {gaps:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,7 +191,7 @@ async fn t5_two_runs_each_acked_on_its_own_and_the_second_fails() {
             claimable("r_5b", &target.url("/b"), false, json!({"ok": false})),
         ],
     );
-    let agent = start_agent(&port, "t5", &json!([{"enabled": ".payload.properties.ok"}]), &[]);
+    let agent = start_polling(&port, "t5", &json!([{"enabled": ".payload.properties.ok"}]), &[]);
     wait_until(Duration::from_secs(30), "r_5b's failure", &agent, || {
         !patches_of(&port, "r_5b").is_empty()
     });
@@ -299,7 +222,7 @@ async fn t6_a_run_whose_ack_fails_is_not_processed() {
             claimable("r_6b", &target.url("/b"), true, json!({})),
         ],
     );
-    let agent = start_agent(&port, "t6", &json!([{"enabled": true}]), &[]);
+    let agent = start_polling(&port, "t6", &json!([{"enabled": true}]), &[]);
     wait_until(Duration::from_secs(30), "r_6b's report", &agent, || {
         !patches_of(&port, "r_6b").is_empty()
     });
@@ -330,7 +253,7 @@ async fn t7_action_runs_and_node_runs_are_claimed_in_the_same_iteration() {
         "identifier": "wfnr_7",
         "config": {"type": "WEBHOOK", "url": target.url("/n"), "method": "POST", "agent": true,
                    "headers": {"X-Node": "1"}, "synchronized": true}}));
-    let agent = start_agent(
+    let agent = start_polling(
         &port,
         "t7",
         &json!([{"enabled": true}]),
@@ -393,7 +316,7 @@ async fn t8_a_full_batch_is_followed_by_an_immediate_second_claim() {
         &port,
         (1..=3).map(|i| claimable(&format!("r_8{i}"), &target.url("/a"), true, json!({}))),
     );
-    let agent = start_agent(
+    let agent = start_polling(
         &port,
         "t8",
         &json!([{"enabled": true}]),
@@ -416,7 +339,7 @@ async fn t8_a_full_batch_is_followed_by_an_immediate_second_claim() {
 async fn t9_claims_failing_past_the_limit_make_the_agent_exit_non_zero() {
     let port = FakePort::start().await;
     *port.state.claims_always_fail.lock().unwrap() = Some(503);
-    let mut agent = start_agent(
+    let mut agent = start_polling(
         &port,
         "t9",
         &json!([{"enabled": true}]),
@@ -447,7 +370,7 @@ async fn t10_five_hundred_claimed_runs_are_processed_concurrently() {
         (0..500).map(|i| claimable(&format!("r_{i:03}"), &target.url("/a"), true, json!({"i": i}))),
     );
     let started = Instant::now();
-    let agent = start_agent(
+    let agent = start_polling(
         &port,
         "t10",
         &json!([{"enabled": true}]),
@@ -490,14 +413,6 @@ async fn t10_five_hundred_claimed_runs_are_processed_concurrently() {
     );
 }
 
-/// The run id of a target request (the default body is the whole message).
-fn run_of(request: &Recorded) -> String {
-    request.json()["context"]["runId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Issue 11: claims never exceed the free slots, a run is acked only when
 /// it starts, and a drain that times out reports every run still in flight
 /// as stopped: no acked run is left without exactly one final status.
@@ -510,7 +425,7 @@ async fn t11_a_drain_timeout_leaves_no_acked_run_without_a_final_status() {
         &port,
         (0..100).map(|i| claimable(&format!("r_{i:03}"), &target.url("/slow"), true, json!({}))),
     );
-    let mut agent = start_agent(
+    let mut agent = start_polling(
         &port,
         "t11",
         &json!([{"enabled": true}]),
@@ -617,7 +532,7 @@ async fn t11_a_drain_timeout_leaves_no_acked_run_without_a_final_status() {
 async fn t12_agent_idempotency_headers_false_sends_neither_header() {
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
     offer(&port, [claimable("r_12", &target.url("/a"), true, json!({}))]);
-    let agent = start_agent(
+    let agent = start_polling(
         &port,
         "t12",
         &json!([{"enabled": true}]),
@@ -632,4 +547,218 @@ async fn t12_agent_idempotency_headers_false_sends_neither_header() {
     assert_eq!(run_of(&requests[0]), "r_12");
     assert_eq!(requests[0].header("x-port-run-id"), None);
     assert_eq!(requests[0].header("idempotency-key"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t13_runs_whose_agent_is_not_true_are_neither_acked_nor_run() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let with_agent = |id: &str, agent: Option<Value>| {
+        let mut run = claimable(id, &target.url("/a"), true, json!({}));
+        match agent {
+            Some(v) => run["payload"]["agent"] = v,
+            None => {
+                run["payload"].as_object_mut().unwrap().remove("agent");
+            }
+        }
+        run
+    };
+    offer(
+        &port,
+        [
+            with_agent("r_13false", Some(json!(false))),
+            with_agent("r_13missing", None),
+            with_agent("r_13string", Some(json!("true"))),
+            with_agent("r_13yes", Some(json!(true))),
+        ],
+    );
+    port.state.claimable_node_runs.lock().unwrap().push_back(json!({
+        "identifier": "wfnr_13",
+        "config": {"type": "WEBHOOK", "url": target.url("/n"), "method": "POST", "agent": false,
+                   "headers": {}, "synchronized": true}}));
+    let agent = start_polling(&port, "t13", &json!([{"enabled": true}]), &[]);
+    wait_until(Duration::from_secs(30), "r_13yes's report", &agent, || {
+        !patches_of(&port, "r_13yes").is_empty()
+    });
+    // One more iteration, so the others had every chance to run.
+    let before = calls_to(&port, CLAIM_RUNS).len();
+    wait_until(Duration::from_secs(30), "another iteration", &agent, || {
+        calls_to(&port, CLAIM_RUNS).len() > before
+    });
+    stop(agent);
+    let acked: Vec<Value> = calls_to(&port, ACK_RUN).iter().map(Recorded::json).collect();
+    assert_eq!(acked, [json!({"runIds": ["r_13yes"]})]);
+    assert!(calls_to(&port, ACK_NODE).is_empty(), "the node run is not acked");
+    let runs: Vec<String> = target.requests().iter().map(run_of).collect();
+    assert_eq!(runs, ["r_13yes"]);
+    for id in ["r_13false", "r_13missing", "r_13string", "wfnr_13"] {
+        let touched: Vec<String> = port
+            .all_calls()
+            .iter()
+            .filter(|c| c.path().contains(id))
+            .map(|c| format!("{} {}", c.method, c.path()))
+            .collect();
+        assert!(touched.is_empty(), "{id}: {touched:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t14_an_unconfirmed_ack_is_not_processed() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    port.state
+        .ack_unconfirmed
+        .lock()
+        .unwrap()
+        .extend(["r_14a".to_string(), "wfnr_14".to_string()]);
+    offer(
+        &port,
+        [
+            claimable("r_14a", &target.url("/a"), true, json!({})),
+            claimable("r_14b", &target.url("/b"), true, json!({})),
+        ],
+    );
+    port.state.claimable_node_runs.lock().unwrap().push_back(json!({
+        "identifier": "wfnr_14",
+        "config": {"type": "WEBHOOK", "url": target.url("/n"), "method": "POST", "agent": true,
+                   "headers": {}, "synchronized": true}}));
+    let agent = start_polling(&port, "t14", &json!([{"enabled": true}]), &[]);
+    wait_until(Duration::from_secs(30), "r_14b's report", &agent, || {
+        !patches_of(&port, "r_14b").is_empty()
+    });
+    let before = calls_to(&port, CLAIM_RUNS).len();
+    wait_until(Duration::from_secs(30), "another iteration", &agent, || {
+        calls_to(&port, CLAIM_RUNS).len() > before
+    });
+    stop(agent);
+    // Both acks were answered 200, but only r_14b's was confirmed.
+    let acks: Vec<(u16, Value)> = calls_to(&port, ACK_RUN)
+        .iter()
+        .map(|c| (c.status, c.json()))
+        .collect();
+    assert_eq!(
+        acks,
+        [
+            (200, json!({"runIds": ["r_14a"]})),
+            (200, json!({"runIds": ["r_14b"]}))
+        ]
+    );
+    let node_acks: Vec<(u16, Value)> = calls_to(&port, ACK_NODE)
+        .iter()
+        .map(|c| (c.status, c.json()))
+        .collect();
+    assert_eq!(node_acks, [(200, json!({"nodeRunIdentifier": "wfnr_14"}))]);
+    let runs: Vec<String> = target.requests().iter().map(run_of).collect();
+    assert_eq!(runs, ["r_14b"]);
+    assert!(port.all_calls().iter().all(
+        |c| !c.path().starts_with("/v1/actions/runs/r_14a") && !c.path().contains("/nodes/runs/wfnr_14")
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t15_readyz_is_503_while_claims_fail_and_200_after_the_first_success() {
+    let port = FakePort::start().await;
+    *port.state.claims_always_fail.lock().unwrap() = Some(503);
+    let http = format!("127.0.0.1:{}", free_port());
+    let http_port = http.rsplit(':').next().unwrap().to_string();
+    let agent = start_polling(
+        &port,
+        "t15",
+        &json!([{"enabled": true}]),
+        &[
+            ("AGENT_HTTP_PORT", &http_port),
+            ("POLLING_INITIAL_BACKOFF_SECONDS", "0.1"),
+            ("POLLING_MAX_BACKOFF_SECONDS", "0.2"),
+        ],
+    );
+    wait_until(Duration::from_secs(30), "three failed claims", &agent, || {
+        calls_to(&port, CLAIM_RUNS).len() >= 3
+    });
+    let (status, body) = http_get(&http, "/readyz").expect("/readyz answers");
+    assert_eq!(status, 503, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body["status"], "unavailable");
+    let reason = body["reason"].as_str().expect("a reason");
+    assert!(
+        reason.starts_with("claiming runs from Port fails: ") && reason.contains("status 503"),
+        "{reason}"
+    );
+    // The liveness probe is not affected.
+    assert_eq!(http_get(&http, "/healthz").map(|(s, _)| s), Some(200));
+    *port.state.claims_always_fail.lock().unwrap() = None;
+    wait_until(Duration::from_secs(30), "/readyz 200", &agent, || {
+        http_get(&http, "/readyz").is_some_and(|(s, _)| s == 200)
+    });
+    assert!(calls_to(&port, CLAIM_RUNS).iter().any(|c| c.status == 200));
+    stop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t16_a_target_failure_is_reported_with_its_summary() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer(500, "boom");
+    let refused = format!("http://127.0.0.1:{}/gone", closed_port());
+    offer(
+        &port,
+        [
+            claimable("r_16a", &target.url("/f"), true, json!({})),
+            claimable("r_16b", &refused, true, json!({})),
+        ],
+    );
+    let agent = start_polling(
+        &port,
+        "t16",
+        &json!([{"enabled": true}]),
+        &[("AGENT_RETRY_MAX_ATTEMPTS", "1")],
+    );
+    wait_until(Duration::from_secs(30), "both reports", &agent, || {
+        !patches_of(&port, "r_16a").is_empty() && !patches_of(&port, "r_16b").is_empty()
+    });
+    stop(agent);
+    assert_eq!(
+        patches_of(&port, "r_16a"),
+        [
+            json!({"status": "FAILURE", "summary": "Failed to invoke the webhook with status code: 500. Response: boom"})
+        ]
+    );
+    let b = patches_of(&port, "r_16b");
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(b[0]["status"], "FAILURE");
+    let summary = b[0]["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("Failed to invoke the webhook: connection failed")
+            && summary.to_lowercase().contains("refused"),
+        "{summary}"
+    );
+    // Not the generic "could not process" summary of the polling source.
+    assert!(!summary.contains("Agent failed to process the run"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t17_sigterm_interrupts_the_wait_between_iterations() {
+    let port = FakePort::start().await;
+    // A 10-minute wait, and a 1 s drain: only an interrupted wait ends
+    // within the 5 s the test allows.
+    let mut agent = start_polling(
+        &port,
+        "t17",
+        &json!([{"enabled": true}]),
+        &[
+            ("POLLING_INTERVAL_SECONDS", "600"),
+            ("AGENT_DRAIN_TIMEOUT_SECONDS", "1"),
+        ],
+    );
+    wait_until(Duration::from_secs(30), "the first iteration", &agent, || {
+        calls_to(&port, CLAIM_NODES).iter().any(|c| c.status == 200)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let signalled = Instant::now();
+    agent.signal("-TERM");
+    assert_eq!(
+        agent.wait(Duration::from_secs(5)),
+        Some(0),
+        "{}",
+        agent.log_text()
+    );
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(2), "stopped after {took:?}");
+    assert_eq!(calls_to(&port, CLAIM_RUNS).len(), 1, "no second iteration");
 }
