@@ -11,7 +11,7 @@ use std::process::Command;
 use port_agent::dryrun;
 use port_agent::json_canon::to_raw_string;
 use port_agent::mapping::{Budget, JqEnv, MappingSet};
-use port_agent::pipeline::{Config, Delivery};
+use port_agent::pipeline::{Config, Delivery, Result_, Skip};
 use port_agent::settings::Secret;
 use port_agent::signature::sign;
 use serde_json::{json, Value};
@@ -36,7 +36,7 @@ async fn render(
     env: &[(&str, &str)],
     status: u16,
     answer: Value,
-) -> Option<Rendered> {
+) -> Result<Rendered, Result_> {
     render_at(&mappings_dir().join(file), message, env, status, answer).await
 }
 
@@ -46,7 +46,7 @@ async fn render_at(
     env: &[(&str, &str)],
     status: u16,
     answer: Value,
-) -> Option<Rendered> {
+) -> Result<Rendered, Result_> {
     let file = path.display();
     let set = MappingSet::load(path).unwrap_or_else(|e| panic!("{file}: {e}"));
     let config = Config {
@@ -78,7 +78,8 @@ async fn render_at(
     };
     let outcome = p.process(&delivery).await;
     assert!(outcome.warnings.is_empty(), "{file}: {:?}", outcome.warnings);
-    let request = p.invoker().take().pop()?;
+    // No request: why not.
+    let request = p.invoker().take().pop().ok_or(outcome.result)?;
     let port_calls = p
         .reporter()
         .take()
@@ -99,7 +100,7 @@ async fn render_at(
         .unwrap()
         .1;
     assert_eq!(sig, &sign(SECRET, ts, &request.body), "{file}: signature");
-    Some(Rendered {
+    Ok(Rendered {
         method: request.method,
         url: request.url,
         headers: request
@@ -481,9 +482,8 @@ async fn workflow_node_only() {
         SECRET,
         1,
     );
-    assert!(render("workflow-node-only.json", msg, &[], 200, Value::Null)
-        .await
-        .is_none());
+    let skipped = render("workflow-node-only.json", msg, &[], 200, Value::Null).await;
+    assert_eq!(skipped.err(), Some(Result_::Skipped(Skip::NoMapping)));
 }
 
 #[test]
@@ -654,4 +654,16 @@ fn check_accepts_the_image_default_mapping() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("2 mapping(s) compiled"), "{stdout}");
+}
+
+/// README: "`from_entries` accepts jq 1.7's `k`/`v` spellings besides jq
+/// 1.6's" (`key`/`value`, `name`, `Key`/`Value`), mixed in one list.
+#[tokio::test]
+async fn from_entries_accepts_k_and_v() {
+    let path = std::env::temp_dir().join(format!("from-entries-{}.json", std::process::id()));
+    let body = r#"[{"k": "a", "v": 1}, {"key": "b", "value": 2}, {"name": "c", "value": 3}, {"Key": "d", "Value": 4}, {"k": "e", "v": null}] | from_entries"#;
+    std::fs::write(&path, json!([{"enabled": true, "body": body}]).to_string()).unwrap();
+    let msg = signed(action_run("r_fe", "http://t.local/x", "POST", false), SECRET, 1);
+    let r = render_at(&path, msg, &[], 200, Value::Null).await.unwrap();
+    assert_eq!(r.body, json!({"a": 1, "b": 2, "c": 3, "d": 4, "e": null}));
 }

@@ -211,6 +211,9 @@ async fn s06_target_500_reports_failure_with_the_spec_summary() {
     let agent = agent(&port, json!([{"enabled": true}]));
     let outcome = run(&agent, action_run("r_6", &target.url("/f"), "POST", false)).await;
     assert_eq!(outcome.result, Result_::Delivered(500));
+    // 500 is not in AGENT_RETRY_STATUSES: one attempt of the three allowed.
+    assert_eq!(target.requests().len(), 1);
+    assert_eq!(agent.invoker().retries(), 0);
     assert_eq!(
         patches(&port),
         vec![(
