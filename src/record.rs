@@ -57,6 +57,7 @@ pub async fn record(
         )
         .set("session.timeout.ms", kafka.session_timeout_ms.to_string());
     let consumer: StreamConsumer = config.create()?;
+    tracing::info!(group = %group, "recording with a throwaway consumer group; nothing is committed");
     let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let progress = std::io::stderr().is_terminal();

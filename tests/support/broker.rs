@@ -34,6 +34,12 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 pub struct Tansu {
     child: Child,
     pub bootstrap: String,
+    port: u16,
+    /// SASL PLAIN credentials when started with `--authentication` (tansu
+    /// accepts any PLAIN password; every client of the test must use SASL).
+    sasl: Option<(String, String)>,
+    /// Its log file (stdout and stderr).
+    pub log: PathBuf,
 }
 
 impl Tansu {
@@ -43,6 +49,63 @@ impl Tansu {
 
     /// Start on a chosen port (a test can point the agent at it first).
     pub fn start_on(port: u16) -> Tansu {
+        let (child, log) = Self::spawn(port, false);
+        Tansu {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+            port,
+            sasl: None,
+            log,
+        }
+    }
+
+    /// A broker that requires SASL (`--authentication`); the test's own
+    /// clients authenticate with PLAIN as `user`. Its log names each
+    /// authenticated user (`auth_id`).
+    pub fn start_with_authentication(user: &str, password: &str) -> Tansu {
+        let port = free_port();
+        let (child, log) = Self::spawn(port, true);
+        Tansu {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+            port,
+            sasl: Some((user.to_string(), password.to_string())),
+            log,
+        }
+    }
+
+    /// Kill the broker (its in-memory topics and groups are lost).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again on the same port (after [`Tansu::stop`]).
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, log) = Self::spawn(self.port, self.sasl.is_some());
+        self.child = child;
+        self.log = log;
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A client configuration for this broker (with SASL when it needs it).
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        if let Some((user, password)) = &self.sasl {
+            c.set("security.protocol", "SASL_PLAINTEXT")
+                .set("sasl.mechanism", "PLAIN")
+                .set("sasl.username", user)
+                .set("sasl.password", password);
+        }
+        c
+    }
+
+    fn spawn(port: u16, authentication: bool) -> (Child, PathBuf) {
         let bin = find_on_path("tansu")
             .or_else(|| {
                 std::env::var_os("HOME")
@@ -53,17 +116,22 @@ impl Tansu {
                 panic!("the tansu broker is not installed: run the README's test command, which installs it")
             });
         let url = format!("tcp://127.0.0.1:{port}");
-        let log =
-            std::fs::File::create(std::env::temp_dir().join(format!("tansu-{port}.log"))).expect("log file");
-        let child = Command::new(bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
+        let log_path = std::env::temp_dir().join(format!("tansu-{port}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"]);
+        if authentication {
+            // The authenticated user is logged at debug level.
+            cmd.arg("--authentication").env("RUST_LOG", "tansu_auth=debug");
+        }
+        let child = cmd
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -76,17 +144,11 @@ impl Tansu {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Tansu {
-            child,
-            bootstrap: format!("127.0.0.1:{port}"),
-        }
+        (child, log_path)
     }
 
     pub async fn create_topic(&self, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .expect("admin client");
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create().expect("admin client");
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         let res = admin
             .create_topics([&topic], &AdminOptions::new())
@@ -99,8 +161,7 @@ impl Tansu {
 
     /// A consumer of `group` that does not join it.
     fn group_client(&self, group: &str) -> BaseConsumer {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
+        self.client_config()
             .set("group.id", group)
             .create()
             .expect("consumer")
@@ -108,23 +169,111 @@ impl Tansu {
 
     /// Committed offset per partition for `group` (-1 when none).
     pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-        let c = self.group_client(group);
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(topic, p);
-        }
-        let committed = c
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .expect("committed offsets");
-        (0..partitions)
-            .map(|p| {
-                committed
-                    .find_partition(topic, p)
-                    .map(|e| if let Offset::Offset(o) = e.offset() { o } else { -1 })
-                    .unwrap_or(-1)
-            })
-            .collect()
+        committed_offsets(&self.group_client(group), topic, partitions)
     }
+
+    /// The member ids of `group` as the broker describes it (tansu names a
+    /// member `<client.id>-<uuid>`); empty when the group has none. A raw
+    /// DescribeGroups v0 request: librdkafka's group listing starts with
+    /// ListGroups, which tansu 0.6 answers empty. Only for brokers without
+    /// authentication.
+    pub fn group_members(&self, group: &str) -> Vec<String> {
+        use std::io::{Read, Write};
+        fn string(buf: &mut Vec<u8>, s: &str) {
+            buf.extend_from_slice(&(s.len() as i16).to_be_bytes());
+            buf.extend_from_slice(s.as_bytes());
+        }
+        // Header: api_key 15 (DescribeGroups), version 0, correlation id,
+        // client id; body: an array of one group id.
+        let mut req = Vec::new();
+        req.extend_from_slice(&15i16.to_be_bytes());
+        req.extend_from_slice(&0i16.to_be_bytes());
+        req.extend_from_slice(&7i32.to_be_bytes());
+        string(&mut req, "port-agent-test");
+        req.extend_from_slice(&1i32.to_be_bytes());
+        string(&mut req, group);
+        let mut stream = TcpStream::connect(&self.bootstrap).expect("connect to tansu");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream
+            .write_all(&(req.len() as i32).to_be_bytes())
+            .expect("write");
+        stream.write_all(&req).expect("write");
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).expect("read size");
+        let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut resp).expect("read response");
+        let mut r = KafkaReader { buf: &resp, at: 0 };
+        r.i32(); // correlation id
+        let mut members = Vec::new();
+        for _ in 0..r.i32() {
+            let error = r.i16();
+            assert_eq!(error, 0, "DescribeGroups error {error}");
+            let (name, _state, _protocol_type, _protocol) = (r.string(), r.string(), r.string(), r.string());
+            for _ in 0..r.i32() {
+                let (id, _client, _host) = (r.string(), r.string(), r.string());
+                r.bytes();
+                r.bytes();
+                if name == group {
+                    members.push(id);
+                }
+            }
+        }
+        members
+    }
+}
+
+/// Reads Kafka protocol primitives (big-endian, i16-length strings).
+struct KafkaReader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl KafkaReader<'_> {
+    fn take(&mut self, n: usize) -> &[u8] {
+        let s = &self.buf[self.at..self.at + n];
+        self.at += n;
+        s
+    }
+    fn i16(&mut self) -> i16 {
+        i16::from_be_bytes(self.take(2).try_into().unwrap())
+    }
+    fn i32(&mut self) -> i32 {
+        i32::from_be_bytes(self.take(4).try_into().unwrap())
+    }
+    fn string(&mut self) -> String {
+        let n = self.i16().max(0) as usize;
+        String::from_utf8_lossy(self.take(n)).into_owned()
+    }
+    fn bytes(&mut self) {
+        let n = self.i32().max(0) as usize;
+        self.take(n);
+    }
+}
+
+/// Committed offset per partition of `topic` for the group of `consumer`
+/// (-1 when none): the one way the tests read committed offsets.
+pub fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: i32,
+) -> Vec<i64> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(|p| {
+            committed
+                .find_partition(topic, p)
+                .map(|e| if let Offset::Offset(o) = e.offset() { o } else { -1 })
+                .unwrap_or(-1)
+        })
+        .collect()
 }
 
 impl Tansu {
@@ -250,8 +399,20 @@ impl Drop for AgentProcess {
 /// Produce concurrently; returns the log end per partition, from the
 /// broker's delivery reports (tansu's ListOffsets answer lags behind them).
 pub async fn produce(brokers: &str, topic: &str, messages: Vec<(i32, Value)>) -> HashMap<i32, i64> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    let messages = messages.into_iter().map(|(p, m)| (p, None, m)).collect();
+    produce_with(config, topic, messages).await
+}
+
+/// [`produce`] with a client configuration (SASL) and optional keys: the
+/// one way the tests produce.
+pub async fn produce_with(
+    mut config: ClientConfig,
+    topic: &str,
+    messages: Vec<(i32, Option<String>, Value)>,
+) -> HashMap<i32, i64> {
+    let producer: FutureProducer = config
         .set("message.timeout.ms", "30000")
         // One message per record batch. tansu 0.6 answers a fetch that starts
         // inside a batch with the *next* batch, so a consumer resuming from a
@@ -265,13 +426,16 @@ pub async fn produce(brokers: &str, topic: &str, messages: Vec<(i32, Value)>) ->
     // Sent concurrently: one task per message, awaited in order.
     let sends: Vec<_> = messages
         .into_iter()
-        .map(|(partition, msg)| {
+        .map(|(partition, key, msg)| {
             let (producer, topic) = (producer.clone(), topic.to_string());
             tokio::spawn(async move {
                 let payload = msg.to_string();
-                let rec = FutureRecord::<(), _>::to(&topic)
+                let mut rec = FutureRecord::<String, _>::to(&topic)
                     .partition(partition)
                     .payload(&payload);
+                if let Some(key) = &key {
+                    rec = rec.key(key);
+                }
                 producer
                     .send(rec, Duration::from_secs(30))
                     .await
@@ -305,10 +469,10 @@ pub fn signed_runs(n: usize, url: &str, synchronized: bool) -> Vec<(i32, Value)>
         .collect()
 }
 
-pub fn write_mapping(dir: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("{dir}-{}.json", std::process::id()));
-    std::fs::write(&path, r#"[{"enabled": true}]"#).expect("mapping");
-    path
+/// A mapping file `[{"enabled": true}]` (every message, the defaults),
+/// written by the one helper, [`super::agent::mapping_file`].
+pub fn write_mapping(tag: &str) -> std::path::PathBuf {
+    super::agent::mapping_file(tag, &serde_json::json!([{"enabled": true}]))
 }
 
 pub fn run_ids(target: &FakeTarget) -> HashMap<String, usize> {
@@ -320,10 +484,26 @@ pub fn run_ids(target: &FakeTarget) -> HashMap<String, usize> {
     counts
 }
 
+/// Poll `cond` every 50 ms until it holds; panic naming `what` after
+/// `within`.
 pub async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    eventually_some(what, within, || cond().then_some(())).await
+}
+
+/// Poll `check` every 50 ms until it gives a value and return it; panic
+/// naming `what` after `within`: the one polling loop of the tests.
+pub async fn eventually_some<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
-    while !cond() {
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Run `f` (blocking: a health probe, an admin call) off the async workers.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
 }

@@ -107,6 +107,9 @@ pub struct PortState {
     /// Refuse (422) a status PATCH for a run that already has an accepted
     /// final status, as Port does for a finished run.
     pub final_status_once: std::sync::atomic::AtomicBool,
+    /// Fixed answers `(status, body)` by path, for calls that pass the token
+    /// check (`/v1/kafka-credentials`, a refused `/v1/organization`).
+    pub answers: Mutex<std::collections::HashMap<String, (u16, Value)>>,
     /// Run ids whose ack is answered 200 but not confirmed (`ackedCount` 0,
     /// `acked` false).
     pub ack_unconfirmed: Mutex<HashSet<String>>,
@@ -181,7 +184,7 @@ fn polling_answer(state: &PortState, path: &str, body: &Value) -> Option<(u16, V
                 Some((200, json!({"ok": true, "acked": true})))
             }
         }
-        _ => None,
+        _ => state.answers.lock().unwrap().get(path).cloned(),
     }
 }
 

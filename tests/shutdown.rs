@@ -1,0 +1,333 @@
+//! Shutdown of the built binary against tansu, the fake Port API and a fake
+//! target (README "Running against Kafka", **Shutdown**): SIGTERM with runs
+//! in flight drains them and exits 0 (the probes meanwhile: `/healthz` 200,
+//! `/readyz` 503 "shutting down"); the drain timeout stops a slow run, says
+//! so and leaves it to the next owner; a second signal exits 130; the agent
+//! leaves the group, so another member gets its partitions at once instead
+//! of after the session timeout.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::broker::{
+    eventually, eventually_some, free_port, produce, signed_runs, write_mapping, AgentProcess, Tansu,
+};
+use support::{http_get, FakePort, FakeTarget};
+
+const RUNS: &str = "org_1.runs";
+const CHANGES: &str = "org_1.change.log";
+const GROUP: &str = "org_1.shutdown";
+
+struct World {
+    tansu: Tansu,
+    port: FakePort,
+    target: FakeTarget,
+    mapping: std::path::PathBuf,
+}
+
+async fn world(tag: &str) -> World {
+    let tansu = Tansu::start();
+    tansu.create_topic(RUNS, 3).await;
+    tansu.create_topic(CHANGES, 1).await;
+    World {
+        tansu,
+        port: FakePort::start().await,
+        target: FakeTarget::start().await,
+        mapping: write_mapping(tag),
+    }
+}
+
+impl World {
+    fn env(&self, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        let mut all = vec![
+            ("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "6000"),
+            ("LOG_LEVEL", "info"),
+        ];
+        all.extend_from_slice(extra);
+        support::broker::agent_env(
+            &self.tansu.bootstrap,
+            &self.port.base(),
+            &self.mapping,
+            GROUP,
+            &all,
+        )
+    }
+
+    /// Accepted status PATCHes of `run`, with when they arrived.
+    fn statuses(&self, run: &str) -> Vec<(Value, Instant)> {
+        let path = format!("/v1/actions/runs/{run}");
+        self.port
+            .accepted()
+            .iter()
+            .filter(|c| c.method == "PATCH" && c.path() == path)
+            .map(|c| (c.json(), c.at))
+            .collect()
+    }
+}
+
+/// JSON log lines of the agent.
+fn log_lines(agent: &AgentProcess) -> Vec<Value> {
+    agent
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The partitions the agent's last assignment named ("" for a standby).
+fn last_assignment(agent: &AgentProcess) -> Option<String> {
+    log_lines(agent)
+        .iter()
+        .rev()
+        .find_map(|l| match l["message"].as_str() {
+            Some("partitions assigned") => l["partitions"].as_str().map(str::to_string),
+            Some(m) if m.contains("warm standby") => Some(String::new()),
+            _ => None,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_runs_in_flight_drains_them_reports_them_commits_and_exits_zero() {
+    let w = world("drain").await;
+    // Each run is held 3 s at the target: they are in flight at the signal.
+    w.target.answer_after(200, Duration::from_secs(3));
+    let ends = produce(
+        &w.tansu.bootstrap,
+        RUNS,
+        signed_runs(3, &w.target.url("/run"), true),
+    )
+    .await;
+    let http_port = free_port().to_string();
+    let http = format!("127.0.0.1:{http_port}");
+    let mut agent = AgentProcess::start(&w.env(&[("AGENT_HTTP_PORT", &http_port)]), "drain");
+    eventually("3 runs at the target", Duration::from_secs(60), || {
+        w.target.requests().len() == 3
+    })
+    .await;
+    let (_, metrics) = http_get(&http, "/metrics").expect("/metrics answers");
+    assert!(
+        metrics.lines().any(|l| l == "port_agent_messages_in_flight 3"),
+        "{metrics}"
+    );
+
+    let signalled = Instant::now();
+    agent.signal("-TERM");
+    // During the drain: not ready, with the reason; still alive.
+    let body = eventually_some("/readyz 503 while draining", Duration::from_secs(3), || {
+        http_get(&http, "/readyz")
+            .filter(|(s, _)| *s == 503)
+            .map(|(_, b)| b)
+    })
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"status": "unavailable", "reason": "shutting down: draining in-flight messages"})
+    );
+    assert_eq!(
+        http_get(&http, "/healthz"),
+        Some((200, json!({"status": "ok"}).to_string()))
+    );
+    assert!(
+        w.statuses("r_0000").is_empty(),
+        "the probes were read while the runs were still in flight"
+    );
+
+    assert_eq!(
+        agent.wait(Duration::from_secs(30)),
+        Some(0),
+        "log: {}",
+        agent.log_text()
+    );
+    for i in 0..3 {
+        let run = format!("r_{i:04}");
+        let statuses = w.statuses(&run);
+        assert_eq!(statuses.len(), 1, "{run}: {statuses:?}");
+        assert_eq!(statuses[0].0, json!({"status": "SUCCESS"}), "{run}");
+        assert!(statuses[0].1 > signalled, "{run} was reported in the drain");
+    }
+    assert_eq!(
+        w.tansu.committed(GROUP, RUNS, 3),
+        (0..3).map(|p| ends[&p]).collect::<Vec<_>>(),
+        "the drained runs are committed before the exit"
+    );
+    let messages: Vec<String> = log_lines(&agent)
+        .iter()
+        .filter_map(|l| l["message"].as_str().map(str::to_string))
+        .collect();
+    let position = |m: &str| {
+        messages
+            .iter()
+            .position(|x| x == m)
+            .unwrap_or_else(|| panic!("no log line {m:?}: {messages:?}"))
+    };
+    assert!(
+        position("shutdown requested: draining (send the signal again to exit at once)")
+            < position("all in-flight messages finished")
+    );
+    assert!(position("all in-flight messages finished") < position("left the consumer group"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_timeout_stops_a_slow_run_says_so_and_leaves_it_for_the_next_owner() {
+    let w = world("drain-timeout").await;
+    // The target would hold the run for a minute.
+    w.target.answer_after(200, Duration::from_secs(60));
+    produce(
+        &w.tansu.bootstrap,
+        RUNS,
+        signed_runs(1, &w.target.url("/run"), true),
+    )
+    .await;
+    let env = w.env(&[("AGENT_DRAIN_TIMEOUT_SECONDS", "1")]);
+    let mut agent = AgentProcess::start(&env, "drain-timeout-1");
+    eventually("the run at the target", Duration::from_secs(60), || {
+        w.target.requests().len() == 1
+    })
+    .await;
+    let signalled = Instant::now();
+    agent.signal("-TERM");
+    assert_eq!(
+        agent.wait(Duration::from_secs(15)),
+        Some(0),
+        "log: {}",
+        agent.log_text()
+    );
+    let took = signalled.elapsed();
+    // 1 s of drain, at most 2 s for the stopped run to end, then the close.
+    assert!(took < Duration::from_secs(8), "exit took {took:?}");
+    let said = log_lines(&agent)
+        .into_iter()
+        .find(|l| {
+            l["message"] == "drain timeout reached; unfinished messages are stopped and not acknowledged"
+        })
+        .unwrap_or_else(|| panic!("the drain timeout is logged: {}", agent.log_text()));
+    assert_eq!(said["level"], "WARN");
+    assert_eq!(said["in_flight"], 1);
+    assert!(w.statuses("r_0000").is_empty(), "a stopped run is not reported");
+    assert!(
+        w.tansu.committed(GROUP, RUNS, 3)[0] <= 0,
+        "nothing is committed past the stopped run"
+    );
+
+    // The next owner of the partition runs it again.
+    w.target.answer(200, "");
+    let mut next = AgentProcess::start(&env, "drain-timeout-2");
+    eventually(
+        "the run reported by the next owner",
+        Duration::from_secs(60),
+        || w.statuses("r_0000").len() == 1,
+    )
+    .await;
+    assert_eq!(w.target.requests().len(), 2, "the stopped run was sent again");
+    next.signal("-TERM");
+    assert_eq!(next.wait(Duration::from_secs(30)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_during_the_drain_exits_at_once_with_130() {
+    let w = world("second-signal").await;
+    w.target.answer_after(200, Duration::from_secs(60));
+    produce(
+        &w.tansu.bootstrap,
+        RUNS,
+        signed_runs(1, &w.target.url("/run"), true),
+    )
+    .await;
+    let env = w.env(&[("AGENT_DRAIN_TIMEOUT_SECONDS", "60")]);
+    let mut agent = AgentProcess::start(&env, "second-signal");
+    eventually("the run at the target", Duration::from_secs(60), || {
+        w.target.requests().len() == 1
+    })
+    .await;
+    agent.signal("-TERM");
+    eventually("the drain started", Duration::from_secs(10), || {
+        agent.log_text().contains("stopping: draining in-flight messages")
+    })
+    .await;
+    let second = Instant::now();
+    agent.signal("-TERM");
+    assert_eq!(
+        agent.wait(Duration::from_secs(5)),
+        Some(130),
+        "log: {}",
+        agent.log_text()
+    );
+    assert!(
+        second.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        second.elapsed()
+    );
+    assert!(agent.log_text().contains("second signal: exiting now"));
+    assert!(w.statuses("r_0000").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_leaves_the_group_so_another_member_takes_over_before_the_session_timeout() {
+    let w = world("leave").await;
+    // A member that vanished without leaving would keep its partitions for
+    // 30 s; one that leaves hands them over at the next rebalance.
+    let env = w.env(&[("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "30000")]);
+    let mut first = AgentProcess::start(&env, "leave-1");
+    eventually("the first agent assigned", Duration::from_secs(60), || {
+        last_assignment(&first).is_some_and(|p| !p.is_empty())
+    })
+    .await;
+    let second = AgentProcess::start(&env, "leave-2");
+    eventually("two members, both assigned", Duration::from_secs(60), || {
+        w.tansu.group_members(GROUP).len() == 2
+            && last_assignment(&second).is_some()
+            && log_lines(&first)
+                .iter()
+                .filter(|l| l["message"] == "partitions assigned")
+                .count()
+                >= 2
+    })
+    .await;
+    let members = w.tansu.group_members(GROUP);
+    // The broker names a member after its client.id.
+    assert!(
+        members.iter().all(|m| m.starts_with("port-agent-")),
+        "client.id=port-agent: {members:?}"
+    );
+
+    let signalled = Instant::now();
+    first.signal("-TERM");
+    assert_eq!(first.wait(Duration::from_secs(30)), Some(0));
+    let all = format!("{CHANGES}[0],{RUNS}[0],{RUNS}[1],{RUNS}[2]");
+    eventually(
+        "the second agent assigned every partition",
+        Duration::from_secs(15),
+        || {
+            last_assignment(&second).is_some_and(|p| {
+                let mut v: Vec<&str> = p.split(',').collect();
+                v.sort_unstable();
+                v.join(",") == all
+            })
+        },
+    )
+    .await;
+    let handed_over = signalled.elapsed();
+    assert!(
+        handed_over < Duration::from_secs(15),
+        "took {handed_over:?}, the session timeout is 30 s"
+    );
+    let left = w.tansu.group_members(GROUP);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(members.contains(&left[0]), "{members:?} / {left:?}");
+
+    // And it works them.
+    produce(
+        &w.tansu.bootstrap,
+        RUNS,
+        signed_runs(3, &w.target.url("/run"), false),
+    )
+    .await;
+    eventually(
+        "3 runs delivered by the second agent",
+        Duration::from_secs(30),
+        || w.target.requests().len() == 3,
+    )
+    .await;
+}
