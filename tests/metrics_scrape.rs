@@ -87,9 +87,11 @@ async fn scrape_of_the_binary_with_every_kafka_metric() {
     let startup = wait_for(Duration::from_secs(30), "/metrics", || {
         http_get(&http, "/metrics").and_then(|(s, t)| (s == 200).then_some(t))
     });
-    wait_for(Duration::from_secs(60), "/readyz 200 (partition assigned)", || {
-        http_get(&http, "/readyz").and_then(|(s, _)| (s == 200).then_some(()))
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "/readyz 200 (partition assigned)",
+        || http_get(&http, "/readyz").and_then(|(s, _)| (s == 200).then_some(())),
+    );
 
     // The next Port call (the first run's first report) gets a 503, retried,
     // then a 404: refused for good, so that message is also dead-lettered.
@@ -116,23 +118,32 @@ async fn scrape_of_the_binary_with_every_kafka_metric() {
     for payload in &messages {
         // One at a time, so that r_rejected's report is the next Port call.
         producer
-            .send(FutureRecord::<(), _>::to(RUNS).partition(0).payload(payload), Duration::from_secs(30))
+            .send(
+                FutureRecord::<(), _>::to(RUNS).partition(0).payload(payload),
+                Duration::from_secs(30),
+            )
             .await
             .map_err(|(e, _)| e)
             .expect("produce");
     }
 
-    let text = wait_for(Duration::from_secs(90), "every message done, committed and lag 0", || {
-        let (_, text) = http_get(&http, "/metrics")?;
-        let lag = text
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("port_agent_consumer_lag{{topic=\"{RUNS}\",partition=\"0\"}} ")));
-        (total(&text, "port_agent_messages_done_total") == messages.len() as f64
-            && total(&text, "port_agent_commits_total") >= 1.0
-            && total(&text, "port_agent_dlq_messages_total") >= 2.0
-            && lag == Some("0"))
-        .then_some(text)
-    });
+    let text = wait_for(
+        Duration::from_secs(90),
+        "every message done, committed and lag 0",
+        || {
+            let (_, text) = http_get(&http, "/metrics")?;
+            let lag = text.lines().find_map(|l| {
+                l.strip_prefix(&format!(
+                    "port_agent_consumer_lag{{topic=\"{RUNS}\",partition=\"0\"}} "
+                ))
+            });
+            (total(&text, "port_agent_messages_done_total") == messages.len() as f64
+                && total(&text, "port_agent_commits_total") >= 1.0
+                && total(&text, "port_agent_dlq_messages_total") >= 2.0
+                && lag == Some("0"))
+            .then_some(text)
+        },
+    );
     drop(agent);
 
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("metrics-scrape");
