@@ -768,6 +768,20 @@ async fn dead_letter(
     }
 }
 
+/// With a CA bundle (`SSL_CERT_FILE` / `REQUESTS_CA_BUNDLE`), librdkafka
+/// gets the system's roots *plus* the bundle as `ssl.ca.location`: OpenSSL
+/// alone would read `SSL_CERT_FILE` as its only roots file.
+fn ca_location(settings: &crate::settings::Settings) -> Result<Vec<(String, String)>, String> {
+    let Some(bundle) = &settings.ca_bundle else {
+        return Ok(Vec::new());
+    };
+    let merged = crate::tls::merged_ca_file(bundle).map_err(|e| format!("SSL_CERT_FILE: {e}"))?;
+    Ok(vec![(
+        "ssl.ca.location".to_string(),
+        merged.display().to_string(),
+    )])
+}
+
 /// Where the brokers and credentials come from (SPEC §2.1).
 pub async fn resolve_options(
     settings: &crate::settings::Settings,
@@ -821,6 +835,6 @@ pub async fn resolve_options(
         drain_timeout: settings.drain_timeout,
         commit_interval: COMMIT_TICK,
         dlq_topic: settings.dlq_topic.clone(),
-        extra: Vec::new(),
+        extra: ca_location(settings)?,
     })
 }

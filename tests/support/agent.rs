@@ -27,6 +27,16 @@ pub fn mapping_file(tag: &str, mapping: &Value) -> PathBuf {
 /// (which replace the defaults below: a 0.2 s interval, one attempt per
 /// Port call, no health server, JSON logs at info).
 pub fn start_polling(port: &FakePort, tag: &str, mapping: &Value, extra: &[(&str, &str)]) -> AgentProcess {
+    AgentProcess::start(&polling_env(port, tag, mapping, extra), tag)
+}
+
+/// The environment [`start_polling`] gives the agent.
+pub fn polling_env<'a>(
+    port: &FakePort,
+    tag: &str,
+    mapping: &Value,
+    extra: &[(&'a str, &str)],
+) -> Vec<(&'a str, String)> {
     let mapping = mapping_file(tag, mapping);
     let mut env: Vec<(&str, String)> = vec![
         ("PORT_ORG_ID", "org_1".into()),
@@ -45,7 +55,7 @@ pub fn start_polling(port: &FakePort, tag: &str, mapping: &Value, extra: &[(&str
         env.retain(|(key, _)| key != k);
         env.push((k, v.to_string()));
     }
-    AgentProcess::start(&env, tag)
+    env
 }
 
 /// An action run as `claim-pending` returns it.

@@ -342,9 +342,27 @@ impl AgentProcess {
 
     /// Start a given `port-agent` binary.
     pub fn start_binary(bin: &std::path::Path, env: &[(&str, String)], tag: &str) -> AgentProcess {
+        Self::start_wrapped(&[], bin, env, tag)
+    }
+
+    /// Start `wrapper… <bin> run`: the wrapper (e.g. `unshare`) runs the
+    /// agent with `bin` and `run` as its last two arguments.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        bin: &std::path::Path,
+        env: &[(&str, String)],
+        tag: &str,
+    ) -> AgentProcess {
         let log = std::env::temp_dir().join(format!("port-agent-{tag}-{}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("agent log");
-        let mut cmd = Command::new(bin);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("run")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default());

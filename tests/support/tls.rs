@@ -24,10 +24,18 @@ pub struct TlsTarget {
 
 impl TlsTarget {
     pub async fn start() -> TlsTarget {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("certificate");
         let cert = key.cert.der().clone();
         let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+        TlsTarget::start_with(cert, private).await
+    }
+
+    /// A target serving `cert` (for 127.0.0.1) with `private`.
+    pub async fn start_with(
+        cert: rustls::pki_types::CertificateDer<'static>,
+        private: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> TlsTarget {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(vec![cert], private)
@@ -107,4 +115,31 @@ pub async fn read_request<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Op
         buf.extend_from_slice(&chunk[..n]);
     }
     Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// A certificate authority made for a test: its PEM, and a target whose
+/// certificate for 127.0.0.1 it signed.
+pub struct TestCa {
+    pub pem: String,
+    pub target: TlsTarget,
+}
+
+impl TestCa {
+    pub async fn start(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let ca = rcgen::CertifiedIssuer::self_signed(params, ca_key).expect("CA");
+        let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("leaf params")
+            .signed_by(&leaf_key, &ca)
+            .expect("leaf");
+        let private = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        TestCa {
+            pem: ca.pem(),
+            target: TlsTarget::start_with(leaf.der().clone(), private).await,
+        }
+    }
 }
