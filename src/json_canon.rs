@@ -87,7 +87,7 @@ fn write_str(out: &mut String, s: &str, ascii: bool) {
         if !needs {
             continue;
         }
-        out.push_str(&s[start..i]);
+        out.push_str(s.get(start..i).unwrap_or_default());
         start = i + c.len_utf8();
         match c {
             '"' => out.push_str("\\\""),
@@ -105,7 +105,7 @@ fn write_str(out: &mut String, s: &str, ascii: bool) {
             }
         }
     }
-    out.push_str(std::str::from_utf8(&bytes[start..]).unwrap_or_default());
+    out.push_str(std::str::from_utf8(bytes.get(start..).unwrap_or_default()).unwrap_or_default());
     out.push('"');
 }
 

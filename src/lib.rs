@@ -12,6 +12,10 @@
 //!                          └──▶ Invoker (HTTP target | recorder)
 //! ```
 
+// Input from outside never meets an unwrap or expect: every exception in
+// non-test code is allowed where it stands, with the reason it cannot fail.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod decrypt;
 pub mod dryrun;
 pub mod guard;

@@ -1,6 +1,9 @@
 //! `port-agent` command line: run the agent, or check, render and dry-run
 //! mappings offline. See `port-agent --help`.
 
+// No unwrap or expect outside tests (see src/lib.rs).
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

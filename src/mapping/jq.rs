@@ -675,7 +675,7 @@ mod regex {
                 break;
             }
             start = if empty {
-                match text[whole.end()..].chars().next() {
+                match text.get(whole.end()..).and_then(|rest| rest.chars().next()) {
                     Some(c) => whole.end() + c.len_utf8(),
                     None => break,
                 }
@@ -945,7 +945,7 @@ fn with_locations(code: &str) -> (String, Vec<(String, Val)>) {
         }
     });
     for at in offsets {
-        let line = code[..at].matches('\n').count() + 1;
+        let line = code.get(..at).unwrap_or(code).matches('\n').count() + 1;
         if line > 9999 {
             continue;
         }

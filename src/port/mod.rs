@@ -89,6 +89,23 @@ impl PortCall {
     pub fn kind(&self) -> &'static str {
         endpoint_kind(&self.path())
     }
+
+    /// The run id the call is about.
+    pub fn run_id(&self) -> &str {
+        match self {
+            PortCall::RunLog { run_id, .. }
+            | PortCall::NodeRunLog { run_id, .. }
+            | PortCall::RunResponse { run_id, .. }
+            | PortCall::RunPatch { run_id, .. }
+            | PortCall::NodeRunPatch { run_id, .. } => run_id,
+        }
+    }
+}
+
+/// A run id that can name a path segment: not empty, `.` or `..` (which a
+/// URL resolves away, encoded or not, so the call would go elsewhere).
+pub fn is_usable_run_id(id: &str) -> bool {
+    !matches!(id, "" | "." | "..")
 }
 
 /// When to refresh a token that lives `expires_in` seconds from `now`: a
@@ -473,6 +490,16 @@ impl PortClient {
 
 impl Reporter for PortClient {
     async fn send(&self, call: &PortCall) -> Result<(), PortError> {
+        if !is_usable_run_id(call.run_id()) {
+            return Err(PortError {
+                call: format!("{} {}", call.method(), call.path()),
+                message: format!(
+                    "run id {:?} cannot name a Port API path; the call is not sent",
+                    call.run_id()
+                ),
+                permanent: true,
+            });
+        }
         self.request(call.method(), &call.path(), Some(&call.body()))
             .await
             .map(|_| ())
@@ -493,6 +520,33 @@ mod tests {
         assert_eq!(secs(Some(f64::NAN)), 0.0);
         assert_eq!(secs(Some(1e300)), 86_340.0, "capped at a day");
         assert_eq!(secs(Some(f64::INFINITY)), 86_340.0);
+    }
+
+    #[tokio::test]
+    async fn a_run_id_that_would_change_the_path_is_never_sent() {
+        let client = PortClient::new(
+            "http://127.0.0.1:9",
+            "id",
+            Secret::new("s"),
+            &ClientOptions {
+                timeout: Duration::from_secs(1),
+                verify_tls: true,
+                ca_bundle: None,
+                pool_idle_per_host: 1,
+            },
+            1,
+        )
+        .expect("a client");
+        for id in ["", ".", ".."] {
+            let call = PortCall::RunPatch {
+                run_id: id.into(),
+                body: json!({"status": "FAILURE"}),
+            };
+            let e = client.send(&call).await.expect_err("refused");
+            assert!(e.permanent, "{id:?}");
+            assert!(e.message.contains("cannot name a Port API path"), "{e}");
+        }
+        assert!(is_usable_run_id("r_1") && is_usable_run_id("r..1"));
     }
 
     #[test]

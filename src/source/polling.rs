@@ -131,7 +131,11 @@ pub struct ClaimedRun {
 /// Build the message of an action run claimed from
 /// `/v1/actions/runs/claim-pending` (SPEC §2.2).
 pub fn action_run_message(run: &Value) -> Option<ClaimedRun> {
-    let id = run.get("id")?.as_str()?.to_string();
+    let id = run
+        .get("id")?
+        .as_str()
+        .filter(|id| crate::port::is_usable_run_id(id))?
+        .to_string();
     let payload = run.get("payload")?.as_object()?;
     let for_agent = payload.get("agent").and_then(Value::as_bool) == Some(true);
     let mut method = payload.clone();
@@ -162,7 +166,11 @@ pub fn action_run_message(run: &Value) -> Option<ClaimedRun> {
 /// Build the message of a node run claimed from
 /// `/v1/workflows/runs/claim-pending` (SPEC §2.2).
 pub fn node_run_message(run: &Value) -> Option<ClaimedRun> {
-    let id = run.get("identifier")?.as_str()?.to_string();
+    let id = run
+        .get("identifier")?
+        .as_str()
+        .filter(|id| crate::port::is_usable_run_id(id))?
+        .to_string();
     let config = run.get("config")?.as_object()?;
     let for_agent = config.get("agent").and_then(Value::as_bool) == Some(true);
     let mut method = config.clone();
@@ -666,6 +674,12 @@ mod tests {
         let not_for_agent = json!({"id": "r_2", "payload": {"agent": false, "body": {}}});
         assert!(!action_run_message(&not_for_agent).expect("a run").for_agent);
         assert_eq!(action_run_message(&json!({"payload": {}})), None);
+        for id in ["", ".", ".."] {
+            let run = json!({"id": id, "payload": {"agent": true, "body": {}}});
+            assert_eq!(action_run_message(&run), None, "{id:?} is not a usable run id");
+            let node = json!({"identifier": id, "config": {"agent": true}});
+            assert_eq!(node_run_message(&node), None, "{id:?} is not a usable run id");
+        }
     }
 
     #[test]
