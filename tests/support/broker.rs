@@ -35,9 +35,8 @@ pub struct Tansu {
     child: Child,
     pub bootstrap: String,
     port: u16,
-    /// SASL PLAIN credentials when started with `--authentication` (tansu
-    /// accepts any PLAIN password; every client of the test must use SASL).
-    sasl: Option<(String, String)>,
+    /// Started with `--authentication`.
+    authentication: bool,
     /// Its log file (stdout and stderr).
     pub log: PathBuf,
 }
@@ -54,24 +53,43 @@ impl Tansu {
             child,
             bootstrap: format!("127.0.0.1:{port}"),
             port,
-            sasl: None,
+            authentication: false,
             log,
         }
     }
 
-    /// A broker that requires SASL (`--authentication`); the test's own
-    /// clients authenticate with PLAIN as `user`. Its log names each
-    /// authenticated user (`auth_id`).
-    pub fn start_with_authentication(user: &str, password: &str) -> Tansu {
+    /// A broker that requires SASL (`--authentication`). tansu 0.6 offers
+    /// only SCRAM (checked against stored credentials, which no client can
+    /// create before it has authenticated) and OAUTHBEARER, so nobody gets
+    /// in; its log names each user that tried (`auth_id`).
+    pub fn start_with_authentication() -> Tansu {
         let port = free_port();
         let (child, log) = Self::spawn(port, true);
         Tansu {
             child,
             bootstrap: format!("127.0.0.1:{port}"),
             port,
-            sasl: Some((user.to_string(), password.to_string())),
+            authentication: true,
             log,
         }
+    }
+
+    /// A broker that clients reach only through a [`TcpRelay`] on
+    /// `bootstrap` (it advertises the relay's address): stopping the relay
+    /// makes the broker vanish for every client while it keeps its topics,
+    /// offsets and groups, as a real broker restart or a network cut does.
+    pub async fn start_behind_relay() -> (Tansu, TcpRelay) {
+        let (port, relay_port) = (free_port(), free_port());
+        let (child, log) = Self::spawn_advertising(port, relay_port, false);
+        let relay = TcpRelay::start(relay_port, port).await;
+        let tansu = Tansu {
+            child,
+            bootstrap: format!("127.0.0.1:{relay_port}"),
+            port,
+            authentication: false,
+            log,
+        };
+        (tansu, relay)
     }
 
     /// Kill the broker (its in-memory topics and groups are lost).
@@ -83,7 +101,7 @@ impl Tansu {
     /// Start it again on the same port (after [`Tansu::stop`]).
     pub fn restart(&mut self) {
         self.stop();
-        let (child, log) = Self::spawn(self.port, self.sasl.is_some());
+        let (child, log) = Self::spawn(self.port, self.authentication);
         self.child = child;
         self.log = log;
     }
@@ -92,20 +110,18 @@ impl Tansu {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// A client configuration for this broker (with SASL when it needs it).
+    /// A client configuration for this broker.
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
-        if let Some((user, password)) = &self.sasl {
-            c.set("security.protocol", "SASL_PLAINTEXT")
-                .set("sasl.mechanism", "PLAIN")
-                .set("sasl.username", user)
-                .set("sasl.password", password);
-        }
         c
     }
 
     fn spawn(port: u16, authentication: bool) -> (Child, PathBuf) {
+        Self::spawn_advertising(port, port, authentication)
+    }
+
+    fn spawn_advertising(port: u16, advertised: u16, authentication: bool) -> (Child, PathBuf) {
         let bin = find_on_path("tansu")
             .or_else(|| {
                 std::env::var_os("HOME")
@@ -116,6 +132,7 @@ impl Tansu {
                 panic!("the tansu broker is not installed: run the README's test command, which installs it")
             });
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised}");
         let log_path = std::env::temp_dir().join(format!("tansu-{port}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut cmd = Command::new(bin);
@@ -124,7 +141,7 @@ impl Tansu {
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised,
         ])
         .args(["--storage-engine", "memory://tansu/"]);
         if authentication {
@@ -423,8 +440,8 @@ pub async fn produce(brokers: &str, topic: &str, messages: Vec<(i32, Value)>) ->
     produce_with(config, topic, messages).await
 }
 
-/// [`produce`] with a client configuration (SASL) and optional keys: the
-/// one way the tests produce.
+/// [`produce`] with a client configuration and optional keys: the one way
+/// the tests produce.
 pub async fn produce_with(
     mut config: ClientConfig,
     topic: &str,
@@ -524,4 +541,68 @@ pub async fn eventually_some<T>(what: &str, within: Duration, mut check: impl Fn
 /// Run `f` (blocking: a health probe, an admin call) off the async workers.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+/// A TCP relay on 127.0.0.1: `port` → `to`. [`TcpRelay::stop`] closes the
+/// listener and every relayed connection; [`TcpRelay::start`] again on the
+/// same port brings it back.
+pub struct TcpRelay {
+    pub port: u16,
+    to: u16,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl TcpRelay {
+    pub async fn start(port: u16, to: u16) -> TcpRelay {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the relay");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut until_stopped = stopped.clone();
+            loop {
+                let (mut client, _) = tokio::select! {
+                    _ = until_stopped.wait_for(|s| *s) => return,
+                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
+                };
+                let mut until_stopped = stopped.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = until_stopped.wait_for(|s| *s) => {}
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    }
+                });
+            }
+        });
+        TcpRelay { port, to, stop }
+    }
+
+    /// Cut every connection and stop listening.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Listen again on the same port.
+    pub async fn restart(&mut self) {
+        self.stop();
+        // The listener is dropped by its task; retry until the port is free.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if std::net::TcpListener::bind(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the relay port stays taken");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        *self = TcpRelay::start(self.port, self.to).await;
+    }
+}
+
+impl Drop for TcpRelay {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
 }
