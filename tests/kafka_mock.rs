@@ -18,7 +18,6 @@ use port_agent::source::kafka::{KafkaEngine, KafkaOptions};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
@@ -161,19 +160,9 @@ fn engine_with(
 }
 
 async fn produce(brokers: String, messages: Vec<(i32, Option<String>, Value)>) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("message.timeout.ms", "30000")
-        .create()
-        .unwrap();
-    for (partition, key, msg) in &messages {
-        let payload = msg.to_string();
-        let mut rec = FutureRecord::to(RUNS).partition(*partition).payload(&payload);
-        if let Some(k) = key {
-            rec = rec.key(k);
-        }
-        producer.send(rec, Duration::from_secs(30)).await.unwrap();
-    }
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &brokers);
+    support::broker::produce_with(config, RUNS, messages).await;
 }
 
 fn run_msg(id: &str) -> Value {
@@ -191,29 +180,14 @@ fn committed(brokers: &str, partitions: i32) -> BTreeMap<i32, i64> {
         .set("group.id", "org_1.test")
         .create()
         .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(RUNS, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    got.elements()
-        .iter()
-        .map(|e| {
-            (
-                e.partition(),
-                if let Offset::Offset(o) = e.offset() { o } else { -1 },
-            )
-        })
+    (0..partitions)
+        .zip(support::broker::committed_offsets(&c, RUNS, partitions))
         .collect()
 }
 
 /// Wait for `cond`, failing after a generous deadline (no fixed sleeps).
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    support::broker::eventually(what, Duration::from_secs(60), cond).await
 }
 
 fn cluster(partitions: i32) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {

@@ -178,10 +178,26 @@ async fn record_copies_the_topics_without_committing_and_dry_run_reads_the_file(
         let original = &msgs.iter().find(|(_, m)| m["context"]["runId"] == id).unwrap().1;
         assert_eq!(&l["value"], original);
     }
-    // Nothing was committed for the agent's group.
-    for committed in tansu.committed(GROUP, RUNS, 3) {
-        assert!(committed < 0, "record must not commit: {committed}");
-    }
+    // `record` consumed as its own throwaway group (it says which) and
+    // committed nothing for it.
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    let group = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "recording with a throwaway consumer group; nothing is committed")
+        .and_then(|l| l["group"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("record names its group: {stderr}"));
+    assert!(group.starts_with("port-agent-record-"), "{group}");
+    assert_eq!(
+        tansu.committed(&group, RUNS, 3),
+        [-1, -1, -1],
+        "record must not commit"
+    );
+    assert_eq!(
+        tansu.committed(&group, CHANGES, 1),
+        [-1],
+        "record must not commit"
+    );
     let mapping = write_mapping("record-dry-run");
     let dry = std::process::Command::new(env!("CARGO_BIN_EXE_port-agent"))
         .args([

@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -14,30 +14,13 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use serde_json::{json, Value};
-use support::broker::{free_port, AgentProcess, Tansu};
+use support::agent::mapping_file;
+use support::broker::{eventually_some, free_port, produce, signed_runs, AgentProcess, Tansu};
 use support::{action_run, closed_port, encrypt, http_get, signed, FakePort, FakeTarget, SECRET};
 
 const RUNS: &str = "org_1.runs";
 const CHANGES: &str = "org_1.change.log";
 const DLQ: &str = "org_1.dlq";
-
-/// Poll `check` every 50 ms until it gives a value, or panic after `within`.
-fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn mapping_file(tag: &str, mapping: &Value) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("obs-mapping-{tag}-{}.json", std::process::id()));
-    std::fs::write(&path, mapping.to_string()).expect("write mapping");
-    path
-}
 
 /// The value of one exposition line, `series` being the name with its labels
 /// exactly as rendered.
@@ -59,7 +42,7 @@ async fn readyz_flips_as_the_source_connects_and_loses_its_broker() {
     let port = FakePort::start().await;
     let broker_port = free_port();
     let http = format!("127.0.0.1:{}", free_port());
-    let mapping = mapping_file("ready", &json!([{"enabled": true}]));
+    let mapping = mapping_file("obs-ready", &json!([{"enabled": true}]));
     let http_port = http.rsplit(':').next().unwrap_or_default().to_string();
     // No AGENT_LOG_FORMAT: stdout is a file here, so JSON is the default.
     let env: Vec<(&str, String)> = support::broker::agent_env(
@@ -75,31 +58,69 @@ async fn readyz_flips_as_the_source_connects_and_loses_its_broker() {
     let agent = AgentProcess::start(&env, "ready");
 
     // Alive at once; not ready while no broker answers.
-    let (status, _) = wait_for(Duration::from_secs(30), "/healthz", || {
+    let (status, _) = eventually_some("/healthz", Duration::from_secs(30), || {
         http_get(&http, "/healthz")
-    });
+    })
+    .await;
     assert_eq!(status, 200);
+    // The first reason depends on how far start-up got (the server starts
+    // before Port is called and the consumer is created), so it is one of
+    // these three, in this order, and settles on the last while no broker
+    // answers.
+    let reasons = [
+        "starting: connecting to Port and the message source",
+        "waiting for a partition assignment from the consumer group",
+        "no Kafka broker is reachable",
+    ];
     let (status, body) = http_get(&http, "/readyz").expect("/readyz answers");
     assert_eq!(status, 503, "{body}");
-    let reason: Value = serde_json::from_str(&body).expect("JSON reason");
-    assert!(
-        reason["reason"].as_str().is_some_and(|r| !r.is_empty()),
-        "{reason}"
-    );
+    let first = serde_json::from_str::<Value>(&body).expect("JSON reason")["reason"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_default();
+    let at = reasons
+        .iter()
+        .position(|r| *r == first)
+        .unwrap_or_else(|| panic!("unexpected first reason {body}"));
+    let mut seen = at;
+    eventually_some(
+        "/readyz: no Kafka broker is reachable",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = http_get(&http, "/readyz")?;
+            assert_eq!(status, 503, "{body}");
+            let reason: Value = serde_json::from_str(&body).expect("JSON reason");
+            assert_eq!(reason["status"], "unavailable", "{body}");
+            let now = reasons
+                .iter()
+                .position(|r| reason["reason"] == *r)
+                .unwrap_or_else(|| panic!("unexpected reason {body}"));
+            assert!(
+                now >= seen,
+                "readiness went back from {:?} to {body}",
+                reasons[seen]
+            );
+            seen = now;
+            (now == 2).then_some(())
+        },
+    )
+    .await;
 
     // The broker comes: ready once the group has answered.
     let tansu = Tansu::start_on(broker_port);
     tansu.create_topic(RUNS, 1).await;
     tansu.create_topic(CHANGES, 1).await;
-    wait_for(Duration::from_secs(60), "/readyz 200", || {
+    eventually_some("/readyz 200", Duration::from_secs(60), || {
         http_get(&http, "/readyz").filter(|(s, _)| *s == 200)
-    });
+    })
+    .await;
 
     // The broker goes: not ready again, with the reason; still alive.
     drop(tansu);
-    let (_, body) = wait_for(Duration::from_secs(60), "/readyz 503", || {
+    let (_, body) = eventually_some("/readyz 503", Duration::from_secs(60), || {
         http_get(&http, "/readyz").filter(|(s, _)| *s == 503)
-    });
+    })
+    .await;
     let reason: Value = serde_json::from_str(&body).expect("JSON reason");
     assert_eq!(reason["reason"], "no Kafka broker is reachable", "{reason}");
     assert_eq!(http_get(&http, "/healthz").map(|(s, _)| s), Some(200));
@@ -118,7 +139,7 @@ async fn metrics_logs_and_dead_letters_over_a_small_run() {
     tansu.create_topic(DLQ, 1).await;
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
     let mapping = mapping_file(
-        "metrics",
+        "obs-metrics",
         &json!([{
             "enabled": true,
             "fieldsToDecryptPaths": ["payload.properties.token"],
@@ -190,10 +211,11 @@ async fn metrics_logs_and_dead_letters_over_a_small_run() {
     );
     let mut agent = AgentProcess::start(&env, "metrics");
 
-    let text = wait_for(Duration::from_secs(90), "all five messages done", || {
+    let text = eventually_some("all five messages done", Duration::from_secs(90), || {
         let (_, text) = http_get(&http, "/metrics")?;
         (total(&text, "port_agent_messages_done_total") == 5.0).then_some(text)
-    });
+    })
+    .await;
     let expect = |series: &str, value: f64| {
         assert_eq!(sample(&text, series), Some(value), "{series} in:\n{text}");
     };
@@ -258,14 +280,15 @@ async fn metrics_logs_and_dead_letters_over_a_small_run() {
     );
 
     // Commits and lag arrive on their own clocks (1 s, 5 s statistics).
-    let text = wait_for(Duration::from_secs(30), "commits and consumer lag", || {
+    let text = eventually_some("commits and consumer lag", Duration::from_secs(30), || {
         let (_, text) = http_get(&http, "/metrics")?;
         let lag = sample(
             &text,
             &format!("port_agent_consumer_lag{{topic=\"{RUNS}\",partition=\"0\"}}"),
         )?;
         (sample(&text, "port_agent_commits_total{result=\"ok\"}")? >= 1.0 && lag == 0.0).then_some(text)
-    });
+    })
+    .await;
     assert!(text.contains("# TYPE port_agent_target_request_duration_seconds histogram"));
 
     // The dead-letter topic holds the original bytes and headers, plus why.
@@ -335,4 +358,58 @@ async fn metrics_logs_and_dead_letters_over_a_small_run() {
     for secret in [SECRET, plaintext, "token-1", "Bearer"] {
         assert!(!log.contains(secret), "`{secret}` appears in the agent's output");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_and_lag_gauges_rise_while_runs_are_held_and_return_to_zero() {
+    let tansu = Tansu::start();
+    tansu.create_topic(RUNS, 1).await;
+    tansu.create_topic(CHANGES, 1).await;
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let http_port = free_port().to_string();
+    let http = format!("127.0.0.1:{http_port}");
+    let env = support::broker::agent_env(
+        &tansu.bootstrap,
+        &port.base(),
+        &mapping_file("obs-gauges", &json!([{"enabled": true}])),
+        "org_1.gauges",
+        &[("AGENT_HTTP_PORT", &http_port), ("AGENT_MAX_IN_FLIGHT", "2")],
+    );
+    let mut agent = AgentProcess::start(&env, "gauges");
+    let lag = format!("port_agent_consumer_lag{{topic=\"{RUNS}\",partition=\"0\"}}");
+    let gauges = |http: &str| {
+        let (_, text) = http_get(http, "/metrics")?;
+        Some((
+            sample(&text, "port_agent_messages_in_flight")?,
+            sample(&text, &lag)?,
+        ))
+    };
+    // One run first, so that an offset is committed and the lag is known.
+    let url = target.url("/run");
+    let runs: Vec<_> = signed_runs(7, &url, false)
+        .into_iter()
+        .map(|(_, m)| (0, m))
+        .collect();
+    produce(&tansu.bootstrap, RUNS, runs[..1].to_vec()).await;
+    eventually_some("the first run committed", Duration::from_secs(60), || {
+        (tansu.committed("org_1.gauges", RUNS, 1) == [1]).then_some(())
+    })
+    .await;
+
+    // Six more, held 8 s each at the target: two in flight, committed
+    // offset 1, log end 7.
+    target.answer_after(200, Duration::from_secs(8));
+    produce(&tansu.bootstrap, RUNS, runs[1..].to_vec()).await;
+    eventually_some("two held, lag 6", Duration::from_secs(20), || {
+        (gauges(&http)? == (2.0, 6.0)).then_some(())
+    })
+    .await;
+    target.answer(200, "");
+    eventually_some("nothing in flight, lag 0", Duration::from_secs(40), || {
+        (gauges(&http)? == (0.0, 0.0)).then_some(())
+    })
+    .await;
+    assert_eq!(target.requests().len(), 7);
+    agent.signal("-TERM");
+    assert_eq!(agent.wait(Duration::from_secs(30)), Some(0));
 }

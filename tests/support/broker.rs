@@ -440,8 +440,8 @@ pub async fn produce(brokers: &str, topic: &str, messages: Vec<(i32, Value)>) ->
     produce_with(config, topic, messages).await
 }
 
-/// [`produce`] with a client configuration and optional keys: the one way
-/// the tests produce.
+/// [`produce`] with a client configuration and optional keys, in the order
+/// given: the one way the tests produce.
 pub async fn produce_with(
     mut config: ClientConfig,
     topic: &str,
@@ -458,29 +458,27 @@ pub async fn produce_with(
         .set("batch.num.messages", "1")
         .create()
         .expect("producer");
-    // Sent concurrently: one task per message, awaited in order.
-    let sends: Vec<_> = messages
-        .into_iter()
-        .map(|(partition, key, msg)| {
-            let (producer, topic) = (producer.clone(), topic.to_string());
-            tokio::spawn(async move {
-                let payload = msg.to_string();
-                let mut rec = FutureRecord::<String, _>::to(&topic)
-                    .partition(partition)
-                    .payload(&payload);
-                if let Some(key) = &key {
-                    rec = rec.key(key);
-                }
-                producer
-                    .send(rec, Duration::from_secs(30))
-                    .await
-                    .map_err(|(e, _)| e)
-            })
-        })
-        .collect();
+    // Enqueued in order (so each partition holds them in the order given),
+    // then every delivery report awaited.
+    let mut deliveries = Vec::new();
+    for (partition, key, msg) in &messages {
+        let payload = msg.to_string();
+        let mut rec = FutureRecord::<String, _>::to(topic)
+            .partition(*partition)
+            .payload(&payload);
+        if let Some(key) = key {
+            rec = rec.key(key);
+        }
+        let sent = producer.send_result(rec).map_err(|(e, _)| e).expect("enqueue");
+        deliveries.push(sent);
+    }
     let mut ends = HashMap::new();
-    for s in sends {
-        let d = s.await.expect("task").expect("produce");
+    for d in deliveries {
+        let d = d
+            .await
+            .expect("delivery report")
+            .map_err(|(e, _)| e)
+            .expect("produce");
         let (partition, offset) = (d.partition, d.offset);
         let end = ends.entry(partition).or_insert(0);
         *end = (*end).max(offset + 1);
