@@ -557,7 +557,13 @@ impl Source for KafkaSource {
                 }
             };
             self.status.received.fetch_add(1, Ordering::Relaxed);
-            let Some(ticket) = lock(&self.marks).start(msg.topic(), msg.partition(), msg.offset()) else {
+            let started = {
+                let mut marks = lock(&self.marks);
+                let ticket = marks.start(msg.topic(), msg.partition(), msg.offset());
+                metrics::uncommitted(marks.uncommitted());
+                ticket
+            };
+            let Some(ticket) = started else {
                 debug!(
                     topic = msg.topic(),
                     partition = msg.partition(),
@@ -622,7 +628,12 @@ impl Ack for KafkaAck {
             dead_letter(producer, topic, delivery, &self.headers, outcome, &self.status).await;
         }
         self.status.done.fetch_add(1, Ordering::Relaxed);
-        let counted = lock(&self.marks).done(&self.ticket);
+        let counted = {
+            let mut marks = lock(&self.marks);
+            let counted = marks.done(&self.ticket);
+            metrics::uncommitted(marks.uncommitted());
+            counted
+        };
         self.progress.notify_one();
         if !counted {
             debug!(topic = %self.ticket.topic, partition = self.ticket.partition, offset = self.ticket.offset,
@@ -676,6 +687,7 @@ impl Committer {
             for ((topic, partition), off) in &offsets {
                 marks.commit_succeeded(topic, *partition, *off);
             }
+            metrics::uncommitted(marks.uncommitted());
             drop(marks);
             self.progress.notify_one();
         }

@@ -39,6 +39,9 @@ pub const CLAIMS: &str = "port_agent_polling_claims_total";
 pub const REPORTS_PENDING: &str = "port_agent_reports_pending";
 /// Port calls Port refused for good (a 4xx other than 401/408/429), by kind.
 pub const REPORTS_REJECTED: &str = "port_agent_reports_rejected_total";
+/// Messages started and not yet confirmed committed (what a crash now would
+/// re-run; at most `AGENT_MAX_IN_FLIGHT`).
+pub const UNCOMMITTED: &str = "port_agent_uncommitted_messages";
 /// Panics caught while processing a message (the message was failed).
 pub const PANICS: &str = "port_agent_panics_total";
 /// Always 1; labels carry the version.
@@ -100,6 +103,10 @@ fn describe() {
         "Port calls refused for good by Port (4xx other than 401/408/429), by kind."
     );
     describe_counter!(PANICS, "Panics caught while processing a message.");
+    describe_gauge!(
+        UNCOMMITTED,
+        "Messages started and not yet confirmed committed: what a crash now would re-run."
+    );
     describe_gauge!(BUILD_INFO, "Build information; the value is always 1.");
 }
 
@@ -123,6 +130,11 @@ pub fn reports_pending(delta: f64) {
 /// Port refused a call for good.
 pub fn report_rejected(kind: &'static str) {
     counter!(REPORTS_REJECTED, "kind" => kind).increment(1);
+}
+
+/// The uncommitted window now holds `n` messages.
+pub fn uncommitted(n: usize) {
+    gauge!(UNCOMMITTED).set(n as f64);
 }
 
 /// A panic was caught while processing a message.
