@@ -161,6 +161,21 @@ impl Outcome {
         }
     }
 
+    /// Every name [`Outcome::name`] can give (metrics start at 0 for each).
+    pub const NAMES: [&'static str; 11] = [
+        "delivered",
+        "target_error",
+        "request_failed",
+        "internal_error",
+        "unparsable",
+        "not_for_agent",
+        "missing_signature",
+        "bad_signature",
+        "no_mapping",
+        "no_invocation",
+        "stale",
+    ];
+
     /// Could not be processed, or Port refused its report: a DLQ candidate.
     pub fn needs_dead_letter(&self) -> bool {
         matches!(
@@ -806,4 +821,37 @@ fn finish(outcome: &mut Outcome, warnings: Vec<Warning>, port_errors: Vec<String
     }
     outcome.warnings = warnings.iter().map(|w| redactor.text(&w.to_string())).collect();
     outcome.port_errors = port_errors;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_names_lists_every_outcome_once() {
+        let results = [
+            Result_::Delivered(200),
+            Result_::Delivered(500),
+            Result_::RequestFailed(String::new()),
+            Result_::InternalError(String::new()),
+            Result_::Skipped(Skip::Unparsable(String::new())),
+            Result_::Skipped(Skip::NotForAgent),
+            Result_::Skipped(Skip::MissingSignature),
+            Result_::Skipped(Skip::BadSignature),
+            Result_::Skipped(Skip::NoMapping),
+            Result_::Skipped(Skip::NoInvocation),
+            Result_::Skipped(Skip::Stale(1)),
+        ];
+        let names: Vec<&str> = results
+            .into_iter()
+            .map(|result| {
+                Outcome {
+                    result,
+                    ..Outcome::skipped(Skip::NoMapping)
+                }
+                .name()
+            })
+            .collect();
+        assert_eq!(names, Outcome::NAMES.to_vec());
+    }
 }

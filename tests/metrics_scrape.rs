@@ -87,6 +87,31 @@ async fn scrape_of_the_binary_with_every_kafka_metric() {
     let startup = wait_for(Duration::from_secs(30), "/metrics", || {
         http_get(&http, "/metrics").and_then(|(s, t)| (s == 200).then_some(t))
     });
+    // Zero from the first scrape: every series whose labels have a known,
+    // small set of values, so that rate(), increase() and absent() work at
+    // once.
+    let sample = |line: &str| startup.lines().any(|l| l == line);
+    for outcome in port_agent::pipeline::Outcome::NAMES {
+        let line = format!("port_agent_messages_done_total{{outcome=\"{outcome}\"}} 0");
+        assert!(sample(&line), "{line} in:\n{startup}");
+    }
+    for line in [
+        "port_agent_messages_in_flight 0",
+        "port_agent_reports_pending 0",
+        "port_agent_uncommitted_messages 0",
+        "port_agent_panics_total 0",
+        "port_agent_dlq_messages_total 0",
+        "port_agent_retries_total{to=\"target\"} 0",
+        "port_agent_retries_total{to=\"port\"} 0",
+        "port_agent_commits_total{result=\"error\"} 0",
+        "port_agent_polling_claims_total{result=\"error\"} 0",
+        "port_agent_reports_rejected_total{kind=\"run_patch\"} 0",
+        "port_agent_port_api_calls_total{kind=\"run_patch\",outcome=\"error\"} 0",
+        "port_agent_target_requests_total{method=\"POST\",status_class=\"5xx\"} 0",
+        "port_agent_target_requests_total{method=\"other\",status_class=\"error\"} 0",
+    ] {
+        assert!(sample(line), "{line} in:\n{startup}");
+    }
     wait_for(
         Duration::from_secs(60),
         "/readyz 200 (partition assigned)",

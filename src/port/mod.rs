@@ -125,6 +125,23 @@ fn refresh_time(now: Instant, expires_in: Option<f64>) -> Instant {
     now.checked_add(lifetime).unwrap_or(now)
 }
 
+/// Every kind [`endpoint_kind`] can give (metrics start at 0 for each).
+pub const ENDPOINT_KINDS: [&str; 13] = [
+    "token",
+    "organization",
+    "kafka_credentials",
+    "claim_runs",
+    "claim_node_runs",
+    "ack_run",
+    "ack_node_run",
+    "run_log",
+    "run_response",
+    "run_patch",
+    "node_run_log",
+    "node_run_patch",
+    "other",
+];
+
 /// The endpoint kind of a Port API path (a metrics label: bounded, no ids).
 pub fn endpoint_kind(path: &str) -> &'static str {
     let path = path.split('?').next().unwrap_or(path);
@@ -569,6 +586,12 @@ mod tests {
         for (path, kind) in cases {
             assert_eq!(endpoint_kind(path), kind, "{path}");
         }
+        let listed: Vec<&str> = cases.iter().map(|(_, k)| *k).collect();
+        assert_eq!(
+            listed,
+            ENDPOINT_KINDS.to_vec(),
+            "ENDPOINT_KINDS lists every kind, once"
+        );
     }
 
     #[test]

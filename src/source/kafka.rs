@@ -259,6 +259,7 @@ impl ConsumerContext for EngineContext {
                 }
             }
             self.status.assigned.store(0, Ordering::Relaxed);
+            metrics::partitions_assigned(0);
         }
     }
 
@@ -283,6 +284,7 @@ impl ConsumerContext for EngineContext {
                 let n = marks.assigned().len() as u64;
                 drop(marks);
                 self.status.assigned.store(n, Ordering::Relaxed);
+                metrics::partitions_assigned(n as usize);
                 self.status.joined.store(true, Ordering::Relaxed);
                 self.status.standby.store(n == 0, Ordering::Relaxed);
                 // Assigned, or a declared warm standby: either way ready.
@@ -411,6 +413,7 @@ impl KafkaSource {
             paused: paused.clone(),
         };
         let consumer: Arc<Consumer_> = Arc::new(opts.consumer_config().create_with_context(context)?);
+        metrics::partitions_assigned(0);
         let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         info!(topics = %opts.topics.join(","), group = %opts.group_id, "subscribed");

@@ -42,6 +42,8 @@ pub const REPORTS_REJECTED: &str = "port_agent_reports_rejected_total";
 /// Messages started and not yet confirmed committed (what a crash now would
 /// re-run; at most `AGENT_MAX_IN_FLIGHT`).
 pub const UNCOMMITTED: &str = "port_agent_uncommitted_messages";
+/// Partitions this replica holds (Kafka only; 0 for a warm standby).
+pub const PARTITIONS_ASSIGNED: &str = "port_agent_partitions_assigned";
 /// Panics caught while processing a message (the message was failed).
 pub const PANICS: &str = "port_agent_panics_total";
 /// Always 1; labels carry the version.
@@ -60,10 +62,49 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         .install_recorder()?;
     describe();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    zero();
+    Ok(handle)
+}
+
+/// Every series whose labels have a known, small set of values starts at 0,
+/// so that `rate()`, `increase()` and `absent()` work from the first scrape
+/// (series labelled by topic, partition, mapping or field appear with their
+/// first sample).
+fn zero() {
     gauge!(IN_FLIGHT).set(0.0);
     gauge!(REPORTS_PENDING).set(0.0);
+    gauge!(UNCOMMITTED).set(0.0);
     counter!(PANICS).absolute(0);
-    Ok(handle)
+    counter!(DEAD_LETTERED).absolute(0);
+    for outcome in crate::pipeline::Outcome::NAMES {
+        counter!(DONE, "outcome" => outcome).absolute(0);
+    }
+    for method in KNOWN_METHODS.iter().copied().chain(["other"]) {
+        for class in ["1xx", "2xx", "3xx", "4xx", "5xx", "error"] {
+            counter!(TARGET_REQUESTS, "method" => method, "status_class" => class).absolute(0);
+        }
+    }
+    for to in ["target", "port"] {
+        counter!(RETRIES, "to" => to).absolute(0);
+    }
+    for kind in crate::port::ENDPOINT_KINDS {
+        for outcome in ["ok", "error"] {
+            counter!(PORT_CALLS, "kind" => kind, "outcome" => outcome).absolute(0);
+        }
+    }
+    for kind in [
+        "run_log",
+        "node_run_log",
+        "run_response",
+        "run_patch",
+        "node_run_patch",
+    ] {
+        counter!(REPORTS_REJECTED, "kind" => kind).absolute(0);
+    }
+    for result in ["ok", "error"] {
+        counter!(COMMITS, "result" => result).absolute(0);
+        counter!(CLAIMS, "result" => result).absolute(0);
+    }
 }
 
 fn describe() {
@@ -104,6 +145,10 @@ fn describe() {
     );
     describe_counter!(PANICS, "Panics caught while processing a message.");
     describe_gauge!(
+        PARTITIONS_ASSIGNED,
+        "Partitions this replica holds (Kafka; 0 for a warm standby)."
+    );
+    describe_gauge!(
         UNCOMMITTED,
         "Messages started and not yet confirmed committed: what a crash now would re-run."
     );
@@ -130,6 +175,11 @@ pub fn reports_pending(delta: f64) {
 /// Port refused a call for good.
 pub fn report_rejected(kind: &'static str) {
     counter!(REPORTS_REJECTED, "kind" => kind).increment(1);
+}
+
+/// The replica now holds `n` partitions.
+pub fn partitions_assigned(n: usize) {
+    gauge!(PARTITIONS_ASSIGNED).set(n as f64);
 }
 
 /// The uncommitted window now holds `n` messages.
@@ -167,14 +217,16 @@ pub fn target_request(method: &str, status: Option<u16>, elapsed: Duration) {
     histogram!(TARGET_DURATION).record(elapsed.as_secs_f64());
 }
 
+/// The standard methods, each its own `method` label.
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
+
 /// The `method` label: one of the standard methods, else `other` (a
 /// mapping computes the method, and a label per made-up method would let
 /// messages grow the metrics without bound).
 pub fn method_label(method: &str) -> &'static str {
-    const KNOWN: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
-    ];
-    KNOWN
+    KNOWN_METHODS
         .iter()
         .find(|k| k.eq_ignore_ascii_case(method))
         .copied()
