@@ -101,6 +101,7 @@ async fn scrape_of_the_binary_with_every_kafka_metric() {
         "port_agent_uncommitted_messages 0",
         "port_agent_panics_total 0",
         "port_agent_dlq_messages_total 0",
+        "port_agent_port_rate_limited_total 0",
         "port_agent_retries_total{to=\"target\"} 0",
         "port_agent_retries_total{to=\"port\"} 0",
         "port_agent_commits_total{result=\"error\"} 0",

@@ -120,6 +120,7 @@ async fn retry_after_is_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_429_is_retried() {
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let http_port = support::broker::free_port().to_string();
     let agent = start_polling(
         &port,
         "port-429",
@@ -127,6 +128,7 @@ async fn port_429_is_retried() {
         &[
             ("AGENT_PORT_RETRY_MAX_ATTEMPTS", "3"),
             ("POLLING_INITIAL_BACKOFF_SECONDS", "600"),
+            ("AGENT_HTTP_PORT", &http_port),
         ],
     );
     wait_until(Duration::from_secs(30), "the first claim", &agent, || {
@@ -140,7 +142,16 @@ async fn port_429_is_retried() {
         !patches_of(&port, "r_p429").is_empty()
     });
     let log = agent.log_text();
+    let metrics = support::http_get(&format!("127.0.0.1:{http_port}"), "/metrics")
+        .map(|(_, text)| text)
+        .unwrap_or_default();
     stop(agent);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "port_agent_port_rate_limited_total 2"),
+        "both 429s counted: {metrics}"
+    );
     // Calls are sequential here: the refused call, its two retries.
     let later: Vec<_> = port.all_calls()[n..]
         .iter()

@@ -449,6 +449,9 @@ impl PortClient {
                 return Ok(Exchange::Unauthorized);
             }
             let snippet: String = text.chars().take(300).collect();
+            if status.as_u16() == 429 {
+                metrics::port_rate_limited();
+            }
             let retryable = matches!(status.as_u16(), 408 | 429) || status.is_server_error();
             let error = PortError {
                 call: call.clone(),

@@ -42,6 +42,8 @@ pub const REPORTS_REJECTED: &str = "port_agent_reports_rejected_total";
 /// Messages started and not yet confirmed committed (what a crash now would
 /// re-run; at most `AGENT_MAX_IN_FLIGHT`).
 pub const UNCOMMITTED: &str = "port_agent_uncommitted_messages";
+/// Answers 429 from Port's API (its rate limiter), each attempt.
+pub const PORT_RATE_LIMITED: &str = "port_agent_port_rate_limited_total";
 /// Partitions this replica holds (Kafka only; 0 for a warm standby).
 pub const PARTITIONS_ASSIGNED: &str = "port_agent_partitions_assigned";
 /// Panics caught while processing a message (the message was failed).
@@ -76,6 +78,7 @@ fn zero() {
     gauge!(UNCOMMITTED).set(0.0);
     counter!(PANICS).absolute(0);
     counter!(DEAD_LETTERED).absolute(0);
+    counter!(PORT_RATE_LIMITED).absolute(0);
     for outcome in crate::pipeline::Outcome::NAMES {
         counter!(DONE, "outcome" => outcome).absolute(0);
     }
@@ -144,6 +147,10 @@ fn describe() {
         "Port calls refused for good by Port (4xx other than 401/408/429), by kind."
     );
     describe_counter!(PANICS, "Panics caught while processing a message.");
+    describe_counter!(
+        PORT_RATE_LIMITED,
+        "Answers 429 from Port's API (its rate limiter), each attempt."
+    );
     describe_gauge!(
         PARTITIONS_ASSIGNED,
         "Partitions this replica holds (Kafka; 0 for a warm standby)."
@@ -175,6 +182,11 @@ pub fn reports_pending(delta: f64) {
 /// Port refused a call for good.
 pub fn report_rejected(kind: &'static str) {
     counter!(REPORTS_REJECTED, "kind" => kind).increment(1);
+}
+
+/// Port's rate limiter answered 429.
+pub fn port_rate_limited() {
+    counter!(PORT_RATE_LIMITED).increment(1);
 }
 
 /// The replica now holds `n` partitions.
