@@ -234,10 +234,7 @@ fn load_mappings(path: &Path) -> Result<MappingSet> {
 }
 
 fn describe_mapping_error(path: &Path, e: &MappingError) -> String {
-    match e {
-        MappingError::Field { .. } => format!("{}: {e}", path.display()),
-        _ => e.to_string(),
-    }
+    port_agent::mapping::reload::describe_error(path, e)
 }
 
 /// The Port API client the settings describe.
@@ -287,6 +284,10 @@ async fn run() -> Result<ExitCode> {
     };
     let port = port_client(&settings, settings.max_in_flight)?;
     let invoker = HttpInvoker::new(&target_http, settings.retry.clone())?.with_limits(
+    // The version in force (the reloader compares new files with it).
+    let mapping_sha = std::fs::read(&settings.mapping_path)
+        .map(|b| port_agent::mapping::reload::sha256_hex(&b))
+        .unwrap_or_default();
         settings.target_redirects,
         settings.max_response_bytes,
         settings.allowed_targets.clone(),
@@ -343,6 +344,14 @@ async fn run() -> Result<ExitCode> {
 
 fn check(mapping: Option<PathBuf>) -> Result<ExitCode> {
     let settings = offline_settings()?;
+    if settings.mapping_reload {
+        let reloader = port_agent::mapping::reload::Reloader::new(
+            PathBuf::from(&settings.mapping_path),
+            pipeline.mapping_slot(),
+            mapping_sha,
+        );
+        tokio::spawn(port_agent::mapping::reload::watch(reloader, shutdown.clone()));
+    }
     let path = mapping_path(mapping, &settings);
     let mut notes = Vec::new();
     if settings.client_id.is_empty() || settings.client_secret.is_empty() {

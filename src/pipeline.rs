@@ -17,6 +17,7 @@ use tracing::{error, info, warn, Instrument};
 use crate::decrypt::decrypt_fields;
 use crate::guard::AllowList;
 use crate::invoke::{Invoker, OutgoingRequest};
+use crate::mapping::reload::MappingSlot;
 use crate::mapping::{
     apply_report_mapping, build_request_from, default_report, jq, Budget, Defaults, EvalCtx, JqEnv,
     MappingSet, ResponseContext, Warning,
@@ -272,7 +273,7 @@ impl Guard {
 /// The pipeline: shared, immutable state plus the two edges.
 pub struct Pipeline<I, R> {
     config: Config,
-    mappings: Arc<MappingSet>,
+    mappings: Arc<MappingSlot>,
     env: JqEnv,
     invoker: I,
     reporter: R,
@@ -391,7 +392,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         redactor.extend(config.secret.as_ref().map(Secret::expose));
         Pipeline {
             config,
-            mappings,
+            mappings: MappingSlot::new(mappings),
             env,
             invoker,
             reporter,
@@ -418,6 +419,11 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     /// Runs whose Port calls wait for Port (for `/readyz`).
     pub fn report_backlog(&self) -> Arc<ReportBacklog> {
         self.backlog.clone()
+    }
+
+    /// Where the mappings in force live (the reloader swaps them).
+    pub fn mapping_slot(&self) -> Arc<MappingSlot> {
+        self.mappings.clone()
     }
 
     /// The invoker (dry-run reads its recordings).
@@ -580,8 +586,11 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         let mut run = self.run_reporter(kind);
 
         let input = jq::to_val(&inv.message);
-        let selection = self.mappings.select(&input, &ctx, &mut warnings);
-        let Some(mapping) = selection.index.and_then(|i| self.mappings.get(i)) else {
+        // The set in force now; a reload during this message does not
+        // change it.
+        let mappings = self.mappings.current();
+        let selection = mappings.select(&input, &ctx, &mut warnings);
+        let Some(mapping) = selection.index.and_then(|i| mappings.get(i)) else {
             info!("no suitable mapping for the message");
             if let Kind::NodeRun(id) = kind {
                 if self.config.wf_unmatched_fail {

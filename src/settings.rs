@@ -173,6 +173,9 @@ pub struct Settings {
     pub port_max_attempts: u32,
     /// `AGENT_RUN_LOGS`: post run logs to Port.
     pub run_logs: bool,
+    /// `AGENT_MAPPING_RELOAD`: reload the mapping file when it changes and on
+    /// SIGHUP.
+    pub mapping_reload: bool,
     /// `AGENT_IDEMPOTENCY_HEADERS`: add `X-Port-Run-Id` and `Idempotency-Key`
     /// to every target request.
     pub idempotency_headers: bool,
@@ -251,6 +254,7 @@ struct Raw {
     agent_port_retry_max_attempts: Option<String>,
     agent_run_logs: Option<String>,
     agent_idempotency_headers: Option<String>,
+    agent_mapping_reload: Option<String>,
     agent_wf_unmatched_fail: Option<String>,
     agent_dlq_topic: Option<String>,
     agent_drain_timeout_seconds: Option<String>,
@@ -614,6 +618,7 @@ impl Settings {
             .max(1),
             run_logs: boolean("AGENT_RUN_LOGS", r.agent_run_logs, true)?,
             idempotency_headers: boolean("AGENT_IDEMPOTENCY_HEADERS", r.agent_idempotency_headers, true)?,
+            mapping_reload: boolean("AGENT_MAPPING_RELOAD", r.agent_mapping_reload, true)?,
             wf_unmatched_fail: boolean("AGENT_WF_UNMATCHED_FAIL", r.agent_wf_unmatched_fail, true)?,
             dlq_topic: present(r.agent_dlq_topic),
             drain_timeout: seconds("AGENT_DRAIN_TIMEOUT_SECONDS", r.agent_drain_timeout_seconds, 20.0)?,

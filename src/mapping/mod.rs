@@ -6,6 +6,7 @@
 //! warnings met on the way ([`Warning`]), which the caller logs and counts.
 
 pub mod jq;
+pub mod reload;
 
 use std::fmt;
 use std::path::Path;

@@ -44,6 +44,10 @@ pub const REPORTS_REJECTED: &str = "port_agent_reports_rejected_total";
 pub const UNCOMMITTED: &str = "port_agent_uncommitted_messages";
 /// Answers 429 from Port's API (its rate limiter), each attempt.
 pub const PORT_RATE_LIMITED: &str = "port_agent_port_rate_limited_total";
+/// Mapping reloads, by result (`ok`, `error`).
+pub const MAPPING_RELOADS: &str = "port_agent_mapping_reloads_total";
+/// 1 for the mapping file version in force (label `sha256`), 0 for earlier ones.
+pub const MAPPING_INFO: &str = "port_agent_mapping_info";
 /// Partitions this replica holds (Kafka only; 0 for a warm standby).
 pub const PARTITIONS_ASSIGNED: &str = "port_agent_partitions_assigned";
 /// Panics caught while processing a message (the message was failed).
@@ -105,6 +109,7 @@ fn zero() {
         counter!(REPORTS_REJECTED, "kind" => kind).absolute(0);
     }
     for result in ["ok", "error"] {
+        counter!(MAPPING_RELOADS, "result" => result).absolute(0);
         counter!(COMMITS, "result" => result).absolute(0);
         counter!(CLAIMS, "result" => result).absolute(0);
     }
@@ -147,6 +152,11 @@ fn describe() {
         "Port calls refused for good by Port (4xx other than 401/408/429), by kind."
     );
     describe_counter!(PANICS, "Panics caught while processing a message.");
+    describe_counter!(MAPPING_RELOADS, "Mapping file reloads, by result.");
+    describe_gauge!(
+        MAPPING_INFO,
+        "1 for the mapping file version in force (sha256 label), 0 for earlier ones."
+    );
     describe_counter!(
         PORT_RATE_LIMITED,
         "Answers 429 from Port's API (its rate limiter), each attempt."
@@ -182,6 +192,19 @@ pub fn reports_pending(delta: f64) {
 /// Port refused a call for good.
 pub fn report_rejected(kind: &'static str) {
     counter!(REPORTS_REJECTED, "kind" => kind).increment(1);
+}
+
+/// A mapping reload ended (`ok`: the new version is in force).
+pub fn mapping_reload(ok: bool) {
+    counter!(MAPPING_RELOADS, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// The mapping file version `sha256` is in force (`previous` no longer).
+pub fn mapping_info(sha256: &str, previous: Option<&str>) {
+    if let Some(previous) = previous {
+        gauge!(MAPPING_INFO, "sha256" => previous.to_string()).set(0.0);
+    }
+    gauge!(MAPPING_INFO, "sha256" => sha256.to_string()).set(1.0);
 }
 
 /// Port's rate limiter answered 429.

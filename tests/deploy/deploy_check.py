@@ -363,7 +363,29 @@ def check_rendering(case: str, outdir: str) -> list[str]:
     mounts = {m["mountPath"]: m for m in mount_list}
     volumes = {v["name"]: v for v in volume_list}
     mapping_text = merged.get("controlThePayloadConfig") or ""
-    if mapping_text:
+    normal = (merged.get("env") or {}).get("normal") or {}
+    reloads = bool(mapping_text) and merged.get("mappingReload", True) is not False \
+        and "CONTROL_THE_PAYLOAD_CONFIG_PATH" not in normal
+    expect_reload = "true" if merged.get("mappingReload", True) is not False else "false"
+    if "AGENT_MAPPING_RELOAD" not in normal:
+        ensure(env.get("AGENT_MAPPING_RELOAD", {}).get("value") == expect_reload,
+               f"AGENT_MAPPING_RELOAD is not {expect_reload!r} (mappingReload)")
+    if reloads:
+        # A directory mount (the kubelet swaps ..data on a change; a subPath
+        # mount never sees one) and the path inside it.
+        directory = os.path.dirname(absolute)
+        ensure(directory in mounts and "subPath" not in mounts[directory],
+               f"mappingReload: no directory mount at {directory} for {absolute}")
+        volume = volumes.get(mounts[directory]["name"], {})
+        ensure("configMap" in volume, f"the volume mounted at {directory} is not a ConfigMap")
+        cm = one(docs, "ConfigMap", volume["configMap"]["name"])
+        items = {i["path"]: i["key"] for i in volume["configMap"].get("items", [])}
+        key = items.get(os.path.basename(absolute))
+        ensure(key in cm.get("data", {}), f"{absolute} is not a key of ConfigMap {cm['metadata']['name']}")
+        ensure(json.loads(cm["data"][key]) == json.loads(mapping_text),
+               "the ConfigMap does not hold controlThePayloadConfig")
+        done.append(f"mapping ConfigMap mounted as a directory at {directory} (reloaded on change)")
+    elif mapping_text:
         ensure(absolute in mounts, f"nothing is mounted at {absolute} (CONTROL_THE_PAYLOAD_CONFIG_PATH={path})")
         mount = mounts[absolute]
         volume = volumes.get(mount["name"], {})
@@ -382,8 +404,10 @@ def check_rendering(case: str, outdir: str) -> list[str]:
 
     # Rolling on change.
     annotations = template["metadata"].get("annotations", {})
-    for key in ("checksum/mapping", "checksum/secret"):
+    for key in ("checksum/secret",) + (() if reloads else ("checksum/mapping",)):
         ensure(len(str(annotations.get(key, ""))) == 64, f"pod template lacks the {key} annotation")
+    if reloads:
+        ensure("checksum/mapping" not in annotations, "mappingReload: a mapping change would still roll the pods")
     for key, value in (merged.get("podAnnotations") or {}).items():
         ensure(annotations.get(key) == value, f"podAnnotations.{key} missing")
     for key, value in (merged.get("podLabels") or {}).items():
@@ -920,21 +944,28 @@ def cmd_rollout() -> None:
         dep = next(d for p, t in manifests.items() if p.endswith("deployment.yaml") for d in yaml.safe_load_all(t) if d)
         return dep["spec"]["template"]["metadata"]["annotations"]
 
-    base = annotations([])
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         fh.write('[{"enabled": true, "url": "\\"http://other.internal/\\""}]')
         other = fh.name
     try:
-        mapping = annotations(["--set-file", f"controlThePayloadConfig={other}"])
+        for reload in ("false", "true"):
+            flag = ["--set", f"mappingReload={reload}"]
+            base = annotations(flag)
+            mapping = annotations(flag + ["--set-file", f"controlThePayloadConfig={other}"])
+            secret = annotations(flag + ["--set", "env.secret.PORT_CLIENT_SECRET=rotated"])
+            again = annotations(flag)
+            ensure(base == again, "the checksums are not stable across identical renders")
+            ensure(mapping["checksum/secret"] == base["checksum/secret"], "a mapping change changes checksum/secret")
+            ensure(secret["checksum/secret"] != base["checksum/secret"], "a secret change does not change checksum/secret")
+            if reload == "false":
+                ensure(mapping["checksum/mapping"] != base["checksum/mapping"],
+                       "mappingReload=false: a mapping change does not change checksum/mapping")
+            else:
+                ensure(mapping == base, "mappingReload=true: a mapping change changes the pod template (rolls the pods)")
     finally:
         os.unlink(other)
-    secret = annotations(["--set", "env.secret.PORT_CLIENT_SECRET=rotated"])
-    again = annotations([])
-    ensure(base == again, "the checksums are not stable across identical renders")
-    ensure(mapping["checksum/mapping"] != base["checksum/mapping"], "a mapping change does not change checksum/mapping")
-    ensure(mapping["checksum/secret"] == base["checksum/secret"], "a mapping change changes checksum/secret")
-    ensure(secret["checksum/secret"] != base["checksum/secret"], "a secret change does not change checksum/secret")
-    print("  ok: mapping change -> new checksum/mapping; secret change -> new checksum/secret; stable otherwise")
+    print("  ok: mappingReload=false: mapping change -> new checksum/mapping; mappingReload=true: the pods do not roll;"
+          " secret change -> new checksum/secret; stable otherwise")
 
 
 def jq(expr: str, data: Any, env: dict[str, str] | None = None) -> Any:

@@ -259,6 +259,19 @@ that a mistake fails the install instead of the pods.
 Environment variables: env.secret (secretKeyRef), env.normal, then what the
 chart itself sets unless env.normal already does.
 */}}
+{{/*
+"true" when the agent reloads the mapping itself: mappingReload is on, the
+chart mounts a mapping, and CONTROL_THE_PAYLOAD_CONFIG_PATH is the chart's
+(a path of the user's is a subPath mount, which never sees updates).
+*/}}
+{{- define "port-agent.reloadsMapping" -}}
+{{- $normal := .Values.env.normal | default dict }}
+{{- if and .Values.mappingReload .Values.controlThePayloadConfig (not (hasKey $normal "CONTROL_THE_PAYLOAD_CONFIG_PATH")) }}true{{- end }}
+{{- end }}
+
+{{/* The directory the reloadable mapping is mounted at. */}}
+{{- define "port-agent.mappingReloadDir" -}}/app/mapping{{- end }}
+
 {{- define "port-agent.env" -}}
 {{- $normal := .Values.env.normal | default dict }}
 {{- if not .Values.secret.useExistingSecret }}
@@ -276,9 +289,16 @@ chart itself sets unless env.normal already does.
   value: {{ $val | toString | quote }}
 {{- end }}
 {{- end }}
-{{- if not (hasKey $normal "CONTROL_THE_PAYLOAD_CONFIG_PATH") }}
+{{- if include "port-agent.reloadsMapping" . }}
+- name: CONTROL_THE_PAYLOAD_CONFIG_PATH
+  value: {{ printf "%s/control_the_payload_config.json" (include "port-agent.mappingReloadDir" .) | quote }}
+{{- else if not (hasKey $normal "CONTROL_THE_PAYLOAD_CONFIG_PATH") }}
 - name: CONTROL_THE_PAYLOAD_CONFIG_PATH
   value: {{ include "port-agent.mappingPath" . | quote }}
+{{- end }}
+{{- if not (hasKey $normal "AGENT_MAPPING_RELOAD") }}
+- name: AGENT_MAPPING_RELOAD
+  value: {{ .Values.mappingReload | toString | quote }}
 {{- end }}
 {{- if not (hasKey $normal "AGENT_HTTP_PORT") }}
 - name: AGENT_HTTP_PORT
