@@ -66,6 +66,39 @@ impl OutgoingRequest {
     }
 }
 
+/// Check a request as the HTTP client would before sending it: the method
+/// is a valid token, the URL parses and is `http`/`https`, and every header
+/// name and value is valid HTTP. [`HttpInvoker`] and [`RecordingInvoker`]
+/// both call this, so dry-run reports exactly the failure `run` would. The
+/// error never contains a header value (it may be a secret).
+pub fn validate(request: &OutgoingRequest) -> Result<(reqwest::Method, url::Url), String> {
+    let method = reqwest::Method::from_bytes(request.method.as_bytes())
+        .map_err(|_| format!("invalid HTTP method '{}'", request.method))?;
+    let url = url::Url::parse(&request.url).map_err(|e| format!("invalid URL '{}': {e}", request.url))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "invalid URL '{}': the scheme must be http or https, not {}",
+            request.url,
+            url.scheme()
+        ));
+    }
+    for (name, value) in &request.headers {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!(
+                "invalid header name '{}': names are letters, digits and !#$%&'*+-.^_`|~ only",
+                name.escape_debug()
+            ));
+        }
+        if reqwest::header::HeaderValue::from_str(value).is_err() {
+            return Err(format!(
+                "invalid value for header '{name}': it contains a line break or another control character, \
+                 which HTTP does not allow (fix the mapping's headers)"
+            ));
+        }
+    }
+    Ok((method, url))
+}
+
 /// Header naming the run a target request is for.
 pub const RUN_ID_HEADER: &str = "X-Port-Run-Id";
 /// Header a target can de-duplicate on.
@@ -155,6 +188,12 @@ pub trait Invoker: Send + Sync {
         &self,
         request: &OutgoingRequest,
     ) -> impl Future<Output = Result<TargetResponse, InvokeError>> + Send;
+
+    /// True when requests are only recorded, never sent (dry-run, render):
+    /// the pipeline then does not log that the target answered.
+    fn records_only(&self) -> bool {
+        false
+    }
 }
 
 /// Default of `AGENT_MAX_RESPONSE_BYTES`.
@@ -242,10 +281,7 @@ impl HttpInvoker {
     }
 
     async fn attempt(&self, request: &OutgoingRequest) -> Result<Received, Attempt<Received, InvokeError>> {
-        let mut method = reqwest::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| final_error(format!("invalid HTTP method '{}'", request.method)))?;
-        let mut url = url::Url::parse(&request.url)
-            .map_err(|e| final_error(format!("invalid URL '{}': {e}", request.url)))?;
+        let (mut method, mut url) = validate(request).map_err(final_error)?;
         let mut headers = request.headers.clone();
         let mut body = Some(request.body.clone());
         let mut hops = 0;
@@ -480,7 +516,13 @@ impl RecordingInvoker {
 }
 
 impl Invoker for RecordingInvoker {
+    fn records_only(&self) -> bool {
+        true
+    }
+
     async fn send(&self, request: &OutgoingRequest) -> Result<TargetResponse, InvokeError> {
+        // What the HTTP invoker would refuse is refused here too, unrecorded.
+        validate(request).map_err(|message| InvokeError { message, attempts: 1 })?;
         if let Ok(mut r) = self.requests.lock() {
             r.push(request.clone());
         }
@@ -553,5 +595,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.url, "http://t.local/p?x=1&a=x+y&b=1&b=two&c=True&e=2.5");
+    }
+
+    #[test]
+    fn validation_names_the_problem_without_the_value() {
+        let mut r = OutgoingRequest::build(&spec(json!({"X-A": "ok"}), json!({})), "s", 1).unwrap();
+        assert!(validate(&r).is_ok());
+        r.headers.push(("X-Bad".into(), "tok\r\nInjected: yes".into()));
+        let e = validate(&r).unwrap_err();
+        assert_eq!(
+            e,
+            "invalid value for header 'X-Bad': it contains a line break or another control character, \
+             which HTTP does not allow (fix the mapping's headers)"
+        );
+        r.headers.pop();
+        r.headers.push(("Bad Name".into(), "v".into()));
+        assert!(validate(&r)
+            .unwrap_err()
+            .starts_with("invalid header name 'Bad Name'"));
+        r.headers.pop();
+        r.url = "ftp://h/x".into();
+        assert_eq!(
+            validate(&r).unwrap_err(),
+            "invalid URL 'ftp://h/x': the scheme must be http or https, not ftp"
+        );
+        r.url = "http://h/x".into();
+        r.method = "GE T".into();
+        assert_eq!(validate(&r).unwrap_err(), "invalid HTTP method 'GE T'");
     }
 }

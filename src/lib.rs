@@ -16,6 +16,7 @@
 // non-test code is allowed where it stands, with the reason it cannot fail.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod coverage;
 pub mod decrypt;
 pub mod dryrun;
 pub mod guard;

@@ -59,11 +59,22 @@ enum Command {
 PORT_ORG_ID=org_1 PORT_CLIENT_ID=… PORT_CLIENT_SECRET=… KAFKA_CONSUMER_GROUP_ID=org_1.agent port-agent run")]
     Run,
     /// Validate the settings that are present and compile every mapping.
-    #[command(after_help = "Example:\n  port-agent check --mapping ./invocations.json")]
+    #[command(
+        after_help = "With --messages, also evaluate every mapping over a recorded topic: per mapping, how many \
+messages select it; per field, how many evaluations failed and the first error; which messages no mapping \
+selects. Exit 1 when any field fails.\n\nExamples:\n  port-agent check --mapping ./invocations.json\n  \
+port-agent check --mapping examples/mapping.json --messages examples/recorded-topic.jsonl"
+    )]
     Check {
         /// Mapping file (default: CONTROL_THE_PAYLOAD_CONFIG_PATH).
         #[arg(long, value_name = "FILE")]
         mapping: Option<PathBuf>,
+        /// Recorded topic (JSON lines, as for dry-run) to evaluate the mappings over.
+        #[arg(long, value_name = "FILE")]
+        messages: Option<PathBuf>,
+        /// Topic for bare message lines in --messages (default: the runs topic).
+        #[arg(long, value_name = "TOPIC", requires = "messages")]
+        topic: Option<String>,
     },
     /// Show which mapping a message selects and the request and report it builds.
     #[command(
@@ -84,6 +95,9 @@ PORT_ORG_ID=org_1 PORT_CLIENT_ID=… PORT_CLIENT_SECRET=… KAFKA_CONSUMER_GROUP
         env: Vec<(String, String)>,
         #[command(flatten)]
         assume: Assume,
+        /// Do not verify the message's signature, even with PORT_CLIENT_SECRET set.
+        #[arg(long)]
+        no_verify: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -91,7 +105,7 @@ PORT_ORG_ID=org_1 PORT_CLIENT_ID=… PORT_CLIENT_SECRET=… KAFKA_CONSUMER_GROUP
     /// Run the full pipeline over a recorded topic with no network side effects.
     #[command(
         after_help = "Input lines: the agent's record format, `kcat -C -J` output, or bare message objects.\n\
-Signatures are verified when PORT_CLIENT_SECRET is set.\n\nExample:\n  \
+Signatures are verified when PORT_CLIENT_SECRET is set and --no-verify is not given.\n\nExample:\n  \
 PORT_CLIENT_SECRET=example-client-secret-0123456789abcdef port-agent dry-run --input examples/recorded-topic.jsonl --mapping examples/mapping.json"
     )]
     DryRun {
@@ -106,6 +120,9 @@ PORT_CLIENT_SECRET=example-client-secret-0123456789abcdef port-agent dry-run --i
         topic: Option<String>,
         #[command(flatten)]
         assume: Assume,
+        /// Do not verify signatures, even with PORT_CLIENT_SECRET set.
+        #[arg(long)]
+        no_verify: bool,
         /// Output format: text, or one JSON object per line.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -188,22 +205,28 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run().await,
-        Command::Check { mapping } => check(mapping),
+        Command::Check {
+            mapping,
+            messages,
+            topic,
+        } => check(mapping, messages, topic),
         Command::Render {
             mapping,
             message,
             topic,
             env,
             assume,
+            no_verify,
             format,
-        } => render(&mapping, &message, topic, env, assume, format).await,
+        } => render(&mapping, &message, topic, env, assume, no_verify, format).await,
         Command::DryRun {
             input,
             mapping,
             topic,
             assume,
+            no_verify,
             format,
-        } => dry_run(&input, mapping, topic, assume, format).await,
+        } => dry_run(&input, mapping, topic, assume, no_verify, format).await,
         Command::Record {
             out,
             max,
@@ -400,7 +423,11 @@ fn check(mapping: Option<PathBuf>) -> Result<ExitCode> {
                     }
                 }
             }
-            Ok(if not_allowed == 0 {
+            let mut failed = false;
+            if let Some(file) = &messages {
+                failed = check_messages(&set, file, topic.as_deref(), &settings)?;
+            }
+            Ok(if not_allowed == 0 && !failed {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_PROBLEMS)
@@ -411,6 +438,66 @@ fn check(mapping: Option<PathBuf>) -> Result<ExitCode> {
             Ok(ExitCode::from(EXIT_PROBLEMS))
         }
     }
+}
+
+/// `check --messages`: print the coverage of `file`; true when a field failed.
+fn check_messages(set: &MappingSet, file: &Path, topic: Option<&str>, settings: &Settings) -> Result<bool> {
+    let text = std::fs::read_to_string(file).with_context(|| {
+        format!(
+            "--messages: cannot read {}: give a recorded-topic file (JSON lines)",
+            file.display()
+        )
+    })?;
+    let (config, default_topic) = pipeline_config(settings, topic);
+    let env = JqEnv::from_process();
+    let ctx = port_agent::mapping::EvalCtx {
+        env: &env,
+        budget: config.budget,
+    };
+    let secret = config.secret.as_ref().map(|s| s.expose()).unwrap_or("");
+    let mut redactor = port_agent::redact::Redactor::new(env.sensitive_values());
+    redactor.extend([secret].into_iter().filter(|s| !s.is_empty()));
+    let topics = port_agent::coverage::Topics {
+        runs: &config.runs_topic,
+        change_log: &config.change_log_topic,
+    };
+    let cov = port_agent::coverage::coverage(set, &text, &topics, &default_topic, &ctx, secret, &redactor);
+    println!(
+        "{}: {} message(s), {} evaluated, {} malformed line(s)",
+        file.display(),
+        cov.messages,
+        cov.evaluated,
+        cov.bad_lines.len()
+    );
+    for (i, m) in cov.mappings.iter().enumerate() {
+        println!("  #{i}: selected by {} message(s)", m.selected);
+        for (field, f) in &m.failures {
+            println!(
+                "  #{i}: field '{field}': {} evaluation(s) failed; first (line {}): {}",
+                f.count, f.first_line, f.first_error
+            );
+        }
+    }
+    if cov.unmatched.is_empty() {
+        println!("  every evaluated message selects a mapping");
+    } else {
+        println!("  selected by no mapping: {} message(s)", cov.unmatched.len());
+        for u in &cov.unmatched {
+            println!(
+                "    line {}: run {} action {}",
+                u.line,
+                u.run_id.as_deref().unwrap_or("-"),
+                u.action.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    for (line, why) in &cov.not_evaluated {
+        println!("  line {line}: not evaluated: {why}");
+    }
+    for b in &cov.bad_lines {
+        println!("  line {}: malformed, skipped: {}", b.line, b.reason);
+    }
+    Ok(cov.has_failures())
 }
 
 fn pipeline_config(settings: &Settings, topic_default: Option<&str>) -> (Config, String) {
@@ -428,21 +515,39 @@ fn pipeline_config(settings: &Settings, topic_default: Option<&str>) -> (Config,
     (config, default_topic)
 }
 
+/// Settings for `render` and `dry-run`: logs go to stderr at `warn` unless
+/// `LOG_LEVEL` (or `RUST_LOG`) says otherwise, so the output is the report.
+fn quiet_offline_settings() -> Result<Settings> {
+    let settings = Settings::from_env(Requirement::Offline).map_err(|e| anyhow!("{e}"))?;
+    let chosen = ["LOG_LEVEL", "RUST_LOG"]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()));
+    let filter = if chosen {
+        settings.log_filter.as_str()
+    } else {
+        "warn"
+    };
+    init_logging(filter, settings.log_format, LogTarget::Stderr);
+    Ok(settings)
+}
+
 async fn render(
     mapping: &Path,
     message: &Path,
     topic: Option<String>,
     env: Vec<(String, String)>,
     assume: Assume,
+    no_verify: bool,
     format: Format,
 ) -> Result<ExitCode> {
-    let settings = offline_settings()?;
+    let settings = quiet_offline_settings()?;
     let set = load_mappings(mapping)?;
     let text =
         std::fs::read_to_string(message).with_context(|| format!("cannot read {}", message.display()))?;
     let (mut config, topic) = pipeline_config(&settings, topic.as_deref());
     config.fixed_timestamp = assume.timestamp;
-    let verified = config.secret.is_some();
+    config.skip_signature_check = no_verify;
+    let verified = config.secret.is_some() && !no_verify;
     let jq_env = JqEnv::new(std::env::vars().chain(env));
     let selection = {
         let value: Value =
@@ -490,7 +595,9 @@ async fn render(
         });
         println!("{out}");
     } else {
-        if !verified {
+        if no_verify {
+            println!("note: --no-verify: the signature was not verified");
+        } else if !verified {
             println!("note: PORT_CLIENT_SECRET is not set: the signature was not verified");
         }
         for p in &selection.passed_over {
@@ -506,15 +613,17 @@ async fn dry_run(
     mapping: Option<PathBuf>,
     topic: Option<String>,
     assume: Assume,
+    no_verify: bool,
     format: Format,
 ) -> Result<ExitCode> {
-    let settings = offline_settings()?;
+    let settings = quiet_offline_settings()?;
     let path = mapping_path(mapping, &settings);
     let set = load_mappings(&path)?;
     let text = std::fs::read_to_string(input).with_context(|| format!("cannot read {}", input.display()))?;
     let (mut config, default_topic) = pipeline_config(&settings, topic.as_deref());
     config.fixed_timestamp = assume.timestamp;
-    let verified = config.secret.is_some();
+    config.skip_signature_check = no_verify;
+    let verified = config.secret.is_some() && !no_verify;
     let p = dryrun::pipeline(
         config,
         set,
@@ -537,7 +646,9 @@ async fn dry_run(
         }
         println!("{}", json!({"summary": summary, "signatures_verified": verified}));
     } else {
-        if !verified {
+        if no_verify {
+            println!("note: --no-verify: signatures were not verified\n");
+        } else if !verified {
             println!("note: PORT_CLIENT_SECRET is not set: signatures were not verified\n");
         }
         for e in &report.entries {

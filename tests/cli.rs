@@ -402,3 +402,204 @@ fn dry_run_makes_no_network_call() {
         other => panic!("dry-run connected to the network: {other:?}"),
     }
 }
+
+/// The message of `support::action_run` without signature headers, as a
+/// newcomer writes it by hand.
+fn unsigned_message(url: &str) -> PathBuf {
+    let mut m = action_run("r_hand1", url, "POST", false);
+    m.as_object_mut().expect("object").remove("headers");
+    temp_file(&format!("unsigned-{}.json", url.len()), &m.to_string())
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn render_of_an_unsigned_message_without_a_secret_renders_and_says_so() {
+    let msg = unsigned_message("http://t.local/hook");
+    let o = agent(
+        &[
+            "render",
+            "--mapping",
+            "mappings/generic-webhook.json",
+            "--message",
+            arg(&msg),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("note: PORT_CLIENT_SECRET is not set: the signature was not verified\n"),
+        "{out}"
+    );
+    assert!(out.contains("  decision: mapping #0\n"), "{out}");
+    assert!(out.contains("  request:  POST http://t.local/hook\n"), "{out}");
+    // Logs at warn by default: a clean render logs nothing.
+    assert_eq!(stderr(&o), "");
+}
+
+#[test]
+fn no_verify_skips_verification_even_with_the_secret_set() {
+    let msg = unsigned_message("http://t.local/hook");
+    let args = [
+        "render",
+        "--mapping",
+        "mappings/generic-webhook.json",
+        "--message",
+        arg(&msg),
+    ];
+    let env = [("PORT_CLIENT_SECRET", EXAMPLE_SECRET)];
+    let verified = agent(&args, &env);
+    assert!(
+        stdout(&verified).contains("  decision: skipped (missing signature headers)\n"),
+        "{}",
+        stdout(&verified)
+    );
+    let o = agent(&[&args[..], &["--no-verify", "--format", "json"]].concat(), &env);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    assert_eq!(j["mapping_index"], 0);
+    assert_eq!(j["signatures_verified"], false);
+    assert_eq!(j["request"]["url"], "http://t.local/hook");
+    let text = agent(&[&args[..], &["--no-verify"]].concat(), &env);
+    assert!(stdout(&text).starts_with("note: --no-verify: the signature was not verified\n"));
+}
+
+#[test]
+fn an_injected_header_fails_in_render_as_it_fails_in_run() {
+    let mapping = temp_file(
+        "inject.json",
+        r#"[{"enabled": true, "headers": {"X-A": "\"a\r\nInjected: yes\""}}]"#,
+    );
+    let msg = unsigned_message("http://t.local/inject");
+    let o = agent(
+        &[
+            "render",
+            "--mapping",
+            arg(&mapping),
+            "--message",
+            arg(&msg),
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    // The same text HttpInvoker gives (both call invoke::validate).
+    let why = "invalid value for header 'X-A': it contains a line break or another control character, \
+               which HTTP does not allow (fix the mapping's headers)";
+    assert_eq!(j["request"], Value::Null, "nothing was sent");
+    assert_eq!(
+        j["report"],
+        json!({"status": "FAILURE", "summary": format!("Failed to invoke the webhook: {why}")})
+    );
+    let err = stderr(&o);
+    assert!(!err.contains("target answered"), "{err}");
+}
+
+#[test]
+fn logs_say_recorded_not_answered_and_follow_log_level() {
+    let msg = unsigned_message("http://t.local/hook");
+    let args = [
+        "render",
+        "--mapping",
+        "mappings/generic-webhook.json",
+        "--message",
+        arg(&msg),
+    ];
+    let o = agent(&args, &[("LOG_LEVEL", "DEBUG")]);
+    assert_eq!(o.status.code(), Some(0));
+    let err = stderr(&o);
+    assert!(
+        err.contains("request recorded, not sent; the assumed answer is used"),
+        "{err}"
+    );
+    assert!(!err.contains("target answered"), "{err}");
+    assert!(!stdout(&o).contains("\"level\""), "logs stay off stdout");
+}
+
+#[test]
+fn a_numeric_url_is_named_as_a_number() {
+    let mapping = temp_file("url12.json", r#"[{"enabled": true, "url": 12}]"#);
+    let msg = unsigned_message("http://t.local/x");
+    let o = agent(
+        &[
+            "render",
+            "--mapping",
+            arg(&mapping),
+            "--message",
+            arg(&msg),
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    let j: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    assert_eq!(
+        j["report"]["summary"],
+        "Failed to build the request: the URL is a number (12), not a string: write it as a jq string \
+         such as \"\\\"https://ci.example.com/hook\\\"\" or an expression that yields one"
+    );
+}
+
+/// Counts over examples/recorded-topic.jsonl with examples/mapping.json,
+/// worked out from the file (line: action, agent?):
+/// - not evaluated: 11 (change log, agent false), 12 (deploy_service,
+///   agent missing), 17 (value is not JSON): 20 - 3 = 17 evaluated;
+/// - #0 GITLAB: lines 3, 4 → 2;
+/// - #1 deploy_service: 1, 2, 13, 14, 20 → 5; `.payload.properties.replicas
+///   | tonumber` fails on 13 (null), 14 (null), 20 ("many") → 3, first 13;
+/// - #2 wfnr_ and not unowned: 8, 9 → 2; #3 change log: 10 → 1;
+/// - #4 everything else but unowned_action: 5, 6, 7, 18, 19 → 5;
+/// - no mapping: 15 (r_ex15), 16 (wfnr_ex16), both unowned_action.
+#[test]
+fn check_messages_reports_coverage_of_the_example_topic() {
+    let o = agent(
+        &[
+            "check",
+            "--mapping",
+            "examples/mapping.json",
+            "--messages",
+            "examples/recorded-topic.jsonl",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "a field fails: exit 1");
+    let out = stdout(&o);
+    let report = out
+        .split_once("examples/recorded-topic.jsonl:")
+        .map(|(_, r)| r)
+        .expect("the coverage report");
+    assert_eq!(
+        report,
+        " 20 message(s), 17 evaluated, 0 malformed line(s)
+  #0: selected by 2 message(s)
+  #1: selected by 5 message(s)
+  #1: field 'body.replicas': 3 evaluation(s) failed; first (line 13): cannot parse as number
+  #2: selected by 2 message(s)
+  #3: selected by 1 message(s)
+  #4: selected by 5 message(s)
+  selected by no mapping: 2 message(s)
+    line 15: run r_ex15 action unowned_action
+    line 16: run wfnr_ex16 action unowned_action
+  line 11: not evaluated: not for the agent
+  line 12: not evaluated: not for the agent
+  line 17: not evaluated: unparsable: message is not valid JSON: expected ident at line 1 column 2
+"
+    );
+    // Without failing fields: exit 0.
+    let ok = agent(
+        &[
+            "check",
+            "--mapping",
+            "mappings/generic-webhook.json",
+            "--messages",
+            "examples/recorded-topic.jsonl",
+        ],
+        &[],
+    );
+    assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
+}

@@ -38,6 +38,7 @@ fn cases(default: u32) -> u32 {
 fn config() -> Config {
     Config {
         secret: Some(Secret::new(SECRET)),
+        skip_signature_check: false,
         runs_topic: RUNS.into(),
         change_log_topic: "org_1.change.log".into(),
         detailed_logging: true,

@@ -47,10 +47,28 @@ async fn render_at(
     status: u16,
     answer: Value,
 ) -> Result<Rendered, Result_> {
+    let body = if answer.is_null() {
+        String::new()
+    } else {
+        answer.to_string()
+    };
+    render_on(path, "org_1.runs", message, env, status, &body).await
+}
+
+/// Render `message` from `topic`; the target answers `status` with the text `body`.
+async fn render_on(
+    path: &Path,
+    topic: &str,
+    message: Value,
+    env: &[(&str, &str)],
+    status: u16,
+    body: &str,
+) -> Result<Rendered, Result_> {
     let file = path.display();
     let set = MappingSet::load(path).unwrap_or_else(|e| panic!("{file}: {e}"));
     let config = Config {
         secret: Some(Secret::new(SECRET)),
+        skip_signature_check: false,
         runs_topic: "org_1.runs".into(),
         change_log_topic: "org_1.change.log".into(),
         detailed_logging: true,
@@ -63,14 +81,9 @@ async fn render_at(
         polled: false,
     };
     let env = JqEnv::new(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let body = if answer.is_null() {
-        String::new()
-    } else {
-        answer.to_string()
-    };
-    let p = dryrun::pipeline(config, set, env, status, &body);
+    let p = dryrun::pipeline(config, set, env, status, body);
     let delivery = Delivery {
-        topic: "org_1.runs".into(),
+        topic: topic.into(),
         partition: 0,
         offset: 0,
         key: None,
@@ -494,7 +507,7 @@ fn check_accepts_every_ready_mapping() {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 8, "one test above per file");
+    assert_eq!(files.len(), 13, "one test above per file");
     for f in files {
         let out = Command::new(env!("CARGO_BIN_EXE_port-agent"))
             .args(["check", "--mapping"])
@@ -666,4 +679,238 @@ async fn from_entries_accepts_k_and_v() {
     let msg = signed(action_run("r_fe", "http://t.local/x", "POST", false), SECRET, 1);
     let r = render_at(&path, msg, &[], 200, Value::Null).await.unwrap();
     assert_eq!(r.body, json!({"a": 1, "b": 2, "c": 3, "d": 4, "e": null}));
+}
+
+#[tokio::test]
+async fn opsgenie_alert() {
+    let msg = action_run("r_og1", "https://api.opsgenie.com/v2/alerts", "POST", false);
+    let msg = with(
+        msg,
+        "/payload/properties",
+        json!({"message": "DB down", "priority": "P1"}),
+    );
+    let r = render(
+        "opsgenie-alert.json",
+        signed(msg, SECRET, 1),
+        &[("OPSGENIE_API_KEY", "og-key")],
+        202,
+        json!({"result": "Request will be processed", "requestId": "req-1"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.url.as_str()),
+        ("POST", "https://api.opsgenie.com/v2/alerts")
+    );
+    assert_eq!(
+        r.headers,
+        headers(&[
+            ("Authorization", "GenieKey og-key"),
+            ("Content-Type", "application/json")
+        ])
+    );
+    // No description: ""; no user e-mail: the user id.
+    assert_eq!(
+        r.body,
+        json!({"message": "DB down", "description": "", "alias": "port-r_og1", "priority": "P1",
+               "tags": ["port", "microservice"], "entity": "svc-a", "source": "Port",
+               "details": {"port_run_id": "r_og1", "triggered_by": "u_1"}})
+    );
+    assert_eq!(
+        r.port_calls,
+        patched(
+            "r_og1",
+            json!({"status": "SUCCESS", "statusLabel": "Alert requested", "externalRunId": "req-1"})
+        )
+    );
+}
+
+#[tokio::test]
+async fn windmill_job() {
+    let msg = action_run(
+        "r_wm1",
+        "https://windmill.example.com/api/w/ops/jobs/run/p/f/ops/deploy",
+        "POST",
+        false,
+    );
+    let msg = with(
+        msg,
+        "/payload/properties",
+        json!({"workspace": "ops", "file_path": "f/ops/deploy", "job_data": {"service": "svc-a"}}),
+    );
+    // Windmill answers the queued job's id as plain text.
+    let r = render_on(
+        &mappings_dir().join("windmill-job.json"),
+        "org_1.runs",
+        signed(msg, SECRET, 1),
+        &[
+            ("WINDMILL_URL", "https://windmill.example.com"),
+            ("WINDMILL_TOKEN", "wm-tok"),
+        ],
+        201,
+        "0192-uuid",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.url.as_str()),
+        (
+            "POST",
+            "https://windmill.example.com/api/w/ops/jobs/run/p/f/ops/deploy"
+        )
+    );
+    assert_eq!(
+        r.headers,
+        headers(&[
+            ("Authorization", "Bearer wm-tok"),
+            ("Content-Type", "application/json")
+        ])
+    );
+    assert_eq!(r.body, json!({"service": "svc-a", "port_run_id": "r_wm1"}));
+    assert_eq!(
+        r.port_calls,
+        patched(
+            "r_wm1",
+            json!({"link": "https://windmill.example.com/run/0192-uuid?workspace=ops",
+                   "externalRunId": "0192-uuid", "statusLabel": "Job queued"})
+        )
+    );
+}
+
+#[tokio::test]
+async fn azure_devops_pipeline_run() {
+    let msg = action_run(
+        "r_az1",
+        "https://dev.azure.com/acme/web/_apis/pipelines/7/runs",
+        "POST",
+        false,
+    );
+    let msg = with(
+        msg,
+        "/payload/entity/properties",
+        json!({"organization": "acme corp", "project": "web", "pipeline_id": 7}),
+    );
+    let msg = with(
+        msg,
+        "/payload/properties",
+        json!({"branch": "release", "env": "prod"}),
+    );
+    let answer = json!({"id": 42, "state": "inProgress",
+                        "_links": {"web": {"href": "https://dev.azure.com/acme/web/_build/results?buildId=42"}}});
+    let r = render(
+        "azure-devops-pipeline.json",
+        signed(msg, SECRET, 1),
+        &[("AZURE_DEVOPS_PAT", "pat-123")],
+        200,
+        answer,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.url.as_str()),
+        (
+            "POST",
+            "https://dev.azure.com/acme%20corp/web/_apis/pipelines/7/runs?api-version=7.1"
+        )
+    );
+    // base64(":pat-123"), checked with `jq -n '":pat-123" | @base64'`.
+    assert_eq!(
+        r.headers,
+        headers(&[
+            ("Authorization", "Basic OnBhdC0xMjM="),
+            ("Content-Type", "application/json")
+        ])
+    );
+    assert_eq!(
+        r.body,
+        json!({"resources": {"repositories": {"self": {"refName": "refs/heads/release"}}},
+               "templateParameters": {"env": "prod", "port_run_id": "r_az1"}})
+    );
+    assert_eq!(
+        r.port_calls,
+        patched(
+            "r_az1",
+            json!({"link": "https://dev.azure.com/acme/web/_build/results?buildId=42",
+                   "externalRunId": "42", "statusLabel": "inProgress"})
+        )
+    );
+}
+
+#[tokio::test]
+async fn pagerduty_incident() {
+    let msg = action_run("r_pd1", "https://events.pagerduty.com/v2/enqueue", "POST", false);
+    let msg = with(
+        msg,
+        "/payload/properties",
+        json!({"summary": "Checkout is failing", "severity": "critical"}),
+    );
+    let r = render(
+        "pagerduty-incident.json",
+        signed(msg, SECRET, 1),
+        &[("PAGERDUTY_ROUTING_KEY", "R0UT1NG")],
+        202,
+        json!({"status": "success", "message": "Event processed", "dedup_key": "port-r_pd1"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.url.as_str()),
+        ("POST", "https://events.pagerduty.com/v2/enqueue")
+    );
+    assert_eq!(r.headers, headers(&[("Content-Type", "application/json")]));
+    assert_eq!(
+        r.body,
+        json!({"routing_key": "R0UT1NG", "event_action": "trigger", "dedup_key": "port-r_pd1",
+               "payload": {"summary": "Checkout is failing", "source": "svc-a", "severity": "critical",
+                           "component": "microservice",
+                           "custom_details": {"port_run_id": "r_pd1", "triggered_by": "u_1"}},
+               "client": "Port"})
+    );
+    assert_eq!(
+        r.port_calls,
+        patched(
+            "r_pd1",
+            json!({"status": "SUCCESS", "statusLabel": "Incident triggered", "externalRunId": "port-r_pd1"})
+        )
+    );
+}
+
+#[tokio::test]
+async fn slack_change_log() {
+    let msg = json!({"changelogDestination": {"type": "WEBHOOK", "agent": true, "url": "http://audit.internal/changes"},
+                     "action": "UPDATE", "resourceType": "entity",
+                     "diff": {"before": {"identifier": "svc-a", "properties": {"tier": 2}},
+                              "after": {"identifier": "svc-a", "properties": {"tier": 1}}}});
+    let slack = "https://hooks.slack.com/services/T0/B0/xyz";
+    let r = render_on(
+        &mappings_dir().join("slack-change-log.json"),
+        "org_1.change.log",
+        msg.clone(),
+        &[("SLACK_WEBHOOK_URL", slack)],
+        200,
+        "ok",
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.method.as_str(), r.url.as_str()), ("POST", slack));
+    assert_eq!(r.headers, headers(&[("Content-Type", "application/json")]));
+    assert_eq!(
+        r.body,
+        json!({"text": "Port: UPDATE of entity svc-a",
+               "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "*UPDATE* `svc-a` (entity)"}}]})
+    );
+    // A change-log event is not a run: nothing is reported to Port.
+    assert_eq!(r.port_calls, vec![]);
+    // Without SLACK_WEBHOOK_URL, the destination Port gives.
+    let r = render_on(
+        &mappings_dir().join("slack-change-log.json"),
+        "org_1.change.log",
+        msg,
+        &[],
+        200,
+        "ok",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.url, "http://audit.internal/changes");
 }

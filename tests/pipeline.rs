@@ -50,6 +50,7 @@ fn agent_with(port: &FakePort, mappings: Value, tweak: impl FnOnce(&mut Config))
         });
     let mut config = Config {
         secret: Some(Secret::new(SECRET)),
+        skip_signature_check: false,
         runs_topic: RUNS.into(),
         change_log_topic: CHANGES.into(),
         detailed_logging: true,

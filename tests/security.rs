@@ -75,6 +75,7 @@ fn agent(
         });
     let config = Config {
         secret: Some(Secret::new(SECRET)),
+        skip_signature_check: false,
         runs_topic: RUNS.into(),
         change_log_topic: CHANGES.into(),
         detailed_logging: true,

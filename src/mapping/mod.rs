@@ -187,6 +187,8 @@ pub struct ReportMapping {
     pub summary: Option<Template>,
     /// `report.externalRunId`.
     pub external_run_id: Option<Template>,
+    /// `report.statusLabel`.
+    pub status_label: Option<Template>,
 }
 
 /// One compiled mapping.
@@ -367,6 +369,8 @@ pub struct RunReport {
     pub summary: Option<Value>,
     /// The target system's run id.
     pub external_run_id: Option<Value>,
+    /// A short label shown beside the run's status.
+    pub status_label: Option<Value>,
 }
 
 impl RunReport {
@@ -376,6 +380,7 @@ impl RunReport {
             && self.link.is_none()
             && self.summary.is_none()
             && self.external_run_id.is_none()
+            && self.status_label.is_none()
     }
 
     /// The PATCH body: the non-null keys, in a fixed order.
@@ -386,6 +391,7 @@ impl RunReport {
             ("link", &self.link),
             ("summary", &self.summary),
             ("externalRunId", &self.external_run_id),
+            ("statusLabel", &self.status_label),
         ] {
             if let Some(v) = v {
                 m.insert(k.into(), v.clone());
@@ -551,13 +557,14 @@ fn compile_mapping(index: usize, item: &Value) -> Result<Mapping, MappingError> 
                 link: part("link")?,
                 summary: part("summary")?,
                 external_run_id: part("externalRunId")?,
+                status_label: part("statusLabel")?,
             })
         }
         Some(_) => {
             return Err(MappingError::Field {
                 index,
                 field: "report".into(),
-                reason: "expected an object with status, link, summary and externalRunId".into(),
+                reason: "expected an object with status, link, summary, externalRunId and statusLabel".into(),
             })
         }
     };
@@ -616,6 +623,14 @@ pub enum BuildError {
     /// The URL is not a valid absolute URL.
     #[error("the URL '{0}' is not a valid absolute http(s) URL")]
     BadUrl(String),
+    /// The URL is a number, boolean, object or array, not a string.
+    #[error("the URL is {kind} ({value}), not a string: write it as a jq string such as \"\\\"https://ci.example.com/hook\\\"\" or an expression that yields one")]
+    UrlNotString {
+        /// `a number`, `a boolean`, `an object`, `an array`.
+        kind: &'static str,
+        /// The value, as JSON.
+        value: String,
+    },
     /// The method is not a string.
     #[error("the method must be a string, got {0}")]
     BadMethod(String),
@@ -625,18 +640,26 @@ impl BuildError {
     /// The request field at fault.
     pub fn field(&self) -> &'static str {
         match self {
-            BuildError::NoUrl | BuildError::BadUrl(_) => "url",
+            BuildError::NoUrl | BuildError::BadUrl(_) | BuildError::UrlNotString { .. } => "url",
             BuildError::BadMethod(_) => "method",
         }
     }
 }
 
-fn as_string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
-    }
+/// The URL a mapping yielded: a string, nothing (null), or the wrong type.
+fn url_string(v: &Value) -> Result<Option<String>, BuildError> {
+    let kind = match v {
+        Value::String(s) => return Ok(Some(s.clone())),
+        Value::Null => return Ok(None),
+        Value::Number(_) => "a number",
+        Value::Bool(_) => "a boolean",
+        Value::Object(_) => "an object",
+        Value::Array(_) => "an array",
+    };
+    Err(BuildError::UrlNotString {
+        kind,
+        value: v.to_string(),
+    })
 }
 
 /// Build the request for `message` (already decrypted) with `mapping`.
@@ -671,7 +694,7 @@ pub fn build_request_from(
         Some(other) => return Err(BuildError::BadMethod(other.to_string())),
     };
     let url = match render(&mapping.url, "url", warnings) {
-        Some(v) => as_string(&v),
+        Some(v) => url_string(&v)?,
         None => defaults.url.map(str::to_string),
     }
     .filter(|u| !u.is_empty())
@@ -748,6 +771,7 @@ pub fn apply_report_mapping(
             &mut report.external_run_id,
             "report.externalRunId",
         ),
+        (&rm.status_label, &mut report.status_label, "report.statusLabel"),
     ] {
         if let Some(t) = template {
             let v = t.render(&input, ctx, mapping.index, name, warnings);
