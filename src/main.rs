@@ -284,6 +284,10 @@ async fn run() -> Result<ExitCode> {
         tracing::warn!("{w}");
     }
     let mappings = load_mappings(Path::new(&settings.mapping_path))?;
+    // The version in force (the reloader compares new files with it).
+    let mapping_sha = std::fs::read(&settings.mapping_path)
+        .map(|b| port_agent::mapping::reload::sha256_hex(&b))
+        .unwrap_or_default();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         mappings = mappings.mappings.len(),
@@ -307,10 +311,6 @@ async fn run() -> Result<ExitCode> {
     };
     let port = port_client(&settings, settings.max_in_flight)?;
     let invoker = HttpInvoker::new(&target_http, settings.retry.clone())?.with_limits(
-    // The version in force (the reloader compares new files with it).
-    let mapping_sha = std::fs::read(&settings.mapping_path)
-        .map(|b| port_agent::mapping::reload::sha256_hex(&b))
-        .unwrap_or_default();
         settings.target_redirects,
         settings.max_response_bytes,
         settings.allowed_targets.clone(),
@@ -344,6 +344,14 @@ async fn run() -> Result<ExitCode> {
             health.set_stopping();
         });
     }
+    if settings.mapping_reload {
+        let reloader = port_agent::mapping::reload::Reloader::new(
+            PathBuf::from(&settings.mapping_path),
+            pipeline.mapping_slot(),
+            mapping_sha,
+        );
+        tokio::spawn(port_agent::mapping::reload::watch(reloader, shutdown.clone()));
+    }
     match settings.streamer {
         Streamer::Kafka => {
             let opts = kafka::resolve_options(&settings, &port)
@@ -365,16 +373,8 @@ async fn run() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(mapping: Option<PathBuf>) -> Result<ExitCode> {
+fn check(mapping: Option<PathBuf>, messages: Option<PathBuf>, topic: Option<String>) -> Result<ExitCode> {
     let settings = offline_settings()?;
-    if settings.mapping_reload {
-        let reloader = port_agent::mapping::reload::Reloader::new(
-            PathBuf::from(&settings.mapping_path),
-            pipeline.mapping_slot(),
-            mapping_sha,
-        );
-        tokio::spawn(port_agent::mapping::reload::watch(reloader, shutdown.clone()));
-    }
     let path = mapping_path(mapping, &settings);
     let mut notes = Vec::new();
     if settings.client_id.is_empty() || settings.client_secret.is_empty() {
