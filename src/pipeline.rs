@@ -421,14 +421,14 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         r
     }
 
-    /// Runs whose Port calls wait for Port (for `/readyz`).
-    pub fn report_backlog(&self) -> Arc<ReportBacklog> {
-        self.backlog.clone()
-    }
-
     /// Where the mappings in force live (the reloader swaps them).
     pub fn mapping_slot(&self) -> Arc<MappingSlot> {
         self.mappings.clone()
+    }
+
+    /// Runs whose Port calls wait for Port (for `/readyz`).
+    pub fn report_backlog(&self) -> Arc<ReportBacklog> {
+        self.backlog.clone()
     }
 
     /// The invoker (dry-run reads its recordings).
