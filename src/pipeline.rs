@@ -288,6 +288,17 @@ pub struct Pipeline<I, R> {
     redactor: Redactor,
 }
 
+/// The pause after `pause` before a pending Port call is sent again:
+/// doubled, capped at [`PENDING_RETRY_MAX`].
+fn next_pending_retry_pause(pause: Duration) -> Duration {
+    (pause * 2).min(PENDING_RETRY_MAX)
+}
+
+/// How long to sleep for `pause` with the jitter factor drawn from 0.5..=1.0.
+fn pending_retry_sleep(pause: Duration, jitter: f64) -> Duration {
+    pause.mul_f64(jitter.clamp(0.5, 1.0))
+}
+
 /// A run's reporting target; logs keep their order because they are awaited
 /// one after another.
 struct RunReporter<'a, R> {
@@ -327,9 +338,9 @@ impl<R: Reporter> RunReporter<'_, R> {
                         warn!(error = %e, "Port API unreachable after retries: the call stays pending and is sent again until Port accepts it");
                         pending = Some(self.backlog.enter());
                     }
-                    let jittered = pause.mul_f64(rand::rng().random_range(0.5..=1.0));
+                    let jittered = pending_retry_sleep(pause, rand::rng().random_range(0.5..=1.0));
                     tokio::time::sleep(jittered).await;
-                    pause = (pause * 2).min(PENDING_RETRY_MAX);
+                    pause = next_pending_retry_pause(pause);
                 }
             }
         }
@@ -848,6 +859,25 @@ fn finish(outcome: &mut Outcome, warnings: Vec<Warning>, port_errors: Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pending_call_is_sent_again_after_1_s_doubling_to_10_s_jittered_50_to_100_percent() {
+        let mut pause = PENDING_RETRY_FIRST;
+        let mut pauses = Vec::new();
+        for _ in 0..7 {
+            pauses.push(pause.as_secs());
+            pause = next_pending_retry_pause(pause);
+        }
+        assert_eq!(pauses, [1, 2, 4, 8, 10, 10, 10]);
+        let ten = Duration::from_secs(10);
+        assert_eq!(pending_retry_sleep(ten, 0.5), Duration::from_secs(5));
+        assert_eq!(pending_retry_sleep(ten, 1.0), ten);
+        // The factor is drawn from 0.5..=1.0; the sleep stays within it.
+        for jitter in [0.0, 0.3, 0.5, 0.75, 1.0, 1.7] {
+            let s = pending_retry_sleep(ten, jitter);
+            assert!(s >= Duration::from_secs(5) && s <= ten, "{jitter}: {s:?}");
+        }
+    }
 
     #[test]
     fn outcome_names_lists_every_outcome_once() {

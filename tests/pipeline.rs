@@ -593,6 +593,27 @@ async fn port_refusing_a_report_for_good_is_final() {
     assert_eq!(agent.report_backlog().pending(), 0);
 }
 
+/// The 408 twin of the test above: a 408 from Port on a report is not a
+/// refusal for good; the call is sent again and the run's report arrives.
+#[tokio::test]
+async fn port_answering_408_to_a_report_is_retried() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    let agent = agent_with(&port, json!([{"enabled": true}]), |c| c.run_logs = false);
+    port.fail_next(&[408]);
+    target.answer(500, "x");
+    let outcome = run(&agent, action_run("r_408", &target.url("/x"), "POST", false)).await;
+    assert!(outcome.port_errors.is_empty(), "{:?}", outcome.port_errors);
+    assert!(!outcome.needs_dead_letter());
+    let tries: Vec<u16> = port
+        .all_calls()
+        .iter()
+        .filter(|c| c.path() == "/v1/actions/runs/r_408")
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(tries, [408, 200]);
+    assert_eq!(agent.report_backlog().pending(), 0);
+}
+
 #[tokio::test]
 async fn a_mapping_without_a_url_reports_failure() {
     let (port, _target) = (FakePort::start().await, FakeTarget::start().await);

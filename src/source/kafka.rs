@@ -50,6 +50,13 @@ use crate::telemetry::server::Health;
 /// commit: a finished message is committed within about this long.
 pub const COMMIT_TICK: Duration = Duration::from_millis(100);
 
+/// Whether the committer is asked to commit at once instead of at its next
+/// [`COMMIT_TICK`]: something is committable and either half the window is
+/// committable or the uncommitted window is full.
+pub(crate) fn commit_now(committable: usize, uncommitted: usize, window: usize) -> bool {
+    committable > 0 && (committable * 2 >= window || uncommitted >= window)
+}
+
 /// Blocked (window full, no slot free) for this long: pause the partitions
 /// and keep polling the consumer, so the group does not evict us.
 pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
@@ -523,7 +530,7 @@ impl Source for KafkaSource {
                 let marks = lock(&self.marks);
                 (marks.uncommitted(), marks.committable())
             };
-            if committable > 0 && (committable * 2 >= self.window || uncommitted >= self.window) {
+            if commit_now(committable, uncommitted, self.window) {
                 self.urgent.notify_one();
             }
             if uncommitted < self.window {
@@ -852,4 +859,75 @@ pub async fn resolve_options(
         dlq_topic: settings.dlq_topic.clone(),
         extra: ca_location(settings)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_at_once_at_half_the_window_or_when_it_is_full_else_on_the_tick() {
+        // (committable, uncommitted, window, at once?)
+        let cases = [
+            (0, 0, 32, false),
+            (0, 32, 32, false), // full, but nothing committable: nothing to commit
+            (1, 1, 32, false),
+            (15, 20, 32, false),
+            (15, 31, 32, false),
+            (16, 16, 32, true), // half the window committable
+            (16, 31, 32, true),
+            (32, 32, 32, true),
+            (1, 32, 32, true), // the window is full
+            (1, 40, 32, true),
+            (1, 1, 1, true),
+            (1, 1, 2, true),
+            (0, 1, 1, false),
+        ];
+        for (committable, uncommitted, window, expected) in cases {
+            assert_eq!(
+                commit_now(committable, uncommitted, window),
+                expected,
+                "committable {committable}, uncommitted {uncommitted}, window {window}"
+            );
+        }
+        assert_eq!(COMMIT_TICK, Duration::from_millis(100));
+    }
+
+    fn options() -> KafkaOptions {
+        KafkaOptions {
+            brokers: "localhost:9092".to_string(),
+            group_id: "g".to_string(),
+            topics: vec!["t".to_string()],
+            security_protocol: "plaintext".to_string(),
+            sasl_mechanism: None,
+            username: None,
+            password: None,
+            session_timeout_ms: 45_000,
+            max_poll_interval_ms: 300_000,
+            auto_offset_reset: "earliest".to_string(),
+            max_in_flight: 32,
+            drain_timeout: Duration::from_secs(30),
+            commit_interval: COMMIT_TICK,
+            dlq_topic: None,
+            extra: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_consumer_is_configured_with_a_bounded_prefetch_short_fetch_wait_and_no_auto_commit() {
+        let c = options().consumer_config();
+        for (key, value) in [
+            ("queued.max.messages.kbytes", "4096"),
+            ("queued.min.messages", "1000"),
+            ("fetch.wait.max.ms", "100"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("client.id", "port-agent"),
+            ("group.id", "g"),
+            ("fetch.max.bytes", "4194304"),
+            ("max.partition.fetch.bytes", "1048576"),
+        ] {
+            assert_eq!(c.get(key), Some(value), "{key}");
+        }
+    }
 }
