@@ -19,6 +19,14 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 install_tansu
 
+# tests/claims_cli.rs runs examples/generate.py, which encrypts with the
+# `cryptography` package.
+if ! python3 -c 'import cryptography' 2>/dev/null; then
+  echo "==> installing the Python cryptography package"
+  python3 -m pip install --quiet cryptography ||
+    python3 -m pip install --quiet --break-system-packages cryptography
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
