@@ -8,6 +8,7 @@
 
 mod support;
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -221,6 +222,127 @@ async fn the_drain_timeout_stops_a_slow_run_says_so_and_leaves_it_for_the_next_o
     )
     .await;
     assert_eq!(w.target.requests().len(), 2, "the stopped run was sent again");
+    next.signal("-TERM");
+    assert_eq!(next.wait(Duration::from_secs(30)), Some(0));
+}
+
+/// SIGINT is a shutdown like SIGTERM: the run in flight is drained,
+/// reported and committed, and the agent exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_like_sigterm_and_exits_zero() {
+    let w = world("sigint").await;
+    w.target.answer_after(200, Duration::from_secs(2));
+    let ends = produce(
+        &w.tansu.bootstrap,
+        RUNS,
+        signed_runs(1, &w.target.url("/run"), true),
+    )
+    .await;
+    let mut agent = AgentProcess::start(&w.env(&[]), "sigint");
+    eventually("the run at the target", Duration::from_secs(60), || {
+        w.target.requests().len() == 1
+    })
+    .await;
+    let signalled = Instant::now();
+    agent.signal("-INT");
+    assert_eq!(
+        agent.wait(Duration::from_secs(30)),
+        Some(0),
+        "log: {}",
+        agent.log_text()
+    );
+    let statuses = w.statuses("r_0000");
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    assert_eq!(statuses[0].0, json!({"status": "SUCCESS"}));
+    assert!(statuses[0].1 > signalled, "reported in the drain");
+    let committed = w.tansu.committed(GROUP, RUNS, 3);
+    for (p, end) in &ends {
+        assert_eq!(committed[*p as usize], *end, "partition {p}: {committed:?}");
+    }
+    assert!(agent
+        .log_text()
+        .contains("shutdown requested: draining (send the signal again to exit at once)"));
+}
+
+/// A run whose report waits for Port (Port down) when the drain times out
+/// is stopped like a run held at the target: the agent exits 0 within a few
+/// seconds, nothing is committed past it, and the next owner runs it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_report_waits_for_port_at_the_drain_timeout_is_stopped_and_left_uncommitted() {
+    let w = world("drain-port-down").await;
+    w.target.answer(200, "");
+    // Port answers 503 to everything but the token.
+    w.port.state.down.store(true, Ordering::SeqCst);
+    let ends = produce(
+        &w.tansu.bootstrap,
+        RUNS,
+        signed_runs(1, &w.target.url("/run"), true),
+    )
+    .await;
+    let env = w.env(&[
+        ("AGENT_DRAIN_TIMEOUT_SECONDS", "1"),
+        ("AGENT_PORT_RETRY_MAX_ATTEMPTS", "2"),
+    ]);
+    let mut agent = AgentProcess::start(&env, "drain-port-down-1");
+    eventually(
+        "the run's report pending on Port",
+        Duration::from_secs(60),
+        || {
+            w.port
+                .all_calls()
+                .iter()
+                .any(|c| c.path().starts_with("/v1/actions/runs/r_0000") && c.status == 503)
+        },
+    )
+    .await;
+    let signalled = Instant::now();
+    agent.signal("-TERM");
+    assert_eq!(
+        agent.wait(Duration::from_secs(15)),
+        Some(0),
+        "log: {}",
+        agent.log_text()
+    );
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(8), "exit took {took:?}");
+    assert!(
+        agent
+            .log_text()
+            .contains("drain timeout reached; unfinished messages are stopped and not acknowledged"),
+        "{}",
+        agent.log_text()
+    );
+    assert!(
+        !w.port
+            .accepted()
+            .iter()
+            .any(|c| c.path().starts_with("/v1/actions/runs/r_0000")),
+        "Port accepted nothing for the run"
+    );
+    let at_target = w.target.requests().len();
+    assert!(at_target <= 1, "{at_target}");
+    let committed = w.tansu.committed(GROUP, RUNS, 3);
+    for (p, end) in &ends {
+        assert!(
+            committed[*p as usize] < *end,
+            "partition {p}: nothing committed past the stopped run: {committed:?}"
+        );
+    }
+
+    // Port is back: the next owner runs it again and reports it.
+    w.port.state.down.store(false, Ordering::SeqCst);
+    let mut next = AgentProcess::start(&env, "drain-port-down-2");
+    eventually(
+        "the run reported by the next owner",
+        Duration::from_secs(60),
+        || !w.statuses("r_0000").is_empty(),
+    )
+    .await;
+    assert_eq!(
+        w.target.requests().len(),
+        at_target + 1,
+        "the stopped run was run again"
+    );
     next.signal("-TERM");
     assert_eq!(next.wait(Duration::from_secs(30)), Some(0));
 }
