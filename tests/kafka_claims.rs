@@ -201,11 +201,25 @@ async fn a_replica_without_partitions_is_a_ready_warm_standby_and_takes_over() {
         },
     )
     .await;
-    let (standby, standby_http, mut active) = if standby_is_first {
-        (first, first_http, second)
+    let (standby, standby_http, mut active, active_http) = if standby_is_first {
+        (first, first_http, second, second_http)
     } else {
-        (second, second_http, first)
+        (second, second_http, first, first_http)
     };
+    // port_agent_partitions_assigned: 0 on the standby, both partitions on
+    // the active replica.
+    let assigned = |http: &str| {
+        let (_, text) = http_get(http, "/metrics")?;
+        text.lines().find_map(|l| {
+            l.strip_prefix("port_agent_partitions_assigned ")?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    eventually("the gauges", Duration::from_secs(10), || {
+        assigned(&standby_http) == Some(0.0) && assigned(&active_http) == Some(2.0)
+    })
+    .await;
     let announced = "no partitions assigned: staying up as a warm standby (more replicas than partitions)";
     assert_eq!(said(&standby, announced), 1, "said once: {}", standby.log_text());
     let ready = eventually_some("the standby is ready", Duration::from_secs(10), || {
@@ -219,6 +233,10 @@ async fn a_replica_without_partitions_is_a_ready_warm_standby_and_takes_over() {
     assert_eq!(active.wait(Duration::from_secs(30)), Some(0));
     eventually("the standby assigned", Duration::from_secs(20), || {
         last_assignment(&standby).is_some_and(|p| p.contains(RUNS))
+    })
+    .await;
+    eventually("the former standby's gauge", Duration::from_secs(10), || {
+        assigned(&standby_http) == Some(2.0)
     })
     .await;
     produce(

@@ -683,11 +683,27 @@ async fn t15_readyz_is_503_while_claims_fail_and_200_after_the_first_success() {
     );
     // The liveness probe is not affected.
     assert_eq!(http_get(&http, "/healthz").map(|(s, _)| s), Some(200));
+    // port_agent_polling_claims_total{result}: the failed claims counted as
+    // errors, none as ok yet.
+    let claims = |result: &str| {
+        let (_, text) = http_get(&http, "/metrics").expect("/metrics answers");
+        let name = format!("port_agent_polling_claims_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name.as_str())?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name}in {text}"))
+    };
+    assert!(claims("error") >= 1.0, "{}", claims("error"));
+    assert_eq!(claims("ok"), 0.0);
     *port.state.claims_always_fail.lock().unwrap() = None;
     wait_until(Duration::from_secs(30), "/readyz 200", &agent, || {
         http_get(&http, "/readyz").is_some_and(|(s, _)| s == 200)
     });
     assert!(calls_to(&port, CLAIM_RUNS).iter().any(|c| c.status == 200));
+    let errors = claims("error");
+    wait_until(Duration::from_secs(10), "an ok claim counted", &agent, || {
+        claims("ok") >= 1.0
+    });
+    assert!(claims("error") >= errors, "a counter");
     stop(agent);
 }
 
