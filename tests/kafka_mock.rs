@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use port_agent::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
 use port_agent::mapping::{Budget, JqEnv, MappingSet, ResponseContext};
 use port_agent::pipeline::{Config, Pipeline, INTERNAL_ERROR_SUMMARY};
-use port_agent::port::{PortCall, RecordingReporter};
+use port_agent::port::{PortCall, PortError, RecordingReporter, Reporter};
 use port_agent::settings::Secret;
 use port_agent::shutdown;
 use port_agent::source::kafka::{KafkaEngine, KafkaOptions};
@@ -118,6 +118,17 @@ fn engine_with(
     reporter: RecordingReporter,
     dlq_topic: Option<&str>,
 ) -> Engine {
+    engine_reporting_to(brokers, target, max_in_flight, reporter, dlq_topic)
+}
+
+/// [`engine_with`] for any reporter.
+fn engine_reporting_to<R: Reporter + 'static>(
+    brokers: &str,
+    target: &Arc<TestTarget>,
+    max_in_flight: usize,
+    reporter: R,
+    dlq_topic: Option<&str>,
+) -> KafkaEngine<SharedTarget, R> {
     let config = Config {
         secret: Some(Secret::new(SECRET)),
         skip_signature_check: false,
@@ -532,4 +543,78 @@ async fn a_panic_fails_only_its_run_and_stalls_nothing() {
         text.contains("port_agent_messages_done_total{outcome=\"internal_error\"} 2\n"),
         "{text}"
     );
+}
+
+/// A reporter that panics on the first status PATCH of one run (a bug
+/// stand-in), recording every other call.
+#[derive(Clone)]
+struct PanickyReporter {
+    inner: RecordingReporter,
+    run: &'static str,
+    panicked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Reporter for PanickyReporter {
+    async fn send(&self, call: &PortCall) -> Result<(), PortError> {
+        if let PortCall::RunPatch { run_id, .. } = call {
+            if run_id == self.run && !self.panicked.swap(true, Ordering::SeqCst) {
+                panic!("test reporter panics on {run_id}");
+            }
+        }
+        self.inner.send(call).await
+    }
+}
+
+/// README: a panic while processing a message is caught for that message
+/// alone, here in the reporter: the run is reported failed with the
+/// internal-error summary, the others are reported as usual, and the
+/// partition is committed to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_reporter_fails_only_its_run() {
+    let cluster = cluster(1);
+    let brokers = cluster.bootstrap_servers();
+    let ids: Vec<String> = (0..5).map(|i| format!("r_{i:02}")).collect();
+    let msgs: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let run = action_run(id, "http://target.invalid/x", "POST", true);
+            (0, None, signed(run, SECRET, 1))
+        })
+        .collect();
+    produce(brokers.clone(), msgs).await;
+    let target = Arc::new(TestTarget::default());
+    let reporter = PanickyReporter {
+        inner: RecordingReporter::default(),
+        run: "r_02",
+        panicked: Arc::default(),
+    };
+    let recorded = reporter.inner.clone();
+    let panicked = reporter.panicked.clone();
+    let engine = engine_reporting_to(&brokers, &target, 4, reporter, None);
+    let (trigger, stop) = shutdown::channel();
+    let run = tokio::spawn(async move { engine.run(stop).await });
+    eventually("committed to the end of the partition", || {
+        committed(&brokers, 1).get(&0) == Some(&5)
+    })
+    .await;
+    trigger.fire();
+    run.await.unwrap().unwrap();
+    assert!(panicked.load(Ordering::SeqCst), "the reporter panicked");
+    assert_eq!(target.ended().len(), 5, "every run reached the target once");
+    let patches: BTreeMap<String, Value> = recorded
+        .take()
+        .into_iter()
+        .filter_map(|c| match c {
+            PortCall::RunPatch { run_id, body } => Some((run_id, body)),
+            _ => None,
+        })
+        .collect();
+    for id in &ids {
+        let expected = if id == "r_02" {
+            serde_json::json!({"status": "FAILURE", "summary": INTERNAL_ERROR_SUMMARY})
+        } else {
+            serde_json::json!({"status": "SUCCESS"})
+        };
+        assert_eq!(patches.get(id), Some(&expected), "{id}: {patches:?}");
+    }
 }
