@@ -24,6 +24,10 @@ use serde_json::Value;
 use support::{action_run, signed, SECRET};
 use tokio::sync::Notify;
 
+/// The tests that make the agent panic run one at a time: the one that
+/// counts panics reads a process-wide metric.
+static PANIC_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const RUNS: &str = "org_1.runs";
 const CHANGES: &str = "org_1.change.log";
 
@@ -437,6 +441,8 @@ fn read_topic(brokers: &str, topic: &str, n: usize) -> Vec<BTreeMap<String, Stri
 /// window of 4 in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_fails_only_its_run_and_stalls_nothing() {
+    // The panic counter is process-wide: no other panic test runs meanwhile.
+    let _serial = PANIC_TESTS.lock().await;
     let handle = port_agent::telemetry::metrics::install().expect("the only recorder of this process");
     let cluster = cluster(1);
     cluster.create_topic("org_1.dlq", 1, 1).unwrap();
@@ -571,6 +577,7 @@ impl Reporter for PanickyReporter {
 /// partition is committed to its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_the_reporter_fails_only_its_run() {
+    let _serial = PANIC_TESTS.lock().await;
     let cluster = cluster(1);
     let brokers = cluster.bootstrap_servers();
     let ids: Vec<String> = (0..5).map(|i| format!("r_{i:02}")).collect();
