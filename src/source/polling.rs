@@ -497,34 +497,21 @@ impl Source for PollingSource {
             runs = left.len(),
             "runs still in flight after the drain timeout are reported as failed"
         );
-        let reports = left.iter().map(|run| {
-            let call = failure_call(run, STOPPED_SUMMARY);
+        let mut reports = tokio::task::JoinSet::new();
+        for run in left {
+            let call = failure_call(&run, STOPPED_SUMMARY);
             let port = self.port.clone();
-            async move {
+            reports.spawn(async move {
                 if let Err(e) = port.send(&call).await {
                     error!(run_id = %run.id, error = %e, "could not report the stopped run to Port");
                 }
-            }
-        });
-        let all = join_all(reports);
+            });
+        }
+        let all = async { while reports.join_next().await.is_some() {} };
         if tokio::time::timeout(CLOSE_REPORT_TIMEOUT, all).await.is_err() {
             error!("reporting the stopped runs took too long; some stay IN_PROGRESS in Port");
         }
     }
-}
-
-/// Await every future concurrently, on this task.
-async fn join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
-    let mut pending: Vec<_> = futures.map(Box::pin).collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }
 
 /// The Port call that fails `run` with `summary`.
