@@ -12,52 +12,20 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use support::broker::{
-    eventually, free_port, produce, run_ids, signed_runs, write_mapping, AgentProcess, Tansu,
-};
-use support::{http_get, FakePort, FakeTarget, Recorded};
+use support::broker::{eventually, free_port, produce, run_ids, signed_runs, AgentProcess, World};
+use support::{http_get, FakeTarget, Recorded};
 
 const RUNS: &str = "org_1.runs";
-const CHANGES: &str = "org_1.change.log";
 const GROUP: &str = "org_1.agent";
 
-struct World {
-    tansu: Tansu,
-    port: FakePort,
-    target: FakeTarget,
-    mapping: std::path::PathBuf,
-}
-
+/// A world whose target answers `{"ok":true}`.
 async fn world(tag: &str) -> World {
-    let tansu = Tansu::start();
-    tansu.create_topic(RUNS, 3).await;
-    tansu.create_topic(CHANGES, 1).await;
-    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
-    target.answer_json(200, json!({"ok": true}));
-    World {
-        tansu,
-        port,
-        target,
-        mapping: write_mapping(tag),
-    }
+    let w = World::start(tag, GROUP).await;
+    w.target.answer_json(200, json!({"ok": true}));
+    w
 }
 
 impl World {
-    fn env(&self, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-        let mut all = vec![
-            ("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "6000"),
-            ("LOG_LEVEL", "info"),
-        ];
-        all.extend_from_slice(extra);
-        support::broker::agent_env(
-            &self.tansu.bootstrap,
-            &self.port.base(),
-            &self.mapping,
-            GROUP,
-            &all,
-        )
-    }
-
     /// Wait until every one of `n` runs reached the target at least once.
     async fn all_delivered(&self, n: usize, within: Duration) {
         let deadline = Instant::now() + within;

@@ -12,50 +12,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::broker::{
-    eventually, eventually_some, free_port, produce, signed_runs, write_mapping, AgentProcess, Tansu,
-};
-use support::{http_get, FakePort, FakeTarget};
+use support::broker::{eventually, eventually_some, free_port, produce, signed_runs, AgentProcess, World};
+use support::http_get;
 
 const RUNS: &str = "org_1.runs";
 const CHANGES: &str = "org_1.change.log";
 const GROUP: &str = "org_1.shutdown";
 
-struct World {
-    tansu: Tansu,
-    port: FakePort,
-    target: FakeTarget,
-    mapping: std::path::PathBuf,
-}
-
-async fn world(tag: &str) -> World {
-    let tansu = Tansu::start();
-    tansu.create_topic(RUNS, 3).await;
-    tansu.create_topic(CHANGES, 1).await;
-    World {
-        tansu,
-        port: FakePort::start().await,
-        target: FakeTarget::start().await,
-        mapping: write_mapping(tag),
-    }
-}
-
 impl World {
-    fn env(&self, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-        let mut all = vec![
-            ("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "6000"),
-            ("LOG_LEVEL", "info"),
-        ];
-        all.extend_from_slice(extra);
-        support::broker::agent_env(
-            &self.tansu.bootstrap,
-            &self.port.base(),
-            &self.mapping,
-            GROUP,
-            &all,
-        )
-    }
-
     /// Accepted status PATCHes of `run`, with when they arrived.
     fn statuses(&self, run: &str) -> Vec<(Value, Instant)> {
         let path = format!("/v1/actions/runs/{run}");
@@ -91,7 +55,7 @@ fn last_assignment(agent: &AgentProcess) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_runs_in_flight_drains_them_reports_them_commits_and_exits_zero() {
-    let w = world("drain").await;
+    let w = World::start("drain", GROUP).await;
     // Each run is held 3 s at the target: they are in flight at the signal.
     w.target.answer_after(200, Duration::from_secs(3));
     let ends = produce(
@@ -172,7 +136,7 @@ async fn sigterm_with_runs_in_flight_drains_them_reports_them_commits_and_exits_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_timeout_stops_a_slow_run_says_so_and_leaves_it_for_the_next_owner() {
-    let w = world("drain-timeout").await;
+    let w = World::start("drain-timeout", GROUP).await;
     // The target would hold the run for a minute.
     w.target.answer_after(200, Duration::from_secs(60));
     produce(
@@ -230,7 +194,7 @@ async fn the_drain_timeout_stops_a_slow_run_says_so_and_leaves_it_for_the_next_o
 /// reported and committed, and the agent exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_drains_like_sigterm_and_exits_zero() {
-    let w = world("sigint").await;
+    let w = World::start("sigint", GROUP).await;
     w.target.answer_after(200, Duration::from_secs(2));
     let ends = produce(
         &w.tansu.bootstrap,
@@ -269,7 +233,7 @@ async fn sigint_drains_like_sigterm_and_exits_zero() {
 /// seconds, nothing is committed past it, and the next owner runs it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_report_waits_for_port_at_the_drain_timeout_is_stopped_and_left_uncommitted() {
-    let w = world("drain-port-down").await;
+    let w = World::start("drain-port-down", GROUP).await;
     w.target.answer(200, "");
     // Port answers 503 to everything but the token.
     w.port.state.down.store(true, Ordering::SeqCst);
@@ -349,7 +313,7 @@ async fn a_run_whose_report_waits_for_port_at_the_drain_timeout_is_stopped_and_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_during_the_drain_exits_at_once_with_130() {
-    let w = world("second-signal").await;
+    let w = World::start("second-signal", GROUP).await;
     w.target.answer_after(200, Duration::from_secs(60));
     produce(
         &w.tansu.bootstrap,
@@ -387,7 +351,7 @@ async fn a_second_signal_during_the_drain_exits_at_once_with_130() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_leaves_the_group_so_another_member_takes_over_before_the_session_timeout() {
-    let w = world("leave").await;
+    let w = World::start("leave", GROUP).await;
     // A member that vanished without leaving would keep its partitions for
     // 30 s; one that leaves hands them over at the next rebalance.
     let env = w.env(&[("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "30000")]);

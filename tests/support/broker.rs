@@ -604,3 +604,46 @@ impl Drop for TcpRelay {
         let _ = self.stop.send(true);
     }
 }
+
+/// A tansu broker with the runs (3 partitions) and change-log topics, the
+/// fake Port API and target, and a catch-all mapping file: what the tests of
+/// the built binary against Kafka start from.
+pub struct World {
+    pub tansu: Tansu,
+    pub port: super::FakePort,
+    pub target: FakeTarget,
+    pub mapping: PathBuf,
+    pub group: String,
+}
+
+impl World {
+    pub async fn start(tag: &str, group: &str) -> World {
+        let tansu = Tansu::start();
+        tansu.create_topic("org_1.runs", 3).await;
+        tansu.create_topic("org_1.change.log", 1).await;
+        World {
+            tansu,
+            port: super::FakePort::start().await,
+            target: FakeTarget::start().await,
+            mapping: write_mapping(tag),
+            group: group.to_string(),
+        }
+    }
+
+    /// The agent's settings: a 6 s session (tansu hands a dead member's
+    /// partitions over once it expires), info logs, plus `extra`.
+    pub fn env(&self, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        let mut all = vec![
+            ("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "6000"),
+            ("LOG_LEVEL", "info"),
+        ];
+        all.extend_from_slice(extra);
+        agent_env(
+            &self.tansu.bootstrap,
+            &self.port.base(),
+            &self.mapping,
+            &self.group,
+            &all,
+        )
+    }
+}
