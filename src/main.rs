@@ -316,8 +316,7 @@ async fn run() -> Result<ExitCode> {
         settings.allowed_targets.clone(),
     );
 
-    let streamer = json!({"settings": {"portAgentStreamerName": settings.streamer.as_str()}});
-    if let Err(e) = port.request("PATCH", "/v1/organization", Some(&streamer)).await {
+    if let Err(e) = port.record_streamer(settings.streamer.as_str()).await {
         tracing::warn!(error = %e, "could not record the streamer name on the organization; continuing");
     }
     let config = Config {

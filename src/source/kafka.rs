@@ -824,23 +824,11 @@ pub async fn resolve_options(
             settings.kafka_password.clone(),
         )
     } else {
-        let answer = port
-            .request("GET", "/v1/kafka-credentials", None)
+        let creds = port
+            .kafka_credentials()
             .await
             .map_err(|e| format!("cannot fetch Kafka credentials from Port: {e}"))?;
-        let creds = &answer["credentials"];
-        let brokers: Vec<&str> = creds["brokers"]
-            .as_array()
-            .map(|b| b.iter().filter_map(serde_json::Value::as_str).collect())
-            .unwrap_or_default();
-        if brokers.is_empty() {
-            return Err("Port's /v1/kafka-credentials answer has no brokers".to_string());
-        }
-        (
-            brokers.join(","),
-            creds["username"].as_str().map(str::to_string),
-            creds["password"].as_str().map(Secret::new),
-        )
+        (creds.brokers.join(","), creds.username, creds.password)
     };
     Ok(KafkaOptions {
         brokers,

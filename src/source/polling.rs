@@ -38,8 +38,6 @@ use crate::shutdown::Shutdown;
 use crate::telemetry::metrics;
 use crate::telemetry::server::Health;
 
-/// The installation id Port's polling API expects.
-const INSTALLATION_ID: &str = "_PORT_EXEC_AGENT";
 /// The summary reported when a claimed run could not be processed.
 const FAILED_SUMMARY: &str = "Agent failed to process the run";
 /// The summary reported for a run still running when the drain timed out.
@@ -223,11 +221,10 @@ async fn iterate(port: PortClient, batch: u32, room: usize) -> Iteration {
         error: None,
     };
     type Build = fn(&Value) -> Option<ClaimedRun>;
-    let kinds: [(&str, &str, Build); 2] = [
-        ("/v1/actions/runs/claim-pending", "runs", action_run_message),
-        ("/v1/workflows/runs/claim-pending", "nodeRuns", node_run_message),
-    ];
-    for (path, key, build) in kinds {
+    for (node_runs, key, build) in [
+        (false, "runs", action_run_message as Build),
+        (true, "nodeRuns", node_run_message as Build),
+    ] {
         let left = room.saturating_sub(it.claimed.len());
         let limit = u32::try_from(left).unwrap_or(u32::MAX).min(batch);
         if limit == 0 {
@@ -235,16 +232,14 @@ async fn iterate(port: PortClient, batch: u32, room: usize) -> Iteration {
             it.full = true;
             continue;
         }
-        let body = if key == "runs" {
-            json!({"installationId": INSTALLATION_ID, "limit": limit, "invocationMethod": "WEBHOOK"})
+        let answer = if node_runs {
+            port.claim_node_runs(limit).await
         } else {
-            json!({"installationId": INSTALLATION_ID, "limit": limit})
+            port.claim_runs(limit).await
         };
-        let answer = port.request("POST", path, Some(&body)).await;
         metrics::claim(answer.is_ok());
         match answer {
-            Ok(v) => {
-                let list = v.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+            Ok(list) => {
                 it.full |= list.len() >= limit as usize;
                 for item in &list {
                     match build(item) {
@@ -264,21 +259,15 @@ async fn iterate(port: PortClient, batch: u32, room: usize) -> Iteration {
 
 /// Ack one run; `true` when Port confirmed it.
 async fn ack(port: &PortClient, run: &ClaimedRun) -> bool {
-    let (path, body, confirmed): (&str, Value, fn(&Value) -> bool) = if run.node_run {
-        (
-            "/v1/workflows/runs/ack",
-            json!({"nodeRunIdentifier": run.id}),
-            |v| v.get("acked").and_then(Value::as_bool) == Some(true),
-        )
+    let answer = if run.node_run {
+        port.ack_node_run(&run.id).await
     } else {
-        ("/v1/actions/runs/ack", json!({"runIds": [run.id]}), |v| {
-            v.get("ackedCount").and_then(Value::as_u64).is_some_and(|n| n > 0)
-        })
+        port.ack_run(&run.id).await
     };
-    match port.request("PATCH", path, Some(&body)).await {
-        Ok(v) if confirmed(&v) => true,
-        Ok(v) => {
-            warn!(run_id = %run.id, answer = %v, "Port did not confirm the ack; the run is not processed");
+    match answer {
+        Ok(a) if a.confirmed => true,
+        Ok(a) => {
+            warn!(run_id = %run.id, answer = %a.answer, "Port did not confirm the ack; the run is not processed");
             false
         }
         Err(e) => {

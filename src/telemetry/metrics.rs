@@ -94,7 +94,7 @@ fn zero() {
     for to in ["target", "port"] {
         counter!(RETRIES, "to" => to).absolute(0);
     }
-    for kind in crate::port::ENDPOINT_KINDS {
+    for kind in crate::port::Endpoint::ALL.map(crate::port::Endpoint::label) {
         for outcome in ["ok", "error"] {
             counter!(PORT_CALLS, "kind" => kind, "outcome" => outcome).absolute(0);
         }

@@ -1,0 +1,209 @@
+//! Port's typed endpoints, beside the run calls of [`PortCall`](super::PortCall):
+//! claiming and acking polled runs (SPEC §2.2), the Kafka credentials
+//! (SPEC §2.1) and the streamer name recorded on the organization. Request
+//! bodies are serde types; answers are read leniently (a field of another
+//! type counts as missing), as the agent always has.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::{Endpoint, PortClient, PortError};
+use crate::settings::Secret;
+
+/// The installation id Port's polling API expects.
+const INSTALLATION_ID: &str = "_PORT_EXEC_AGENT";
+
+/// The body of a claim (`installationId`, `limit`, and for action runs
+/// `invocationMethod`), in this order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimRequest {
+    installation_id: &'static str,
+    limit: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invocation_method: Option<&'static str>,
+}
+
+/// The body of an action-run ack.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AckRunsRequest<'a> {
+    run_ids: [&'a str; 1],
+}
+
+/// The body of a node-run ack.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AckNodeRunRequest<'a> {
+    node_run_identifier: &'a str,
+}
+
+/// What Port answered to an ack.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acked {
+    /// Port confirmed the ack (`ackedCount` above 0, or `acked: true`).
+    pub confirmed: bool,
+    /// The answer, for the log when Port did not confirm.
+    pub answer: Value,
+}
+
+/// The brokers and credentials of Port's Kafka, from `/v1/kafka-credentials`.
+#[derive(Debug, Clone)]
+pub struct KafkaCredentials {
+    /// Broker addresses (never empty).
+    pub brokers: Vec<String>,
+    /// SASL user name.
+    pub username: Option<String>,
+    /// SASL password.
+    pub password: Option<Secret>,
+}
+
+fn to_json(body: &impl Serialize) -> Value {
+    // A struct of strings and numbers always serialises.
+    serde_json::to_value(body).unwrap_or(Value::Null)
+}
+
+/// The items of the list named `key` in a claim answer (none when missing or
+/// not a list).
+fn claimed_items(answer: &Value, key: &str) -> Vec<Value> {
+    answer
+        .get(key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+impl PortClient {
+    /// `POST /v1/actions/runs/claim-pending`: at most `limit` pending action
+    /// runs of the webhook invocation method (the raw items of `runs`).
+    pub async fn claim_runs(&self, limit: u32) -> Result<Vec<Value>, PortError> {
+        let body = ClaimRequest {
+            installation_id: INSTALLATION_ID,
+            limit,
+            invocation_method: Some("WEBHOOK"),
+        };
+        let path = "/v1/actions/runs/claim-pending";
+        let answer = self
+            .call(Endpoint::ClaimRuns, "POST", path, Some(&to_json(&body)))
+            .await?;
+        Ok(claimed_items(&answer, "runs"))
+    }
+
+    /// `POST /v1/workflows/runs/claim-pending`: at most `limit` pending
+    /// workflow node runs (the raw items of `nodeRuns`).
+    pub async fn claim_node_runs(&self, limit: u32) -> Result<Vec<Value>, PortError> {
+        let body = ClaimRequest {
+            installation_id: INSTALLATION_ID,
+            limit,
+            invocation_method: None,
+        };
+        let path = "/v1/workflows/runs/claim-pending";
+        let answer = self
+            .call(Endpoint::ClaimNodeRuns, "POST", path, Some(&to_json(&body)))
+            .await?;
+        Ok(claimed_items(&answer, "nodeRuns"))
+    }
+
+    /// `PATCH /v1/actions/runs/ack` for one action run.
+    pub async fn ack_run(&self, run_id: &str) -> Result<Acked, PortError> {
+        let body = to_json(&AckRunsRequest { run_ids: [run_id] });
+        let answer = self
+            .call(Endpoint::AckRun, "PATCH", "/v1/actions/runs/ack", Some(&body))
+            .await?;
+        let confirmed = answer
+            .get("ackedCount")
+            .and_then(Value::as_u64)
+            .is_some_and(|n| n > 0);
+        Ok(Acked { confirmed, answer })
+    }
+
+    /// `PATCH /v1/workflows/runs/ack` for one node run.
+    pub async fn ack_node_run(&self, run_id: &str) -> Result<Acked, PortError> {
+        let body = to_json(&AckNodeRunRequest {
+            node_run_identifier: run_id,
+        });
+        let path = "/v1/workflows/runs/ack";
+        let answer = self
+            .call(Endpoint::AckNodeRun, "PATCH", path, Some(&body))
+            .await?;
+        let confirmed = answer.get("acked").and_then(Value::as_bool) == Some(true);
+        Ok(Acked { confirmed, answer })
+    }
+
+    /// `GET /v1/kafka-credentials`: the brokers and SASL credentials of
+    /// Port's Kafka for this organisation.
+    pub async fn kafka_credentials(&self) -> Result<KafkaCredentials, PortError> {
+        let path = "/v1/kafka-credentials";
+        let answer = self.call(Endpoint::KafkaCredentials, "GET", path, None).await?;
+        let creds = &answer["credentials"];
+        let brokers: Vec<String> = creds["brokers"]
+            .as_array()
+            .map(|b| b.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
+        if brokers.is_empty() {
+            return Err(PortError {
+                call: format!("GET {path}"),
+                message: "the answer has no brokers".into(),
+                permanent: true,
+            });
+        }
+        Ok(KafkaCredentials {
+            brokers,
+            username: creds["username"].as_str().map(str::to_string),
+            password: creds["password"].as_str().map(Secret::new),
+        })
+    }
+
+    /// `PATCH /v1/organization`: record which streamer the agent uses
+    /// (`portAgentStreamerName`, `KAFKA` or `POLLING`).
+    pub async fn record_streamer(&self, streamer: &str) -> Result<(), PortError> {
+        let body = json!({"settings": {"portAgentStreamerName": streamer}});
+        self.call(Endpoint::Organization, "PATCH", "/v1/organization", Some(&body))
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_bodies_are_the_python_agents_byte_for_byte() {
+        let claim = ClaimRequest {
+            installation_id: INSTALLATION_ID,
+            limit: 7,
+            invocation_method: Some("WEBHOOK"),
+        };
+        assert_eq!(
+            to_json(&claim).to_string(),
+            r#"{"installationId":"_PORT_EXEC_AGENT","limit":7,"invocationMethod":"WEBHOOK"}"#
+        );
+        let claim = ClaimRequest {
+            invocation_method: None,
+            ..claim
+        };
+        assert_eq!(
+            to_json(&claim).to_string(),
+            r#"{"installationId":"_PORT_EXEC_AGENT","limit":7}"#
+        );
+        assert_eq!(
+            to_json(&AckRunsRequest { run_ids: ["r_1"] }).to_string(),
+            r#"{"runIds":["r_1"]}"#
+        );
+        assert_eq!(
+            to_json(&AckNodeRunRequest {
+                node_run_identifier: "wfnr_1"
+            })
+            .to_string(),
+            r#"{"nodeRunIdentifier":"wfnr_1"}"#
+        );
+    }
+
+    #[test]
+    fn claim_answers_are_read_leniently() {
+        assert_eq!(claimed_items(&json!({"runs": [{"id": "r_1"}]}), "runs").len(), 1);
+        assert!(claimed_items(&json!({"runs": "x"}), "runs").is_empty());
+        assert!(claimed_items(&json!(null), "nodeRuns").is_empty());
+    }
+}
