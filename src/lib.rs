@@ -16,9 +16,8 @@
 // non-test code is allowed where it stands, with the reason it cannot fail.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod coverage;
+pub mod cli;
 pub mod decrypt;
-pub mod dryrun;
 pub mod guard;
 pub mod invoke;
 pub mod json_canon;
@@ -26,7 +25,6 @@ pub mod mapping;
 pub mod message;
 pub mod pipeline;
 pub mod port;
-pub mod record;
 pub mod redact;
 pub mod retry;
 pub mod settings;

@@ -121,6 +121,8 @@ pub struct Settings {
     pub kafka_auto_offset_reset: String,
     /// `KAFKA_RUNS_TOPIC`.
     pub runs_topic: String,
+    /// `KAFKA_RUNS_TOPIC` was set (else the name derives from the org id).
+    pub runs_topic_set: bool,
     /// `KAFKA_CHANGE_LOG_TOPIC`.
     pub change_log_topic: String,
     /// `USING_LOCAL_PORT_INSTANCE`.
@@ -143,6 +145,9 @@ pub struct Settings {
     pub detailed_logging: bool,
     /// `RUST_LOG` when set, else `LOG_LEVEL`.
     pub log_filter: String,
+    /// `RUST_LOG` or `LOG_LEVEL` was set (the quiet offline commands keep
+    /// their own level otherwise).
+    pub log_filter_chosen: bool,
     /// `AGENT_LOG_FORMAT`; `None` means "json unless stdout is a terminal".
     pub log_format: Option<LogFormat>,
     /// `SSL_CERT_FILE` or `REQUESTS_CA_BUNDLE`: extra trusted CA certificates.
@@ -329,6 +334,12 @@ fn seconds(var: &'static str, value: Option<String>, default: f64) -> Result<Dur
         .map_err(|_| err(var, format!("expected a non-negative number of seconds, got {s}")))
 }
 
+/// The process environment, for `env.X` in jq expressions (settings are
+/// the only module that reads the environment).
+pub fn process_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars()
+}
+
 impl Settings {
     /// Read the process environment.
     pub fn from_env(req: Requirement) -> Result<Settings, SettingsError> {
@@ -418,6 +429,8 @@ impl Settings {
             }
         };
 
+        let log_filter_chosen =
+            present(r.rust_log.clone()).is_some() || present(r.log_level.clone()).is_some();
         let log_filter = match present(r.rust_log) {
             Some(f) => f,
             None => present(r.log_level)
@@ -517,7 +530,10 @@ impl Settings {
         };
 
         let org_for_topics = org_id.clone();
+        let runs_topic_set = r.kafka_runs_topic.is_some();
         Ok(Settings {
+            runs_topic_set,
+            log_filter_chosen,
             target_redirects,
             max_response_bytes,
             allowed_targets,

@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use port_agent::dryrun;
+use port_agent::cli::dry_run;
 use port_agent::mapping::jq::{to_val, JqEnv, JqProgram};
 use port_agent::mapping::{Budget, MappingSet};
 use port_agent::pipeline::{Config, Delivery};
@@ -64,7 +64,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn dry_run_one(rt: &tokio::runtime::Runtime, mapping: &Value, payload: Vec<u8>) -> String {
     let set = MappingSet::from_value(mapping).expect("the mapping compiles");
     let env = JqEnv::new([("MY_API_TOKEN".to_string(), ENV_TOKEN.to_string())]);
-    let p = dryrun::pipeline(config(), set, env, 200, r#"{"ok":true}"#);
+    let p = dry_run::pipeline(config(), set, env, 200, r#"{"ok":true}"#);
     let delivery = Delivery {
         topic: RUNS.into(),
         partition: 0,
@@ -72,7 +72,7 @@ fn dry_run_one(rt: &tokio::runtime::Runtime, mapping: &Value, payload: Vec<u8>) 
         key: None,
         payload,
     };
-    rt.block_on(dryrun::run_one(&p, 1, delivery))
+    rt.block_on(dry_run::run_one(&p, 1, delivery))
         .to_json()
         .to_string()
 }

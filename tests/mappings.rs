@@ -8,7 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use port_agent::dryrun;
+use port_agent::cli::dry_run;
 use port_agent::json_canon::to_raw_string;
 use port_agent::mapping::{Budget, JqEnv, MappingSet};
 use port_agent::pipeline::{Config, Delivery, Result_, Skip};
@@ -81,7 +81,7 @@ async fn render_on(
         polled: false,
     };
     let env = JqEnv::new(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let p = dryrun::pipeline(config, set, env, status, body);
+    let p = dry_run::pipeline(config, set, env, status, body);
     let delivery = Delivery {
         topic: topic.into(),
         partition: 0,

@@ -4,7 +4,12 @@
 //! agent's offsets are untouched.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use clap::Args;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
@@ -14,6 +19,55 @@ use crate::pipeline::Delivery;
 use crate::shutdown::Shutdown;
 use crate::source::kafka::KafkaOptions;
 use crate::source::recorded::to_record_line;
+
+/// The arguments of `record`.
+#[derive(Args)]
+pub struct RecordArgs {
+    /// Output file (JSON lines, the agent's record format).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Stop after N messages.
+    #[arg(long, value_name = "N")]
+    max: Option<u64>,
+    /// Start at the beginning of the topics (default: only new messages).
+    #[arg(long)]
+    from_beginning: bool,
+    /// Stop after S seconds without a new message.
+    #[arg(long, value_name = "S")]
+    timeout: Option<f64>,
+}
+
+/// Run `record`.
+pub async fn command(args: RecordArgs) -> super::Result {
+    let settings = super::offline_settings()?;
+    if settings.org_id.is_empty() && !settings.runs_topic_set {
+        return Err(anyhow!("PORT_ORG_ID: required by record (the topic names derive from it)").into());
+    }
+    let port = super::port_client(&settings, 1)?;
+    let kafka = crate::source::kafka::resolve_options(&settings, &port)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let idle_timeout = match args.timeout {
+        Some(t) => Some(Duration::try_from_secs_f64(t).context("--timeout: expected seconds")?),
+        None => None,
+    };
+    let opts = RecordOptions {
+        max: args.max,
+        from_beginning: args.from_beginning,
+        idle_timeout,
+    };
+    let out = &args.out;
+    let file = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    let (trigger, shutdown) = crate::shutdown::channel();
+    crate::shutdown::on_signals(trigger);
+    let (count, stopped) = record(&kafka, &opts, &mut writer, shutdown).await?;
+    eprintln!(
+        "{count} message(s) written to {} (stopped: {stopped:?})",
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
 
 /// What to record.
 #[derive(Debug, Clone)]
@@ -57,7 +111,7 @@ pub async fn record(
         )
         .set("session.timeout.ms", kafka.session_timeout_ms.to_string());
     let consumer: StreamConsumer = config.create()?;
-    tracing::info!(group = %group, "recording with a throwaway consumer group; nothing is committed");
+    tracing::info!(target: "port_agent::record", group = %group, "recording with a throwaway consumer group; nothing is committed");
     let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let progress = std::io::stderr().is_terminal();
@@ -81,7 +135,7 @@ pub async fn record(
         let msg = match msg {
             Ok(m) => m.detach(),
             Err(e) => {
-                tracing::warn!(error = %e, "Kafka error while recording; retrying");
+                tracing::warn!(target: "port_agent::record", error = %e, "Kafka error while recording; retrying");
                 continue;
             }
         };

@@ -1,11 +1,21 @@
-//! `dry-run` and `render`: the real pipeline wired to the recording invoker
-//! and reporter, so what is shown is exactly what the agent would do. No
-//! network call is made.
+//! `port-agent dry-run` (and the engine of `render`): the real pipeline
+//! wired to the recording invoker and reporter, so what is shown is exactly
+//! what the agent would do. No network call is made.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context;
+use clap::Args;
 use serde_json::{json, Map, Value};
+
+use super::{
+    load_mappings, mapping_path, pipeline_config, quiet_offline_settings, Assume, Format, EXIT_PROBLEMS,
+};
+use crate::pipeline::Guard;
+use crate::port::Endpoint;
 
 use crate::invoke::{OutgoingRequest, RecordingInvoker};
 use crate::mapping::{JqEnv, MappingSet};
@@ -20,7 +30,7 @@ pub use crate::redact::REDACTED;
 /// parameters and body keys (at any depth) redacted, and every known secret
 /// (decrypted values, secret-named environment values) replaced wherever it
 /// occurs; the body as the JSON value that is sent.
-pub fn show_request(r: &OutgoingRequest, redactor: &Redactor) -> Value {
+pub fn show_request(r: &OutgoingRequest, redactor: &Redactor) -> ShownRequest {
     let headers: Map<String, Value> = r
         .headers
         .iter()
@@ -58,12 +68,70 @@ pub fn show_request(r: &OutgoingRequest, redactor: &Redactor) -> Value {
         }
         Err(_) => (redactor.text(&r.url), Map::new()),
     };
-    json!({"method": r.method, "url": url, "query": query, "headers": headers, "body": redactor.value_by_name(&body)})
+    ShownRequest {
+        method: r.method.clone(),
+        url,
+        query,
+        headers,
+        body: redactor.value_by_name(&body),
+    }
+}
+
+/// A request as dry-run and render show it (redacted by [`show_request`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShownRequest {
+    /// HTTP method.
+    pub method: String,
+    /// The URL, secrets in its query and user info removed.
+    pub url: String,
+    /// The query parameters, redacted.
+    pub query: Map<String, Value>,
+    /// The headers, redacted.
+    pub headers: Map<String, Value>,
+    /// The body, redacted.
+    pub body: Value,
+}
+
+impl ShownRequest {
+    /// `{"method", "url", "query", "headers", "body"}`.
+    pub fn to_json(&self) -> Value {
+        json!({"method": self.method, "url": self.url, "query": self.query, "headers": self.headers, "body": self.body})
+    }
+}
+
+/// A Port call as dry-run and render show it (known secrets replaced).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShownCall {
+    /// The endpoint it goes to.
+    pub endpoint: Endpoint,
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path under the API base.
+    pub path: String,
+    /// The body, redacted.
+    pub body: Value,
+}
+
+impl ShownCall {
+    /// `{"method", "path", "body"}`.
+    pub fn to_json(&self) -> Value {
+        json!({"method": self.method, "path": self.path, "body": self.body})
+    }
+
+    /// The call that reports the run's result (a run or node-run PATCH).
+    pub fn is_run_report(&self) -> bool {
+        matches!(self.endpoint, Endpoint::RunPatch | Endpoint::NodeRunPatch)
+    }
 }
 
 /// A Port call as shown (known secrets replaced).
-pub fn show_call(c: &PortCall, redactor: &Redactor) -> Value {
-    json!({"method": c.method(), "path": c.path(), "body": redactor.value(&c.body())})
+pub fn show_call(c: &PortCall, redactor: &Redactor) -> ShownCall {
+    ShownCall {
+        endpoint: c.endpoint(),
+        method: c.method(),
+        path: c.path(),
+        body: redactor.value(&c.body()),
+    }
 }
 
 /// What happened to one message, as dry-run prints it.
@@ -76,9 +144,9 @@ pub struct Entry {
     /// The pipeline's outcome.
     pub outcome: Outcome,
     /// The request that would be sent (redacted).
-    pub request: Option<Value>,
+    pub request: Option<ShownRequest>,
     /// The Port calls that would follow (redacted), in order.
-    pub port_calls: Vec<Value>,
+    pub port_calls: Vec<ShownCall>,
 }
 
 impl Entry {
@@ -100,8 +168,8 @@ impl Entry {
             "skipped": skipped,
             "error": error,
             "mapping_index": self.outcome.mapping,
-            "request": self.request,
-            "port_calls": self.port_calls,
+            "request": self.request.as_ref().map(ShownRequest::to_json),
+            "port_calls": self.port_calls.iter().map(ShownCall::to_json).collect::<Vec<_>>(),
             "warnings": self.outcome.warnings,
         })
     }
@@ -206,6 +274,148 @@ pub async fn dry_run(p: &DryPipeline, text: &str, default_topic: &str) -> Report
     Report { entries, bad_lines }
 }
 
+/// The arguments of `dry-run`.
+#[derive(Args)]
+pub struct DryRunArgs {
+    /// Recorded topic (JSON lines).
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// Mapping file (default: CONTROL_THE_PAYLOAD_CONFIG_PATH).
+    #[arg(long, value_name = "FILE")]
+    mapping: Option<PathBuf>,
+    /// Topic for bare message lines (default: the runs topic).
+    #[arg(long, value_name = "TOPIC")]
+    topic: Option<String>,
+    #[command(flatten)]
+    assume: Assume,
+    /// Do not verify signatures, even with PORT_CLIENT_SECRET set.
+    #[arg(long)]
+    no_verify: bool,
+    /// Output format: text, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// Run `dry-run`: exit 1 when a line of the input is malformed.
+pub async fn command(args: DryRunArgs) -> super::Result {
+    let settings = quiet_offline_settings()?;
+    let path = mapping_path(args.mapping, &settings);
+    let set = load_mappings(&path)?;
+    let text = std::fs::read_to_string(&args.input)
+        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    let (mut config, default_topic) = pipeline_config(&settings, args.topic.as_deref());
+    config.fixed_timestamp = args.assume.timestamp;
+    config.skip_signature_check = args.no_verify;
+    let verified = config.secret.is_some() && !args.no_verify;
+    let (status, body) = (args.assume.assume_status, &args.assume.assume_body);
+    let p = pipeline(config, set, JqEnv::from_process(), status, body)
+        .with_guard(Guard::from_settings(&settings));
+    let report = dry_run(&p, &text, &default_topic).await;
+    if args.format == Format::Json {
+        print_report_json(&report, verified);
+    } else {
+        print_report_text(&report, verified, args.no_verify);
+    }
+    Ok(if report.bad_lines.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PROBLEMS)
+    })
+}
+
+fn print_report_json(report: &Report, verified: bool) {
+    for e in &report.entries {
+        println!("{}", e.to_json());
+    }
+    for b in &report.bad_lines {
+        println!(
+            "{}",
+            json!({"line": b.line, "outcome": "malformed_line", "error": b.reason})
+        );
+    }
+    println!(
+        "{}",
+        json!({"summary": report.summary(), "signatures_verified": verified})
+    );
+}
+
+fn print_report_text(report: &Report, verified: bool, no_verify: bool) {
+    if no_verify {
+        println!("note: --no-verify: signatures were not verified\n");
+    } else if !verified {
+        println!("note: PORT_CLIENT_SECRET is not set: signatures were not verified\n");
+    }
+    for e in &report.entries {
+        print_entry(e);
+        println!();
+    }
+    for b in &report.bad_lines {
+        println!("line {}: malformed, skipped: {}\n", b.line, b.reason);
+    }
+    print_summary(&report.summary());
+}
+
+/// One entry as text.
+pub(super) fn print_entry(e: &Entry) {
+    let run = e.outcome.run_id.as_deref().unwrap_or("-");
+    let kind = e.outcome.kind.as_ref().map(kind_name).unwrap_or("-");
+    println!(
+        "line {}  {}[{}]@{}  {} {}",
+        e.line, e.delivery.topic, e.delivery.partition, e.delivery.offset, kind, run
+    );
+    match (&e.outcome.result, e.outcome.mapping) {
+        (Result_::Skipped(why), _) => println!("  decision: skipped ({why})"),
+        (_, Some(n)) => println!("  decision: mapping #{n}"),
+        _ => println!("  decision: -"),
+    }
+    if let Result_::RequestFailed(err) | Result_::InternalError(err) = &e.outcome.result {
+        println!("  error:    {err}");
+    }
+    for w in &e.outcome.warnings {
+        println!("  warning:  {w}");
+    }
+    if let Some(r) = &e.request {
+        println!("  request:  {} {}", r.method, r.url);
+        println!("  headers:  {}", Value::Object(r.headers.clone()));
+        println!("  body:     {}", r.body);
+    }
+    for c in &e.port_calls {
+        println!("  port:     {} {} {}", c.method, c.path, c.body);
+    }
+}
+
+fn print_summary(s: &Value) {
+    println!(
+        "summary: {} message(s), {} malformed line(s)",
+        s["messages"], s["malformed_lines"]
+    );
+    println!("  {:<20} {:>6}", "outcome", "count");
+    if let Some(m) = s["by_outcome"].as_object() {
+        for (k, v) in m {
+            println!("  {k:<20} {v:>6}");
+        }
+    }
+    println!("  {:<20} {:>6}", "mapping", "count");
+    if let Some(m) = s["by_mapping"].as_object() {
+        for (k, v) in m {
+            let name = if k == "none" {
+                "none".to_string()
+            } else {
+                format!("#{k}")
+            };
+            println!("  {name:<20} {v:>6}");
+        }
+    }
+    if let Some(errors) = s["errors"].as_array() {
+        if !errors.is_empty() {
+            println!("  messages with errors:");
+            for e in errors {
+                println!("    line {}: {}", e["line"], e["errors"]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,7 +433,7 @@ mod tests {
             ],
             body: r#"{"t":"plain-secret","n":1}"#.into(),
         };
-        let shown = show_request(&r, &Redactor::new(["plain-secret"]));
+        let shown = show_request(&r, &Redactor::new(["plain-secret"])).to_json();
         let text = shown.to_string();
         assert!(
             !text.contains("plain-secret")
@@ -252,7 +462,7 @@ mod tests {
                 r#"{"ref":"main","deep":{"client_secret":{"v":1},"list":[{"password":"p"}]},"pk":"a/b+c= d"}"#
                     .into(),
         };
-        let shown = show_request(&r, &Redactor::new(["a/b+c= d"]));
+        let shown = show_request(&r, &Redactor::new(["a/b+c= d"])).to_json();
         assert_eq!(
             shown["query"],
             json!({"q": REDACTED, "token": REDACTED, "job": "build"})

@@ -1,0 +1,171 @@
+//! `port-agent check`: validate the settings that are present, compile every
+//! mapping, and with `--messages` show how the mappings cover a recorded
+//! topic ([`super::coverage`]).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{describe_mapping_error, mapping_path, offline_settings, pipeline_config, Result, EXIT_PROBLEMS};
+use crate::mapping::{JqEnv, Mapping, MappingSet};
+use crate::settings::Settings;
+
+/// The arguments of `check`.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Mapping file (default: CONTROL_THE_PAYLOAD_CONFIG_PATH).
+    #[arg(long, value_name = "FILE")]
+    mapping: Option<PathBuf>,
+    /// Recorded topic (JSON lines, as for dry-run) to evaluate the mappings over.
+    #[arg(long, value_name = "FILE")]
+    messages: Option<PathBuf>,
+    /// Topic for bare message lines in --messages (default: the runs topic).
+    #[arg(long, value_name = "TOPIC", requires = "messages")]
+    topic: Option<String>,
+}
+
+/// Run `check`: exit 1 when a mapping fails to compile, a literal URL is not
+/// allowed, or a field fails over `--messages`.
+pub fn command(args: CheckArgs) -> Result {
+    let settings = offline_settings()?;
+    let path = mapping_path(args.mapping, &settings);
+    print_setting_notes(&settings);
+    let set = match MappingSet::load(&path) {
+        Ok(set) => set,
+        Err(e) => {
+            println!("error: {}", describe_mapping_error(&path, &e));
+            return Ok(ExitCode::from(EXIT_PROBLEMS));
+        }
+    };
+    println!("{}: {} mapping(s) compiled", path.display(), set.mappings.len());
+    let mut not_allowed = 0;
+    for m in &set.mappings {
+        if !describe_mapping(m, &settings) {
+            not_allowed += 1;
+        }
+    }
+    let mut failed = false;
+    if let Some(file) = &args.messages {
+        failed = check_messages(&set, file, args.topic.as_deref(), &settings)?;
+    }
+    Ok(if not_allowed == 0 && !failed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PROBLEMS)
+    })
+}
+
+/// Warnings about the settings, and what `run` will need that is missing.
+fn print_setting_notes(settings: &Settings) {
+    let mut notes = Vec::new();
+    if settings.client_id.is_empty() || settings.client_secret.is_empty() {
+        notes.push("PORT_CLIENT_ID/PORT_CLIENT_SECRET are not set: `run` will need them");
+    }
+    if settings.org_id.is_empty() {
+        notes.push("PORT_ORG_ID is not set: `run` will need it");
+    }
+    for w in settings.warnings() {
+        println!("warning: {w}");
+    }
+    for n in notes {
+        println!("note: {n}");
+    }
+}
+
+/// Print what one mapping sets; false when its literal URL is not allowed.
+fn describe_mapping(m: &Mapping, settings: &Settings) -> bool {
+    let fields = m.fields_set();
+    println!(
+        "  #{}: enabled: {}; sets: {}",
+        m.index,
+        m.enabled_text(),
+        if fields.is_empty() {
+            "nothing (defaults)".to_string()
+        } else {
+            fields.join(", ")
+        }
+    );
+    if !m.unknown_keys.is_empty() {
+        println!(
+            "  #{}: warning: unknown keys ignored: {}",
+            m.index,
+            m.unknown_keys.join(", ")
+        );
+    }
+    if let (Some(list), Some(url)) = (&settings.allowed_targets, m.literal_url()) {
+        if !url::Url::parse(&url).is_ok_and(|u| list.allows(&u)) {
+            println!(
+                "  #{}: error: url '{url}' is not allowed by AGENT_ALLOWED_TARGETS: its runs would be reported as failed",
+                m.index
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// `check --messages`: print the coverage of `file`; true when a field failed.
+fn check_messages(set: &MappingSet, file: &Path, topic: Option<&str>, settings: &Settings) -> Result<bool> {
+    let text = std::fs::read_to_string(file).with_context(|| {
+        format!(
+            "--messages: cannot read {}: give a recorded-topic file (JSON lines)",
+            file.display()
+        )
+    })?;
+    let (config, default_topic) = pipeline_config(settings, topic);
+    let env = JqEnv::from_process();
+    let ctx = crate::mapping::EvalCtx {
+        env: &env,
+        budget: config.budget,
+    };
+    let secret = config.secret.as_ref().map(|s| s.expose()).unwrap_or("");
+    let mut redactor = crate::redact::Redactor::new(env.sensitive_values());
+    redactor.extend([secret].into_iter().filter(|s| !s.is_empty()));
+    let topics = super::coverage::Topics {
+        runs: &config.runs_topic,
+        change_log: &config.change_log_topic,
+    };
+    let cov = super::coverage::coverage(set, &text, &topics, &default_topic, &ctx, secret, &redactor);
+    println!(
+        "{}: {} message(s), {} evaluated, {} malformed line(s)",
+        file.display(),
+        cov.messages,
+        cov.evaluated,
+        cov.bad_lines.len()
+    );
+    print_coverage(&cov);
+    Ok(cov.has_failures())
+}
+
+fn print_coverage(cov: &super::coverage::Coverage) {
+    for (i, m) in cov.mappings.iter().enumerate() {
+        println!("  #{i}: selected by {} message(s)", m.selected);
+        for (field, f) in &m.failures {
+            println!(
+                "  #{i}: field '{field}': {} evaluation(s) failed; first (line {}): {}",
+                f.count, f.first_line, f.first_error
+            );
+        }
+    }
+    if cov.unmatched.is_empty() {
+        println!("  every evaluated message selects a mapping");
+    } else {
+        println!("  selected by no mapping: {} message(s)", cov.unmatched.len());
+        for u in &cov.unmatched {
+            println!(
+                "    line {}: run {} action {}",
+                u.line,
+                u.run_id.as_deref().unwrap_or("-"),
+                u.action.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    for (line, why) in &cov.not_evaluated {
+        println!("  line {line}: not evaluated: {why}");
+    }
+    for b in &cov.bad_lines {
+        println!("  line {}: malformed, skipped: {}", b.line, b.reason);
+    }
+}

@@ -1,0 +1,239 @@
+//! The `port-agent` command line: one module per command. `main.rs` parses
+//! the arguments and maps this module's one [`Error`] type to an exit code;
+//! [`run`] (the `run` command) is the only place that wires the agent's
+//! components together.
+//!
+//! - [`run`]: the agent itself;
+//! - [`check`]: validate settings and mappings (with [`coverage`] over a
+//!   recorded topic);
+//! - [`render`]: one message through the pipeline, shown;
+//! - [`dry_run`]: a recorded topic through the pipeline, with recording
+//!   edges instead of the network;
+//! - [`record`]: copy the topics into a recorded-topic file.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::mapping::{MappingError, MappingSet};
+use crate::pipeline::Config;
+use crate::port::PortClient;
+use crate::settings::{Requirement, Settings};
+use crate::telemetry::{init_logging, LogTarget};
+use crate::tls::ClientOptions;
+
+pub mod check;
+pub mod coverage;
+pub mod dry_run;
+pub mod record;
+pub mod render;
+pub mod run;
+
+/// The log target of the command line's own events: the binary's name, as
+/// before the commands moved into the library.
+const LOG_TARGET: &str = "port_agent";
+
+/// Exit code: problems found (check errors, malformed input lines).
+pub const EXIT_PROBLEMS: u8 = 1;
+/// Exit code: invalid settings, mapping file or input.
+pub const EXIT_CONFIG: u8 = 3;
+/// Exit code: `run` gave up (the polling API failed for too long).
+pub const EXIT_GAVE_UP: u8 = 4;
+
+/// Why a command could not do its work; [`Error::exit_code`] says how the
+/// process ends.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Invalid settings, mapping file or input, or a component that could
+    /// not start with them (exit 3).
+    #[error("{0:#}")]
+    Config(#[from] anyhow::Error),
+    /// `run` gave up: Port's polling API failed for
+    /// `POLLING_MAX_FAILURE_DURATION_SECONDS` (exit 4).
+    #[error("{0}")]
+    GaveUp(String),
+}
+
+impl Error {
+    /// The process exit code of this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => EXIT_CONFIG,
+            Error::GaveUp(_) => EXIT_GAVE_UP,
+        }
+    }
+}
+
+/// A command's result: an exit code for success or problems found, or an
+/// [`Error`].
+pub type Result<T = ExitCode> = std::result::Result<T, Error>;
+
+/// The command line.
+#[derive(Parser)]
+#[command(
+    name = "port-agent",
+    version,
+    about = "Port execution agent: Kafka invocations to signed HTTP requests, results reported to Port",
+    long_about = "Port execution agent: reads invocations from Port's Kafka topics (or its polling API), \
+builds each HTTP request with a jq mapping file, signs and sends it to your internal service, \
+and reports the result back to Port.\n\nWith no command, `run` is assumed.",
+    after_help = "Exit codes: 0 success; 1 problems found (mapping errors in `check`, malformed lines in \
+`dry-run`); 2 invalid command line; 3 invalid settings or mapping file; 4 `run` gave up \
+(Port's polling API failed for POLLING_MAX_FAILURE_DURATION_SECONDS).\n\n\
+Example: PORT_CLIENT_SECRET=example-client-secret-0123456789abcdef port-agent dry-run --input examples/recorded-topic.jsonl --mapping examples/mapping.json"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the default): consume invocations and act on them.
+    #[command(after_help = "Settings come from the environment (see the README); e.g.\n  \
+PORT_ORG_ID=org_1 PORT_CLIENT_ID=… PORT_CLIENT_SECRET=… KAFKA_CONSUMER_GROUP_ID=org_1.agent port-agent run")]
+    Run,
+    /// Validate the settings that are present and compile every mapping.
+    #[command(
+        after_help = "With --messages, also evaluate every mapping over a recorded topic: per mapping, how many \
+messages select it; per field, how many evaluations failed and the first error; which messages no mapping \
+selects. Exit 1 when any field fails.\n\nExamples:\n  port-agent check --mapping ./invocations.json\n  \
+port-agent check --mapping examples/mapping.json --messages examples/recorded-topic.jsonl"
+    )]
+    Check(check::CheckArgs),
+    /// Show which mapping a message selects and the request and report it builds.
+    #[command(
+        after_help = "Example:\n  port-agent render --mapping invocations.json --message run.json --env GITLAB_TOKEN=xyz"
+    )]
+    Render(render::RenderArgs),
+    /// Run the full pipeline over a recorded topic with no network side effects.
+    #[command(
+        after_help = "Input lines: the agent's record format, `kcat -C -J` output, or bare message objects.\n\
+Signatures are verified when PORT_CLIENT_SECRET is set and --no-verify is not given.\n\nExample:\n  \
+PORT_CLIENT_SECRET=example-client-secret-0123456789abcdef port-agent dry-run --input examples/recorded-topic.jsonl --mapping examples/mapping.json"
+    )]
+    DryRun(dry_run::DryRunArgs),
+    /// Copy the topics into a recorded-topic file (commits nothing).
+    #[command(
+        after_help = "Uses the Kafka settings of `run` with a throwaway consumer group; stops at --max, \
+after --timeout seconds without a message, or on Ctrl-C.\n\nExample:\n  \
+port-agent record --out runs.jsonl --from-beginning --max 500 --timeout 10"
+    )]
+    Record(record::RecordArgs),
+}
+
+/// What `render` and `dry-run` assume of the target and the clock.
+#[derive(Args, Clone)]
+pub struct Assume {
+    /// Sign with this Unix time instead of now (reproducible output).
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    timestamp: Option<u64>,
+    /// Status the target is assumed to answer.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    assume_status: u16,
+    /// Body the target is assumed to answer.
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    assume_body: String,
+}
+
+/// Output format of `render` and `dry-run`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Text for a reader.
+    Text,
+    /// JSON for a program.
+    Json,
+}
+
+/// Run the command the command line names (`run` when none).
+pub async fn dispatch(cli: Cli) -> Result {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run::command().await,
+        Command::Check(args) => check::command(args),
+        Command::Render(args) => render::command(args).await,
+        Command::DryRun(args) => dry_run::command(args).await,
+        Command::Record(args) => record::command(args).await,
+    }
+}
+
+/// Settings for the offline commands, logging to stderr.
+fn offline_settings() -> anyhow::Result<Settings> {
+    let settings = Settings::from_env(Requirement::Offline).map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_logging(&settings.log_filter, settings.log_format, LogTarget::Stderr);
+    Ok(settings)
+}
+
+/// Settings for `render` and `dry-run`: logs go to stderr at `warn` unless
+/// `LOG_LEVEL` (or `RUST_LOG`) says otherwise, so the output is the report.
+fn quiet_offline_settings() -> anyhow::Result<Settings> {
+    let settings = Settings::from_env(Requirement::Offline).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let filter = if settings.log_filter_chosen {
+        settings.log_filter.as_str()
+    } else {
+        "warn"
+    };
+    init_logging(filter, settings.log_format, LogTarget::Stderr);
+    Ok(settings)
+}
+
+/// The mapping file given on the command line, else the settings' one.
+fn mapping_path(given: Option<PathBuf>, settings: &Settings) -> PathBuf {
+    given.unwrap_or_else(|| PathBuf::from(&settings.mapping_path))
+}
+
+/// Load and compile a mapping file; unknown keys are warned about.
+fn load_mappings(path: &Path) -> anyhow::Result<MappingSet> {
+    let set = MappingSet::load(path).map_err(|e| anyhow::anyhow!("{}", describe_mapping_error(path, &e)))?;
+    for m in &set.mappings {
+        if !m.unknown_keys.is_empty() {
+            tracing::warn!(target: LOG_TARGET, mapping = m.index, keys = ?m.unknown_keys, "unknown mapping keys are ignored");
+        }
+    }
+    Ok(set)
+}
+
+fn describe_mapping_error(path: &Path, e: &MappingError) -> String {
+    crate::mapping::reload::describe_error(path, e)
+}
+
+/// The Port API client the settings describe.
+fn port_client(settings: &Settings, idle_connections: usize) -> anyhow::Result<PortClient> {
+    let http = ClientOptions {
+        timeout: settings.port_timeout,
+        verify_tls: true,
+        ca_bundle: settings.ca_bundle.clone(),
+        pool_idle_per_host: idle_connections,
+    };
+    Ok(PortClient::new(
+        &settings.port_api_base_url,
+        &settings.client_id,
+        settings.client_secret.clone(),
+        &http,
+        settings.port_max_attempts,
+    )?)
+}
+
+/// The pipeline configuration of the offline commands, and the topic of bare
+/// message lines.
+fn pipeline_config(settings: &Settings, topic_default: Option<&str>) -> (Config, String) {
+    let mut config = Config::from_settings(settings);
+    if settings.org_id.is_empty() {
+        // Offline without an org: recognise `<org>.runs` / `<org>.change.log`
+        // by suffix, and give bare lines a runs topic.
+        config.infer_topics = true;
+        config.runs_topic = "unknown-org.runs".into();
+        config.change_log_topic = "unknown-org.change.log".into();
+    }
+    let default_topic = topic_default
+        .map(str::to_string)
+        .unwrap_or_else(|| config.runs_topic.clone());
+    (config, default_topic)
+}
+
+/// `K=V` of `render --env`.
+fn parse_env_pair(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected K=V, got '{s}'"))
+}

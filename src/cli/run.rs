@@ -1,0 +1,146 @@
+//! `port-agent run`: the only place that wires the agent's components
+//! together: settings → telemetry, the Port client, the target invoker, the
+//! pipeline, the mapping reloader, and the source the settings name.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+
+use super::{load_mappings, port_client, Error, Result, LOG_TARGET};
+use crate::invoke::HttpInvoker;
+use crate::mapping::JqEnv;
+use crate::pipeline::{Config, Guard, Pipeline};
+use crate::port::PortClient;
+use crate::settings::{Requirement, Settings, Streamer};
+use crate::shutdown::Shutdown;
+use crate::source::{kafka, polling};
+use crate::telemetry::server::Health;
+use crate::telemetry::{self, init_logging, LogTarget};
+use crate::tls::ClientOptions;
+
+/// The agent's pipeline, as `run` wires it.
+type Agent = Pipeline<HttpInvoker, PortClient>;
+
+/// Run the agent until a signal stops it.
+pub async fn command() -> Result {
+    let settings = Settings::from_env(Requirement::Run).map_err(|e| anyhow!("{e}"))?;
+    init_logging(&settings.log_filter, settings.log_format, LogTarget::Stdout);
+    for w in settings.warnings() {
+        tracing::warn!(target: LOG_TARGET, "{w}");
+    }
+    let mappings = load_mappings(Path::new(&settings.mapping_path))?;
+    // The version in force (the reloader compares new files with it).
+    let mapping_sha = std::fs::read(&settings.mapping_path)
+        .map(|b| crate::mapping::reload::sha256_hex(&b))
+        .unwrap_or_default();
+    tracing::info!(target: LOG_TARGET,
+        version = env!("CARGO_PKG_VERSION"),
+        mappings = mappings.mappings.len(),
+        streamer = settings.streamer.as_str(),
+        "port-agent starting"
+    );
+    let health = Health::new("starting: connecting to Port and the message source");
+    serve_telemetry(&settings, &health).await?;
+    let port = port_client(&settings, settings.max_in_flight)?;
+    if let Err(e) = port.record_streamer(settings.streamer.as_str()).await {
+        tracing::warn!(target: LOG_TARGET, error = %e, "could not record the streamer name on the organization; continuing");
+    }
+    let pipeline = Arc::new(agent(&settings, mappings, port.clone())?);
+    health.watch_reports(pipeline.report_backlog());
+    let shutdown = shutdown_on_signals(&health);
+    if settings.mapping_reload {
+        let reloader = crate::mapping::reload::Reloader::new(
+            PathBuf::from(&settings.mapping_path),
+            pipeline.mapping_slot(),
+            mapping_sha,
+        );
+        tokio::spawn(crate::mapping::reload::watch(reloader, shutdown.clone()));
+    }
+    consume(&settings, port, pipeline, health, shutdown).await?;
+    tracing::info!(target: LOG_TARGET, "port-agent stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `/healthz`, `/readyz` and `/metrics` on `AGENT_HTTP_PORT` (0: none).
+async fn serve_telemetry(settings: &Settings, health: &Arc<Health>) -> anyhow::Result<()> {
+    if settings.http_port == 0 {
+        return Ok(());
+    }
+    let handle = telemetry::metrics::install().context("cannot set up metrics")?;
+    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], settings.http_port));
+    let bound = telemetry::server::serve(addr, health.clone(), Some(handle))
+        .await
+        .with_context(|| format!("AGENT_HTTP_PORT: cannot listen on {addr}"))?;
+    tracing::info!(target: LOG_TARGET, address = %bound, "serving /healthz, /readyz and /metrics");
+    Ok(())
+}
+
+/// The pipeline: the target invoker and Port as its edges.
+fn agent(
+    settings: &Settings,
+    mappings: crate::mapping::MappingSet,
+    port: PortClient,
+) -> anyhow::Result<Agent> {
+    let target_http = ClientOptions {
+        timeout: settings.webhook_timeout,
+        verify_tls: settings.webhook_verify_ssl,
+        ca_bundle: settings.ca_bundle.clone(),
+        pool_idle_per_host: settings.max_in_flight,
+    };
+    let invoker = HttpInvoker::new(&target_http, settings.retry.clone())?.with_limits(
+        settings.target_redirects,
+        settings.max_response_bytes,
+        settings.allowed_targets.clone(),
+    );
+    let config = Config {
+        polled: settings.streamer == Streamer::Polling,
+        ..Config::from_settings(settings)
+    };
+    Ok(
+        Pipeline::new(config, Arc::new(mappings), JqEnv::from_process(), invoker, port)
+            .with_guard(Guard::from_settings(settings)),
+    )
+}
+
+/// A shutdown that SIGTERM or SIGINT triggers; `/readyz` says "stopping"
+/// from then on.
+fn shutdown_on_signals(health: &Arc<Health>) -> Shutdown {
+    let (trigger, shutdown) = crate::shutdown::channel();
+    crate::shutdown::on_signals(trigger);
+    let (health, stopping) = (health.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        stopping.wait().await;
+        health.set_stopping();
+    });
+    shutdown
+}
+
+/// Consume from the source the settings name until `shutdown`.
+async fn consume(
+    settings: &Settings,
+    port: PortClient,
+    pipeline: Arc<Agent>,
+    health: Arc<Health>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    match settings.streamer {
+        Streamer::Kafka => {
+            let opts = kafka::resolve_options(settings, &port)
+                .await
+                .map_err(|e| anyhow!(e))?;
+            let engine = kafka::KafkaEngine::new(opts, pipeline).with_health(health);
+            engine.run(shutdown).await.context("Kafka consumer failed")?;
+        }
+        Streamer::Polling => {
+            let opts = polling::PollingOptions::from_settings(settings);
+            let engine = polling::PollingEngine::new(port, opts, pipeline, health);
+            engine
+                .run(shutdown)
+                .await
+                .map_err(|e| Error::GaveUp(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
