@@ -12,7 +12,7 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
+use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::Message;
 
 use crate::pipeline::Delivery;
@@ -99,19 +99,7 @@ pub async fn record(
     out: &mut (dyn Write + Send),
     shutdown: Shutdown,
 ) -> anyhow::Result<(u64, Stopped)> {
-    let mut config = kafka.client_config();
-    let group = format!("port-agent-record-{}-{}", std::process::id(), now_millis());
-    config
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set(
-            "auto.offset.reset",
-            if opts.from_beginning { "earliest" } else { "latest" },
-        )
-        .set("session.timeout.ms", kafka.session_timeout_ms.to_string());
-    let consumer: StreamConsumer = config.create()?;
-    tracing::info!(target: "port_agent::record", group = %group, "recording with a throwaway consumer group; nothing is committed");
+    let consumer = throwaway_consumer(kafka, opts)?;
     let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let progress = std::io::stderr().is_terminal();
@@ -139,31 +127,7 @@ pub async fn record(
                 continue;
             }
         };
-        let delivery = Delivery {
-            topic: msg.topic().to_string(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-        };
-        let headers: Vec<(String, String)> = msg
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|x| {
-                        (
-                            x.key.to_string(),
-                            String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "{}",
-            to_record_line(&delivery, msg.timestamp().to_millis(), &headers)
-        )?;
+        writeln!(out, "{}", record_line(&msg))?;
         count += 1;
         if progress && last_shown.elapsed() > Duration::from_millis(200) {
             eprint!("\rrecorded {count} message(s)");
@@ -177,6 +141,50 @@ pub async fn record(
     // Nothing was committed; closing leaves the throwaway group.
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
     Ok((count, stopped))
+}
+
+/// A consumer in a group of its own that commits nothing, at the start or
+/// the end of the topics.
+fn throwaway_consumer(kafka: &KafkaOptions, opts: &RecordOptions) -> anyhow::Result<StreamConsumer> {
+    let mut config = kafka.client_config();
+    let group = format!("port-agent-record-{}-{}", std::process::id(), now_millis());
+    config
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.offset.reset",
+            if opts.from_beginning { "earliest" } else { "latest" },
+        )
+        .set("session.timeout.ms", kafka.session_timeout_ms.to_string());
+    let consumer: StreamConsumer = config.create()?;
+    tracing::info!(target: "port_agent::record", group = %group, "recording with a throwaway consumer group; nothing is committed");
+    Ok(consumer)
+}
+
+/// One message in the record format.
+fn record_line(msg: &OwnedMessage) -> String {
+    let delivery = Delivery {
+        topic: msg.topic().to_string(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+        key: msg.key().map(<[u8]>::to_vec),
+        payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+    };
+    let headers: Vec<(String, String)> = msg
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| {
+                    (
+                        x.key.to_string(),
+                        String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    to_record_line(&delivery, msg.timestamp().to_millis(), &headers)
 }
 
 fn now_millis() -> u128 {
