@@ -13,8 +13,7 @@ use serde_json::Value;
 
 use crate::guard::{host_port, same_host, AllowList, RedirectPolicy, MAX_REDIRECTS};
 use crate::mapping::{RequestSpec, ResponseContext};
-use crate::retry::{parse_retry_after, with_retries, Attempt, Backoff};
-use crate::settings::RetryPolicy;
+use crate::retry::{parse_retry_after, with_retries, Attempt, Policy};
 use crate::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::telemetry::metrics;
 use crate::tls::{build_client, ClientError, ClientOptions};
@@ -203,7 +202,7 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct HttpInvoker {
     client: reqwest::Client,
-    policy: RetryPolicy,
+    policy: Policy,
     retries: Arc<AtomicU64>,
     redirects: RedirectPolicy,
     max_response_bytes: usize,
@@ -224,7 +223,7 @@ impl HttpInvoker {
     /// Build with the target settings; redirects to the same host are
     /// followed and at most [`DEFAULT_MAX_RESPONSE_BYTES`] of an answer are
     /// read until [`HttpInvoker::with_limits`] says otherwise.
-    pub fn new(opts: &ClientOptions, policy: RetryPolicy) -> Result<Self, ClientError> {
+    pub fn new(opts: &ClientOptions, policy: Policy) -> Result<Self, ClientError> {
         Ok(HttpInvoker {
             client: build_client(opts)?,
             policy,
@@ -374,7 +373,7 @@ impl HttpInvoker {
             },
             truncated,
         };
-        if self.policy.retry_statuses.contains(&status) {
+        if self.policy.statuses.contains(&status) {
             Err(Attempt::Retryable {
                 last: Ok(received),
                 retry_after,
@@ -453,15 +452,9 @@ fn strip_credentials(u: &url::Url) -> String {
 
 impl Invoker for HttpInvoker {
     async fn send(&self, request: &OutgoingRequest) -> Result<TargetResponse, InvokeError> {
-        let policy = Backoff {
-            max_attempts: self.policy.max_attempts,
-            max_elapsed: self.policy.max_elapsed,
-            initial: self.policy.initial_backoff,
-            max: self.policy.max_backoff,
-        };
         let attempts = std::sync::atomic::AtomicU32::new(0);
         let result = with_retries(
-            policy,
+            self.policy.backoff,
             || {
                 attempts.fetch_add(1, Ordering::Relaxed);
                 self.attempt(request)

@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod port;
 pub mod redact;
 pub mod retry;
+pub mod secret;
 pub mod settings;
 pub mod shutdown;
 pub mod signature;

@@ -25,7 +25,8 @@ use crate::mapping::{
 use crate::message::{Invocation, Kind, TopicKind};
 use crate::port::{PortCall, ReportBacklog, Reporter};
 use crate::redact::Redactor;
-use crate::settings::{Secret, Settings};
+use crate::secret::Secret;
+use crate::settings::Settings;
 use crate::signature::{self, SignatureError};
 use crate::telemetry::metrics;
 
@@ -225,19 +226,19 @@ impl Config {
     /// From settings.
     pub fn from_settings(s: &Settings) -> Config {
         Config {
-            secret: (!s.client_secret.is_empty()).then(|| s.client_secret.clone()),
+            secret: (!s.port.client_secret.is_empty()).then(|| s.port.client_secret.clone()),
             skip_signature_check: false,
-            runs_topic: s.runs_topic.clone(),
-            change_log_topic: s.change_log_topic.clone(),
-            detailed_logging: s.detailed_logging,
-            run_logs: s.run_logs,
-            wf_unmatched_fail: s.wf_unmatched_fail,
+            runs_topic: s.kafka.runs_topic.clone(),
+            change_log_topic: s.kafka.change_log_topic.clone(),
+            detailed_logging: s.report.detailed_logging,
+            run_logs: s.report.run_logs,
+            wf_unmatched_fail: s.report.wf_unmatched_fail,
             budget: Budget {
-                time: s.jq_timeout,
+                time: s.limits.jq_timeout,
                 ..Budget::default()
             },
             infer_topics: false,
-            idempotency_headers: s.idempotency_headers,
+            idempotency_headers: s.target.idempotency_headers,
             fixed_timestamp: None,
             polled: false,
         }
@@ -269,8 +270,8 @@ impl Guard {
     /// From settings.
     pub fn from_settings(s: &Settings) -> Guard {
         Guard {
-            max_message_age: s.max_message_age,
-            allowed_targets: s.allowed_targets.clone(),
+            max_message_age: s.limits.max_message_age,
+            allowed_targets: s.target.allowed_targets.clone(),
         }
     }
 }

@@ -21,6 +21,31 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+/// The retry policy of target requests (SPEC §8): the backoff, and the
+/// answers that are retried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Attempts, elapsed time and steps.
+    pub backoff: Backoff,
+    /// Response statuses that are retried.
+    pub statuses: Vec<u16>,
+}
+
+impl Default for Policy {
+    /// 5 attempts within 60 s, 200 ms doubling to 10 s; 429, 502, 503, 504.
+    fn default() -> Self {
+        Policy {
+            backoff: Backoff {
+                max_attempts: 5,
+                max_elapsed: Duration::from_secs(60),
+                initial: Duration::from_millis(200),
+                max: Duration::from_secs(10),
+            },
+            statuses: vec![429, 502, 503, 504],
+        }
+    }
+}
+
 /// How one attempt ended, when it did not succeed outright.
 #[derive(Debug)]
 pub enum Attempt<T, E> {

@@ -16,7 +16,7 @@ use port_agent::cli::dry_run;
 use port_agent::mapping::jq::{to_val, JqEnv, JqProgram};
 use port_agent::mapping::{Budget, MappingSet};
 use port_agent::pipeline::{Config, Delivery};
-use port_agent::settings::Secret;
+use port_agent::secret::Secret;
 use port_agent::source::recorded::parse_line;
 use proptest::prelude::*;
 use serde_json::{json, Value};

@@ -12,7 +12,7 @@ use port_agent::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
 use port_agent::mapping::{Budget, JqEnv, MappingSet, ResponseContext};
 use port_agent::pipeline::{Config, Pipeline, INTERNAL_ERROR_SUMMARY};
 use port_agent::port::{PortCall, PortError, RecordingReporter, Reporter};
-use port_agent::settings::Secret;
+use port_agent::secret::Secret;
 use port_agent::shutdown;
 use port_agent::source::kafka::{KafkaEngine, KafkaOptions};
 use rdkafka::config::ClientConfig;

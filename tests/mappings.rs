@@ -12,7 +12,7 @@ use port_agent::cli::dry_run;
 use port_agent::json_canon::to_raw_string;
 use port_agent::mapping::{Budget, JqEnv, MappingSet};
 use port_agent::pipeline::{Config, Delivery, Result_, Skip};
-use port_agent::settings::Secret;
+use port_agent::secret::Secret;
 use port_agent::signature::sign;
 use serde_json::{json, Value};
 use support::{action_run, signed, SECRET};

@@ -13,8 +13,8 @@ use port_agent::mapping::{Budget, JqEnv, MappingSet};
 use port_agent::message::Kind;
 use port_agent::pipeline::{Config, Delivery, Outcome, Pipeline, Result_, Skip};
 use port_agent::port::PortClient;
-use port_agent::retry::Backoff;
-use port_agent::settings::{RetryPolicy, Secret};
+use port_agent::retry::{Backoff, Policy};
+use port_agent::secret::Secret;
 use port_agent::signature::sign;
 use port_agent::tls::ClientOptions;
 use serde_json::{json, Value};
@@ -32,12 +32,14 @@ fn agent_with(port: &FakePort, mappings: Value, tweak: impl FnOnce(&mut Config))
         ca_bundle: None,
         pool_idle_per_host: 8,
     };
-    let retry = RetryPolicy {
-        max_attempts: 3,
-        max_elapsed: Duration::from_secs(5),
-        initial_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(50),
-        ..RetryPolicy::default()
+    let retry = Policy {
+        backoff: Backoff {
+            max_attempts: 3,
+            max_elapsed: Duration::from_secs(5),
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        },
+        ..Policy::default()
     };
     let invoker = HttpInvoker::new(&opts, retry).unwrap();
     let reporter = PortClient::new(&port.base(), "client-id", Secret::new(SECRET), &opts, 5)

@@ -19,8 +19,8 @@ use port_agent::invoke::HttpInvoker;
 use port_agent::mapping::{Budget, JqEnv, MappingSet};
 use port_agent::pipeline::{Config, Delivery, Guard, Outcome, Pipeline, Result_, Skip};
 use port_agent::port::PortClient;
-use port_agent::retry::Backoff;
-use port_agent::settings::{RetryPolicy, Secret};
+use port_agent::retry::{Backoff, Policy};
+use port_agent::secret::Secret;
 use port_agent::tls::ClientOptions;
 use serde_json::{json, Value};
 use support::broker::AgentProcess;
@@ -56,10 +56,8 @@ fn agent(
     max_bytes: usize,
     guard: Guard,
 ) -> Agent {
-    let retry = RetryPolicy {
-        max_attempts: 1,
-        ..RetryPolicy::default()
-    };
+    let mut retry = Policy::default();
+    retry.backoff.max_attempts = 1;
     let invoker = HttpInvoker::new(&opts(), retry).unwrap().with_limits(
         redirects,
         max_bytes,

@@ -8,7 +8,8 @@ mod support;
 use std::time::Duration;
 
 use port_agent::guard::RedirectPolicy;
-use port_agent::settings::{Requirement, RetryPolicy, Settings, Streamer};
+use port_agent::retry::{Backoff, Policy};
+use port_agent::settings::{Requirement, Settings, Streamer};
 use serde_json::{json, Value};
 use support::agent::*;
 use support::broker::free_port;
@@ -50,59 +51,61 @@ fn every_default_in_the_settings_table() {
     )
     .expect("settings");
     // In the order of the README's table.
-    assert_eq!(s.port_api_base_url, "https://api.getport.io");
+    assert_eq!(s.port.api_base_url, "https://api.getport.io");
     assert_eq!(s.streamer, Streamer::Kafka);
-    assert_eq!(s.kafka_security_protocol, "plaintext");
-    assert_eq!(s.kafka_sasl_mechanism, None);
-    assert_eq!(s.kafka_session_timeout_ms, 45_000);
-    assert_eq!(s.kafka_max_poll_interval_ms, 300_000);
-    assert_eq!(s.kafka_auto_offset_reset, "earliest");
-    assert_eq!(s.runs_topic, "org_9.runs");
-    assert_eq!(s.change_log_topic, "org_9.change.log");
-    assert!(!s.using_local_port_instance);
-    assert_eq!(s.kafka_bootstrap_servers, "");
+    assert_eq!(s.kafka.security_protocol, "plaintext");
+    assert_eq!(s.kafka.sasl_mechanism, None);
+    assert_eq!(s.kafka.session_timeout_ms, 45_000);
+    assert_eq!(s.kafka.max_poll_interval_ms, 300_000);
+    assert_eq!(s.kafka.auto_offset_reset, "earliest");
+    assert_eq!(s.kafka.runs_topic, "org_9.runs");
+    assert_eq!(s.kafka.change_log_topic, "org_9.change.log");
+    assert!(!s.kafka.using_local_port_instance);
+    assert_eq!(s.kafka.bootstrap_servers, "");
     assert_eq!(
-        (&s.kafka_brokers, &s.kafka_username, s.kafka_password.is_none()),
+        (&s.kafka.brokers, &s.kafka.username, s.kafka.password.is_none()),
         (&None, &None, true)
     );
-    assert_eq!(s.mapping_path, "./control_the_payload_config.json");
-    assert_eq!(s.webhook_timeout, Duration::from_secs(30));
-    assert!(s.webhook_verify_ssl);
-    assert!(s.detailed_logging);
-    assert_eq!(s.log_filter, "info");
+    assert_eq!(s.mapping.path, "./control_the_payload_config.json");
+    assert_eq!(s.target.timeout, Duration::from_secs(30));
+    assert!(s.target.verify_ssl);
+    assert!(s.report.detailed_logging);
+    assert_eq!(s.telemetry.log_filter, "info");
     assert_eq!(s.ca_bundle, None);
-    assert_eq!(s.polling_interval, Duration::from_secs(10));
-    assert_eq!(s.polling_batch_size, 100);
-    assert_eq!(s.polling_initial_backoff, Duration::from_secs(1));
-    assert_eq!(s.polling_max_backoff, Duration::from_secs(300));
-    assert_eq!(s.polling_backoff_factor, 2.0);
-    assert_eq!(s.polling_backoff_jitter, 0.1);
-    assert_eq!(s.polling_max_failure, Duration::from_secs(3600));
-    assert_eq!(s.max_in_flight, 64);
-    assert_eq!(s.http_port, 8080);
+    assert_eq!(s.polling.interval, Duration::from_secs(10));
+    assert_eq!(s.polling.batch_size, 100);
+    assert_eq!(s.polling.initial_backoff, Duration::from_secs(1));
+    assert_eq!(s.polling.max_backoff, Duration::from_secs(300));
+    assert_eq!(s.polling.backoff_factor, 2.0);
+    assert_eq!(s.polling.backoff_jitter, 0.1);
+    assert_eq!(s.polling.max_failure, Duration::from_secs(3600));
+    assert_eq!(s.limits.max_in_flight, 64);
+    assert_eq!(s.telemetry.http_port, 8080);
     assert_eq!(
-        s.retry,
-        RetryPolicy {
-            max_attempts: 5,
-            max_elapsed: Duration::from_secs(60),
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_millis(10_000),
-            retry_statuses: vec![429, 502, 503, 504],
+        s.target.retry,
+        Policy {
+            backoff: Backoff {
+                max_attempts: 5,
+                max_elapsed: Duration::from_secs(60),
+                initial: Duration::from_millis(200),
+                max: Duration::from_millis(10_000),
+            },
+            statuses: vec![429, 502, 503, 504],
         }
     );
-    assert_eq!(s.port_timeout, Duration::from_secs(15));
-    assert_eq!(s.port_max_attempts, 5);
-    assert!(s.run_logs);
-    assert!(s.idempotency_headers);
-    assert!(s.wf_unmatched_fail);
-    assert_eq!(s.dlq_topic, None);
-    assert_eq!(s.drain_timeout, Duration::from_secs(20));
-    assert_eq!(s.log_format, None, "json unless stdout is a terminal");
-    assert_eq!(s.jq_timeout, Duration::from_millis(1000));
-    assert_eq!(s.allowed_targets, None);
-    assert_eq!(s.target_redirects, RedirectPolicy::SameHost);
-    assert_eq!(s.max_response_bytes, 1_048_576);
-    assert_eq!(s.max_message_age, None);
+    assert_eq!(s.port.timeout, Duration::from_secs(15));
+    assert_eq!(s.port.max_attempts, 5);
+    assert!(s.report.run_logs);
+    assert!(s.target.idempotency_headers);
+    assert!(s.report.wf_unmatched_fail);
+    assert_eq!(s.kafka.dlq_topic, None);
+    assert_eq!(s.limits.drain_timeout, Duration::from_secs(20));
+    assert_eq!(s.telemetry.log_format, None, "json unless stdout is a terminal");
+    assert_eq!(s.limits.jq_timeout, Duration::from_millis(1000));
+    assert_eq!(s.target.allowed_targets, None);
+    assert_eq!(s.target.redirects, RedirectPolicy::SameHost);
+    assert_eq!(s.target.max_response_bytes, 1_048_576);
+    assert_eq!(s.limits.max_message_age, None);
 }
 
 /// A timeout, a refused connection, a name that does not resolve and a

@@ -60,10 +60,10 @@ pub fn command(args: CheckArgs) -> Result {
 /// Warnings about the settings, and what `run` will need that is missing.
 fn print_setting_notes(settings: &Settings) {
     let mut notes = Vec::new();
-    if settings.client_id.is_empty() || settings.client_secret.is_empty() {
+    if settings.port.client_id.is_empty() || settings.port.client_secret.is_empty() {
         notes.push("PORT_CLIENT_ID/PORT_CLIENT_SECRET are not set: `run` will need them");
     }
-    if settings.org_id.is_empty() {
+    if settings.port.org_id.is_empty() {
         notes.push("PORT_ORG_ID is not set: `run` will need it");
     }
     for w in settings.warnings() {
@@ -94,7 +94,7 @@ fn describe_mapping(m: &Mapping, settings: &Settings) -> bool {
             m.unknown_keys.join(", ")
         );
     }
-    if let (Some(list), Some(url)) = (&settings.allowed_targets, m.literal_url()) {
+    if let (Some(list), Some(url)) = (&settings.target.allowed_targets, m.literal_url()) {
         if !url::Url::parse(&url).is_ok_and(|u| list.allows(&u)) {
             println!(
                 "  #{}: error: url '{url}' is not allowed by AGENT_ALLOWED_TARGETS: its runs would be reported as failed",

@@ -160,7 +160,11 @@ pub async fn dispatch(cli: Cli) -> Result {
 /// Settings for the offline commands, logging to stderr.
 fn offline_settings() -> anyhow::Result<Settings> {
     let settings = Settings::from_env(Requirement::Offline).map_err(|e| anyhow::anyhow!("{e}"))?;
-    init_logging(&settings.log_filter, settings.log_format, LogTarget::Stderr);
+    init_logging(
+        &settings.telemetry.log_filter,
+        settings.telemetry.log_format,
+        LogTarget::Stderr,
+    );
     Ok(settings)
 }
 
@@ -168,18 +172,18 @@ fn offline_settings() -> anyhow::Result<Settings> {
 /// `LOG_LEVEL` (or `RUST_LOG`) says otherwise, so the output is the report.
 fn quiet_offline_settings() -> anyhow::Result<Settings> {
     let settings = Settings::from_env(Requirement::Offline).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let filter = if settings.log_filter_chosen {
-        settings.log_filter.as_str()
+    let filter = if settings.telemetry.log_filter_chosen {
+        settings.telemetry.log_filter.as_str()
     } else {
         "warn"
     };
-    init_logging(filter, settings.log_format, LogTarget::Stderr);
+    init_logging(filter, settings.telemetry.log_format, LogTarget::Stderr);
     Ok(settings)
 }
 
 /// The mapping file given on the command line, else the settings' one.
 fn mapping_path(given: Option<PathBuf>, settings: &Settings) -> PathBuf {
-    given.unwrap_or_else(|| PathBuf::from(&settings.mapping_path))
+    given.unwrap_or_else(|| PathBuf::from(&settings.mapping.path))
 }
 
 /// Load and compile a mapping file; unknown keys are warned about.
@@ -200,17 +204,17 @@ fn describe_mapping_error(path: &Path, e: &MappingError) -> String {
 /// The Port API client the settings describe.
 fn port_client(settings: &Settings, idle_connections: usize) -> anyhow::Result<PortClient> {
     let http = ClientOptions {
-        timeout: settings.port_timeout,
+        timeout: settings.port.timeout,
         verify_tls: true,
         ca_bundle: settings.ca_bundle.clone(),
         pool_idle_per_host: idle_connections,
     };
     Ok(PortClient::new(
-        &settings.port_api_base_url,
-        &settings.client_id,
-        settings.client_secret.clone(),
+        &settings.port.api_base_url,
+        &settings.port.client_id,
+        settings.port.client_secret.clone(),
         &http,
-        settings.port_max_attempts,
+        settings.port.max_attempts,
     )?)
 }
 
@@ -218,7 +222,7 @@ fn port_client(settings: &Settings, idle_connections: usize) -> anyhow::Result<P
 /// message lines.
 fn pipeline_config(settings: &Settings, topic_default: Option<&str>) -> (Config, String) {
     let mut config = Config::from_settings(settings);
-    if settings.org_id.is_empty() {
+    if settings.port.org_id.is_empty() {
         // Offline without an org: recognise `<org>.runs` / `<org>.change.log`
         // by suffix, and give bare lines a runs topic.
         config.infer_topics = true;

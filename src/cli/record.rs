@@ -40,7 +40,7 @@ pub struct RecordArgs {
 /// Run `record`.
 pub async fn command(args: RecordArgs) -> super::Result {
     let settings = super::offline_settings()?;
-    if settings.org_id.is_empty() && !settings.runs_topic_set {
+    if settings.port.org_id.is_empty() && !settings.kafka.runs_topic_set {
         return Err(anyhow!("PORT_ORG_ID: required by record (the topic names derive from it)").into());
     }
     let port = super::port_client(&settings, 1)?;

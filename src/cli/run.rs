@@ -26,13 +26,17 @@ type Agent = Pipeline<HttpInvoker, PortClient>;
 /// Run the agent until a signal stops it.
 pub async fn command() -> Result {
     let settings = Settings::from_env(Requirement::Run).map_err(|e| anyhow!("{e}"))?;
-    init_logging(&settings.log_filter, settings.log_format, LogTarget::Stdout);
+    init_logging(
+        &settings.telemetry.log_filter,
+        settings.telemetry.log_format,
+        LogTarget::Stdout,
+    );
     for w in settings.warnings() {
         tracing::warn!(target: LOG_TARGET, "{w}");
     }
-    let mappings = load_mappings(Path::new(&settings.mapping_path))?;
+    let mappings = load_mappings(Path::new(&settings.mapping.path))?;
     // The version in force (the reloader compares new files with it).
-    let mapping_sha = std::fs::read(&settings.mapping_path)
+    let mapping_sha = std::fs::read(&settings.mapping.path)
         .map(|b| crate::mapping::reload::sha256_hex(&b))
         .unwrap_or_default();
     tracing::info!(target: LOG_TARGET,
@@ -43,16 +47,16 @@ pub async fn command() -> Result {
     );
     let health = Health::new("starting: connecting to Port and the message source");
     serve_telemetry(&settings, &health).await?;
-    let port = port_client(&settings, settings.max_in_flight)?;
+    let port = port_client(&settings, settings.limits.max_in_flight)?;
     if let Err(e) = port.record_streamer(settings.streamer.as_str()).await {
         tracing::warn!(target: LOG_TARGET, error = %e, "could not record the streamer name on the organization; continuing");
     }
     let pipeline = Arc::new(agent(&settings, mappings, port.clone())?);
     health.watch_reports(pipeline.report_backlog());
     let shutdown = shutdown_on_signals(&health);
-    if settings.mapping_reload {
+    if settings.mapping.reload {
         let reloader = crate::mapping::reload::Reloader::new(
-            PathBuf::from(&settings.mapping_path),
+            PathBuf::from(&settings.mapping.path),
             pipeline.mapping_slot(),
             mapping_sha,
         );
@@ -65,11 +69,11 @@ pub async fn command() -> Result {
 
 /// `/healthz`, `/readyz` and `/metrics` on `AGENT_HTTP_PORT` (0: none).
 async fn serve_telemetry(settings: &Settings, health: &Arc<Health>) -> anyhow::Result<()> {
-    if settings.http_port == 0 {
+    if settings.telemetry.http_port == 0 {
         return Ok(());
     }
     let handle = telemetry::metrics::install().context("cannot set up metrics")?;
-    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], settings.http_port));
+    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], settings.telemetry.http_port));
     let bound = telemetry::server::serve(addr, health.clone(), Some(handle))
         .await
         .with_context(|| format!("AGENT_HTTP_PORT: cannot listen on {addr}"))?;
@@ -84,15 +88,15 @@ fn agent(
     port: PortClient,
 ) -> anyhow::Result<Agent> {
     let target_http = ClientOptions {
-        timeout: settings.webhook_timeout,
-        verify_tls: settings.webhook_verify_ssl,
+        timeout: settings.target.timeout,
+        verify_tls: settings.target.verify_ssl,
         ca_bundle: settings.ca_bundle.clone(),
-        pool_idle_per_host: settings.max_in_flight,
+        pool_idle_per_host: settings.limits.max_in_flight,
     };
-    let invoker = HttpInvoker::new(&target_http, settings.retry.clone())?.with_limits(
-        settings.target_redirects,
-        settings.max_response_bytes,
-        settings.allowed_targets.clone(),
+    let invoker = HttpInvoker::new(&target_http, settings.target.retry.clone())?.with_limits(
+        settings.target.redirects,
+        settings.target.max_response_bytes,
+        settings.target.allowed_targets.clone(),
     );
     let config = Config {
         polled: settings.streamer == Streamer::Polling,

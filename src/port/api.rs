@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{Endpoint, PortClient, PortError};
-use crate::settings::Secret;
+use crate::secret::Secret;
 
 /// The installation id Port's polling API expects.
 const INSTALLATION_ID: &str = "_PORT_EXEC_AGENT";

@@ -11,7 +11,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::{is_usable_run_id, Endpoint, PortCall, PortError, Reporter};
 use crate::retry::{parse_retry_after, with_retries, Attempt, Backoff};
-use crate::settings::Secret;
+use crate::secret::Secret;
 use crate::telemetry::metrics;
 use crate::tls::{build_client, ClientError, ClientOptions};
 

@@ -41,7 +41,7 @@ use super::{dispatch, Ack, DispatchOptions, Source};
 use crate::invoke::Invoker;
 use crate::pipeline::{Delivery, Outcome, Pipeline};
 use crate::port::Reporter;
-use crate::settings::Secret;
+use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::telemetry::metrics;
 use crate::telemetry::server::Health;
@@ -809,19 +809,19 @@ pub async fn resolve_options(
     settings: &crate::settings::Settings,
     port: &crate::port::PortClient,
 ) -> Result<KafkaOptions, String> {
-    let (brokers, username, password) = if settings.using_local_port_instance {
-        if settings.kafka_bootstrap_servers.is_empty() {
+    let (brokers, username, password) = if settings.kafka.using_local_port_instance {
+        if settings.kafka.bootstrap_servers.is_empty() {
             return Err(
                 "KAFKA_CONSUMER_BOOTSTRAP_SERVERS: required when USING_LOCAL_PORT_INSTANCE is true"
                     .to_string(),
             );
         }
-        (settings.kafka_bootstrap_servers.clone(), None, None)
-    } else if let Some(brokers) = &settings.kafka_brokers {
+        (settings.kafka.bootstrap_servers.clone(), None, None)
+    } else if let Some(brokers) = &settings.kafka.brokers {
         (
             brokers.clone(),
-            settings.kafka_username.clone(),
-            settings.kafka_password.clone(),
+            settings.kafka.username.clone(),
+            settings.kafka.password.clone(),
         )
     } else {
         let creds = port
@@ -832,19 +832,22 @@ pub async fn resolve_options(
     };
     Ok(KafkaOptions {
         brokers,
-        group_id: settings.kafka_group_id.clone(),
-        topics: vec![settings.runs_topic.clone(), settings.change_log_topic.clone()],
-        security_protocol: settings.kafka_security_protocol.clone(),
-        sasl_mechanism: settings.kafka_sasl_mechanism.clone(),
+        group_id: settings.kafka.group_id.clone(),
+        topics: vec![
+            settings.kafka.runs_topic.clone(),
+            settings.kafka.change_log_topic.clone(),
+        ],
+        security_protocol: settings.kafka.security_protocol.clone(),
+        sasl_mechanism: settings.kafka.sasl_mechanism.clone(),
         username,
         password,
-        session_timeout_ms: settings.kafka_session_timeout_ms,
-        max_poll_interval_ms: settings.kafka_max_poll_interval_ms,
-        auto_offset_reset: settings.kafka_auto_offset_reset.clone(),
-        max_in_flight: settings.max_in_flight,
-        drain_timeout: settings.drain_timeout,
+        session_timeout_ms: settings.kafka.session_timeout_ms,
+        max_poll_interval_ms: settings.kafka.max_poll_interval_ms,
+        auto_offset_reset: settings.kafka.auto_offset_reset.clone(),
+        max_in_flight: settings.limits.max_in_flight,
+        drain_timeout: settings.limits.drain_timeout,
         commit_interval: COMMIT_TICK,
-        dlq_topic: settings.dlq_topic.clone(),
+        dlq_topic: settings.kafka.dlq_topic.clone(),
         extra: ca_location(settings)?,
     })
 }

@@ -78,17 +78,17 @@ impl PollingOptions {
     /// From settings.
     pub fn from_settings(s: &Settings) -> PollingOptions {
         PollingOptions {
-            batch_size: s.polling_batch_size,
-            interval: s.polling_interval,
-            initial_backoff: s.polling_initial_backoff,
-            max_backoff: s.polling_max_backoff,
-            backoff_factor: s.polling_backoff_factor,
-            backoff_jitter: s.polling_backoff_jitter,
-            max_failure: s.polling_max_failure,
-            max_in_flight: s.max_in_flight,
-            drain_timeout: s.drain_timeout,
-            runs_topic: s.runs_topic.clone(),
-            wf_unmatched_fail: s.wf_unmatched_fail,
+            batch_size: s.polling.batch_size,
+            interval: s.polling.interval,
+            initial_backoff: s.polling.initial_backoff,
+            max_backoff: s.polling.max_backoff,
+            backoff_factor: s.polling.backoff_factor,
+            backoff_jitter: s.polling.backoff_jitter,
+            max_failure: s.polling.max_failure,
+            max_in_flight: s.limits.max_in_flight,
+            drain_timeout: s.limits.drain_timeout,
+            runs_topic: s.kafka.runs_topic.clone(),
+            wf_unmatched_fail: s.report.wf_unmatched_fail,
         }
     }
 

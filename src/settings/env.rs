@@ -1,0 +1,671 @@
+//! Environment → [`Settings`]: the only module that reads the process
+//! environment.
+//!
+//! `envy` collects the raw strings; the validation here turns each into a
+//! typed value and, on failure, produces one line that names the variable
+//! and says what was expected, without echoing the value of a secret.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{
+    KafkaSettings, Limits, LogFormat, MappingSettings, PollingSettings, PortSettings, ReportSettings,
+    Requirement, Settings, SettingsError, Streamer, TargetSettings, TelemetrySettings,
+};
+use crate::guard::{AllowList, RedirectPolicy};
+use crate::retry::{Backoff, Policy};
+use crate::secret::Secret;
+
+/// Raw strings as found in the environment; `envy` matches them by name.
+#[derive(Deserialize, Default)]
+struct Raw {
+    port_org_id: Option<String>,
+    port_client_id: Option<String>,
+    port_client_secret: Option<String>,
+    port_api_base_url: Option<String>,
+    streamer_name: Option<String>,
+    kafka_consumer_group_id: Option<String>,
+    kafka_consumer_security_protocol: Option<String>,
+    kafka_consumer_authentication_mechanism: Option<String>,
+    kafka_consumer_session_timeout_ms: Option<String>,
+    kafka_consumer_max_poll_interval_ms: Option<String>,
+    kafka_consumer_auto_offset_reset: Option<String>,
+    kafka_runs_topic: Option<String>,
+    kafka_change_log_topic: Option<String>,
+    using_local_port_instance: Option<String>,
+    kafka_consumer_bootstrap_servers: Option<String>,
+    kafka_consumer_brokers: Option<String>,
+    kafka_consumer_username: Option<String>,
+    kafka_consumer_password: Option<String>,
+    control_the_payload_config_path: Option<String>,
+    webhook_invoker_timeout: Option<String>,
+    webhook_verify_ssl: Option<String>,
+    detailed_logging: Option<String>,
+    log_level: Option<String>,
+    rust_log: Option<String>,
+    ssl_cert_file: Option<String>,
+    requests_ca_bundle: Option<String>,
+    polling_interval_seconds: Option<String>,
+    polling_runs_batch_size: Option<String>,
+    polling_initial_backoff_seconds: Option<String>,
+    polling_max_backoff_seconds: Option<String>,
+    polling_backoff_factor: Option<String>,
+    polling_backoff_jitter_factor: Option<String>,
+    polling_max_failure_duration_seconds: Option<String>,
+    agent_max_in_flight: Option<String>,
+    agent_http_port: Option<String>,
+    agent_retry_max_attempts: Option<String>,
+    agent_retry_max_elapsed_seconds: Option<String>,
+    agent_retry_initial_backoff_ms: Option<String>,
+    agent_retry_max_backoff_ms: Option<String>,
+    agent_retry_statuses: Option<String>,
+    agent_port_timeout_seconds: Option<String>,
+    agent_port_retry_max_attempts: Option<String>,
+    agent_run_logs: Option<String>,
+    agent_idempotency_headers: Option<String>,
+    agent_mapping_reload: Option<String>,
+    agent_wf_unmatched_fail: Option<String>,
+    agent_dlq_topic: Option<String>,
+    agent_drain_timeout_seconds: Option<String>,
+    agent_log_format: Option<String>,
+    agent_jq_timeout_ms: Option<String>,
+    agent_target_redirects: Option<String>,
+    agent_max_response_bytes: Option<String>,
+    agent_allowed_targets: Option<String>,
+    agent_max_message_age_seconds: Option<String>,
+}
+
+/// The process environment, for `env.X` in jq expressions.
+pub fn process_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars()
+}
+
+/// Parse the compat boolean spelling: `true/false/1/0/yes/no/on/off/t/f/y/n`.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" | "t" | "y" => Some(true),
+        "false" | "0" | "no" | "off" | "f" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+fn err(variable: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError {
+        variable,
+        problem: problem.into(),
+    }
+}
+
+/// Treat an empty string like an unset variable.
+fn present(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+fn boolean(var: &'static str, value: Option<String>, default: bool) -> Result<bool, SettingsError> {
+    match present(value) {
+        None => Ok(default),
+        Some(v) => parse_bool(&v).ok_or_else(|| {
+            err(
+                var,
+                format!("expected a boolean (true/false, yes/no, on/off, 1/0), got '{v}'"),
+            )
+        }),
+    }
+}
+
+fn number<T: std::str::FromStr>(
+    var: &'static str,
+    value: Option<String>,
+    default: T,
+    what: &str,
+) -> Result<T, SettingsError> {
+    match present(value) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<T>()
+            .map_err(|_| err(var, format!("expected {what}, got '{v}'"))),
+    }
+}
+
+fn seconds(var: &'static str, value: Option<String>, default: f64) -> Result<Duration, SettingsError> {
+    let s: f64 = number(var, value, default, "a number of seconds")?;
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| err(var, format!("expected a non-negative number of seconds, got {s}")))
+}
+
+impl Settings {
+    /// Read the process environment.
+    pub fn from_env(req: Requirement) -> Result<Settings, SettingsError> {
+        Self::from_iter(process_env(), req)
+    }
+
+    /// Read settings from explicit pairs (tests, `--env`).
+    pub fn from_iter(
+        vars: impl IntoIterator<Item = (String, String)>,
+        req: Requirement,
+    ) -> Result<Settings, SettingsError> {
+        // Only our own names are passed to envy, so unrelated variables can
+        // never produce an error.
+        let vars: HashMap<String, String> = vars.into_iter().collect();
+        let mut raw: Raw = envy::from_iter(vars).map_err(|e| err("environment", e.to_string()))?;
+        let port = port(&mut raw, req)?;
+        let streamer = streamer(&mut raw)?;
+        Ok(Settings {
+            kafka: kafka(&mut raw, req, streamer, &port.org_id)?,
+            polling: polling(&mut raw)?,
+            target: target(&mut raw)?,
+            report: ReportSettings {
+                detailed_logging: boolean("DETAILED_LOGGING", raw.detailed_logging.take(), true)?,
+                run_logs: boolean("AGENT_RUN_LOGS", raw.agent_run_logs.take(), true)?,
+                wf_unmatched_fail: boolean(
+                    "AGENT_WF_UNMATCHED_FAIL",
+                    raw.agent_wf_unmatched_fail.take(),
+                    true,
+                )?,
+            },
+            mapping: MappingSettings {
+                path: present(raw.control_the_payload_config_path.take())
+                    .unwrap_or_else(|| "./control_the_payload_config.json".into()),
+                reload: boolean("AGENT_MAPPING_RELOAD", raw.agent_mapping_reload.take(), true)?,
+            },
+            limits: limits(&mut raw)?,
+            telemetry: telemetry(&mut raw)?,
+            ca_bundle: present(raw.ssl_cert_file.take()).or(present(raw.requests_ca_bundle.take())),
+            streamer,
+            port,
+        })
+    }
+}
+
+fn port(r: &mut Raw, req: Requirement) -> Result<PortSettings, SettingsError> {
+    let required = |var: &'static str, v: Option<String>| -> Result<String, SettingsError> {
+        match present(v) {
+            Some(v) => Ok(v),
+            None if req == Requirement::Offline => Ok(String::new()),
+            None => Err(err(var, "required, but not set")),
+        }
+    };
+    let org_id = required("PORT_ORG_ID", r.port_org_id.take())?;
+    let client_id = required("PORT_CLIENT_ID", r.port_client_id.take())?;
+    let client_secret = Secret::new(required("PORT_CLIENT_SECRET", r.port_client_secret.take())?);
+    let base = present(r.port_api_base_url.take()).unwrap_or_else(|| "https://api.getport.io".into());
+    let base = base.trim().trim_end_matches('/').to_string();
+    if url::Url::parse(&base).is_err() || !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(err(
+            "PORT_API_BASE_URL",
+            format!("expected an http(s) URL, got '{base}'"),
+        ));
+    }
+    Ok(PortSettings {
+        org_id,
+        client_id,
+        client_secret,
+        api_base_url: base,
+        timeout: seconds(
+            "AGENT_PORT_TIMEOUT_SECONDS",
+            r.agent_port_timeout_seconds.take(),
+            15.0,
+        )?,
+        max_attempts: number(
+            "AGENT_PORT_RETRY_MAX_ATTEMPTS",
+            r.agent_port_retry_max_attempts.take(),
+            5,
+            "a whole number of attempts",
+        )?
+        .max(1),
+    })
+}
+
+fn streamer(r: &mut Raw) -> Result<Streamer, SettingsError> {
+    match present(r.streamer_name.take()).as_deref().map(str::trim) {
+        None => Ok(Streamer::Kafka),
+        Some(s) if s.eq_ignore_ascii_case("KAFKA") => Ok(Streamer::Kafka),
+        Some(s) if s.eq_ignore_ascii_case("POLLING") => Ok(Streamer::Polling),
+        Some(s) => Err(err(
+            "STREAMER_NAME",
+            format!("expected KAFKA or POLLING, got '{s}'"),
+        )),
+    }
+}
+
+fn kafka(
+    r: &mut Raw,
+    req: Requirement,
+    streamer: Streamer,
+    org_id: &str,
+) -> Result<KafkaSettings, SettingsError> {
+    let group_id = present(r.kafka_consumer_group_id.take()).unwrap_or_default();
+    if req == Requirement::Run && streamer == Streamer::Kafka && group_id.is_empty() {
+        return Err(err(
+            "KAFKA_CONSUMER_GROUP_ID",
+            "required when STREAMER_NAME is KAFKA (Port expects '<PORT_ORG_ID>.<name>')",
+        ));
+    }
+    let auto_offset_reset = present(r.kafka_consumer_auto_offset_reset.take())
+        .unwrap_or_else(|| "earliest".into())
+        .trim()
+        .to_ascii_lowercase();
+    if !matches!(
+        auto_offset_reset.as_str(),
+        "earliest" | "latest" | "smallest" | "largest" | "beginning" | "end" | "error"
+    ) {
+        return Err(err(
+            "KAFKA_CONSUMER_AUTO_OFFSET_RESET",
+            format!("expected earliest, latest, smallest or largest, got '{auto_offset_reset}'"),
+        ));
+    }
+    let runs_topic_set = r.kafka_runs_topic.is_some();
+    Ok(KafkaSettings {
+        group_id,
+        security_protocol: present(r.kafka_consumer_security_protocol.take())
+            .unwrap_or_else(|| "plaintext".into())
+            .trim()
+            .to_string(),
+        sasl_mechanism: present(r.kafka_consumer_authentication_mechanism.take())
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.eq_ignore_ascii_case("none")),
+        session_timeout_ms: number(
+            "KAFKA_CONSUMER_SESSION_TIMEOUT_MS",
+            r.kafka_consumer_session_timeout_ms.take(),
+            45_000,
+            "a whole number of milliseconds",
+        )?,
+        max_poll_interval_ms: number(
+            "KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS",
+            r.kafka_consumer_max_poll_interval_ms.take(),
+            300_000,
+            "a whole number of milliseconds",
+        )?,
+        auto_offset_reset,
+        runs_topic: present(r.kafka_runs_topic.take()).unwrap_or_else(|| format!("{org_id}.runs")),
+        runs_topic_set,
+        change_log_topic: present(r.kafka_change_log_topic.take())
+            .unwrap_or_else(|| format!("{org_id}.change.log")),
+        using_local_port_instance: boolean(
+            "USING_LOCAL_PORT_INSTANCE",
+            r.using_local_port_instance.take(),
+            false,
+        )?,
+        bootstrap_servers: present(r.kafka_consumer_bootstrap_servers.take()).unwrap_or_default(),
+        brokers: present(r.kafka_consumer_brokers.take()),
+        username: present(r.kafka_consumer_username.take()),
+        password: present(r.kafka_consumer_password.take()).map(Secret::new),
+        dlq_topic: present(r.agent_dlq_topic.take()),
+    })
+}
+
+fn polling(r: &mut Raw) -> Result<PollingSettings, SettingsError> {
+    Ok(PollingSettings {
+        interval: seconds(
+            "POLLING_INTERVAL_SECONDS",
+            r.polling_interval_seconds.take(),
+            10.0,
+        )?,
+        batch_size: number(
+            "POLLING_RUNS_BATCH_SIZE",
+            r.polling_runs_batch_size.take(),
+            100,
+            "a whole number",
+        )?,
+        initial_backoff: seconds(
+            "POLLING_INITIAL_BACKOFF_SECONDS",
+            r.polling_initial_backoff_seconds.take(),
+            1.0,
+        )?,
+        max_backoff: seconds(
+            "POLLING_MAX_BACKOFF_SECONDS",
+            r.polling_max_backoff_seconds.take(),
+            300.0,
+        )?,
+        backoff_factor: number(
+            "POLLING_BACKOFF_FACTOR",
+            r.polling_backoff_factor.take(),
+            2.0,
+            "a number",
+        )?,
+        backoff_jitter: number(
+            "POLLING_BACKOFF_JITTER_FACTOR",
+            r.polling_backoff_jitter_factor.take(),
+            0.1,
+            "a number",
+        )?,
+        max_failure: seconds(
+            "POLLING_MAX_FAILURE_DURATION_SECONDS",
+            r.polling_max_failure_duration_seconds.take(),
+            3600.0,
+        )?,
+    })
+}
+
+fn retry(r: &mut Raw) -> Result<Policy, SettingsError> {
+    let defaults = Policy::default();
+    let statuses = match present(r.agent_retry_statuses.take()) {
+        None => defaults.statuses.clone(),
+        Some(list) => list
+            .split(',')
+            .map(|s| s.trim().parse::<u16>().ok().filter(|c| (100..600).contains(c)))
+            .collect::<Option<Vec<u16>>>()
+            .ok_or_else(|| {
+                err(
+                    "AGENT_RETRY_STATUSES",
+                    format!("expected a comma-separated list of HTTP statuses, got '{list}'"),
+                )
+            })?,
+    };
+    let millis = |var, value, default: Duration| -> Result<Duration, SettingsError> {
+        let ms = number(
+            var,
+            value,
+            default.as_millis() as u64,
+            "a whole number of milliseconds",
+        )?;
+        Ok(Duration::from_millis(ms))
+    };
+    let d = defaults.backoff;
+    Ok(Policy {
+        backoff: Backoff {
+            max_attempts: number(
+                "AGENT_RETRY_MAX_ATTEMPTS",
+                r.agent_retry_max_attempts.take(),
+                d.max_attempts,
+                "a whole number of attempts",
+            )?
+            .max(1),
+            max_elapsed: seconds(
+                "AGENT_RETRY_MAX_ELAPSED_SECONDS",
+                r.agent_retry_max_elapsed_seconds.take(),
+                d.max_elapsed.as_secs_f64(),
+            )?,
+            initial: millis(
+                "AGENT_RETRY_INITIAL_BACKOFF_MS",
+                r.agent_retry_initial_backoff_ms.take(),
+                d.initial,
+            )?,
+            max: millis(
+                "AGENT_RETRY_MAX_BACKOFF_MS",
+                r.agent_retry_max_backoff_ms.take(),
+                d.max,
+            )?,
+        },
+        statuses,
+    })
+}
+
+fn target(r: &mut Raw) -> Result<TargetSettings, SettingsError> {
+    let redirects = match present(r.agent_target_redirects.take()) {
+        None => RedirectPolicy::SameHost,
+        Some(v) => RedirectPolicy::parse(&v).ok_or_else(|| {
+            err(
+                "AGENT_TARGET_REDIRECTS",
+                format!("expected none, same-host or any, got '{v}'"),
+            )
+        })?,
+    };
+    Ok(TargetSettings {
+        retry: retry(r)?,
+        timeout: seconds("WEBHOOK_INVOKER_TIMEOUT", r.webhook_invoker_timeout.take(), 30.0)?,
+        verify_ssl: boolean("WEBHOOK_VERIFY_SSL", r.webhook_verify_ssl.take(), true)?,
+        redirects,
+        max_response_bytes: number(
+            "AGENT_MAX_RESPONSE_BYTES",
+            r.agent_max_response_bytes.take(),
+            1024 * 1024,
+            "a whole number of bytes",
+        )?,
+        allowed_targets: present(r.agent_allowed_targets.take())
+            .map(|list| AllowList::parse(&list).map_err(|e| err("AGENT_ALLOWED_TARGETS", e)))
+            .transpose()?,
+        idempotency_headers: boolean(
+            "AGENT_IDEMPOTENCY_HEADERS",
+            r.agent_idempotency_headers.take(),
+            true,
+        )?,
+    })
+}
+
+fn limits(r: &mut Raw) -> Result<Limits, SettingsError> {
+    let max_in_flight: usize = number(
+        "AGENT_MAX_IN_FLIGHT",
+        r.agent_max_in_flight.take(),
+        64,
+        "a whole number of messages",
+    )?;
+    if max_in_flight == 0 {
+        return Err(err("AGENT_MAX_IN_FLIGHT", "expected at least 1"));
+    }
+    let max_message_age = match present(r.agent_max_message_age_seconds.take()) {
+        None => None,
+        Some(v) => {
+            let age = seconds("AGENT_MAX_MESSAGE_AGE_SECONDS", Some(v), 0.0)?;
+            if age.is_zero() {
+                return Err(err(
+                    "AGENT_MAX_MESSAGE_AGE_SECONDS",
+                    "expected a number of seconds above 0 (unset it to turn the check off)",
+                ));
+            }
+            Some(age)
+        }
+    };
+    Ok(Limits {
+        max_in_flight,
+        drain_timeout: seconds(
+            "AGENT_DRAIN_TIMEOUT_SECONDS",
+            r.agent_drain_timeout_seconds.take(),
+            20.0,
+        )?,
+        jq_timeout: Duration::from_millis(number(
+            "AGENT_JQ_TIMEOUT_MS",
+            r.agent_jq_timeout_ms.take(),
+            1000,
+            "a whole number of milliseconds",
+        )?),
+        max_message_age,
+    })
+}
+
+fn telemetry(r: &mut Raw) -> Result<TelemetrySettings, SettingsError> {
+    let log_format = match present(r.agent_log_format.take()).as_deref().map(str::trim) {
+        None => None,
+        Some(f) if f.eq_ignore_ascii_case("json") => Some(LogFormat::Json),
+        Some(f) if f.eq_ignore_ascii_case("text") => Some(LogFormat::Text),
+        Some(f) => {
+            return Err(err(
+                "AGENT_LOG_FORMAT",
+                format!("expected json or text, got '{f}'"),
+            ))
+        }
+    };
+    let (rust_log, log_level) = (present(r.rust_log.take()), present(r.log_level.take()));
+    let log_filter_chosen = rust_log.is_some() || log_level.is_some();
+    let log_filter = match rust_log {
+        Some(f) => f,
+        None => log_level
+            .unwrap_or_else(|| "INFO".into())
+            .trim()
+            .to_ascii_lowercase(),
+    };
+    if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
+        return Err(err(
+            "LOG_LEVEL",
+            format!("expected a level such as INFO or DEBUG, got '{log_filter}'"),
+        ));
+    }
+    Ok(TelemetrySettings {
+        log_filter,
+        log_filter_chosen,
+        log_format,
+        http_port: number(
+            "AGENT_HTTP_PORT",
+            r.agent_http_port.take(),
+            8080,
+            "a TCP port number (0 turns it off)",
+        )?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn base() -> Vec<(String, String)> {
+        env(&[
+            ("PORT_ORG_ID", "org_1"),
+            ("PORT_CLIENT_ID", "cid"),
+            ("PORT_CLIENT_SECRET", "very-secret-value"),
+            ("KAFKA_CONSUMER_GROUP_ID", "org_1.agent"),
+        ])
+    }
+
+    fn with(extra: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let mut v = base();
+        v.extend(env(extra));
+        Settings::from_iter(v, Requirement::Run)
+    }
+
+    #[test]
+    fn defaults_match_the_python_agent() {
+        let s = with(&[]).unwrap();
+        assert_eq!(s.port.api_base_url, "https://api.getport.io");
+        assert_eq!(s.streamer, Streamer::Kafka);
+        assert_eq!(s.kafka.runs_topic, "org_1.runs");
+        assert_eq!(s.kafka.change_log_topic, "org_1.change.log");
+        assert_eq!(s.kafka.security_protocol, "plaintext");
+        assert_eq!(s.kafka.sasl_mechanism, None);
+        assert_eq!(s.kafka.session_timeout_ms, 45_000);
+        assert_eq!(s.kafka.max_poll_interval_ms, 300_000);
+        assert_eq!(s.kafka.auto_offset_reset, "earliest");
+        assert_eq!(s.mapping.path, "./control_the_payload_config.json");
+        assert_eq!(s.target.timeout, Duration::from_secs(30));
+        assert!(
+            s.target.verify_ssl
+                && s.report.detailed_logging
+                && s.report.run_logs
+                && s.report.wf_unmatched_fail
+        );
+        assert!(s.target.idempotency_headers);
+        assert_eq!(s.limits.max_in_flight, 64);
+        assert_eq!(s.telemetry.http_port, 8080);
+        assert_eq!(s.polling.interval, Duration::from_secs(10));
+        assert_eq!(s.polling.batch_size, 100);
+        assert_eq!(s.polling.max_failure, Duration::from_secs(3600));
+        assert_eq!(s.telemetry.log_filter, "info");
+        assert_eq!(s.target.redirects, RedirectPolicy::SameHost);
+        assert_eq!(s.target.max_response_bytes, 1024 * 1024);
+        assert_eq!(s.target.allowed_targets, None);
+        assert_eq!(s.limits.max_message_age, None);
+        assert!(s.warnings().is_empty());
+    }
+
+    #[test]
+    fn booleans_accept_every_compat_spelling() {
+        for (v, want) in [
+            ("true", true),
+            ("TRUE", true),
+            ("1", true),
+            ("yes", true),
+            ("On", true),
+            ("t", true),
+            ("Y", true),
+            ("false", false),
+            ("0", false),
+            ("NO", false),
+            ("off", false),
+            ("f", false),
+            ("n", false),
+        ] {
+            assert_eq!(
+                with(&[("WEBHOOK_VERIFY_SSL", v)]).unwrap().target.verify_ssl,
+                want,
+                "{v}"
+            );
+        }
+        let e = with(&[("DETAILED_LOGGING", "maybe")]).unwrap_err();
+        assert_eq!(e.variable, "DETAILED_LOGGING");
+        assert!(e.to_string().contains("expected a boolean"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_value_names_the_variable() {
+        let e = Settings::from_iter(env(&[("PORT_ORG_ID", "o")]), Requirement::Run).unwrap_err();
+        assert_eq!(e.to_string(), "PORT_CLIENT_ID: required, but not set");
+        let e = Settings::from_iter(
+            env(&[
+                ("PORT_ORG_ID", "o"),
+                ("PORT_CLIENT_ID", "c"),
+                ("PORT_CLIENT_SECRET", "s"),
+            ]),
+            Requirement::Run,
+        )
+        .unwrap_err();
+        assert_eq!(e.variable, "KAFKA_CONSUMER_GROUP_ID");
+        // offline commands accept missing credentials
+        assert!(Settings::from_iter(Vec::new(), Requirement::Offline).is_ok());
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_what_is_expected() {
+        for (var, value) in [
+            ("STREAMER_NAME", "RABBIT"),
+            ("WEBHOOK_INVOKER_TIMEOUT", "soon"),
+            ("AGENT_MAX_IN_FLIGHT", "0"),
+            ("AGENT_HTTP_PORT", "70000"),
+            ("KAFKA_CONSUMER_AUTO_OFFSET_RESET", "sometimes"),
+            ("AGENT_LOG_FORMAT", "xml"),
+            ("AGENT_RETRY_STATUSES", "429,abc"),
+            ("PORT_API_BASE_URL", "api.getport.io"),
+            ("AGENT_TARGET_REDIRECTS", "always"),
+            ("AGENT_MAX_RESPONSE_BYTES", "1MB"),
+            ("AGENT_ALLOWED_TARGETS", "10.0.0.0/40"),
+            ("AGENT_MAX_MESSAGE_AGE_SECONDS", "0"),
+        ] {
+            let e = with(&[(var, value)]).unwrap_err();
+            assert_eq!(e.variable, var);
+        }
+    }
+
+    #[test]
+    fn trailing_slash_and_aliases_are_tolerated() {
+        let s = with(&[
+            ("PORT_API_BASE_URL", "https://api.us.getport.io/"),
+            ("KAFKA_CONSUMER_AUTO_OFFSET_RESET", "largest"),
+            ("STREAMER_NAME", "polling"),
+            ("KAFKA_CONSUMER_AUTHENTICATION_MECHANISM", "SCRAM-SHA-512"),
+            ("REQUESTS_CA_BUNDLE", "/etc/ca.pem"),
+        ])
+        .unwrap();
+        assert_eq!(s.port.api_base_url, "https://api.us.getport.io");
+        assert_eq!(s.kafka.auto_offset_reset, "largest");
+        assert_eq!(s.streamer, Streamer::Polling);
+        assert_eq!(s.kafka.sasl_mechanism.as_deref(), Some("SCRAM-SHA-512"));
+        assert_eq!(s.ca_bundle.as_deref(), Some("/etc/ca.pem"));
+    }
+
+    #[test]
+    fn group_without_org_prefix_is_a_warning() {
+        let mut v = base();
+        v.retain(|(k, _)| k != "KAFKA_CONSUMER_GROUP_ID");
+        v.push(("KAFKA_CONSUMER_GROUP_ID".into(), "my-group".into()));
+        let s = Settings::from_iter(v, Requirement::Run).unwrap();
+        assert_eq!(s.warnings().len(), 1);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let mut v = base();
+        v.push(("KAFKA_CONSUMER_PASSWORD".into(), "kafka-pass-123".into()));
+        let s = Settings::from_iter(v, Requirement::Run).unwrap();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("very-secret-value"), "{dbg}");
+        assert!(!dbg.contains("kafka-pass-123"), "{dbg}");
+    }
+}

@@ -1,0 +1,248 @@
+//! The agent's settings: what each component takes, typed and validated.
+//!
+//! [`Settings`] is nested by component ([`PortSettings`], [`KafkaSettings`],
+//! [`PollingSettings`], [`TargetSettings`], [`ReportSettings`],
+//! [`MappingSettings`], [`Limits`], [`TelemetrySettings`]); [`env`] reads
+//! them from the environment (the variable names and defaults are the
+//! Python agent's, SPEC §1) and is the only module that reads the
+//! environment.
+
+use std::time::Duration;
+
+use crate::guard::{AllowList, RedirectPolicy};
+use crate::retry::Policy;
+use crate::secret::Secret;
+
+pub mod env;
+
+pub use env::{parse_bool, process_env};
+
+/// Which source feeds the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streamer {
+    /// Port's Kafka topics (default).
+    Kafka,
+    /// Port's HTTP claim API.
+    Polling,
+}
+
+impl Streamer {
+    /// The name Port knows the streamer by (`portAgentStreamerName`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Streamer::Kafka => "KAFKA",
+            Streamer::Polling => "POLLING",
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (default when stdout is not a terminal).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Every setting of the agent, by the component that takes it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `STREAMER_NAME`.
+    pub streamer: Streamer,
+    /// Port's API and the agent's credentials.
+    pub port: PortSettings,
+    /// The Kafka source.
+    pub kafka: KafkaSettings,
+    /// The polling source.
+    pub polling: PollingSettings,
+    /// Requests to the organisation's targets.
+    pub target: TargetSettings,
+    /// What is reported to Port about each run.
+    pub report: ReportSettings,
+    /// The mapping file.
+    pub mapping: MappingSettings,
+    /// Bounds of the pipeline.
+    pub limits: Limits,
+    /// Logs, metrics and health.
+    pub telemetry: TelemetrySettings,
+    /// `SSL_CERT_FILE` or `REQUESTS_CA_BUNDLE`: extra trusted CA certificates
+    /// (for Port, the targets and Kafka).
+    pub ca_bundle: Option<String>,
+}
+
+/// Port's API and the agent's credentials.
+#[derive(Debug, Clone)]
+pub struct PortSettings {
+    /// `PORT_ORG_ID` (empty only for commands that do not need it).
+    pub org_id: String,
+    /// `PORT_CLIENT_ID`.
+    pub client_id: String,
+    /// `PORT_CLIENT_SECRET`: API credential, HMAC key and AES key.
+    pub client_secret: Secret,
+    /// `PORT_API_BASE_URL` without a trailing `/`.
+    pub api_base_url: String,
+    /// `AGENT_PORT_TIMEOUT_SECONDS`: timeout of one Port API call.
+    pub timeout: Duration,
+    /// `AGENT_PORT_RETRY_MAX_ATTEMPTS`: attempts per Port API call.
+    pub max_attempts: u32,
+}
+
+/// The Kafka source.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `KAFKA_CONSUMER_GROUP_ID`.
+    pub group_id: String,
+    /// `KAFKA_CONSUMER_SECURITY_PROTOCOL`.
+    pub security_protocol: String,
+    /// `KAFKA_CONSUMER_AUTHENTICATION_MECHANISM` (`None` for `none`).
+    pub sasl_mechanism: Option<String>,
+    /// `KAFKA_CONSUMER_SESSION_TIMEOUT_MS`.
+    pub session_timeout_ms: u32,
+    /// `KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS` (`max.poll.interval.ms`).
+    pub max_poll_interval_ms: u32,
+    /// `KAFKA_CONSUMER_AUTO_OFFSET_RESET`.
+    pub auto_offset_reset: String,
+    /// `KAFKA_RUNS_TOPIC`.
+    pub runs_topic: String,
+    /// `KAFKA_RUNS_TOPIC` was set (else the name derives from the org id).
+    pub runs_topic_set: bool,
+    /// `KAFKA_CHANGE_LOG_TOPIC`.
+    pub change_log_topic: String,
+    /// `USING_LOCAL_PORT_INSTANCE`.
+    pub using_local_port_instance: bool,
+    /// `KAFKA_CONSUMER_BOOTSTRAP_SERVERS`.
+    pub bootstrap_servers: String,
+    /// `KAFKA_CONSUMER_BROKERS` (explicit brokers: skip `/v1/kafka-credentials`).
+    pub brokers: Option<String>,
+    /// `KAFKA_CONSUMER_USERNAME`.
+    pub username: Option<String>,
+    /// `KAFKA_CONSUMER_PASSWORD`.
+    pub password: Option<Secret>,
+    /// `AGENT_DLQ_TOPIC`.
+    pub dlq_topic: Option<String>,
+}
+
+/// The polling source.
+#[derive(Debug, Clone)]
+pub struct PollingSettings {
+    /// `POLLING_INTERVAL_SECONDS`.
+    pub interval: Duration,
+    /// `POLLING_RUNS_BATCH_SIZE`.
+    pub batch_size: u32,
+    /// `POLLING_INITIAL_BACKOFF_SECONDS`.
+    pub initial_backoff: Duration,
+    /// `POLLING_MAX_BACKOFF_SECONDS`.
+    pub max_backoff: Duration,
+    /// `POLLING_BACKOFF_FACTOR`.
+    pub backoff_factor: f64,
+    /// `POLLING_BACKOFF_JITTER_FACTOR`.
+    pub backoff_jitter: f64,
+    /// `POLLING_MAX_FAILURE_DURATION_SECONDS`.
+    pub max_failure: Duration,
+}
+
+/// Requests to the organisation's targets.
+#[derive(Debug, Clone)]
+pub struct TargetSettings {
+    /// `WEBHOOK_INVOKER_TIMEOUT`, per target request.
+    pub timeout: Duration,
+    /// `WEBHOOK_VERIFY_SSL`.
+    pub verify_ssl: bool,
+    /// `AGENT_RETRY_*`.
+    pub retry: Policy,
+    /// `AGENT_TARGET_REDIRECTS`: which redirects of a target are followed.
+    pub redirects: RedirectPolicy,
+    /// `AGENT_MAX_RESPONSE_BYTES`: most bytes of a target's answer read.
+    pub max_response_bytes: usize,
+    /// `AGENT_ALLOWED_TARGETS`: where target requests may go (`None`: anywhere).
+    pub allowed_targets: Option<AllowList>,
+    /// `AGENT_IDEMPOTENCY_HEADERS`: add `X-Port-Run-Id` and `Idempotency-Key`
+    /// to every target request.
+    pub idempotency_headers: bool,
+}
+
+/// What is reported to Port about each run.
+#[derive(Debug, Clone)]
+pub struct ReportSettings {
+    /// `DETAILED_LOGGING`.
+    pub detailed_logging: bool,
+    /// `AGENT_RUN_LOGS`: post run logs to Port.
+    pub run_logs: bool,
+    /// `AGENT_WF_UNMATCHED_FAIL`: report FAILED for unmatched node runs.
+    pub wf_unmatched_fail: bool,
+}
+
+/// The mapping file.
+#[derive(Debug, Clone)]
+pub struct MappingSettings {
+    /// `CONTROL_THE_PAYLOAD_CONFIG_PATH`.
+    pub path: String,
+    /// `AGENT_MAPPING_RELOAD`: reload the mapping file when it changes and on
+    /// SIGHUP.
+    pub reload: bool,
+}
+
+/// Bounds of the pipeline.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `AGENT_MAX_IN_FLIGHT`.
+    pub max_in_flight: usize,
+    /// `AGENT_DRAIN_TIMEOUT_SECONDS`.
+    pub drain_timeout: Duration,
+    /// `AGENT_JQ_TIMEOUT_MS`: wall-clock bound of one jq evaluation.
+    pub jq_timeout: Duration,
+    /// `AGENT_MAX_MESSAGE_AGE_SECONDS`: older signed messages are skipped.
+    pub max_message_age: Option<Duration>,
+}
+
+/// Logs, metrics and health.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// `RUST_LOG` when set, else `LOG_LEVEL`.
+    pub log_filter: String,
+    /// `RUST_LOG` or `LOG_LEVEL` was set (the quiet offline commands keep
+    /// their own level otherwise).
+    pub log_filter_chosen: bool,
+    /// `AGENT_LOG_FORMAT`; `None` means "json unless stdout is a terminal".
+    pub log_format: Option<LogFormat>,
+    /// `AGENT_HTTP_PORT` (0 turns the server off).
+    pub http_port: u16,
+}
+
+/// A setting that is missing or cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{variable}: {problem}")]
+pub struct SettingsError {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// What is wrong and what is expected.
+    pub problem: String,
+}
+
+/// How strict loading is: `run` needs credentials, `check`/`dry-run` do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// Everything the running agent needs must be present.
+    Run,
+    /// Credentials and org id may be missing (offline commands).
+    Offline,
+}
+
+impl Settings {
+    /// Warnings that do not stop start-up (logged once by the caller).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let (group, org) = (&self.kafka.group_id, &self.port.org_id);
+        if self.streamer == Streamer::Kafka
+            && !group.is_empty()
+            && !org.is_empty()
+            && !group.starts_with(&format!("{org}."))
+        {
+            w.push(format!(
+                "KAFKA_CONSUMER_GROUP_ID '{group}' does not start with '{org}.'; Port's Kafka only authorises groups with that prefix"
+            ));
+        }
+        w
+    }
+}
