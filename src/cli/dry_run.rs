@@ -226,20 +226,57 @@ pub struct Report {
     pub bad_lines: Vec<LineError>,
 }
 
+/// What a dry-run did, counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Messages processed.
+    pub messages: usize,
+    /// Lines that could not be read.
+    pub malformed_lines: usize,
+    /// Messages per outcome name.
+    pub by_outcome: BTreeMap<&'static str, usize>,
+    /// Messages per selected mapping (`none`: no mapping).
+    pub by_mapping: BTreeMap<String, usize>,
+    /// Lines with warnings or errors: the line, the run id, the problems.
+    pub errors: Vec<(usize, Option<String>, Vec<String>)>,
+}
+
+impl Summary {
+    /// `{"messages", "malformed_lines", "by_outcome", "by_mapping", "errors"}`.
+    pub fn to_json(&self) -> Value {
+        let errors: Vec<Value> = self
+            .errors
+            .iter()
+            .map(|(line, run_id, problems)| json!({"line": line, "run_id": run_id, "errors": problems}))
+            .collect();
+        json!({
+            "messages": self.messages,
+            "malformed_lines": self.malformed_lines,
+            "by_outcome": self.by_outcome,
+            "by_mapping": self.by_mapping,
+            "errors": errors,
+        })
+    }
+}
+
 impl Report {
     /// Counts by outcome and by mapping, and messages with errors.
-    pub fn summary(&self) -> Value {
-        let mut by_outcome: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut by_mapping: BTreeMap<String, usize> = BTreeMap::new();
-        let mut errors = Vec::new();
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary {
+            messages: self.entries.len(),
+            malformed_lines: self.bad_lines.len(),
+            by_outcome: BTreeMap::new(),
+            by_mapping: BTreeMap::new(),
+            errors: Vec::new(),
+        };
         for e in &self.entries {
-            *by_outcome.entry(e.outcome.name()).or_default() += 1;
+            *summary.by_outcome.entry(e.outcome.name()).or_default() += 1;
             let m = e
                 .outcome
                 .mapping
                 .map(|i| i.to_string())
                 .unwrap_or_else(|| "none".into());
-            *by_mapping.entry(m).or_default() += 1;
+            *summary.by_mapping.entry(m).or_default() += 1;
             let mut problems: Vec<String> = e.outcome.warnings.clone();
             if let Result_::RequestFailed(err) = &e.outcome.result {
                 problems.push(err.clone());
@@ -248,19 +285,13 @@ impl Report {
                 problems.push(err.clone());
             }
             if !problems.is_empty() {
-                errors.push(json!({"line": e.line, "run_id": e.outcome.run_id, "errors": problems}));
+                summary.errors.push((e.line, e.outcome.run_id.clone(), problems));
             }
         }
         for b in &self.bad_lines {
-            errors.push(json!({"line": b.line, "run_id": null, "errors": [b.reason]}));
+            summary.errors.push((b.line, None, vec![b.reason.clone()]));
         }
-        json!({
-            "messages": self.entries.len(),
-            "malformed_lines": self.bad_lines.len(),
-            "by_outcome": by_outcome,
-            "by_mapping": by_mapping,
-            "errors": errors,
-        })
+        summary
     }
 }
 
@@ -335,7 +366,7 @@ fn print_report_json(report: &Report, verified: bool) {
     }
     println!(
         "{}",
-        json!({"summary": report.summary(), "signatures_verified": verified})
+        json!({"summary": report.summary().to_json(), "signatures_verified": verified})
     );
 }
 
@@ -384,34 +415,28 @@ pub(super) fn print_entry(e: &Entry) {
     }
 }
 
-fn print_summary(s: &Value) {
+fn print_summary(s: &Summary) {
     println!(
         "summary: {} message(s), {} malformed line(s)",
-        s["messages"], s["malformed_lines"]
+        s.messages, s.malformed_lines
     );
     println!("  {:<20} {:>6}", "outcome", "count");
-    if let Some(m) = s["by_outcome"].as_object() {
-        for (k, v) in m {
-            println!("  {k:<20} {v:>6}");
-        }
+    for (k, v) in &s.by_outcome {
+        println!("  {k:<20} {v:>6}");
     }
     println!("  {:<20} {:>6}", "mapping", "count");
-    if let Some(m) = s["by_mapping"].as_object() {
-        for (k, v) in m {
-            let name = if k == "none" {
-                "none".to_string()
-            } else {
-                format!("#{k}")
-            };
-            println!("  {name:<20} {v:>6}");
-        }
+    for (k, v) in &s.by_mapping {
+        let name = if k == "none" {
+            "none".to_string()
+        } else {
+            format!("#{k}")
+        };
+        println!("  {name:<20} {v:>6}");
     }
-    if let Some(errors) = s["errors"].as_array() {
-        if !errors.is_empty() {
-            println!("  messages with errors:");
-            for e in errors {
-                println!("    line {}: {}", e["line"], e["errors"]);
-            }
+    if !s.errors.is_empty() {
+        println!("  messages with errors:");
+        for (line, _, problems) in &s.errors {
+            println!("    line {line}: {}", json!(problems));
         }
     }
 }
