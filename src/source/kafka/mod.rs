@@ -1,0 +1,394 @@
+//! The Kafka source (SPEC §2.1, §8): at-least-once, concurrent, bounded.
+//!
+//! * **Offsets.** Auto-commit is off; we commit each partition's contiguous
+//!   watermark ([`super::offsets::Watermarks`]) ourselves: every
+//!   [`COMMIT_TICK`] when it moved, at once when half the uncommitted window
+//!   is committable or the window is full, on revoke (the final watermark)
+//!   and at shutdown. The window counts every message not yet confirmed
+//!   committed *by the broker*, and fetching waits while it is full, so a
+//!   crash redelivers at most `AGENT_MAX_IN_FLIGHT` messages. Every commit is
+//!   synchronous (rust-rdkafka never delivers the result of an asynchronous
+//!   one: it installs no `offset_commit_cb`), made off the async workers, and
+//!   under the *commit gate*, which revocation holds too: a partition is never
+//!   committed after it was revoked, and a late completion for it is dropped.
+//!   The gate is not the tracker's lock, so completions never wait for a
+//!   commit's round trip.
+//! * **Concurrency** is [`super::dispatch`]'s: the in-flight bound is taken
+//!   before asking for the next message, and librdkafka's prefetch queue is
+//!   capped here, so memory stays bounded whatever the lag.
+//! * **Blocked for long** (Port down and every slot holding a run whose
+//!   report waits): after [`PAUSE_AFTER`] the assigned partitions are paused
+//!   and the consumer is still polled, so the group never evicts us for
+//!   exceeding `max.poll.interval.ms`; they resume with the next fetch.
+//! * **Shutdown.** When fetching stops, commit what is done; after the drain,
+//!   commit again and close (leaving the group).
+
+mod commit;
+mod config;
+mod context;
+mod dlq;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Headers;
+use rdkafka::producer::FutureProducer;
+use rdkafka::Message;
+use tracing::{debug, info, warn};
+
+pub use commit::COMMIT_TICK;
+use commit::{commit_loop, commit_now, Committer, Which};
+pub use config::{resolve_options, KafkaOptions};
+pub use context::Status;
+use context::{lock, Consumer_, EngineContext, WAITING_FOR_ASSIGNMENT};
+use dlq::dead_letter;
+
+use super::offsets::{Ticket, Watermarks};
+use super::{dispatch, Ack, DispatchOptions, Source};
+use crate::invoke::Invoker;
+use crate::pipeline::{Delivery, Outcome, Pipeline};
+use crate::port::Reporter;
+use crate::shutdown::Shutdown;
+use crate::telemetry::metrics;
+use crate::telemetry::server::Health;
+
+/// Blocked (window full, no slot free) for this long: pause the partitions
+/// and keep polling the consumer, so the group does not evict us.
+pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
+
+/// The engine: a [`KafkaSource`] run through the pipeline by
+/// [`super::dispatch`].
+pub struct KafkaEngine<I, R> {
+    opts: KafkaOptions,
+    pipeline: Arc<Pipeline<I, R>>,
+    /// Shared status (tests and tools read it).
+    pub status: Arc<Status>,
+    /// What the probes answer.
+    pub health: Arc<Health>,
+}
+
+impl<I, R> KafkaEngine<I, R>
+where
+    I: Invoker + 'static,
+    R: Reporter + 'static,
+{
+    /// A new engine.
+    pub fn new(opts: KafkaOptions, pipeline: Arc<Pipeline<I, R>>) -> Self {
+        KafkaEngine {
+            opts,
+            pipeline,
+            status: Arc::default(),
+            health: Health::new(WAITING_FOR_ASSIGNMENT),
+        }
+    }
+
+    /// Report readiness through `health` (shared with the HTTP server).
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        health.set_not_ready(WAITING_FOR_ASSIGNMENT);
+        self.health = health;
+        self
+    }
+
+    /// Consume until `shutdown` fires, then drain and commit.
+    pub async fn run(&self, shutdown: Shutdown) -> KafkaResult<()> {
+        let source = KafkaSource::connect(
+            &self.opts,
+            self.status.clone(),
+            self.health.clone(),
+            shutdown.clone(),
+        )?;
+        let limits = DispatchOptions {
+            max_in_flight: self.opts.max_in_flight,
+            drain_timeout: self.opts.drain_timeout,
+        };
+        dispatch(source, self.pipeline.clone(), limits, shutdown).await;
+        Ok(())
+    }
+}
+
+/// Kafka as a [`Source`]: one consumer on both topics, the offset tracker,
+/// the periodic committer, and the optional DLQ producer.
+pub struct KafkaSource {
+    consumer: Arc<Consumer_>,
+    commits: Arc<Committer>,
+    marks: Arc<Mutex<Watermarks>>,
+    status: Arc<Status>,
+    dlq: Option<(String, Arc<FutureProducer>)>,
+    committer: tokio::task::JoinHandle<()>,
+    consecutive_errors: u32,
+    /// At most this many messages started and not yet confirmed committed
+    /// by the broker, so a crash redelivers no more than the in-flight bound.
+    window: usize,
+    progress: Arc<tokio::sync::Notify>,
+    /// Ask the committer to commit now (half the window is committable).
+    urgent: Arc<tokio::sync::Notify>,
+    /// The assigned partitions are paused (blocked for long).
+    paused: Arc<AtomicBool>,
+    /// Messages received while paused (a fetch that raced the pause).
+    stash: std::collections::VecDeque<rdkafka::message::OwnedMessage>,
+}
+
+/// What a Kafka delivery needs back: its ticket, and what the DLQ needs.
+pub struct KafkaAck {
+    ticket: Ticket,
+    headers: Vec<(String, Vec<u8>)>,
+    marks: Arc<Mutex<Watermarks>>,
+    status: Arc<Status>,
+    dlq: Option<(String, Arc<FutureProducer>)>,
+    progress: Arc<tokio::sync::Notify>,
+}
+
+impl KafkaSource {
+    /// Create the consumer, subscribe, start the committer.
+    pub fn connect(
+        opts: &KafkaOptions,
+        status: Arc<Status>,
+        health: Arc<Health>,
+        shutdown: Shutdown,
+    ) -> KafkaResult<KafkaSource> {
+        let marks = Arc::new(Mutex::new(Watermarks::new()));
+        let gate = Arc::new(Mutex::new(()));
+        let paused: Arc<AtomicBool> = Arc::default();
+        let context = EngineContext {
+            marks: marks.clone(),
+            gate: gate.clone(),
+            status: status.clone(),
+            health: health.clone(),
+            said_standby: AtomicBool::new(false),
+            paused: paused.clone(),
+        };
+        let consumer: Arc<Consumer_> = Arc::new(opts.consumer_config().create_with_context(context)?);
+        metrics::partitions_assigned(0);
+        let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        info!(topics = %opts.topics.join(","), group = %opts.group_id, "subscribed");
+        let dlq = match &opts.dlq_topic {
+            Some(topic) => {
+                let mut c = opts.client_config();
+                c.set("message.timeout.ms", "30000");
+                Some((topic.clone(), Arc::new(c.create::<FutureProducer>()?)))
+            }
+            None => None,
+        };
+        let progress: Arc<tokio::sync::Notify> = Arc::default();
+        let commits = Arc::new(Committer {
+            consumer: consumer.clone(),
+            marks: marks.clone(),
+            gate,
+            status: status.clone(),
+            progress: progress.clone(),
+        });
+        let urgent: Arc<tokio::sync::Notify> = Arc::default();
+        let loop_ = commit_loop(
+            commits.clone(),
+            opts.commit_interval,
+            urgent.clone(),
+            shutdown.clone(),
+        );
+        let committer = tokio::spawn(async move {
+            loop_.await;
+            // It returns only at shutdown; anything else is a dead loop that
+            // would stop all commits.
+            if !shutdown.is_fired() {
+                health.loop_died("the offset commit loop stopped");
+            }
+        });
+        Ok(KafkaSource {
+            consumer,
+            commits,
+            marks,
+            status,
+            dlq,
+            committer,
+            consecutive_errors: 0,
+            window: opts.max_in_flight,
+            progress,
+            urgent,
+            paused,
+            stash: Default::default(),
+        })
+    }
+}
+
+impl KafkaSource {
+    /// Never returns: once blocked for [`PAUSE_AFTER`] since `since`, pause
+    /// the assignment and keep polling the consumer (so that the group
+    /// keeps us and rebalances are served), stashing whatever a fetch that
+    /// raced the pause still brings.
+    async fn serve_blocked(&mut self, since: tokio::time::Instant) {
+        tokio::time::sleep_until(since + PAUSE_AFTER).await;
+        if !self.paused.swap(true, Ordering::SeqCst) {
+            self.pause_assignment();
+            info!("no slot free for a while: partitions paused, the consumer is still polled");
+        }
+        loop {
+            match self.consumer.recv().await {
+                Ok(m) => {
+                    let m = m.detach();
+                    self.stash.push_back(m);
+                    // A partition assigned since the pause is not paused.
+                    self.pause_assignment();
+                }
+                Err(e) => {
+                    debug!(error = %e, "Kafka consume error while paused");
+                    tokio::time::sleep(COMMIT_TICK).await;
+                }
+            }
+        }
+    }
+
+    fn pause_assignment(&self) {
+        if let Ok(assigned) = self.consumer.assignment() {
+            if let Err(e) = self.consumer.pause(&assigned) {
+                warn!(error = %e, "could not pause the assigned partitions");
+            }
+        }
+    }
+
+    fn resume(&mut self) {
+        self.paused.store(false, Ordering::SeqCst);
+        if let Ok(assigned) = self.consumer.assignment() {
+            match self.consumer.resume(&assigned) {
+                Ok(()) => info!("partitions resumed"),
+                Err(e) => warn!(error = %e, "could not resume the assigned partitions"),
+            }
+        }
+    }
+}
+
+impl Source for KafkaSource {
+    type Ack = KafkaAck;
+
+    async fn next(&mut self, _room: usize) -> Option<(Delivery, KafkaAck)> {
+        // Wait while the uncommitted window is full: a message counts until
+        // the broker confirmed a commit past it.
+        let blocked_since = tokio::time::Instant::now();
+        loop {
+            let (uncommitted, committable) = {
+                let marks = lock(&self.marks);
+                (marks.uncommitted(), marks.committable())
+            };
+            if commit_now(committable, uncommitted, self.window) {
+                self.urgent.notify_one();
+            }
+            if uncommitted < self.window {
+                break;
+            }
+            let progress = self.progress.clone();
+            tokio::select! {
+                _ = progress.notified() => {}
+                _ = tokio::time::sleep(COMMIT_TICK) => {}
+                _ = self.serve_blocked(blocked_since) => {}
+            }
+        }
+        if self.paused.load(Ordering::SeqCst) {
+            self.resume();
+        }
+        loop {
+            let next = match self.stash.pop_front() {
+                Some(m) => Ok(m),
+                None => self.consumer.recv().await.map(|m| m.detach()),
+            };
+            let msg = match next {
+                Ok(m) => {
+                    self.consecutive_errors = 0;
+                    m
+                }
+                Err(e) => {
+                    self.consecutive_errors += 1;
+                    if self.consecutive_errors == 1 || self.consecutive_errors % 20 == 0 {
+                        warn!(error = %e, "Kafka consume error; retrying");
+                    }
+                    let pause = Duration::from_millis(100 * u64::from(self.consecutive_errors.min(50)));
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            };
+            self.status.received.fetch_add(1, Ordering::Relaxed);
+            let started = {
+                let mut marks = lock(&self.marks);
+                let ticket = marks.start(msg.topic(), msg.partition(), msg.offset());
+                metrics::uncommitted(marks.uncommitted());
+                ticket
+            };
+            let Some(ticket) = started else {
+                debug!(
+                    topic = msg.topic(),
+                    partition = msg.partition(),
+                    offset = msg.offset(),
+                    "message of a partition no longer assigned; it will be redelivered"
+                );
+                continue;
+            };
+            let delivery = Delivery {
+                topic: msg.topic().to_string(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                key: msg.key().filter(|k| !k.is_empty()).map(<[u8]>::to_vec),
+                payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            };
+            let headers = msg
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let ack = KafkaAck {
+                ticket,
+                headers,
+                marks: self.marks.clone(),
+                status: self.status.clone(),
+                dlq: self.dlq.clone(),
+                progress: self.progress.clone(),
+            };
+            return Some((delivery, ack));
+        }
+    }
+
+    async fn idle(&mut self) {
+        self.serve_blocked(tokio::time::Instant::now()).await
+    }
+
+    fn stopping(&mut self) {
+        // Commit what is done right away: if the process dies during the
+        // drain, only the in-flight messages come again.
+        self.committer.abort();
+        self.commits.commit(Which::All, "before draining");
+    }
+
+    async fn close(self) {
+        let commits = self.commits.clone();
+        let _ = tokio::task::spawn_blocking(move || commits.commit(Which::All, "final")).await;
+        // Dropping the consumer closes it: librdkafka revokes, leaves the
+        // group and waits for its threads. That blocks, so do it off the
+        // async workers.
+        let consumer = self.consumer;
+        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        info!("left the consumer group");
+    }
+}
+
+impl Ack for KafkaAck {
+    async fn done(self, delivery: &Delivery, outcome: &Outcome) {
+        if let (Some((topic, producer)), true) = (&self.dlq, outcome.needs_dead_letter()) {
+            dead_letter(producer, topic, delivery, &self.headers, outcome, &self.status).await;
+        }
+        self.status.done.fetch_add(1, Ordering::Relaxed);
+        let counted = {
+            let mut marks = lock(&self.marks);
+            let counted = marks.done(&self.ticket);
+            metrics::uncommitted(marks.uncommitted());
+            counted
+        };
+        self.progress.notify_one();
+        if !counted {
+            debug!(topic = %self.ticket.topic, partition = self.ticket.partition, offset = self.ticket.offset,
+                   "completion for a revoked partition dropped");
+        }
+    }
+}
