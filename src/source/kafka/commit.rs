@@ -9,7 +9,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
-use super::context::{lock, Consumer_, Status};
+use super::context::{lock, Consumer_};
 use crate::shutdown::Shutdown;
 use crate::source::offsets::Watermarks;
 use crate::telemetry::metrics;
@@ -35,12 +35,11 @@ pub(super) enum Which {
 }
 
 /// Makes the commits (revocation's final commit aside): synchronous, under
-/// the commit gate, results counted.
+/// the commit gate, results counted in the metrics.
 pub(super) struct Committer {
     pub(super) consumer: Arc<Consumer_>,
     pub(super) marks: Arc<Mutex<Watermarks>>,
     pub(super) gate: Arc<Mutex<()>>,
-    pub(super) status: Arc<Status>,
     /// Woken after a successful commit (the window may have room again).
     pub(super) progress: Arc<tokio::sync::Notify>,
 }
@@ -64,7 +63,7 @@ impl Committer {
             let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*off));
         }
         let result = self.consumer.commit(&tpl, CommitMode::Sync);
-        self.status.committed(result.is_ok());
+        metrics::commit(result.is_ok());
         if result.is_ok() {
             let mut marks = lock(&self.marks);
             for ((topic, partition), off) in &offsets {

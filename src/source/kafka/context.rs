@@ -21,27 +21,23 @@ use crate::telemetry::server::Health;
 /// The readiness reason until the group assigns partitions.
 pub(super) const WAITING_FOR_ASSIGNMENT: &str = "waiting for a partition assignment from the consumer group";
 
-/// What the engine knows about its place in the group (health, metrics).
+/// What the source knows about its place in the group that the metrics do
+/// not say: whether it joined (for `/readyz`), and the per-source counts the
+/// tests read (the metrics are process-wide).
 #[derive(Debug, Default)]
 pub struct Status {
     /// Partitions currently assigned.
     pub assigned: AtomicU64,
     /// At least one assignment happened (possibly empty: standby).
     pub joined: AtomicBool,
-    /// The last assignment was empty.
-    pub standby: AtomicBool,
     /// Messages received.
     pub received: AtomicU64,
-    /// Messages done.
-    pub done: AtomicU64,
-    /// Commits that succeeded.
-    pub commits_ok: AtomicU64,
-    /// Commits that failed.
-    pub commits_failed: AtomicU64,
     /// Messages written to the DLQ.
     pub dead_lettered: AtomicU64,
 }
 
+/// The consumer's librdkafka context: what the callbacks share with the
+/// source and the committer.
 pub(super) struct EngineContext {
     pub(super) marks: Arc<Mutex<Watermarks>>,
     pub(super) gate: Arc<Mutex<()>>,
@@ -50,19 +46,6 @@ pub(super) struct EngineContext {
     pub(super) said_standby: AtomicBool,
     /// The source paused its assignment (shared with [`super::KafkaSource`]).
     pub(super) paused: Arc<AtomicBool>,
-}
-
-impl Status {
-    /// Count a commit's result (here and in the metrics).
-    pub(super) fn committed(&self, ok: bool) {
-        let counter = if ok {
-            &self.commits_ok
-        } else {
-            &self.commits_failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics::commit(ok);
-    }
 }
 
 impl ClientContext for EngineContext {
@@ -133,9 +116,9 @@ impl ConsumerContext for EngineContext {
             info!(partitions = tpl.count(), "partitions revoked");
             if finals.count() > 0 {
                 match consumer.commit(&finals, CommitMode::Sync) {
-                    Ok(()) => self.status.committed(true),
+                    Ok(()) => metrics::commit(true),
                     Err(e) => {
-                        self.status.committed(false);
+                        metrics::commit(false);
                         warn!(error = %e, "commit on revoke failed; those messages will be redelivered");
                     }
                 }
@@ -168,7 +151,6 @@ impl ConsumerContext for EngineContext {
                 self.status.assigned.store(n, Ordering::Relaxed);
                 metrics::partitions_assigned(n as usize);
                 self.status.joined.store(true, Ordering::Relaxed);
-                self.status.standby.store(n == 0, Ordering::Relaxed);
                 // Assigned, or a declared warm standby: either way ready.
                 self.health.set_ready();
                 if n == 0 {

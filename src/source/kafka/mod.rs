@@ -34,8 +34,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaResult;
-use rdkafka::message::Headers;
-use rdkafka::producer::FutureProducer;
+use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::Message;
 use tracing::{debug, info, warn};
 
@@ -44,7 +43,7 @@ use commit::{commit_loop, commit_now, Committer, Which};
 pub use config::{resolve_options, KafkaOptions};
 pub use context::Status;
 use context::{lock, Consumer_, EngineContext, WAITING_FOR_ASSIGNMENT};
-use dlq::dead_letter;
+use dlq::Dlq;
 
 use super::offsets::{Ticket, Watermarks};
 use super::{dispatch, Ack, DispatchOptions, Source};
@@ -116,7 +115,7 @@ pub struct KafkaSource {
     commits: Arc<Committer>,
     marks: Arc<Mutex<Watermarks>>,
     status: Arc<Status>,
-    dlq: Option<(String, Arc<FutureProducer>)>,
+    dlq: Option<Arc<Dlq>>,
     committer: tokio::task::JoinHandle<()>,
     consecutive_errors: u32,
     /// At most this many messages started and not yet confirmed committed
@@ -128,7 +127,7 @@ pub struct KafkaSource {
     /// The assigned partitions are paused (blocked for long).
     paused: Arc<AtomicBool>,
     /// Messages received while paused (a fetch that raced the pause).
-    stash: std::collections::VecDeque<rdkafka::message::OwnedMessage>,
+    stash: std::collections::VecDeque<OwnedMessage>,
 }
 
 /// What a Kafka delivery needs back: its ticket, and what the DLQ needs.
@@ -136,8 +135,7 @@ pub struct KafkaAck {
     ticket: Ticket,
     headers: Vec<(String, Vec<u8>)>,
     marks: Arc<Mutex<Watermarks>>,
-    status: Arc<Status>,
-    dlq: Option<(String, Arc<FutureProducer>)>,
+    dlq: Option<Arc<Dlq>>,
     progress: Arc<tokio::sync::Notify>,
 }
 
@@ -165,20 +163,12 @@ impl KafkaSource {
         let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         info!(topics = %opts.topics.join(","), group = %opts.group_id, "subscribed");
-        let dlq = match &opts.dlq_topic {
-            Some(topic) => {
-                let mut c = opts.client_config();
-                c.set("message.timeout.ms", "30000");
-                Some((topic.clone(), Arc::new(c.create::<FutureProducer>()?)))
-            }
-            None => None,
-        };
+        let dlq = Dlq::connect(opts, status.clone())?.map(Arc::new);
         let progress: Arc<tokio::sync::Notify> = Arc::default();
         let commits = Arc::new(Committer {
             consumer: consumer.clone(),
             marks: marks.clone(),
             gate,
-            status: status.clone(),
             progress: progress.clone(),
         });
         let urgent: Arc<tokio::sync::Notify> = Arc::default();
@@ -240,6 +230,100 @@ impl KafkaSource {
         }
     }
 
+    /// Wait while the uncommitted window is full: a message counts until
+    /// the broker confirmed a commit past it. Asks the committer to commit
+    /// at once when that would make room.
+    async fn wait_for_window(&mut self) {
+        let blocked_since = tokio::time::Instant::now();
+        loop {
+            let (uncommitted, committable) = {
+                let marks = lock(&self.marks);
+                (marks.uncommitted(), marks.committable())
+            };
+            if commit_now(committable, uncommitted, self.window) {
+                self.urgent.notify_one();
+            }
+            if uncommitted < self.window {
+                return;
+            }
+            let progress = self.progress.clone();
+            tokio::select! {
+                _ = progress.notified() => {}
+                _ = tokio::time::sleep(COMMIT_TICK) => {}
+                _ = self.serve_blocked(blocked_since) => {}
+            }
+        }
+    }
+
+    /// The next message: a stashed one first, else from the consumer;
+    /// consume errors are logged (not all of them) and retried with a
+    /// growing pause.
+    async fn receive(&mut self) -> OwnedMessage {
+        loop {
+            let next = match self.stash.pop_front() {
+                Some(m) => Ok(m),
+                None => self.consumer.recv().await.map(|m| m.detach()),
+            };
+            match next {
+                Ok(m) => {
+                    self.consecutive_errors = 0;
+                    return m;
+                }
+                Err(e) => {
+                    self.consecutive_errors += 1;
+                    if self.consecutive_errors == 1 || self.consecutive_errors % 20 == 0 {
+                        warn!(error = %e, "Kafka consume error; retrying");
+                    }
+                    let pause = Duration::from_millis(100 * u64::from(self.consecutive_errors.min(50)));
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// Start tracking `msg` and hand it out with its ack; `None` when its
+    /// partition is no longer assigned here (it will be redelivered).
+    fn deliver(&mut self, msg: &OwnedMessage) -> Option<(Delivery, KafkaAck)> {
+        let started = {
+            let mut marks = lock(&self.marks);
+            let ticket = marks.start(msg.topic(), msg.partition(), msg.offset());
+            metrics::uncommitted(marks.uncommitted());
+            ticket
+        };
+        let Some(ticket) = started else {
+            debug!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                "message of a partition no longer assigned; it will be redelivered"
+            );
+            return None;
+        };
+        let delivery = Delivery {
+            topic: msg.topic().to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().filter(|k| !k.is_empty()).map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        };
+        let headers = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ack = KafkaAck {
+            ticket,
+            headers,
+            marks: self.marks.clone(),
+            dlq: self.dlq.clone(),
+            progress: self.progress.clone(),
+        };
+        Some((delivery, ack))
+    }
+
     fn pause_assignment(&self) {
         if let Ok(assigned) = self.consumer.assignment() {
             if let Err(e) = self.consumer.pause(&assigned) {
@@ -263,90 +347,16 @@ impl Source for KafkaSource {
     type Ack = KafkaAck;
 
     async fn next(&mut self, _room: usize) -> Option<(Delivery, KafkaAck)> {
-        // Wait while the uncommitted window is full: a message counts until
-        // the broker confirmed a commit past it.
-        let blocked_since = tokio::time::Instant::now();
-        loop {
-            let (uncommitted, committable) = {
-                let marks = lock(&self.marks);
-                (marks.uncommitted(), marks.committable())
-            };
-            if commit_now(committable, uncommitted, self.window) {
-                self.urgent.notify_one();
-            }
-            if uncommitted < self.window {
-                break;
-            }
-            let progress = self.progress.clone();
-            tokio::select! {
-                _ = progress.notified() => {}
-                _ = tokio::time::sleep(COMMIT_TICK) => {}
-                _ = self.serve_blocked(blocked_since) => {}
-            }
-        }
+        self.wait_for_window().await;
         if self.paused.load(Ordering::SeqCst) {
             self.resume();
         }
         loop {
-            let next = match self.stash.pop_front() {
-                Some(m) => Ok(m),
-                None => self.consumer.recv().await.map(|m| m.detach()),
-            };
-            let msg = match next {
-                Ok(m) => {
-                    self.consecutive_errors = 0;
-                    m
-                }
-                Err(e) => {
-                    self.consecutive_errors += 1;
-                    if self.consecutive_errors == 1 || self.consecutive_errors % 20 == 0 {
-                        warn!(error = %e, "Kafka consume error; retrying");
-                    }
-                    let pause = Duration::from_millis(100 * u64::from(self.consecutive_errors.min(50)));
-                    tokio::time::sleep(pause).await;
-                    continue;
-                }
-            };
+            let msg = self.receive().await;
             self.status.received.fetch_add(1, Ordering::Relaxed);
-            let started = {
-                let mut marks = lock(&self.marks);
-                let ticket = marks.start(msg.topic(), msg.partition(), msg.offset());
-                metrics::uncommitted(marks.uncommitted());
-                ticket
-            };
-            let Some(ticket) = started else {
-                debug!(
-                    topic = msg.topic(),
-                    partition = msg.partition(),
-                    offset = msg.offset(),
-                    "message of a partition no longer assigned; it will be redelivered"
-                );
-                continue;
-            };
-            let delivery = Delivery {
-                topic: msg.topic().to_string(),
-                partition: msg.partition(),
-                offset: msg.offset(),
-                key: msg.key().filter(|k| !k.is_empty()).map(<[u8]>::to_vec),
-                payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            };
-            let headers = msg
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec).unwrap_or_default()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let ack = KafkaAck {
-                ticket,
-                headers,
-                marks: self.marks.clone(),
-                status: self.status.clone(),
-                dlq: self.dlq.clone(),
-                progress: self.progress.clone(),
-            };
-            return Some((delivery, ack));
+            if let Some(started) = self.deliver(&msg) {
+                return Some(started);
+            }
         }
     }
 
@@ -375,10 +385,9 @@ impl Source for KafkaSource {
 
 impl Ack for KafkaAck {
     async fn done(self, delivery: &Delivery, outcome: &Outcome) {
-        if let (Some((topic, producer)), true) = (&self.dlq, outcome.needs_dead_letter()) {
-            dead_letter(producer, topic, delivery, &self.headers, outcome, &self.status).await;
+        if let (Some(dlq), true) = (&self.dlq, outcome.needs_dead_letter()) {
+            dlq.send(delivery, &self.headers, outcome).await;
         }
-        self.status.done.fetch_add(1, Ordering::Relaxed);
         let counted = {
             let mut marks = lock(&self.marks);
             let counted = marks.done(&self.ticket);
