@@ -22,7 +22,7 @@ use port_agent::pipeline::{Guard, Pipeline};
 use port_agent::port::PortClient;
 use port_agent::settings::Streamer;
 use port_agent::settings::{Requirement, Settings};
-use port_agent::source::{kafka, polling};
+use port_agent::source::{self, kafka, polling, Trust};
 use port_agent::telemetry::server::Health;
 use port_agent::telemetry::{self, init_logging, LogTarget};
 use port_agent::tls::ClientOptions;
@@ -320,10 +320,7 @@ async fn run() -> Result<ExitCode> {
     if let Err(e) = port.request("PATCH", "/v1/organization", Some(&streamer)).await {
         tracing::warn!(error = %e, "could not record the streamer name on the organization; continuing");
     }
-    let config = Config {
-        polled: settings.streamer == Streamer::Polling,
-        ..Config::from_settings(&settings)
-    };
+    let config = Config::from_settings(&settings);
     let pipeline = Arc::new(
         Pipeline::new(
             config,
@@ -357,13 +354,14 @@ async fn run() -> Result<ExitCode> {
             let opts = kafka::resolve_options(&settings, &port)
                 .await
                 .map_err(|e| anyhow!(e))?;
-            let engine = kafka::KafkaEngine::new(opts, pipeline).with_health(health);
-            engine.run(shutdown).await.context("Kafka consumer failed")?;
+            let kafka = kafka::KafkaSource::connect(&opts, Arc::default(), health, shutdown.clone())
+                .context("Kafka consumer failed")?;
+            let Ok(()) = source::run(kafka, pipeline, opts.limits(), shutdown).await;
         }
         Streamer::Polling => {
             let opts = polling::PollingOptions::from_settings(&settings);
-            let engine = polling::PollingEngine::new(port.clone(), opts, pipeline, health);
-            if let Err(e) = engine.run(shutdown).await {
+            let polled = polling::PollingSource::new(port.clone(), opts.clone(), health);
+            if let Err(e) = source::run(polled, pipeline, opts.limits(), shutdown).await {
                 eprintln!("error: {e}");
                 return Ok(ExitCode::from(EXIT_GAVE_UP));
             }
@@ -567,6 +565,7 @@ async fn render(
         offset: 0,
         key: None,
         payload: text.trim().as_bytes().to_vec(),
+        trust: Trust::Signed,
     };
     let entry = dryrun::run_one(&p, 1, delivery).await;
     let passed_over: Vec<Value> = selection

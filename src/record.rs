@@ -14,6 +14,7 @@ use crate::pipeline::Delivery;
 use crate::shutdown::Shutdown;
 use crate::source::kafka::KafkaOptions;
 use crate::source::recorded::to_record_line;
+use crate::source::Trust;
 
 /// What to record.
 #[derive(Debug, Clone)]
@@ -91,6 +92,7 @@ pub async fn record(
             offset: msg.offset(),
             key: msg.key().map(<[u8]>::to_vec),
             payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            trust: Trust::Signed,
         };
         let headers: Vec<(String, String)> = msg
             .headers()

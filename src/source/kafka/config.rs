@@ -8,6 +8,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 
 use super::commit::COMMIT_TICK;
 use crate::settings::Secret;
+use crate::source::Limits;
 
 /// How to reach and consume the topics.
 #[derive(Debug, Clone)]
@@ -46,6 +47,14 @@ pub struct KafkaOptions {
 }
 
 impl KafkaOptions {
+    /// The runner's limits (in flight, drain time).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_in_flight: self.max_in_flight,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+
     pub(crate) fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)

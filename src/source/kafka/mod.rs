@@ -13,7 +13,7 @@
 //!   committed after it was revoked, and a late completion for it is dropped.
 //!   The gate is not the tracker's lock, so completions never wait for a
 //!   commit's round trip.
-//! * **Concurrency** is [`super::dispatch`]'s: the in-flight bound is taken
+//! * **Concurrency** is the runner's ([`super::run`]): the in-flight bound is taken
 //!   before asking for the next message, and librdkafka's prefetch queue is
 //!   capped here, so memory stays bounded whatever the lag.
 //! * **Blocked for long** (Port down and every slot holding a run whose
@@ -46,10 +46,8 @@ use context::{lock, Consumer_, EngineContext, WAITING_FOR_ASSIGNMENT};
 use dlq::Dlq;
 
 use super::offsets::{Ticket, Watermarks};
-use super::{dispatch, Ack, DispatchOptions, Source};
-use crate::invoke::Invoker;
-use crate::pipeline::{Delivery, Outcome, Pipeline};
-use crate::port::Reporter;
+use super::{Ack, Source, Trust};
+use crate::pipeline::{Delivery, Outcome};
 use crate::shutdown::Shutdown;
 use crate::telemetry::metrics;
 use crate::telemetry::server::Health;
@@ -57,56 +55,6 @@ use crate::telemetry::server::Health;
 /// Blocked (window full, no slot free) for this long: pause the partitions
 /// and keep polling the consumer, so the group does not evict us.
 pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
-
-/// The engine: a [`KafkaSource`] run through the pipeline by
-/// [`super::dispatch`].
-pub struct KafkaEngine<I, R> {
-    opts: KafkaOptions,
-    pipeline: Arc<Pipeline<I, R>>,
-    /// Shared status (tests and tools read it).
-    pub status: Arc<Status>,
-    /// What the probes answer.
-    pub health: Arc<Health>,
-}
-
-impl<I, R> KafkaEngine<I, R>
-where
-    I: Invoker + 'static,
-    R: Reporter + 'static,
-{
-    /// A new engine.
-    pub fn new(opts: KafkaOptions, pipeline: Arc<Pipeline<I, R>>) -> Self {
-        KafkaEngine {
-            opts,
-            pipeline,
-            status: Arc::default(),
-            health: Health::new(WAITING_FOR_ASSIGNMENT),
-        }
-    }
-
-    /// Report readiness through `health` (shared with the HTTP server).
-    pub fn with_health(mut self, health: Arc<Health>) -> Self {
-        health.set_not_ready(WAITING_FOR_ASSIGNMENT);
-        self.health = health;
-        self
-    }
-
-    /// Consume until `shutdown` fires, then drain and commit.
-    pub async fn run(&self, shutdown: Shutdown) -> KafkaResult<()> {
-        let source = KafkaSource::connect(
-            &self.opts,
-            self.status.clone(),
-            self.health.clone(),
-            shutdown.clone(),
-        )?;
-        let limits = DispatchOptions {
-            max_in_flight: self.opts.max_in_flight,
-            drain_timeout: self.opts.drain_timeout,
-        };
-        dispatch(source, self.pipeline.clone(), limits, shutdown).await;
-        Ok(())
-    }
-}
 
 /// Kafka as a [`Source`]: one consumer on both topics, the offset tracker,
 /// the periodic committer, and the optional DLQ producer.
@@ -140,13 +88,16 @@ pub struct KafkaAck {
 }
 
 impl KafkaSource {
-    /// Create the consumer, subscribe, start the committer.
+    /// Create the consumer, subscribe, start the committer. Readiness is
+    /// reported through `health` (not ready until the group assigns
+    /// partitions); `status` is what the source counts (tests read it).
     pub fn connect(
         opts: &KafkaOptions,
         status: Arc<Status>,
         health: Arc<Health>,
         shutdown: Shutdown,
     ) -> KafkaResult<KafkaSource> {
+        health.set_not_ready(WAITING_FOR_ASSIGNMENT);
         let marks = Arc::new(Mutex::new(Watermarks::new()));
         let gate = Arc::new(Mutex::new(()));
         let paused: Arc<AtomicBool> = Arc::default();
@@ -305,6 +256,7 @@ impl KafkaSource {
             offset: msg.offset(),
             key: msg.key().filter(|k| !k.is_empty()).map(<[u8]>::to_vec),
             payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            trust: Trust::Signed,
         };
         let headers = msg
             .headers()
@@ -345,6 +297,8 @@ impl KafkaSource {
 
 impl Source for KafkaSource {
     type Ack = KafkaAck;
+    /// The Kafka source ends only at shutdown.
+    type Error = std::convert::Infallible;
 
     async fn next(&mut self, _room: usize) -> Option<(Delivery, KafkaAck)> {
         self.wait_for_window().await;
@@ -371,7 +325,7 @@ impl Source for KafkaSource {
         self.commits.commit(Which::All, "before draining");
     }
 
-    async fn close(self) {
+    async fn close(self) -> Result<(), Self::Error> {
         let commits = self.commits.clone();
         let _ = tokio::task::spawn_blocking(move || commits.commit(Which::All, "final")).await;
         // Dropping the consumer closes it: librdkafka revokes, leaves the
@@ -380,6 +334,7 @@ impl Source for KafkaSource {
         let consumer = self.consumer;
         let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
         info!("left the consumer group");
+        Ok(())
     }
 }
 
