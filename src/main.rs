@@ -354,14 +354,14 @@ async fn run() -> Result<ExitCode> {
             let opts = kafka::resolve_options(&settings, &port)
                 .await
                 .map_err(|e| anyhow!(e))?;
-            let kafka = kafka::KafkaSource::connect(&opts, Arc::default(), health, shutdown.clone())
+            let consumer = kafka::KafkaSource::connect(&opts, Arc::default(), health, shutdown.clone())
                 .context("Kafka consumer failed")?;
-            let Ok(()) = source::run(kafka, pipeline, opts.limits(), shutdown).await;
+            let Ok(()) = source::run(consumer, pipeline, opts.limits(), shutdown).await;
         }
         Streamer::Polling => {
             let opts = polling::PollingOptions::from_settings(&settings);
-            let polled = polling::PollingSource::new(port.clone(), opts.clone(), health);
-            if let Err(e) = source::run(polled, pipeline, opts.limits(), shutdown).await {
+            let claims = polling::PollingSource::new(port.clone(), opts.clone(), health);
+            if let Err(e) = source::run(claims, pipeline, opts.limits(), shutdown).await {
                 eprintln!("error: {e}");
                 return Ok(ExitCode::from(EXIT_GAVE_UP));
             }
