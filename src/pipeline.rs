@@ -28,6 +28,7 @@ use crate::redact::Redactor;
 use crate::secret::Secret;
 use crate::settings::Settings;
 use crate::signature::{self, SignatureError};
+use crate::source::Trust;
 use crate::telemetry::metrics;
 
 /// One message and where it came from.
@@ -43,6 +44,8 @@ pub struct Delivery {
     pub key: Option<Vec<u8>>,
     /// The message bytes.
     pub payload: Vec<u8>,
+    /// Whether the message must be signed and say it is for the agent.
+    pub trust: Trust,
 }
 
 /// Why a message was not delivered to a target.
@@ -216,10 +219,6 @@ pub struct Config {
     pub idempotency_headers: bool,
     /// Sign with this Unix time instead of the clock (reproducible output).
     pub fixed_timestamp: Option<u64>,
-    /// Deliveries come from Port's polling API: unsigned, and already
-    /// filtered for the agent by the source (their invocation method has
-    /// no `agent` key, SPEC §2.2).
-    pub polled: bool,
 }
 
 impl Config {
@@ -240,7 +239,6 @@ impl Config {
             infer_topics: false,
             idempotency_headers: s.target.idempotency_headers,
             fixed_timestamp: None,
-            polled: false,
         }
     }
 
@@ -503,7 +501,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             kind: kind.clone(),
             ..Outcome::skipped(skip)
         };
-        if !self.config.polled && !inv.for_agent() {
+        if delivery.trust == Trust::Signed && !inv.for_agent() {
             info!("skipping message: not for agent");
             return Err(Box::new(skipped(Skip::NotForAgent)));
         }
@@ -518,7 +516,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         // Python agent skipped verification for any message that had the
         // key, so anyone who could write to the runs topic could send an
         // unsigned request, signed by the agent, anywhere.
-        let signed_topic = !self.config.polled && topic != TopicKind::ChangeLog;
+        let signed_topic = delivery.trust == Trust::Signed && topic != TopicKind::ChangeLog;
         let signed_at = signed_topic.then(|| signed_at_seconds(&inv.message)).flatten();
         if signed_topic {
             let gitlab = inv.method_type() == Some("GITLAB");

@@ -48,7 +48,6 @@ fn config() -> Config {
         infer_topics: false,
         idempotency_headers: true,
         fixed_timestamp: Some(1_700_000_000),
-        polled: false,
     }
 }
 
@@ -71,6 +70,7 @@ fn dry_run_one(rt: &tokio::runtime::Runtime, mapping: &Value, payload: Vec<u8>) 
         offset: 1,
         key: None,
         payload,
+        trust: port_agent::source::Trust::Signed,
     };
     rt.block_on(dry_run::run_one(&p, 1, delivery))
         .to_json()

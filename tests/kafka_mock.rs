@@ -14,7 +14,8 @@ use port_agent::pipeline::{Config, Pipeline, INTERNAL_ERROR_SUMMARY};
 use port_agent::port::{PortCall, PortError, RecordingReporter, Reporter};
 use port_agent::secret::Secret;
 use port_agent::shutdown;
-use port_agent::source::kafka::{KafkaEngine, KafkaOptions};
+use port_agent::source::kafka::{KafkaOptions, KafkaSource, Status};
+use port_agent::telemetry::server::Health;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
@@ -107,6 +108,32 @@ impl Invoker for SharedTarget {
     }
 }
 
+/// A Kafka source that connects when run, and the pipeline it runs
+/// through; `status` is the source's, readable while it runs.
+struct KafkaEngine<I, R> {
+    opts: KafkaOptions,
+    pipeline: Arc<Pipeline<I, R>>,
+    status: Arc<Status>,
+}
+
+impl<I: Invoker + 'static, R: Reporter + 'static> KafkaEngine<I, R> {
+    fn new(opts: KafkaOptions, pipeline: Arc<Pipeline<I, R>>) -> Self {
+        let status = Arc::default();
+        KafkaEngine {
+            opts,
+            pipeline,
+            status,
+        }
+    }
+
+    async fn run(self, stop: shutdown::Shutdown) -> rdkafka::error::KafkaResult<()> {
+        let health = Health::new("test");
+        let source = KafkaSource::connect(&self.opts, self.status, health, stop.clone())?;
+        let Ok(()) = port_agent::source::run(source, self.pipeline, self.opts.limits(), stop).await;
+        Ok(())
+    }
+}
+
 type Engine = KafkaEngine<SharedTarget, RecordingReporter>;
 
 fn engine(brokers: &str, target: &Arc<TestTarget>, max_in_flight: usize) -> Engine {
@@ -145,7 +172,6 @@ fn engine_reporting_to<R: Reporter + 'static>(
         infer_topics: false,
         idempotency_headers: false,
         fixed_timestamp: None,
-        polled: false,
     };
     let mappings = MappingSet::parse(r#"[{"enabled": true}]"#).unwrap();
     let pipeline = Pipeline::new(

@@ -78,7 +78,6 @@ async fn render_on(
         infer_topics: false,
         idempotency_headers: false,
         fixed_timestamp: None,
-        polled: false,
     };
     let env = JqEnv::new(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let p = dry_run::pipeline(config, set, env, status, body);
@@ -88,6 +87,7 @@ async fn render_on(
         offset: 0,
         key: None,
         payload: message.to_string().into_bytes(),
+        trust: port_agent::source::Trust::Signed,
     };
     let outcome = p.process(&delivery).await;
     assert!(outcome.warnings.is_empty(), "{file}: {:?}", outcome.warnings);

@@ -62,7 +62,6 @@ fn agent_with(port: &FakePort, mappings: Value, tweak: impl FnOnce(&mut Config))
         infer_topics: false,
         idempotency_headers: false,
         fixed_timestamp: None,
-        polled: false,
     };
     tweak(&mut config);
     let env = JqEnv::new([("MY_TOKEN".to_string(), "tok-123".to_string())]);
@@ -86,6 +85,7 @@ fn delivery(topic: &str, message: &Value) -> Delivery {
         offset: 7,
         key: None,
         payload: message.to_string().into_bytes(),
+        trust: port_agent::source::Trust::Signed,
     }
 }
 
@@ -790,6 +790,7 @@ impl port_agent::source::Ack for ListAck {
 
 impl port_agent::source::Source for ListSource {
     type Ack = ListAck;
+    type Error = std::convert::Infallible;
 
     async fn next(&mut self, _room: usize) -> Option<(Delivery, ListAck)> {
         match self.items.pop_front() {
@@ -804,9 +805,10 @@ impl port_agent::source::Source for ListSource {
         }
     }
 
-    async fn close(self) {
+    async fn close(self) -> Result<(), Self::Error> {
         *self.closed_at.lock().unwrap() = Some(std::time::Instant::now());
         tokio::time::sleep(self.close_takes).await;
+        Ok(())
     }
 }
 
@@ -837,11 +839,11 @@ async fn runs_cut_short_by_the_drain_timeout_are_stopped_before_the_source_close
         close_takes: Duration::from_secs(2),
     };
     let (trigger, stop) = port_agent::shutdown::channel();
-    let opts = port_agent::source::DispatchOptions {
+    let opts = port_agent::source::Limits {
         max_in_flight: 4,
         drain_timeout: Duration::from_millis(300),
     };
-    let dispatcher = tokio::spawn(port_agent::source::dispatch(source, pipeline, opts, stop));
+    let dispatcher = tokio::spawn(port_agent::source::run(source, pipeline, opts, stop));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while target.requests().len() < 4 {
         assert!(
@@ -851,7 +853,7 @@ async fn runs_cut_short_by_the_drain_timeout_are_stopped_before_the_source_close
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     trigger.fire();
-    tokio::time::timeout(Duration::from_secs(10), dispatcher)
+    let Ok(()) = tokio::time::timeout(Duration::from_secs(10), dispatcher)
         .await
         .expect("dispatch ends after the drain timeout and the close")
         .expect("dispatch task");

@@ -83,7 +83,6 @@ fn agent(
         infer_topics: false,
         idempotency_headers: false,
         fixed_timestamp: None,
-        polled: false,
     };
     let env = JqEnv::new([("MY_TOKEN".to_string(), "tok-123456".to_string())]);
     Pipeline::new(
@@ -113,6 +112,7 @@ fn delivery(topic: &str, message: &Value) -> Delivery {
         offset: 3,
         key: None,
         payload: message.to_string().into_bytes(),
+        trust: port_agent::source::Trust::Signed,
     }
 }
 

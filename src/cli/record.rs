@@ -19,6 +19,7 @@ use crate::pipeline::Delivery;
 use crate::shutdown::Shutdown;
 use crate::source::kafka::KafkaOptions;
 use crate::source::recorded::to_record_line;
+use crate::source::Trust;
 
 /// The arguments of `record`.
 #[derive(Args)]
@@ -170,6 +171,7 @@ fn record_line(msg: &OwnedMessage) -> String {
         offset: msg.offset(),
         key: msg.key().map(<[u8]>::to_vec),
         payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        trust: Trust::Signed,
     };
     let headers: Vec<(String, String)> = msg
         .headers()

@@ -13,6 +13,7 @@ use super::dry_run::{self, print_entry, Entry};
 use super::{load_mappings, parse_env_pair, pipeline_config, quiet_offline_settings, Assume, Format, Result};
 use crate::mapping::{JqEnv, PassedOver};
 use crate::pipeline::{Delivery, Guard};
+use crate::source::Trust;
 
 /// The arguments of `render`.
 #[derive(Args)]
@@ -69,6 +70,7 @@ pub async fn command(args: RenderArgs) -> Result {
         offset: 0,
         key: None,
         payload: text.trim().as_bytes().to_vec(),
+        trust: Trust::Signed,
     };
     let entry = dry_run::run_one(&p, 1, delivery).await;
     if args.format == Format::Json {

@@ -15,7 +15,7 @@ use crate::pipeline::{Config, Guard, Pipeline};
 use crate::port::PortClient;
 use crate::settings::{Requirement, Settings, Streamer};
 use crate::shutdown::Shutdown;
-use crate::source::{kafka, polling};
+use crate::source::{self, kafka, polling};
 use crate::telemetry::server::Health;
 use crate::telemetry::{self, init_logging, LogTarget};
 use crate::tls::ClientOptions;
@@ -98,10 +98,7 @@ fn agent(
         settings.target.max_response_bytes,
         settings.target.allowed_targets.clone(),
     );
-    let config = Config {
-        polled: settings.streamer == Streamer::Polling,
-        ..Config::from_settings(settings)
-    };
+    let config = Config::from_settings(settings);
     Ok(
         Pipeline::new(config, Arc::new(mappings), JqEnv::from_process(), invoker, port)
             .with_guard(Guard::from_settings(settings)),
@@ -134,14 +131,14 @@ async fn consume(
             let opts = kafka::resolve_options(settings, &port)
                 .await
                 .map_err(|e| anyhow!(e))?;
-            let engine = kafka::KafkaEngine::new(opts, pipeline).with_health(health);
-            engine.run(shutdown).await.context("Kafka consumer failed")?;
+            let consumer = kafka::KafkaSource::connect(&opts, Arc::default(), health, shutdown.clone())
+                .context("Kafka consumer failed")?;
+            let Ok(()) = source::run(consumer, pipeline, opts.limits(), shutdown).await;
         }
         Streamer::Polling => {
             let opts = polling::PollingOptions::from_settings(settings);
-            let engine = polling::PollingEngine::new(port, opts, pipeline, health);
-            engine
-                .run(shutdown)
+            let claims = polling::PollingSource::new(port, opts.clone(), health);
+            source::run(claims, pipeline, opts.limits(), shutdown)
                 .await
                 .map_err(|e| Error::GaveUp(e.to_string()))?;
         }

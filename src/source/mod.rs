@@ -1,33 +1,38 @@
-//! Sources of deliveries, and the dispatcher that runs any source through
-//! the pipeline.
+//! Sources of deliveries: the [`Source`] and [`Ack`] traits, how far a
+//! delivery is trusted ([`Trust`]), and the sources themselves.
 //!
 //! A [`Source`] yields [`Delivery`] values, each with an [`Ack`] it wants back
 //! when the message is done; the rest of the agent does not know which source
-//! runs. [`dispatch`] owns everything source-independent: the in-flight bound
-//! (a permit is taken *before* asking the source for more, so a full agent
-//! stops fetching), per-key ordering, the stop–drain–close sequence, and
-//! panics: a panic while processing one message becomes that message's
-//! failure (reported, counted, acked), never a stalled partition.
+//! runs. [`run`] (in `run.rs`) is the one runner for every source: it owns
+//! everything source-independent (the in-flight bound, per-key ordering, the
+//! stop–drain–close sequence, panics) and hands each delivery to a
+//! [`Process`] (the pipeline).
 
 pub mod kafka;
 pub mod offsets;
 pub mod polling;
 pub mod recorded;
+mod run;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
-use tracing::{error, info, warn};
+pub use run::{run, Limits, Process};
 
-use crate::invoke::Invoker;
-use crate::pipeline::{Delivery, Outcome, Pipeline};
-use crate::port::Reporter;
-use crate::shutdown::Shutdown;
-use crate::telemetry::metrics;
+use crate::pipeline::{Delivery, Outcome};
+
+/// How far a delivery's message is trusted: it travels on each
+/// [`Delivery`], so the pipeline needs not know which source runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Read from a topic anyone with access could write to (Kafka, a
+    /// recorded topic): the message must say it is for the agent, and its
+    /// signature is checked on every topic but the change log (SPEC §3).
+    Signed,
+    /// Claimed from Port's API over an authenticated connection (polling,
+    /// SPEC §2.2): not signed, and already kept to runs for the agent by
+    /// the source (its invocation method has no `agent` key).
+    Claimed,
+}
 
 /// Handed back to the source when its delivery is done.
 pub trait Ack: Send + 'static {
@@ -40,13 +45,17 @@ pub trait Ack: Send + 'static {
 pub trait Source: Send + 'static {
     /// What the source wants back per delivery.
     type Ack: Ack;
+    /// Why the source ended on its own (the polling source gives up after
+    /// claims failed for too long); returned by [`run`].
+    type Error: std::error::Error + Send + 'static;
 
     /// The next delivery, waiting as long as needed; `None` when the source
-    /// has ended. `room` is how many more deliveries the dispatcher could
+    /// has ended. `room` is how many more deliveries the runner could
     /// start now (this one included): a source that takes responsibility
     /// for work in batches (polling claims) takes no more than that.
-    /// Transient errors are the source's to retry and log. Must be
-    /// cancel-safe: the dispatcher drops it when shutdown starts.
+    /// Transient errors are the source's to retry and log; a source that
+    /// gives up returns `None` and says why from [`Source::close`]. Must be
+    /// cancel-safe: the runner drops it when shutdown starts.
     fn next(&mut self, room: usize) -> impl Future<Output = Option<(Delivery, Self::Ack)>> + Send;
 
     /// Called (and dropped when a slot frees) while every slot is taken:
@@ -67,189 +76,7 @@ pub trait Source: Send + 'static {
 
     /// The drain is over (or timed out): release everything. Messages that
     /// did not finish in the drain were stopped before this is called and
-    /// their acks dropped without `done`.
-    fn close(self) -> impl Future<Output = ()> + Send;
-}
-
-/// Limits of the dispatcher.
-#[derive(Debug, Clone, Copy)]
-pub struct DispatchOptions {
-    /// Messages in flight at most (waiting for a same-key predecessor counts).
-    pub max_in_flight: usize,
-    /// How long in-flight messages may take once shutdown starts.
-    pub drain_timeout: Duration,
-}
-
-/// Keys whose messages are running or waiting: each new message of a key
-/// waits for the completion signal of the previous one.
-#[derive(Default)]
-struct KeyChains {
-    tails: HashMap<Vec<u8>, (u64, oneshot::Receiver<()>)>,
-    next_id: u64,
-}
-
-/// Run `source` through `pipeline` until `shutdown` fires (or the source
-/// ends), then drain in-flight messages and close the source.
-pub async fn dispatch<S, I, R>(
-    mut source: S,
-    pipeline: Arc<Pipeline<I, R>>,
-    opts: DispatchOptions,
-    shutdown: Shutdown,
-) where
-    S: Source,
-    I: Invoker + 'static,
-    R: Reporter + 'static,
-{
-    let permits = Arc::new(Semaphore::new(opts.max_in_flight));
-    let chains = Arc::new(Mutex::new(KeyChains::default()));
-    let mut tasks = JoinSet::new();
-    loop {
-        // Forget finished tasks (their results are ()).
-        while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            _ = shutdown.wait() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = source.idle() => continue,
-        };
-        let room = permits.available_permits() + 1;
-        let (delivery, ack) = tokio::select! {
-            _ = shutdown.wait() => break,
-            next = source.next(room) => match next { Some(n) => n, None => break },
-        };
-        start(delivery, ack, permit, &pipeline, &chains, &mut tasks);
-    }
-
-    source.stopping();
-    let deadline = tokio::time::Instant::now() + opts.drain_timeout;
-    let handed_over = source.undispatched().await;
-    let mut left = handed_over.len();
-    for (delivery, ack) in handed_over {
-        match tokio::time::timeout_at(deadline, permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => start(delivery, ack, permit, &pipeline, &chains, &mut tasks),
-            _ => break,
-        }
-        left -= 1;
-    }
-    if left > 0 {
-        warn!(
-            messages = left,
-            "drain timeout reached before these messages could start"
-        );
-    }
-    info!("stopping: draining in-flight messages");
-    let all = u32::try_from(opts.max_in_flight).unwrap_or(u32::MAX);
-    match tokio::time::timeout_at(deadline, permits.acquire_many(all)).await {
-        Ok(_) => info!("all in-flight messages finished"),
-        Err(_) => {
-            warn!(
-                in_flight = opts.max_in_flight - permits.available_permits(),
-                "drain timeout reached; unfinished messages are stopped and not acknowledged"
-            );
-            // Stop them before the source closes, so that nothing they do
-            // (a late report) comes after what the source does about them.
-            tasks.abort_all();
-            let stopped = async { while tasks.join_next().await.is_some() {} };
-            if tokio::time::timeout(STOP_TIMEOUT, stopped).await.is_err() {
-                warn!("some stopped messages did not end in time");
-            }
-        }
-    }
-    source.close().await;
-}
-
-/// How long stopped messages may take to end after the drain timeout (a
-/// jq evaluation in progress ends at its own bound).
-const STOP_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A task that is aborted when its handle is dropped: stopping a message's
-/// outer task also stops its pipeline.
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Start processing one delivery: after its key's predecessor, holding
-/// `permit` until the source has its ack.
-fn start<A, I, R>(
-    delivery: Delivery,
-    ack: A,
-    permit: OwnedSemaphorePermit,
-    pipeline: &Arc<Pipeline<I, R>>,
-    chains: &Arc<Mutex<KeyChains>>,
-    tasks: &mut JoinSet<()>,
-) where
-    A: Ack,
-    I: Invoker + 'static,
-    R: Reporter + 'static,
-{
-    // Per-key order: wait for the previous message of the same key.
-    let (prev, done_tx, chain_id) = match &delivery.key {
-        Some(key) => {
-            let (tx, rx) = oneshot::channel();
-            let mut c = chains.lock().unwrap_or_else(|e| e.into_inner());
-            c.next_id += 1;
-            let id = c.next_id;
-            let prev = c.tails.insert(key.clone(), (id, rx)).map(|(_, rx)| rx);
-            (prev, Some(tx), id)
-        }
-        None => (None, None, 0),
-    };
-    metrics::consumed(&delivery.topic);
-    let pipeline = pipeline.clone();
-    let chains = chains.clone();
-    let delivery = Arc::new(delivery);
-    tasks.spawn(async move {
-        if let Some(prev) = prev {
-            // An error only means the predecessor's task is gone; never
-            // block on it.
-            let _ = prev.await;
-        }
-        // The pipeline runs as a task of its own so that a panic in it
-        // (pipeline, invoker, reporter, jq) ends only that task: the
-        // message is then failed, reported and acked like any other.
-        let mut work = {
-            let (pipeline, delivery) = (pipeline.clone(), delivery.clone());
-            AbortOnDrop(tokio::spawn(async move { pipeline.process(&delivery).await }))
-        };
-        let outcome = match (&mut work.0).await {
-            Ok(outcome) => outcome,
-            // Stopped (the runtime is going away): not done, not acked.
-            Err(e) if e.is_cancelled() => return,
-            Err(e) => {
-                let what = panic_text(e);
-                error!(topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset,
-                       panic = %what, "internal error while processing a message; failing it");
-                metrics::panicked();
-                pipeline.internal_error(&delivery, &what).await
-            }
-        };
-        ack.done(&delivery, &outcome).await;
-        metrics::done(outcome.name());
-        if let Some(tx) = done_tx {
-            let _ = tx.send(());
-            if let Some(key) = &delivery.key {
-                let mut c = chains.lock().unwrap_or_else(|e| e.into_inner());
-                if c.tails.get(key).is_some_and(|(id, _)| *id == chain_id) {
-                    c.tails.remove(key);
-                }
-            }
-        }
-        drop(permit);
-    });
-}
-
-/// What a failed task said (a panic's message, when it has one).
-fn panic_text(e: tokio::task::JoinError) -> String {
-    if !e.is_panic() {
-        return e.to_string();
-    }
-    let payload = e.into_panic();
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_string())
+    /// their acks dropped without `done`. An error says why the source
+    /// ended by itself (see [`Source::Error`]).
+    fn close(self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }

@@ -7,10 +7,12 @@
 //! * a bare message object (its topic is the `--topic` given, by default
 //!   the runs topic).
 //!
-//! A malformed line is reported with its line number and skipped.
+//! A malformed line is reported with its line number and skipped. Every
+//! delivery read here is [`Trust::Signed`]: checked as Kafka's would be.
 
 use serde_json::{Map, Value};
 
+use super::Trust;
 use crate::pipeline::Delivery;
 
 /// One line that could not be read.
@@ -83,6 +85,7 @@ pub fn parse_line(text: &str, line: usize, default_topic: &str) -> Result<Delive
             offset: line as i64,
             key: None,
             payload: text.trim().as_bytes().to_vec(),
+            trust: Trust::Signed,
         });
     }
     let payload = obj
@@ -104,6 +107,7 @@ pub fn parse_line(text: &str, line: usize, default_topic: &str) -> Result<Delive
             .and_then(Value::as_str)
             .map(|k| k.as_bytes().to_vec()),
         payload,
+        trust: Trust::Signed,
     })
 }
 
@@ -161,6 +165,7 @@ mod tests {
             offset: 4,
             key: Some(b"k".to_vec()),
             payload: br#"{"z":1,"a":2}"#.to_vec(),
+            trust: Trust::Signed,
         };
         let line = to_record_line(&d, Some(10), &[]);
         let back = parse_line(&line, 1, "x").unwrap();

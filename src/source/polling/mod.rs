@@ -1,23 +1,25 @@
 //! The polling source (SPEC §2.2, `STREAMER_NAME=POLLING`): runs claimed
 //! from Port's API instead of read from Kafka, then fed to the same
-//! [`super::dispatch`] and pipeline.
+//! runner ([`super::run`]) and pipeline.
 //!
 //! Each iteration claims pending action runs, then workflow node runs, never
-//! more in all than the dispatcher has free slots, and queues them. A run is
+//! more in all than the runner has free slots, and queues them. A run is
 //! acked (its own call) only when it is about to start, so a run is never
 //! acked and then left waiting; one whose ack fails or is not confirmed is
 //! dropped, since Port did not hand it to us. When a claim came back full,
 //! the next iteration starts at once; otherwise after
 //! `POLLING_INTERVAL_SECONDS`. Claim failures back off exponentially with
 //! jitter, and after `POLLING_MAX_FAILURE_DURATION_SECONDS` of nothing but
-//! failures the source ends with [`PollingError`].
+//! failures the source ends, and its close returns [`PollingError`].
 //!
 //! Nothing acked is lost: an ack runs as a task of its own, so a shutdown
-//! that interrupts the dispatcher hands its run over through
+//! that interrupts the runner hands its run over through
 //! [`Source::undispatched`] for the drain; and a run still in flight when
 //! the drain times out is reported as failed ([`STOPPED_SUMMARY`]) instead
 //! of being left `IN_PROGRESS`. Claimed runs not yet acked are let go: Port
 //! hands them out again.
+
+mod claimed;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -29,12 +31,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::{dispatch, Ack, DispatchOptions, Source};
-use crate::invoke::Invoker;
-use crate::pipeline::{Delivery, Outcome, Pipeline, Result_, Skip};
+pub use claimed::{action_run_message, node_run_message, ClaimedRun};
+
+use super::{Ack, Limits, Source, Trust};
+use crate::pipeline::{Delivery, Outcome, Result_, Skip};
 use crate::port::{PortCall, PortClient, Reporter};
 use crate::settings::Settings;
-use crate::shutdown::Shutdown;
 use crate::telemetry::metrics;
 use crate::telemetry::server::Health;
 
@@ -92,6 +94,14 @@ impl PollingOptions {
         }
     }
 
+    /// The runner's limits (in flight, drain time).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_in_flight: self.max_in_flight,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+
     /// The pause before retry number `failures` (1 = after the first
     /// failure): `initial × factor^(failures-1)`, capped, then ± jitter.
     pub fn backoff(&self, failures: u32, jitter_draw: f64) -> Duration {
@@ -111,95 +121,6 @@ pub struct PollingError {
     pub seconds: f64,
     /// The last claim error.
     pub last: String,
-}
-
-/// A claimed run, as the pipeline will see it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClaimedRun {
-    /// `r_…` or `wfnr_…`.
-    pub id: String,
-    /// A workflow node run (acked and failed through the workflow endpoints).
-    pub node_run: bool,
-    /// The message handed to the pipeline.
-    pub message: Value,
-    /// `agent` was true.
-    pub for_agent: bool,
-}
-
-/// Build the message of an action run claimed from
-/// `/v1/actions/runs/claim-pending` (SPEC §2.2).
-pub fn action_run_message(run: &Value) -> Option<ClaimedRun> {
-    let id = run
-        .get("id")?
-        .as_str()
-        .filter(|id| crate::port::is_usable_run_id(id))?
-        .to_string();
-    let payload = run.get("payload")?.as_object()?;
-    let for_agent = payload.get("agent").and_then(Value::as_bool) == Some(true);
-    let mut method = payload.clone();
-    method.shift_remove("agent");
-    method.shift_remove("body");
-    let mut message = match payload.get("body") {
-        Some(Value::Object(body)) => body.clone(),
-        _ => serde_json::Map::new(),
-    };
-    message.insert(
-        "headers".into(),
-        payload.get("headers").cloned().unwrap_or_else(|| json!({})),
-    );
-    set_path(
-        &mut message,
-        &["payload", "action", "invocationMethod"],
-        Value::Object(method),
-    );
-    set_path(&mut message, &["context", "runId"], Value::String(id.clone()));
-    Some(ClaimedRun {
-        id,
-        node_run: false,
-        message: Value::Object(message),
-        for_agent,
-    })
-}
-
-/// Build the message of a node run claimed from
-/// `/v1/workflows/runs/claim-pending` (SPEC §2.2).
-pub fn node_run_message(run: &Value) -> Option<ClaimedRun> {
-    let id = run
-        .get("identifier")?
-        .as_str()
-        .filter(|id| crate::port::is_usable_run_id(id))?
-        .to_string();
-    let config = run.get("config")?.as_object()?;
-    let for_agent = config.get("agent").and_then(Value::as_bool) == Some(true);
-    let mut method = config.clone();
-    method.shift_remove("agent");
-    let message = json!({
-        "headers": config.get("headers").cloned().unwrap_or_else(|| json!({})),
-        "payload": {"action": {"invocationMethod": Value::Object(method)}},
-        "context": {"runId": id, "nodeConfig": Value::Object(config.clone())},
-    });
-    Some(ClaimedRun {
-        id,
-        node_run: true,
-        message,
-        for_agent,
-    })
-}
-
-fn set_path(map: &mut serde_json::Map<String, Value>, path: &[&str], value: Value) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    let mut cur = map;
-    for key in parents {
-        let slot = cur.entry(key.to_string()).or_insert_with(|| json!({}));
-        if !slot.is_object() {
-            *slot = json!({});
-        }
-        let Value::Object(next) = slot else { return };
-        cur = next;
-    }
-    cur.insert(last.to_string(), value);
 }
 
 /// What one iteration brought.
@@ -294,7 +215,8 @@ pub struct PollingSource {
     next_poll: Instant,
     failures: u32,
     failing_since: Option<Instant>,
-    fatal: Arc<Mutex<Option<PollingError>>>,
+    /// Why the source gave up (returned by its close).
+    fatal: Option<PollingError>,
     sequence: i64,
 }
 
@@ -309,8 +231,10 @@ pub struct PollingAck {
 }
 
 impl PollingSource {
-    /// A source claiming through `port`.
+    /// A source claiming through `port`; not ready until its first claim.
     pub fn new(port: PortClient, opts: PollingOptions, health: Arc<Health>) -> PollingSource {
+        health.set_not_ready("waiting for the first claim from Port");
+        debug!(batch = opts.batch_size, "polling Port for runs");
         PollingSource {
             port,
             opts,
@@ -322,7 +246,7 @@ impl PollingSource {
             next_poll: Instant::now(),
             failures: 0,
             failing_since: None,
-            fatal: Arc::default(),
+            fatal: None,
             sequence: 0,
         }
     }
@@ -335,6 +259,7 @@ impl PollingSource {
             offset: self.sequence,
             key: None,
             payload: run.message.to_string().into_bytes(),
+            trust: Trust::Claimed,
         };
         self.running
             .lock()
@@ -375,7 +300,7 @@ impl PollingSource {
                         last: e,
                     };
                     error!(error = %err, "giving up");
-                    *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
+                    self.fatal = Some(err);
                     return false;
                 }
                 let draw = rand::rng().random_range(-1.0..=1.0);
@@ -395,6 +320,7 @@ impl PollingSource {
 
 impl Source for PollingSource {
     type Ack = PollingAck;
+    type Error = PollingError;
 
     async fn next(&mut self, room: usize) -> Option<(Delivery, PollingAck)> {
         loop {
@@ -468,9 +394,20 @@ impl Source for PollingSource {
         handed_over
     }
 
-    async fn close(self) {
+    async fn close(self) -> Result<(), PollingError> {
+        self.report_stopped().await;
+        match self.fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl PollingSource {
+    /// Report what was still running after the drain as failed.
+    async fn report_stopped(&self) {
         // Whatever was still running outlived the drain and was stopped by
-        // the dispatcher (it can report nothing more): report it failed, so
+        // the runner (it can report nothing more): report it failed, so
         // that no acked run stays IN_PROGRESS in Port.
         let left: Vec<ClaimedRun> = self
             .running
@@ -545,54 +482,6 @@ impl Ack for PollingAck {
     }
 }
 
-/// The polling engine: a [`PollingSource`] run through the pipeline.
-pub struct PollingEngine<I, R> {
-    port: PortClient,
-    opts: PollingOptions,
-    pipeline: Arc<Pipeline<I, R>>,
-    health: Arc<Health>,
-}
-
-impl<I, R> PollingEngine<I, R>
-where
-    I: Invoker + 'static,
-    R: Reporter + 'static,
-{
-    /// A new engine.
-    pub fn new(
-        port: PortClient,
-        opts: PollingOptions,
-        pipeline: Arc<Pipeline<I, R>>,
-        health: Arc<Health>,
-    ) -> Self {
-        PollingEngine {
-            port,
-            opts,
-            pipeline,
-            health,
-        }
-    }
-
-    /// Poll until `shutdown` fires (then drain), or until claims failed for
-    /// too long.
-    pub async fn run(self, shutdown: Shutdown) -> Result<(), PollingError> {
-        self.health.set_not_ready("waiting for the first claim from Port");
-        let source = PollingSource::new(self.port, self.opts.clone(), self.health);
-        let fatal = source.fatal.clone();
-        let limits = DispatchOptions {
-            max_in_flight: self.opts.max_in_flight,
-            drain_timeout: self.opts.drain_timeout,
-        };
-        debug!(batch = self.opts.batch_size, "polling Port for runs");
-        dispatch(source, self.pipeline, limits, shutdown).await;
-        let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match fatal {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,54 +513,5 @@ mod tests {
         assert!((secs(3, 1.0) - 4.4).abs() < 1e-9, "+10 %");
         assert!((secs(3, -1.0) - 3.6).abs() < 1e-9, "-10 %");
         assert!((secs(3, 5.0) - 4.4).abs() < 1e-9, "draws are clamped");
-    }
-
-    #[test]
-    fn action_run_message_follows_the_spec() {
-        let run = json!({"id": "r_1", "payload": {
-            "type": "WEBHOOK", "url": "http://svc/hook", "agent": true, "synchronized": true,
-            "method": "POST", "headers": {"X-A": "1"},
-            "body": {"action": {"identifier": "deploy"}, "payload": {"properties": {"v": 1}},
-                     "context": {"blueprint": "svc"}}}});
-        let claimed = action_run_message(&run).expect("a run");
-        assert_eq!(claimed.id, "r_1");
-        assert!(claimed.for_agent && !claimed.node_run);
-        assert_eq!(
-            claimed.message,
-            json!({
-                "action": {"identifier": "deploy"},
-                "payload": {"properties": {"v": 1},
-                            "action": {"invocationMethod": {"type": "WEBHOOK", "url": "http://svc/hook",
-                                "synchronized": true, "method": "POST", "headers": {"X-A": "1"}}}},
-                "context": {"blueprint": "svc", "runId": "r_1"},
-                "headers": {"X-A": "1"},
-            })
-        );
-        let not_for_agent = json!({"id": "r_2", "payload": {"agent": false, "body": {}}});
-        assert!(!action_run_message(&not_for_agent).expect("a run").for_agent);
-        assert_eq!(action_run_message(&json!({"payload": {}})), None);
-        for id in ["", ".", ".."] {
-            let run = json!({"id": id, "payload": {"agent": true, "body": {}}});
-            assert_eq!(action_run_message(&run), None, "{id:?} is not a usable run id");
-            let node = json!({"identifier": id, "config": {"agent": true}});
-            assert_eq!(node_run_message(&node), None, "{id:?} is not a usable run id");
-        }
-    }
-
-    #[test]
-    fn node_run_message_follows_the_spec() {
-        let config = json!({"type": "WEBHOOK", "url": "http://svc/n", "method": "PUT", "agent": true,
-                            "headers": {"H": "v"}, "synchronized": false});
-        let claimed = node_run_message(&json!({"identifier": "wfnr_1", "config": config})).expect("a run");
-        assert!(claimed.node_run && claimed.for_agent);
-        assert_eq!(
-            claimed.message,
-            json!({
-                "headers": {"H": "v"},
-                "payload": {"action": {"invocationMethod": {"type": "WEBHOOK", "url": "http://svc/n",
-                    "method": "PUT", "headers": {"H": "v"}, "synchronized": false}}},
-                "context": {"runId": "wfnr_1", "nodeConfig": config},
-            })
-        );
     }
 }

@@ -1,0 +1,206 @@
+//! How the Kafka source reaches and consumes its topics: [`KafkaOptions`],
+//! the librdkafka client and consumer configuration built from them, and
+//! where the brokers and credentials come from (SPEC §2.1).
+
+use std::time::Duration;
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+
+use super::commit::COMMIT_TICK;
+use crate::secret::Secret;
+use crate::source::Limits;
+
+/// How to reach and consume the topics.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// `group.id`.
+    pub group_id: String,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// `security.protocol`.
+    pub security_protocol: String,
+    /// `sasl.mechanism`.
+    pub sasl_mechanism: Option<String>,
+    /// `sasl.username`.
+    pub username: Option<String>,
+    /// `sasl.password`.
+    pub password: Option<Secret>,
+    /// `session.timeout.ms`.
+    pub session_timeout_ms: u32,
+    /// `max.poll.interval.ms`.
+    pub max_poll_interval_ms: u32,
+    /// `auto.offset.reset`.
+    pub auto_offset_reset: String,
+    /// Messages in flight at most.
+    pub max_in_flight: usize,
+    /// Drain time at shutdown.
+    pub drain_timeout: Duration,
+    /// How often a moved watermark is committed when nothing else
+    /// triggers a commit.
+    pub commit_interval: Duration,
+    /// Dead-letter topic.
+    pub dlq_topic: Option<String>,
+    /// Extra librdkafka properties (tests, tuning).
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaOptions {
+    /// The runner's limits (in flight, drain time).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_in_flight: self.max_in_flight,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+
+    pub(crate) fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", "port-agent")
+            .set("security.protocol", &self.security_protocol)
+            .set_log_level(RDKafkaLogLevel::Warning);
+        if let Some(m) = &self.sasl_mechanism {
+            c.set("sasl.mechanism", m);
+        }
+        if let Some(u) = &self.username {
+            c.set("sasl.username", u);
+        }
+        if let Some(p) = &self.password {
+            c.set("sasl.password", p.expose());
+        }
+        c
+    }
+
+    pub(super) fn consumer_config(&self) -> ClientConfig {
+        let mut c = self.client_config();
+        c.set("group.id", &self.group_id)
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set("max.poll.interval.ms", self.max_poll_interval_ms.to_string())
+            .set("auto.offset.reset", &self.auto_offset_reset)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            // A broker that holds an empty fetch for the whole wait (tansu
+            // does) would add up to this much latency to a quiet topic; 100
+            // ms costs ten idle fetches a second.
+            .set("fetch.wait.max.ms", "100")
+            // Consumer lag and broker state for /metrics and /readyz.
+            .set("statistics.interval.ms", "5000")
+            // Bounded prefetch: memory must not grow with the lag.
+            .set("queued.min.messages", "1000")
+            .set("queued.max.messages.kbytes", "4096")
+            .set("fetch.max.bytes", "4194304")
+            .set("max.partition.fetch.bytes", "1048576");
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// With a CA bundle (`SSL_CERT_FILE` / `REQUESTS_CA_BUNDLE`), librdkafka
+/// gets the system's roots *plus* the bundle as `ssl.ca.location`: OpenSSL
+/// alone would read `SSL_CERT_FILE` as its only roots file.
+fn ca_location(settings: &crate::settings::Settings) -> Result<Vec<(String, String)>, String> {
+    let Some(bundle) = &settings.ca_bundle else {
+        return Ok(Vec::new());
+    };
+    let merged = crate::tls::merged_ca_file(bundle).map_err(|e| format!("SSL_CERT_FILE: {e}"))?;
+    Ok(vec![(
+        "ssl.ca.location".to_string(),
+        merged.display().to_string(),
+    )])
+}
+
+/// Where the brokers and credentials come from (SPEC §2.1).
+pub async fn resolve_options(
+    settings: &crate::settings::Settings,
+    port: &crate::port::PortClient,
+) -> Result<KafkaOptions, String> {
+    let (brokers, username, password) = if settings.kafka.using_local_port_instance {
+        if settings.kafka.bootstrap_servers.is_empty() {
+            return Err(
+                "KAFKA_CONSUMER_BOOTSTRAP_SERVERS: required when USING_LOCAL_PORT_INSTANCE is true"
+                    .to_string(),
+            );
+        }
+        (settings.kafka.bootstrap_servers.clone(), None, None)
+    } else if let Some(brokers) = &settings.kafka.brokers {
+        (
+            brokers.clone(),
+            settings.kafka.username.clone(),
+            settings.kafka.password.clone(),
+        )
+    } else {
+        let creds = port
+            .kafka_credentials()
+            .await
+            .map_err(|e| format!("cannot fetch Kafka credentials from Port: {e}"))?;
+        (creds.brokers.join(","), creds.username, creds.password)
+    };
+    Ok(KafkaOptions {
+        brokers,
+        group_id: settings.kafka.group_id.clone(),
+        topics: vec![
+            settings.kafka.runs_topic.clone(),
+            settings.kafka.change_log_topic.clone(),
+        ],
+        security_protocol: settings.kafka.security_protocol.clone(),
+        sasl_mechanism: settings.kafka.sasl_mechanism.clone(),
+        username,
+        password,
+        session_timeout_ms: settings.kafka.session_timeout_ms,
+        max_poll_interval_ms: settings.kafka.max_poll_interval_ms,
+        auto_offset_reset: settings.kafka.auto_offset_reset.clone(),
+        max_in_flight: settings.limits.max_in_flight,
+        drain_timeout: settings.limits.drain_timeout,
+        commit_interval: COMMIT_TICK,
+        dlq_topic: settings.kafka.dlq_topic.clone(),
+        extra: ca_location(settings)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> KafkaOptions {
+        KafkaOptions {
+            brokers: "localhost:9092".to_string(),
+            group_id: "g".to_string(),
+            topics: vec!["t".to_string()],
+            security_protocol: "plaintext".to_string(),
+            sasl_mechanism: None,
+            username: None,
+            password: None,
+            session_timeout_ms: 45_000,
+            max_poll_interval_ms: 300_000,
+            auto_offset_reset: "earliest".to_string(),
+            max_in_flight: 32,
+            drain_timeout: Duration::from_secs(30),
+            commit_interval: COMMIT_TICK,
+            dlq_topic: None,
+            extra: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_consumer_is_configured_with_a_bounded_prefetch_short_fetch_wait_and_no_auto_commit() {
+        let c = options().consumer_config();
+        for (key, value) in [
+            ("queued.max.messages.kbytes", "4096"),
+            ("queued.min.messages", "1000"),
+            ("fetch.wait.max.ms", "100"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("client.id", "port-agent"),
+            ("group.id", "g"),
+            ("fetch.max.bytes", "4194304"),
+            ("max.partition.fetch.bytes", "1048576"),
+        ] {
+            assert_eq!(c.get(key), Some(value), "{key}");
+        }
+    }
+}
