@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::invoke::{OutgoingRequest, RecordingInvoker};
 use crate::mapping::{JqEnv, MappingSet};
-use crate::pipeline::{Config, Delivery, Outcome, Pipeline, Result_};
+use crate::pipeline::{Config, Delivery, Disposition, Outcome, Pipeline};
 use crate::port::{PortCall, RecordingReporter};
 use crate::redact::{sensitive_name, Redactor};
 use crate::source::recorded::{parse_all, LineError};
@@ -85,9 +85,9 @@ impl Entry {
     /// One JSON object (stable keys; see the README).
     pub fn to_json(&self) -> Value {
         let (skipped, error) = match &self.outcome.result {
-            Result_::Skipped(s) => (Some(s.to_string()), None),
-            Result_::RequestFailed(e) | Result_::InternalError(e) => (None, Some(e.clone())),
-            Result_::Delivered(_) => (None, None),
+            Disposition::Skipped(s) => (Some(s.to_string()), None),
+            Disposition::RequestFailed(e) | Disposition::InternalError(e) => (None, Some(e.clone())),
+            Disposition::Delivered(_) => (None, None),
         };
         json!({
             "line": self.line,
@@ -173,10 +173,10 @@ impl Report {
                 .unwrap_or_else(|| "none".into());
             *by_mapping.entry(m).or_default() += 1;
             let mut problems: Vec<String> = e.outcome.warnings.clone();
-            if let Result_::RequestFailed(err) = &e.outcome.result {
+            if let Disposition::RequestFailed(err) = &e.outcome.result {
                 problems.push(err.clone());
             }
-            if let Result_::Skipped(crate::pipeline::Skip::Unparsable(err)) = &e.outcome.result {
+            if let Disposition::Skipped(crate::pipeline::Skip::Unparsable(err)) = &e.outcome.result {
                 problems.push(err.clone());
             }
             if !problems.is_empty() {

@@ -12,12 +12,12 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::guard::{host_port, same_host, AllowList, RedirectPolicy, MAX_REDIRECTS};
-use crate::mapping::{RequestSpec, ResponseContext};
+use crate::http::{build_client, describe_error, ClientError, ClientOptions, ResponseContext};
+use crate::mapping::RequestSpec;
 use crate::retry::{parse_retry_after, with_retries, Attempt, Backoff};
 use crate::settings::RetryPolicy;
 use crate::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::telemetry::metrics;
-use crate::tls::{build_client, ClientError, ClientOptions};
 
 /// A request ready to go on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -410,45 +410,6 @@ fn utf8_prefix(bytes: &[u8], truncated: bool) -> String {
         }
     }
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A short, specific description of a reqwest error, with its causes.
-pub fn describe_error(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_request() {
-        "request failed"
-    } else if e.is_body() || e.is_decode() {
-        "body error"
-    } else {
-        "error"
-    };
-    let mut chain = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        chain.push(s.to_string());
-        source = s.source();
-    }
-    chain.dedup();
-    let url = e
-        .url()
-        .map(|u| format!(" ({})", strip_credentials(u)))
-        .unwrap_or_default();
-    if chain.is_empty() {
-        format!("{kind}{url}")
-    } else {
-        format!("{kind}{url}: {}", chain.join(": "))
-    }
-}
-
-fn strip_credentials(u: &url::Url) -> String {
-    let mut u = u.clone();
-    let _ = u.set_password(None);
-    let _ = u.set_username("");
-    u.set_query(None);
-    u.to_string()
 }
 
 impl Invoker for HttpInvoker {

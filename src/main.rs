@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 use port_agent::dryrun::{self, Entry};
+use port_agent::http::ClientOptions;
 use port_agent::invoke::HttpInvoker;
 use port_agent::mapping::jq::EVAL_THREAD_STACK;
 use port_agent::mapping::{JqEnv, MappingError, MappingSet};
@@ -25,7 +26,6 @@ use port_agent::settings::{Requirement, Settings};
 use port_agent::source::{kafka, polling};
 use port_agent::telemetry::server::Health;
 use port_agent::telemetry::{self, init_logging, LogTarget};
-use port_agent::tls::ClientOptions;
 
 /// Exit code: problems found (check errors, malformed input lines).
 const EXIT_PROBLEMS: u8 = 1;

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::http::{build_client, ClientError, ClientOptions};
 use crate::retry::{parse_retry_after, with_retries, Attempt, Backoff};
 use crate::settings::Secret;
 use crate::telemetry::metrics;
-use crate::tls::{build_client, ClientError, ClientOptions};
 
 /// One call the pipeline makes to Port.
 #[derive(Debug, Clone, PartialEq)]
@@ -424,7 +424,7 @@ impl PortClient {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    let message = crate::invoke::describe_error(&e);
+                    let message = crate::http::describe_error(&e);
                     return Err(Attempt::Retryable {
                         last: Err(PortError {
                             call: call.clone(),

@@ -749,8 +749,8 @@ async fn dead_letter(
     status: &Status,
 ) {
     let reason = match &outcome.result {
-        crate::pipeline::Result_::Skipped(s) => s.to_string(),
-        crate::pipeline::Result_::InternalError(p) => format!("internal error: {p}"),
+        crate::pipeline::Disposition::Skipped(s) => s.to_string(),
+        crate::pipeline::Disposition::InternalError(p) => format!("internal error: {p}"),
         _ => outcome.port_errors.join("; "),
     };
     let partition = d.partition.to_string();

@@ -31,7 +31,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{dispatch, Ack, DispatchOptions, Source};
 use crate::invoke::Invoker;
-use crate::pipeline::{Delivery, Outcome, Pipeline, Result_, Skip};
+use crate::pipeline::{Delivery, Disposition, Outcome, Pipeline, Skip};
 use crate::port::{PortCall, PortClient, Reporter};
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
@@ -516,26 +516,16 @@ impl Source for PollingSource {
 
 /// The Port call that fails `run` with `summary`.
 fn failure_call(run: &ClaimedRun, summary: &str) -> PortCall {
-    if run.node_run {
-        PortCall::NodeRunPatch {
-            run_id: run.id.clone(),
-            body: json!({"status": "COMPLETED", "result": "FAILED"}),
-        }
-    } else {
-        PortCall::RunPatch {
-            run_id: run.id.clone(),
-            body: json!({"status": "FAILURE", "summary": summary}),
-        }
-    }
+    crate::report::run_failed(&run.id, run.node_run, summary)
 }
 
 /// A claimed, acked run was not processed (no mapping, or not a run the
 /// pipeline understood) and nothing reported it: it is ours to fail.
 fn unreported_failure(outcome: &Outcome, node_run: bool, wf_unmatched_fail: bool) -> bool {
     match &outcome.result {
-        Result_::Skipped(Skip::NoMapping) => !(node_run && wf_unmatched_fail),
-        Result_::Skipped(_) => true,
-        Result_::Delivered(_) | Result_::RequestFailed(_) | Result_::InternalError(_) => false,
+        Disposition::Skipped(Skip::NoMapping) => !(node_run && wf_unmatched_fail),
+        Disposition::Skipped(_) => true,
+        Disposition::Delivered(_) | Disposition::RequestFailed(_) | Disposition::InternalError(_) => false,
     }
 }
 
