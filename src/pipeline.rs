@@ -8,30 +8,28 @@
 
 mod outcome;
 mod reporting;
+mod steps;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tracing::{debug, error, info, warn, Instrument};
+use tracing::{error, info, warn, Instrument};
 
-use crate::decrypt::decrypt_fields;
 use crate::guard::AllowList;
-use crate::invoke::{Invoker, OutgoingRequest, TargetResponse};
+use crate::invoke::Invoker;
 use crate::mapping::reload::MappingSlot;
-use crate::mapping::{
-    build_request_from, jq, Budget, Defaults, EvalCtx, JqEnv, Mapping, MappingSet, Warning,
-};
+use crate::mapping::{jq, Budget, EvalCtx, JqEnv, MappingSet};
 use crate::message::{Invocation, Kind, TopicKind};
 use crate::port::{ReportBacklog, Reporter};
 use crate::redact::Redactor;
-use crate::report::{self, LogLine, RunReport, RunReports, INTERNAL_ERROR_SUMMARY};
+use crate::report::{self, LogLine, INTERNAL_ERROR_SUMMARY};
 use crate::settings::{Secret, Settings};
 use crate::signature::{self, SignatureError};
-use crate::telemetry::metrics;
 
 pub use outcome::{Disposition, Outcome, Skip};
 use reporting::RunReporter;
+use steps::Job;
 
 /// One message and where it came from.
 #[derive(Debug, Clone)]
@@ -376,182 +374,51 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     }
 
     /// The run of an admitted message: select a mapping, decrypt, build the
-    /// request, send it, report.
+    /// request, then [`Pipeline::deliver`] it.
     async fn handle(&self, mut inv: Invocation, kind: &Kind, delivery: &Delivery, outcome: &mut Outcome) {
-        let ctx = EvalCtx {
-            env: &self.env,
-            budget: self.config.budget,
+        let mut job = Job {
+            port: self.run_reporter(kind),
+            ctx: EvalCtx {
+                env: &self.env,
+                budget: self.config.budget,
+            },
+            warnings: Vec::new(),
+            redactor: self.redactor.clone(),
         };
-        let mut warnings: Vec<Warning> = Vec::new();
-        let mut run = self.run_reporter(kind);
-        let reports = run.reports();
         let input = jq::to_val(&inv.message);
         // The set in force now; a reload during this message does not
         // change it.
         let mappings = self.mappings.current();
-        let selection = mappings.select(&input, &ctx, &mut warnings);
+        let selection = mappings.select(&input, &job.ctx, &mut job.warnings);
         let Some(mapping) = selection.index.and_then(|i| mappings.get(i)) else {
             info!("no suitable mapping for the message");
-            run.send(reports.unmatched(self.config.wf_unmatched_fail)).await;
-            return finish(outcome, warnings, run.errors, &self.redactor);
+            let calls = job.port.reports().unmatched(self.config.wf_unmatched_fail);
+            job.port.send(calls).await;
+            return job.finish(outcome);
         };
         outcome.mapping = Some(mapping.index);
         let input = self.decrypt(&mut inv, mapping, input, outcome);
-        let redactor = self.redactor_for(outcome);
+        job.redactor = self.redactor_for(outcome);
         // The request is built first (no I/O), so that the run logs that
         // precede it can travel while the target is called: their order,
         // and their place before the status report, stay as they were, but
         // a run no longer waits for three Port round trips before its
         // request goes out.
-        let built = self.build(&inv, mapping, &input, &ctx, &mut warnings);
-        let (spec, mut request) = match built {
-            Ok(b) => b,
+        let built = self.build(&inv, mapping, &input, &mut job);
+        outcome.result = match built {
+            Ok((spec, mut request)) => {
+                if self.config.idempotency_headers {
+                    request.add_idempotency_headers(kind.run_id(), &idempotency_key(kind, delivery));
+                }
+                self.deliver(&inv, mapping, &spec, &request, &mut job).await
+            }
             Err(error) => {
-                let error = redactor.text(&error);
+                let error = job.redactor.text(&error);
                 warn!(error = %error, "request was not sent");
-                run.send(reports.log(&[LogLine::Received, LogLine::Preparing]))
-                    .await;
-                run.send(reports.failure(&error)).await;
-                outcome.result = Disposition::RequestFailed(error);
-                return finish(outcome, warnings, run.errors, &redactor);
+                job.fail(&[LogLine::Received, LogLine::Preparing], error).await
             }
         };
-        if self.config.idempotency_headers {
-            request.add_idempotency_headers(kind.run_id(), &idempotency_key(kind, delivery));
-        }
-        let logs = run.send(reports.log(&[LogLine::Received, LogLine::Preparing, LogLine::Sending]));
-        let ((), sent) = tokio::join!(logs, self.invoker.send(&request));
-        let answer = match sent {
-            Ok(answer) => answer,
-            Err(e) => {
-                let message = redactor.text(&e.message);
-                let error = report::invoke_failed_summary(&message);
-                warn!(error = %message, attempts = e.attempts, "target request failed");
-                run.send(reports.log(&[LogLine::InvocationFailed(message)])).await;
-                run.send(reports.failure(&error)).await;
-                outcome.result = Disposition::RequestFailed(error);
-                return finish(outcome, warnings, run.errors, &redactor);
-            }
-        };
-        self.log_answer(&answer, &request);
-        outcome.result = Disposition::Delivered(answer.response.status);
-        let action_report = self.action_report(&reports, &inv, mapping, &spec, &answer, &ctx, &mut warnings);
-        let line = LogLine::answered(
-            &answer.response,
-            answer.truncated,
-            self.config.detailed_logging,
-            &redactor,
-        );
-        run.send(reports.answered(line, inv.synchronized(), &answer.response, action_report))
-            .await;
-        finish(outcome, warnings, run.errors, &redactor);
-    }
-
-    /// Decrypt the mapping's `fieldsToDecryptPaths` in the message; the
-    /// plaintexts become the outcome's secrets. Returns the jq input of the
-    /// (possibly changed) message.
-    fn decrypt(
-        &self,
-        inv: &mut Invocation,
-        mapping: &Mapping,
-        input: jq::Val,
-        outcome: &mut Outcome,
-    ) -> jq::Val {
-        let decrypted = decrypt_fields(&mut inv.message, &mapping.decrypt_paths, self.secret());
-        for (path, error) in &decrypted.failures {
-            warn!(path = %path, error = %error, "could not decrypt a field; it is left unchanged");
-        }
-        let changed = !decrypted.plaintexts.is_empty();
-        outcome.secrets = decrypted.plaintexts.into_iter().map(Secret::new).collect();
-        // Decryption changed the message: convert it again.
-        if changed {
-            jq::to_val(&inv.message)
-        } else {
-            input
-        }
-    }
-
-    /// Build, sign and check the request; `Err` holds the run's failure
-    /// summary.
-    fn build(
-        &self,
-        inv: &Invocation,
-        mapping: &Mapping,
-        input: &jq::Val,
-        ctx: &EvalCtx<'_>,
-        warnings: &mut Vec<Warning>,
-    ) -> Result<(crate::mapping::RequestSpec, OutgoingRequest), String> {
-        let defaults = Defaults {
-            method: inv.method.get("method").and_then(Value::as_str),
-            url: inv.method.get("url").and_then(Value::as_str),
-        };
-        let spec =
-            build_request_from(mapping, &inv.message, input, &defaults, ctx, warnings).map_err(|e| {
-                metrics::mapping_error(mapping.index, e.field());
-                format!("Failed to build the request: {e}")
-            })?;
-        let timestamp = self.config.fixed_timestamp.unwrap_or_else(now_secs);
-        let request = OutgoingRequest::build(&spec, self.secret(), timestamp)
-            .map_err(|e| format!("Failed to build the request: {e}"))?;
-        self.check_allowed(&request)?;
-        Ok((spec, request))
-    }
-
-    fn log_answer(&self, answer: &TargetResponse, request: &OutgoingRequest) {
-        let status = answer.response.status;
-        if self.invoker.records_only() {
-            debug!(status, method = %request.method, "request recorded, not sent; the assumed answer is used");
-        } else {
-            info!(status, method = %request.method, truncated = answer.truncated, "target answered");
-        }
-    }
-
-    /// An action run's status report: the default, with the mapping's
-    /// `report.*` overrides (`None` for other kinds).
-    #[allow(clippy::too_many_arguments)]
-    fn action_report(
-        &self,
-        reports: &RunReports<'_>,
-        inv: &Invocation,
-        mapping: &Mapping,
-        spec: &crate::mapping::RequestSpec,
-        answer: &TargetResponse,
-        ctx: &EvalCtx<'_>,
-        warnings: &mut Vec<Warning>,
-    ) -> Option<RunReport> {
-        let Kind::ActionRun(_) = reports.kind else {
-            return None;
-        };
-        let response = &answer.response;
-        let report = report::default_report(inv.synchronized(), response, self.config.detailed_logging);
-        Some(report::apply_report_mapping(
-            mapping,
-            report,
-            &inv.message,
-            spec,
-            response,
-            ctx,
-            warnings,
-        ))
-    }
-
-    /// set and the request's URL is not on it.
-    fn check_allowed(&self, request: &OutgoingRequest) -> Result<(), String> {
-        let Some(list) = &self.guard.allowed_targets else {
-            return Ok(());
-        };
-        match url::Url::parse(&request.url) {
-            Ok(u) if list.allows(&u) => Ok(()),
-            Ok(u) => Err(format!(
-                "target not allowed by AGENT_ALLOWED_TARGETS: {}",
-                u.host_str().unwrap_or("(no host)")
-            )),
-            Err(e) => Err(format!("Failed to build the request: invalid URL: {e}")),
-        }
-    }
-
-    fn secret(&self) -> &str {
-        self.config.secret.as_ref().map(Secret::expose).unwrap_or("")
+        job.finish(outcome);
     }
 }
 
@@ -562,17 +429,4 @@ fn idempotency_key(kind: &Kind, delivery: &Delivery) -> String {
         Some(id) => id.to_string(),
         None => format!("{}-{}-{}", delivery.topic, delivery.partition, delivery.offset),
     }
-}
-
-/// Record the warnings (redacted: jq error texts quote the values they
-/// failed on, which may be decrypted or taken from a secret variable) and
-/// the Port errors.
-fn finish(outcome: &mut Outcome, warnings: Vec<Warning>, port_errors: Vec<String>, redactor: &Redactor) {
-    for w in &warnings {
-        metrics::mapping_error(w.index, &w.field);
-        let error = redactor.text(&w.message);
-        warn!(mapping = w.index, field = %w.field, error = %error, "mapping expression failed; using null");
-    }
-    outcome.warnings = warnings.iter().map(|w| redactor.text(&w.to_string())).collect();
-    outcome.port_errors = port_errors;
 }
