@@ -5,6 +5,11 @@
 //! No Kafka types appear here; sources hand in a [`Delivery`] and act on the
 //! [`Outcome`]. The invoker and reporter are traits, so dry-run and tests run
 //! exactly this code with recording edges.
+//!
+//! What is reported to Port is decided in [`crate::report`]; this module
+//! only sends it (`reporting`, in order, waiting for Port while it is
+//! unreachable). The steps after selection are in `steps`, the outcome
+//! types in `outcome`.
 
 mod outcome;
 mod reporting;

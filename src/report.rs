@@ -395,16 +395,9 @@ pub fn apply_report_mapping(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{Budget, JqEnv, MappingSet};
+    use crate::mapping::testing::{ctx_env, set};
+    use crate::mapping::Budget;
     use serde_json::json;
-
-    fn ctx_env() -> JqEnv {
-        JqEnv::new([("TOKEN".to_string(), "t0k".to_string())])
-    }
-
-    fn set(v: Value) -> MappingSet {
-        MappingSet::from_value(&v).unwrap()
-    }
 
     #[test]
     fn report_defaults_and_overrides() {

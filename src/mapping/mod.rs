@@ -316,18 +316,28 @@ impl MappingSet {
     }
 }
 
+/// Helpers for the unit tests of the mapping and of the report.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
+pub(crate) mod testing {
+    use super::{JqEnv, MappingSet};
+    use serde_json::Value;
 
-    fn ctx_env() -> JqEnv {
+    /// The environment the tests evaluate in: `TOKEN=t0k`.
+    pub(crate) fn ctx_env() -> JqEnv {
         JqEnv::new([("TOKEN".to_string(), "t0k".to_string())])
     }
 
-    fn set(v: Value) -> MappingSet {
+    /// Compile `v`, a JSON array of mappings the test knows is valid.
+    pub(crate) fn set(v: Value) -> MappingSet {
         MappingSet::from_value(&v).unwrap()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{ctx_env, set};
+    use super::*;
+    use serde_json::json;
 
     #[test]
     fn selection_takes_the_first_true_and_explains_the_rest() {
