@@ -388,7 +388,8 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 budget: self.config.budget,
             },
             warnings: Vec::new(),
-            redactor: self.redactor.clone(),
+            // Set once the secrets of the message are known.
+            redactor: Redactor::default(),
         };
         let input = jq::to_val(&inv.message);
         // The set in force now; a reload during this message does not
@@ -399,6 +400,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             info!("no suitable mapping for the message");
             let calls = job.port.reports().unmatched(self.config.wf_unmatched_fail);
             job.port.send(calls).await;
+            job.redactor = self.redactor.clone();
             return job.finish(outcome);
         };
         outcome.mapping = Some(mapping.index);
