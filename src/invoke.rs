@@ -4,159 +4,18 @@
 //! [`RecordingInvoker`] records requests and answers with an assumed response
 //! (dry-run, render, tests). The pipeline only sees the [`Invoker`] trait.
 
+mod request;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use serde_json::Value;
 
 use crate::guard::{host_port, same_host, AllowList, RedirectPolicy, MAX_REDIRECTS};
-use crate::mapping::{RequestSpec, ResponseContext};
+use crate::http::{build_client, describe_error, ClientError, ClientOptions, ResponseContext};
 use crate::retry::{parse_retry_after, with_retries, Attempt, Policy};
-use crate::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::telemetry::metrics;
-use crate::tls::{build_client, ClientError, ClientOptions};
 
-/// A request ready to go on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutgoingRequest {
-    /// Upper-case method.
-    pub method: String,
-    /// URL including the mapped query.
-    pub url: String,
-    /// Headers in order; signature headers last.
-    pub headers: Vec<(String, String)>,
-    /// The exact bytes that were signed.
-    pub body: String,
-}
-
-impl OutgoingRequest {
-    /// Build from a mapped request: add the query, the content type and the
-    /// signature headers (which override mapped headers of the same name).
-    pub fn build(spec: &RequestSpec, secret: &str, timestamp: u64) -> Result<OutgoingRequest, String> {
-        let mut url = url::Url::parse(&spec.url).map_err(|e| format!("invalid URL '{}': {e}", spec.url))?;
-        let query = query_pairs(&spec.query);
-        if !query.is_empty() {
-            let mut pairs = url.query_pairs_mut();
-            for (k, v) in &query {
-                pairs.append_pair(k, v);
-            }
-        }
-        let mut headers = header_pairs(&spec.headers);
-        headers.retain(|(k, _)| {
-            !k.eq_ignore_ascii_case(SIGNATURE_HEADER) && !k.eq_ignore_ascii_case(TIMESTAMP_HEADER)
-        });
-        if !headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            headers.push(("Content-Type".into(), "application/json".into()));
-        }
-        let signed = signature::sign_outgoing(secret, timestamp, &spec.body);
-        headers.push((TIMESTAMP_HEADER.into(), signed.timestamp));
-        headers.push((SIGNATURE_HEADER.into(), signed.signature));
-        Ok(OutgoingRequest {
-            method: spec.method.clone(),
-            url: url.to_string(),
-            headers,
-            body: signed.body,
-        })
-    }
-}
-
-/// Check a request as the HTTP client would before sending it: the method
-/// is a valid token, the URL parses and is `http`/`https`, and every header
-/// name and value is valid HTTP. [`HttpInvoker`] and [`RecordingInvoker`]
-/// both call this, so dry-run reports exactly the failure `run` would. The
-/// error never contains a header value (it may be a secret).
-pub fn validate(request: &OutgoingRequest) -> Result<(reqwest::Method, url::Url), String> {
-    let method = reqwest::Method::from_bytes(request.method.as_bytes())
-        .map_err(|_| format!("invalid HTTP method '{}'", request.method))?;
-    let url = url::Url::parse(&request.url).map_err(|e| format!("invalid URL '{}': {e}", request.url))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "invalid URL '{}': the scheme must be http or https, not {}",
-            request.url,
-            url.scheme()
-        ));
-    }
-    for (name, value) in &request.headers {
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(format!(
-                "invalid header name '{}': names are letters, digits and !#$%&'*+-.^_`|~ only",
-                name.escape_debug()
-            ));
-        }
-        if reqwest::header::HeaderValue::from_str(value).is_err() {
-            return Err(format!(
-                "invalid value for header '{name}': it contains a line break or another control character, \
-                 which HTTP does not allow (fix the mapping's headers)"
-            ));
-        }
-    }
-    Ok((method, url))
-}
-
-/// Header naming the run a target request is for.
-pub const RUN_ID_HEADER: &str = "X-Port-Run-Id";
-/// Header a target can de-duplicate on.
-pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
-
-impl OutgoingRequest {
-    /// Add `X-Port-Run-Id: run_id` (runs only) and `Idempotency-Key: key`,
-    /// unless the mapping set a header of that name (any case).
-    pub fn add_idempotency_headers(&mut self, run_id: Option<&str>, key: &str) {
-        for (name, value) in [(RUN_ID_HEADER, run_id), (IDEMPOTENCY_HEADER, Some(key))] {
-            let Some(value) = value else { continue };
-            if !self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
-                self.headers.push((name.to_string(), value.to_string()));
-            }
-        }
-    }
-}
-
-/// Header values as the Python agent's `requests` would send them: strings
-/// as they are, other scalars as JSON text, nulls dropped.
-fn header_pairs(headers: &Value) -> Vec<(String, String)> {
-    let Some(map) = headers.as_object() else {
-        return Vec::new();
-    };
-    map.iter()
-        .filter_map(|(k, v)| match v {
-            Value::Null => None,
-            Value::String(s) => Some((k.clone(), s.clone())),
-            other => Some((k.clone(), other.to_string())),
-        })
-        .collect()
-}
-
-fn query_scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        // `requests` formats Python booleans with str(): True / False.
-        Value::Bool(true) => Some("True".into()),
-        Value::Bool(false) => Some("False".into()),
-        other => Some(other.to_string()),
-    }
-}
-
-/// Query parameters as `requests` encodes `params=`: lists repeat the key,
-/// nulls are dropped.
-fn query_pairs(query: &Value) -> Vec<(String, String)> {
-    let Some(map) = query.as_object() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (k, v) in map {
-        match v {
-            Value::Array(items) => out.extend(items.iter().filter_map(query_scalar).map(|s| (k.clone(), s))),
-            other => out.extend(query_scalar(other).map(|s| (k.clone(), s))),
-        }
-    }
-    out
-}
+pub use request::{validate, OutgoingRequest, IDEMPOTENCY_HEADER, RUN_ID_HEADER};
 
 /// The target's answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -279,12 +138,26 @@ impl HttpInvoker {
         }
     }
 
+    /// One try: send, following the redirects the policy allows, then
+    /// read the answer.
     async fn attempt(&self, request: &OutgoingRequest) -> Result<Received, Attempt<Received, InvokeError>> {
-        let (mut method, mut url) = validate(request).map_err(final_error)?;
+        let (method, url) = validate(request).map_err(final_error)?;
+        let sent = self.send_following(request, method, url).await?;
+        self.receive(sent).await
+    }
+
+    /// Send `request`; a redirect the policy allows is followed (at most
+    /// [`MAX_REDIRECTS`] times) and the final answer returned.
+    async fn send_following(
+        &self,
+        request: &OutgoingRequest,
+        mut method: reqwest::Method,
+        mut url: url::Url,
+    ) -> Result<Sent, Attempt<Received, InvokeError>> {
         let mut headers = request.headers.clone();
         let mut body = Some(request.body.clone());
         let mut hops = 0;
-        let resp = loop {
+        loop {
             let mut builder = self.client.request(method.clone(), url.clone());
             for (k, v) in &headers {
                 builder = builder.header(k.as_str(), v.as_str());
@@ -297,26 +170,18 @@ impl HttpInvoker {
                 Ok(resp) => resp,
                 Err(e) => {
                     metrics::target_request(method.as_str(), None, started.elapsed());
-                    let error = InvokeError {
-                        message: describe_error(&e),
-                        attempts: 1,
-                    };
-                    // Retry only when the request cannot have reached the target.
-                    return Err(if e.is_connect() {
-                        Attempt::Retryable {
-                            last: Err(error),
-                            retry_after: None,
-                        }
-                    } else {
-                        Attempt::Final(error)
-                    });
+                    return Err(send_error(&e));
                 }
             };
             let next = (hops < MAX_REDIRECTS)
                 .then(|| self.redirect_target(&url, &resp))
                 .flatten();
             let Some(next) = next else {
-                break (resp, started);
+                return Ok(Sent {
+                    resp,
+                    started,
+                    method,
+                });
             };
             metrics::target_request(method.as_str(), Some(resp.status().as_u16()), started.elapsed());
             let status = resp.status().as_u16();
@@ -334,8 +199,17 @@ impl HttpInvoker {
             tracing::debug!(status, to = %host_port(&next), "following the target's redirect");
             url = next;
             hops += 1;
-        };
-        let (mut resp, started) = resp;
+        }
+    }
+
+    /// Read the final answer (at most `max_response_bytes` of its body);
+    /// a status of the retry policy asks for another try.
+    async fn receive(&self, sent: Sent) -> Result<Received, Attempt<Received, InvokeError>> {
+        let Sent {
+            mut resp,
+            started,
+            method,
+        } = sent;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -384,6 +258,30 @@ impl HttpInvoker {
     }
 }
 
+/// A request that could not be sent: retried only when it cannot have
+/// reached the target.
+fn send_error(e: &reqwest::Error) -> Attempt<Received, InvokeError> {
+    let error = InvokeError {
+        message: describe_error(e),
+        attempts: 1,
+    };
+    if e.is_connect() {
+        Attempt::Retryable {
+            last: Err(error),
+            retry_after: None,
+        }
+    } else {
+        Attempt::Final(error)
+    }
+}
+
+/// The final answer of [`HttpInvoker::send_following`], not read yet.
+struct Sent {
+    resp: reqwest::Response,
+    started: std::time::Instant,
+    method: reqwest::Method,
+}
+
 /// Read at most `max` bytes of the body; `true` when more was there.
 async fn read_bounded(resp: &mut reqwest::Response, max: usize) -> Result<(Vec<u8>, bool), reqwest::Error> {
     let mut buf = Vec::new();
@@ -409,45 +307,6 @@ fn utf8_prefix(bytes: &[u8], truncated: bool) -> String {
         }
     }
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A short, specific description of a reqwest error, with its causes.
-pub fn describe_error(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_request() {
-        "request failed"
-    } else if e.is_body() || e.is_decode() {
-        "body error"
-    } else {
-        "error"
-    };
-    let mut chain = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        chain.push(s.to_string());
-        source = s.source();
-    }
-    chain.dedup();
-    let url = e
-        .url()
-        .map(|u| format!(" ({})", strip_credentials(u)))
-        .unwrap_or_default();
-    if chain.is_empty() {
-        format!("{kind}{url}")
-    } else {
-        format!("{kind}{url}: {}", chain.join(": "))
-    }
-}
-
-fn strip_credentials(u: &url::Url) -> String {
-    let mut u = u.clone();
-    let _ = u.set_password(None);
-    let _ = u.set_username("");
-    u.set_query(None);
-    u.to_string()
 }
 
 impl Invoker for HttpInvoker {
@@ -524,96 +383,5 @@ impl Invoker for RecordingInvoker {
             attempts: 1,
             truncated: false,
         })
-    }
-}
-
-/// Timeout used when none is configured.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn spec(headers: Value, query: Value) -> RequestSpec {
-        RequestSpec {
-            method: "POST".into(),
-            url: "http://t.local/p?x=1".into(),
-            body: json!({"m": "é"}),
-            headers,
-            query,
-        }
-    }
-
-    #[test]
-    fn signature_headers_come_last_and_override_mapped_ones() {
-        let s = spec(
-            json!({"X-Port-Signature": "forged", "x-port-timestamp": "1", "A": "b", "N": 5, "Z": null}),
-            json!({}),
-        );
-        let r = OutgoingRequest::build(&s, "secret", 1700000000).unwrap();
-        let names: Vec<_> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(
-            names,
-            ["A", "N", "Content-Type", "X-Port-Timestamp", "X-Port-Signature"]
-        );
-        assert_eq!(r.headers[1].1, "5");
-        assert_eq!(r.body, r#"{"m":"\u00e9"}"#);
-        assert_eq!(r.headers[4].1, signature::sign("secret", "1700000000", &r.body));
-    }
-
-    #[test]
-    fn mapped_content_type_is_kept() {
-        let r =
-            OutgoingRequest::build(&spec(json!({"content-type": "text/plain"}), json!({})), "s", 1).unwrap();
-        assert_eq!(
-            r.headers
-                .iter()
-                .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-                .count(),
-            1
-        );
-        assert_eq!(r.headers[0].1, "text/plain");
-    }
-
-    #[test]
-    fn query_is_encoded_like_requests() {
-        let r = OutgoingRequest::build(
-            &spec(
-                json!({}),
-                json!({"a": "x y", "b": [1, "two"], "c": true, "d": null, "e": 2.5}),
-            ),
-            "s",
-            1,
-        )
-        .unwrap();
-        assert_eq!(r.url, "http://t.local/p?x=1&a=x+y&b=1&b=two&c=True&e=2.5");
-    }
-
-    #[test]
-    fn validation_names_the_problem_without_the_value() {
-        let mut r = OutgoingRequest::build(&spec(json!({"X-A": "ok"}), json!({})), "s", 1).unwrap();
-        assert!(validate(&r).is_ok());
-        r.headers.push(("X-Bad".into(), "tok\r\nInjected: yes".into()));
-        let e = validate(&r).unwrap_err();
-        assert_eq!(
-            e,
-            "invalid value for header 'X-Bad': it contains a line break or another control character, \
-             which HTTP does not allow (fix the mapping's headers)"
-        );
-        r.headers.pop();
-        r.headers.push(("Bad Name".into(), "v".into()));
-        assert!(validate(&r)
-            .unwrap_err()
-            .starts_with("invalid header name 'Bad Name'"));
-        r.headers.pop();
-        r.url = "ftp://h/x".into();
-        assert_eq!(
-            validate(&r).unwrap_err(),
-            "invalid URL 'ftp://h/x': the scheme must be http or https, not ftp"
-        );
-        r.url = "http://h/x".into();
-        r.method = "GE T".into();
-        assert_eq!(validate(&r).unwrap_err(), "invalid HTTP method 'GE T'");
     }
 }

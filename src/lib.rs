@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod decrypt;
 pub mod guard;
+pub mod http;
 pub mod invoke;
 pub mod json_canon;
 pub mod mapping;
@@ -26,6 +27,7 @@ pub mod message;
 pub mod pipeline;
 pub mod port;
 pub mod redact;
+pub mod report;
 pub mod retry;
 pub mod secret;
 pub mod settings;

@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use port_agent::http::ResponseContext;
 use port_agent::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
-use port_agent::mapping::{Budget, JqEnv, MappingSet, ResponseContext};
-use port_agent::pipeline::{Config, Pipeline, INTERNAL_ERROR_SUMMARY};
+use port_agent::mapping::{Budget, JqEnv, MappingSet};
+use port_agent::pipeline::{Config, Pipeline};
 use port_agent::port::{PortCall, PortError, RecordingReporter, Reporter};
+use port_agent::report::INTERNAL_ERROR_SUMMARY;
 use port_agent::secret::Secret;
 use port_agent::shutdown;
 use port_agent::source::kafka::{KafkaOptions, KafkaSource, Status};

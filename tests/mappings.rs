@@ -11,7 +11,7 @@ use std::process::Command;
 use port_agent::cli::dry_run;
 use port_agent::json_canon::to_raw_string;
 use port_agent::mapping::{Budget, JqEnv, MappingSet};
-use port_agent::pipeline::{Config, Delivery, Result_, Skip};
+use port_agent::pipeline::{Config, Delivery, Disposition, Skip};
 use port_agent::secret::Secret;
 use port_agent::signature::sign;
 use serde_json::{json, Value};
@@ -36,7 +36,7 @@ async fn render(
     env: &[(&str, &str)],
     status: u16,
     answer: Value,
-) -> Result<Rendered, Result_> {
+) -> Result<Rendered, Disposition> {
     render_at(&mappings_dir().join(file), message, env, status, answer).await
 }
 
@@ -46,7 +46,7 @@ async fn render_at(
     env: &[(&str, &str)],
     status: u16,
     answer: Value,
-) -> Result<Rendered, Result_> {
+) -> Result<Rendered, Disposition> {
     let body = if answer.is_null() {
         String::new()
     } else {
@@ -63,7 +63,7 @@ async fn render_on(
     env: &[(&str, &str)],
     status: u16,
     body: &str,
-) -> Result<Rendered, Result_> {
+) -> Result<Rendered, Disposition> {
     let file = path.display();
     let set = MappingSet::load(path).unwrap_or_else(|e| panic!("{file}: {e}"));
     let config = Config {
@@ -496,7 +496,7 @@ async fn workflow_node_only() {
         1,
     );
     let skipped = render("workflow-node-only.json", msg, &[], 200, Value::Null).await;
-    assert_eq!(skipped.err(), Some(Result_::Skipped(Skip::NoMapping)));
+    assert_eq!(skipped.err(), Some(Disposition::Skipped(Skip::NoMapping)));
 }
 
 #[test]

@@ -8,15 +8,15 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use port_agent::http::ClientOptions;
 use port_agent::invoke::HttpInvoker;
 use port_agent::mapping::{Budget, JqEnv, MappingSet};
 use port_agent::message::Kind;
-use port_agent::pipeline::{Config, Delivery, Outcome, Pipeline, Result_, Skip};
+use port_agent::pipeline::{Config, Delivery, Disposition, Outcome, Pipeline, Skip};
 use port_agent::port::PortClient;
 use port_agent::retry::{Backoff, Policy};
 use port_agent::secret::Secret;
 use port_agent::signature::sign;
-use port_agent::tls::ClientOptions;
 use serde_json::{json, Value};
 use support::*;
 
@@ -118,7 +118,7 @@ async fn s01_catch_all_sends_the_whole_message_signed_over_the_raw_body() {
     let mut message = action_run("r_1", &target.url("/deploy"), "POST", false);
     message["payload"]["properties"]["note"] = json!("déploiement 🚀");
     let outcome = run(&agent, message.clone()).await;
-    assert_eq!(outcome.result, Result_::Delivered(200));
+    assert_eq!(outcome.result, Disposition::Delivered(200));
 
     let reqs = target.requests();
     assert_eq!(reqs.len(), 1);
@@ -213,7 +213,7 @@ async fn s06_target_500_reports_failure_with_the_spec_summary() {
     target.answer(500, "boom");
     let agent = agent(&port, json!([{"enabled": true}]));
     let outcome = run(&agent, action_run("r_6", &target.url("/f"), "POST", false)).await;
-    assert_eq!(outcome.result, Result_::Delivered(500));
+    assert_eq!(outcome.result, Disposition::Delivered(500));
     // 500 is not in AGENT_RETRY_STATUSES: one attempt of the three allowed.
     assert_eq!(target.requests().len(), 1);
     assert_eq!(agent.invoker().retries(), 0);
@@ -331,17 +331,17 @@ async fn s10_not_for_agent_bad_or_missing_signature_do_nothing() {
     not_ours["payload"]["action"]["invocationMethod"]["agent"] = json!(false);
     assert_eq!(
         run(&agent, not_ours).await.result,
-        Result_::Skipped(Skip::NotForAgent)
+        Disposition::Skipped(Skip::NotForAgent)
     );
 
     let mut tampered = signed(action_run("r_10b", &target.url("/x"), "POST", false), SECRET, 1);
     tampered["payload"]["properties"]["version"] = json!("6.6.6");
     let outcome = agent.process(&delivery(RUNS, &tampered)).await;
-    assert_eq!(outcome.result, Result_::Skipped(Skip::BadSignature));
+    assert_eq!(outcome.result, Disposition::Skipped(Skip::BadSignature));
 
     let unsigned = action_run("r_10c", &target.url("/x"), "POST", false);
     let outcome = agent.process(&delivery(RUNS, &unsigned)).await;
-    assert_eq!(outcome.result, Result_::Skipped(Skip::MissingSignature));
+    assert_eq!(outcome.result, Disposition::Skipped(Skip::MissingSignature));
 
     let outcome = agent
         .process(&Delivery {
@@ -349,7 +349,10 @@ async fn s10_not_for_agent_bad_or_missing_signature_do_nothing() {
             ..delivery(RUNS, &json!({}))
         })
         .await;
-    assert!(matches!(outcome.result, Result_::Skipped(Skip::Unparsable(_))));
+    assert!(matches!(
+        outcome.result,
+        Disposition::Skipped(Skip::Unparsable(_))
+    ));
     assert!(outcome.needs_dead_letter());
 
     assert!(target.requests().is_empty());
@@ -364,7 +367,7 @@ async fn s11_change_log_event_sends_the_request_and_calls_no_port_api() {
     let event = json!({"changelogDestination": {"type": "WEBHOOK", "agent": true, "url": target.url("/changes")},
                         "diff": {"before": null, "after": {"identifier": "svc-a"}}, "headers": {}});
     let outcome = agent.process(&delivery(CHANGES, &event)).await;
-    assert_eq!(outcome.result, Result_::Delivered(200));
+    assert_eq!(outcome.result, Disposition::Delivered(200));
     assert_eq!(outcome.kind, Some(Kind::ChangeLog));
     assert_eq!(target.requests()[0].json(), event);
     assert!(port.all_calls().is_empty());
@@ -426,7 +429,10 @@ async fn s13_connection_refused_is_retried_then_reported_as_failure() {
     let agent = agent(&port, json!([{"enabled": true}]));
     let url = format!("http://127.0.0.1:{}/gone", closed_port());
     let outcome = run(&agent, action_run("r_13", &url, "POST", false)).await;
-    assert!(matches!(outcome.result, Result_::RequestFailed(_)), "{outcome:?}");
+    assert!(
+        matches!(outcome.result, Disposition::RequestFailed(_)),
+        "{outcome:?}"
+    );
     assert_eq!(agent.invoker().retries(), 2, "3 attempts in all");
     let (path, body) = patches(&port).pop().unwrap();
     assert_eq!(path, "/v1/actions/runs/r_13");
@@ -489,7 +495,7 @@ async fn s15_one_token_for_a_hundred_runs() {
         ));
     }
     for t in tasks {
-        assert_eq!(t.await.unwrap().result, Result_::Delivered(200));
+        assert_eq!(t.await.unwrap().result, Disposition::Delivered(200));
     }
     assert_eq!(port.token_calls(), 1);
     assert_eq!(target.requests().len(), 100);
@@ -502,11 +508,11 @@ async fn s16_no_mapping_matches() {
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
     let agent = agent(&port, json!([{"enabled": ".action == \"other\""}]));
     let outcome = run(&agent, action_run("r_16", &target.url("/x"), "POST", false)).await;
-    assert_eq!(outcome.result, Result_::Skipped(Skip::NoMapping));
+    assert_eq!(outcome.result, Disposition::Skipped(Skip::NoMapping));
     assert!(port.all_calls().is_empty(), "an action run is left alone");
 
     let outcome = run(&agent, action_run("wfnr_16", &target.url("/x"), "POST", false)).await;
-    assert_eq!(outcome.result, Result_::Skipped(Skip::NoMapping));
+    assert_eq!(outcome.result, Disposition::Skipped(Skip::NoMapping));
     assert_eq!(
         patches(&port),
         vec![(
@@ -626,7 +632,7 @@ async fn a_mapping_without_a_url_reports_failure() {
         .unwrap()
         .remove("url");
     let outcome = run(&agent, message).await;
-    assert!(matches!(outcome.result, Result_::RequestFailed(_)));
+    assert!(matches!(outcome.result, Disposition::RequestFailed(_)));
     assert_eq!(
         patches(&port),
         vec![(
@@ -679,7 +685,7 @@ async fn idempotency_headers_name_the_run_or_the_change_log_offset() {
             ..delivery(CHANGES, &change_log_event(&target.url("/c")))
         })
         .await;
-    assert_eq!(outcome.result, Result_::Delivered(200));
+    assert_eq!(outcome.result, Disposition::Delivered(200));
 
     let got: Vec<_> = target.requests().iter().map(idempotency).collect();
     assert_eq!(

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use port_agent::guard::{AllowList, RedirectPolicy};
+use port_agent::http::ClientOptions;
 use port_agent::invoke::HttpInvoker;
 use port_agent::mapping::{Budget, JqEnv, MappingSet};
-use port_agent::pipeline::{Config, Delivery, Guard, Outcome, Pipeline, Result_, Skip};
+use port_agent::pipeline::{Config, Delivery, Disposition, Guard, Outcome, Pipeline, Skip};
 use port_agent::port::PortClient;
 use port_agent::retry::{Backoff, Policy};
 use port_agent::secret::Secret;
-use port_agent::tls::ClientOptions;
 use serde_json::{json, Value};
 use support::broker::AgentProcess;
 use support::*;
@@ -157,12 +157,12 @@ async fn a_changelog_destination_key_on_the_runs_topic_does_not_skip_verificatio
         let mut message = action_run("r_cl", &foreign.url("/steal"), "POST", false);
         message["changelogDestination"] = key;
         let outcome = agent.process(&delivery(RUNS, &message)).await;
-        assert_eq!(outcome.result, Result_::Skipped(Skip::MissingSignature));
+        assert_eq!(outcome.result, Disposition::Skipped(Skip::MissingSignature));
         // A forged signature is still checked.
         let mut forged = signed(message, "not-the-secret", now());
         forged["headers"]["X-Port-Timestamp"] = json!(now());
         let outcome = agent.process(&delivery(RUNS, &forged)).await;
-        assert_eq!(outcome.result, Result_::Skipped(Skip::BadSignature));
+        assert_eq!(outcome.result, Disposition::Skipped(Skip::BadSignature));
     }
     assert!(foreign.requests().is_empty(), "nothing reaches the foreign host");
     assert!(port.accepted().is_empty(), "nothing is reported for a forged run");
@@ -170,7 +170,7 @@ async fn a_changelog_destination_key_on_the_runs_topic_does_not_skip_verificatio
     // The change-log topic itself stays unsigned (compat).
     let event = json!({"changelogDestination": {"agent": true, "url": foreign.url("/cl")}, "diff": {}});
     let outcome = agent.process(&delivery(CHANGES, &event)).await;
-    assert_eq!(outcome.result, Result_::Delivered(200));
+    assert_eq!(outcome.result, Disposition::Delivered(200));
     assert_eq!(foreign.requests().len(), 1);
     assert_eq!(foreign.requests()[0].path(), "/cl");
 }
@@ -187,7 +187,7 @@ async fn a_redirect_to_another_host_is_not_followed_and_is_reported_with_its_loc
         redirect(&first, status, &elsewhere);
         let id = format!("r_{status}");
         let outcome = run_signed(&agent, action_run(&id, &first.url("/deploy"), "POST", false)).await;
-        assert_eq!(outcome.result, Result_::Delivered(status));
+        assert_eq!(outcome.result, Disposition::Delivered(status));
         let summary =
             format!("Failed to invoke the webhook with status code: {status}. Location: {elsewhere}");
         assert!(
@@ -217,7 +217,7 @@ async fn a_same_host_redirect_is_followed_keeping_method_and_body_for_307_and_30
         action_run("r_same", &target.url("/deploy"), "POST", false),
     )
     .await;
-    assert_eq!(outcome.result, Result_::Delivered(200));
+    assert_eq!(outcome.result, Disposition::Delivered(200));
     let reqs = target.requests();
     let paths: Vec<&str> = reqs.iter().map(|r| r.path()).collect();
     assert_eq!(paths, ["/deploy", "/v2/deploy", "/v3/deploy"]);
@@ -231,7 +231,7 @@ async fn a_same_host_redirect_is_followed_keeping_method_and_body_for_307_and_30
     // 303 (and 301/302) become a GET without a body.
     redirect(&target, 303, "/status");
     let outcome = run_signed(&agent, action_run("r_303", &target.url("/deploy"), "POST", false)).await;
-    assert_eq!(outcome.result, Result_::Delivered(200));
+    assert_eq!(outcome.result, Disposition::Delivered(200));
     let last = target.requests().pop().unwrap();
     assert_eq!(
         (last.method.as_str(), last.path(), last.body.len()),
@@ -247,7 +247,7 @@ async fn at_most_five_redirects_are_followed() {
         redirect(&target, 302, "/again");
     }
     let outcome = run_signed(&agent, action_run("r_loop", &target.url("/deploy"), "GET", false)).await;
-    assert_eq!(outcome.result, Result_::Delivered(302));
+    assert_eq!(outcome.result, Disposition::Delivered(302));
     assert_eq!(target.requests().len(), 6, "the first request and five hops");
 }
 
@@ -266,14 +266,14 @@ async fn redirect_policies_none_and_any() {
     );
     redirect(&first, 307, "/same-host");
     let outcome = run_signed(&none, action_run("r_none", &first.url("/deploy"), "POST", false)).await;
-    assert_eq!(outcome.result, Result_::Delivered(307));
+    assert_eq!(outcome.result, Disposition::Delivered(307));
     assert_eq!(first.requests().len(), 1);
 
     // `any` follows to another host, without the headers that look secret.
     let any = agent(&port, mapping, RedirectPolicy::Any, 1 << 20, Guard::default());
     redirect(&first, 307, &second.url("/elsewhere"));
     let outcome = run_signed(&any, action_run("r_any", &first.url("/deploy"), "POST", false)).await;
-    assert_eq!(outcome.result, Result_::Delivered(200));
+    assert_eq!(outcome.result, Disposition::Delivered(200));
     let got = second.requests();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].header("x-trace"), Some("t-1"));
@@ -298,7 +298,7 @@ async fn redirect_policies_none_and_any() {
         action_run("r_any2", &first.url("/deploy"), "POST", false),
     )
     .await;
-    assert_eq!(outcome.result, Result_::Delivered(307));
+    assert_eq!(outcome.result, Disposition::Delivered(307));
     assert_eq!(
         second.requests().len(),
         1,
@@ -408,7 +408,7 @@ async fn a_long_answer_is_cut_at_the_cap_and_the_run_log_says_so() {
         action_run("r_big", &format!("http://{addr}/x"), "POST", true),
     )
     .await;
-    assert_eq!(outcome.result, Result_::Delivered(200));
+    assert_eq!(outcome.result, Disposition::Delivered(200));
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     let response = port
         .accepted()
@@ -509,17 +509,17 @@ async fn a_target_outside_the_allow_list_is_not_called_and_the_run_fails_saying_
         action_run("r_in", &allowed.url("/hooks/deploy"), "POST", false),
     )
     .await;
-    assert_eq!(ok.result, Result_::Delivered(200));
+    assert_eq!(ok.result, Disposition::Delivered(200));
     let outside = other.url("/hooks/deploy");
     let refused = run_signed(&agent, action_run("r_out", &outside, "POST", false)).await;
     let summary = "target not allowed by AGENT_ALLOWED_TARGETS: 127.0.0.1";
-    assert_eq!(refused.result, Result_::RequestFailed(summary.into()));
+    assert_eq!(refused.result, Disposition::RequestFailed(summary.into()));
     let path_outside = run_signed(
         &agent,
         action_run("r_path", &allowed.url("/admin"), "POST", false),
     )
     .await;
-    assert_eq!(path_outside.result, Result_::RequestFailed(summary.into()));
+    assert_eq!(path_outside.result, Disposition::RequestFailed(summary.into()));
     assert!(other.requests().is_empty());
     assert_eq!(allowed.requests().len(), 1);
     assert!(patches(&port).contains(&(
@@ -549,7 +549,7 @@ async fn a_message_signed_longer_ago_than_the_window_is_skipped_as_stale_and_fai
         now() - 3600,
     );
     let outcome = agent.process(&delivery(RUNS, &old)).await;
-    let Result_::Skipped(Skip::Stale(age)) = outcome.result else {
+    let Disposition::Skipped(Skip::Stale(age)) = outcome.result else {
         panic!("expected stale, got {:?}", outcome.result);
     };
     assert!((3600..3700).contains(&age), "{age}");
@@ -569,14 +569,14 @@ async fn a_message_signed_longer_ago_than_the_window_is_skipped_as_stale_and_fai
 
     // A fresh message, and a string timestamp, are within the window.
     let fresh = run_signed(&agent, action_run("r_new", &target.url("/d"), "POST", false)).await;
-    assert_eq!(fresh.result, Result_::Delivered(200));
+    assert_eq!(fresh.result, Disposition::Delivered(200));
     let ts = (now() - 10).to_string();
     let mut m = action_run("r_str", &target.url("/d"), "POST", false);
     m["headers"] = json!({});
     let sig = port_agent::signature::sign(SECRET, &ts, &port_agent::json_canon::to_raw_string(&m));
     m["headers"] = json!({"X-Port-Signature": sig, "X-Port-Timestamp": ts});
     let outcome = agent.process(&delivery(RUNS, &m)).await;
-    assert_eq!(outcome.result, Result_::Delivered(200));
+    assert_eq!(outcome.result, Disposition::Delivered(200));
 }
 
 // ------------------------------------------------------- 8. smaller holes
@@ -589,7 +589,7 @@ async fn a_dot_or_dot_dot_run_id_cannot_change_the_port_path() {
         let outcome = run_signed(&agent, action_run(id, &target.url("/d"), "POST", false)).await;
         assert_eq!(
             outcome.result,
-            Result_::Skipped(Skip::Unparsable(format!("run id '{id}' is not a valid id")))
+            Disposition::Skipped(Skip::Unparsable(format!("run id '{id}' is not a valid id")))
         );
     }
     assert!(target.requests().is_empty());

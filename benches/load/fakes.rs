@@ -434,7 +434,7 @@ impl Fakes {
                 log.display()
             )
         })?;
-        let http = port_agent::tls::build_client(&port_agent::tls::ClientOptions {
+        let http = port_agent::http::build_client(&port_agent::http::ClientOptions {
             timeout: Duration::from_secs(30),
             verify_tls: true,
             ca_bundle: None,

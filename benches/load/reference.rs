@@ -3,7 +3,7 @@
 //! Kafka, mapping or signing. Its CPU per run is the floor the agent's is
 //! compared with.
 //!
-//! It uses the agent's own client construction (`port_agent::tls::build_client`:
+//! It uses the agent's own client construction (`port_agent::http::build_client`:
 //! rustls, keep-alive pool, `TCP_NODELAY`), one client for Port and one for the
 //! target, the same concurrency, and per run, in the pipeline's order:
 //! 3 log POSTs, the target POST (the mapped body, about 1 KB), 1 log POST,
@@ -162,14 +162,14 @@ pub fn run(args: RefArgs) -> Result<()> {
     exit_with_parent();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = rt.block_on(async move {
-        let opts = |pool: usize| port_agent::tls::ClientOptions {
+        let opts = |pool: usize| port_agent::http::ClientOptions {
             timeout: Duration::from_secs(30),
             verify_tls: true,
             ca_bundle: None,
             pool_idle_per_host: pool,
         };
-        let port = port_agent::tls::build_client(&opts(args.concurrency))?;
-        let target = port_agent::tls::build_client(&opts(args.concurrency))?;
+        let port = port_agent::http::build_client(&opts(args.concurrency))?;
+        let target = port_agent::http::build_client(&opts(args.concurrency))?;
         let base = args.port_base.trim_end_matches('/').to_string();
         let started = Instant::now();
         let body = json!({"clientId": "bench-client", "clientSecret": messages::SECRET});

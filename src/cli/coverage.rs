@@ -10,12 +10,11 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::decrypt::decrypt_fields;
-use crate::mapping::{
-    apply_report_mapping, build_request_from, jq, Defaults, EvalCtx, MappingSet, ResponseContext, RunReport,
-    Warning,
-};
+use crate::http::ResponseContext;
+use crate::mapping::{build_request_from, jq, Defaults, EvalCtx, MappingSet, Warning};
 use crate::message::{Invocation, TopicKind};
 use crate::redact::Redactor;
+use crate::report::{apply_report_mapping, RunReport};
 use crate::signature::strip_signature_headers;
 use crate::source::recorded::{parse_all, LineError};
 

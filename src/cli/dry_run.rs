@@ -19,7 +19,7 @@ use crate::port::Endpoint;
 
 use crate::invoke::{OutgoingRequest, RecordingInvoker};
 use crate::mapping::{JqEnv, MappingSet};
-use crate::pipeline::{Config, Delivery, Outcome, Pipeline, Result_};
+use crate::pipeline::{Config, Delivery, Disposition, Outcome, Pipeline};
 use crate::port::{PortCall, RecordingReporter};
 use crate::redact::{sensitive_name, Redactor};
 use crate::source::recorded::{parse_all, LineError};
@@ -153,9 +153,9 @@ impl Entry {
     /// One JSON object (stable keys; see the README).
     pub fn to_json(&self) -> Value {
         let (skipped, error) = match &self.outcome.result {
-            Result_::Skipped(s) => (Some(s.to_string()), None),
-            Result_::RequestFailed(e) | Result_::InternalError(e) => (None, Some(e.clone())),
-            Result_::Delivered(_) => (None, None),
+            Disposition::Skipped(s) => (Some(s.to_string()), None),
+            Disposition::RequestFailed(e) | Disposition::InternalError(e) => (None, Some(e.clone())),
+            Disposition::Delivered(_) => (None, None),
         };
         json!({
             "line": self.line,
@@ -278,10 +278,10 @@ impl Report {
                 .unwrap_or_else(|| "none".into());
             *summary.by_mapping.entry(m).or_default() += 1;
             let mut problems: Vec<String> = e.outcome.warnings.clone();
-            if let Result_::RequestFailed(err) = &e.outcome.result {
+            if let Disposition::RequestFailed(err) = &e.outcome.result {
                 problems.push(err.clone());
             }
-            if let Result_::Skipped(crate::pipeline::Skip::Unparsable(err)) = &e.outcome.result {
+            if let Disposition::Skipped(crate::pipeline::Skip::Unparsable(err)) = &e.outcome.result {
                 problems.push(err.clone());
             }
             if !problems.is_empty() {
@@ -395,11 +395,11 @@ pub(super) fn print_entry(e: &Entry) {
         e.line, e.delivery.topic, e.delivery.partition, e.delivery.offset, kind, run
     );
     match (&e.outcome.result, e.outcome.mapping) {
-        (Result_::Skipped(why), _) => println!("  decision: skipped ({why})"),
+        (Disposition::Skipped(why), _) => println!("  decision: skipped ({why})"),
         (_, Some(n)) => println!("  decision: mapping #{n}"),
         _ => println!("  decision: -"),
     }
-    if let Result_::RequestFailed(err) | Result_::InternalError(err) = &e.outcome.result {
+    if let Disposition::RequestFailed(err) | Disposition::InternalError(err) = &e.outcome.result {
         println!("  error:    {err}");
     }
     for w in &e.outcome.warnings {

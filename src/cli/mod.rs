@@ -16,12 +16,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::http::ClientOptions;
 use crate::mapping::{MappingError, MappingSet};
 use crate::pipeline::Config;
 use crate::port::PortClient;
 use crate::settings::{Requirement, Settings};
 use crate::telemetry::{init_logging, LogTarget};
-use crate::tls::ClientOptions;
 
 pub mod check;
 pub mod coverage;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context};
 
 use super::{load_mappings, port_client, Error, Result, LOG_TARGET};
+use crate::http::ClientOptions;
 use crate::invoke::HttpInvoker;
 use crate::mapping::JqEnv;
 use crate::pipeline::{Config, Guard, Pipeline};
@@ -18,7 +19,6 @@ use crate::shutdown::Shutdown;
 use crate::source::{self, kafka, polling};
 use crate::telemetry::server::Health;
 use crate::telemetry::{self, init_logging, LogTarget};
-use crate::tls::ClientOptions;
 
 /// The agent's pipeline, as `run` wires it.
 type Agent = Pipeline<HttpInvoker, PortClient>;

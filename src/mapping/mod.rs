@@ -1,21 +1,24 @@
-//! The mapping file ("control the payload", SPEC §5): load and compile,
-//! select, build the request, build the report.
+//! The mapping file ("control the payload", SPEC §5): its types and
+//! selection. Loading and compiling is in [`compile`], building the request
+//! in [`request`], the jq engine in [`jq`]; the run report a mapping's
+//! `report.*` overrides is built in [`crate::report`].
 //!
 //! Everything here is pure: a [`MappingSet`] is compiled once at start-up and
 //! shared; selection and rendering take a message and return values plus the
 //! warnings met on the way ([`Warning`]), which the caller logs and counts.
 
+pub mod compile;
 pub mod jq;
 pub mod reload;
+pub mod request;
 
 use std::fmt;
-use std::path::Path;
 
 use jaq_json::Val;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::settings::parse_bool;
 pub use jq::{Budget, JqEnv, JqProgram};
+pub use request::{build_request, build_request_from, BuildError, Defaults, RequestSpec};
 
 /// A problem in the mapping file, found while loading it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,31 +88,6 @@ pub enum Template {
 }
 
 impl Template {
-    fn compile(value: &Value, index: usize, field: &str) -> Result<Template, MappingError> {
-        Ok(match value {
-            Value::String(code) => {
-                Template::Jq(JqProgram::compile(code).map_err(|e| MappingError::Field {
-                    index,
-                    field: field.to_string(),
-                    reason: e.message,
-                })?)
-            }
-            Value::Object(map) => Template::Object(
-                map.iter()
-                    .map(|(k, v)| Ok((k.clone(), Template::compile(v, index, &format!("{field}.{k}"))?)))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Value::Array(items) => Template::Array(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| Template::compile(v, index, &format!("{field}[{i}]")))
-                    .collect::<Result<_, _>>()?,
-            ),
-            other => Template::Literal(other.clone()),
-        })
-    }
-
     /// Render against `input`; runtime errors become null plus a warning.
     pub fn render(
         &self,
@@ -280,127 +258,6 @@ pub struct Selection {
     pub passed_over: Vec<PassedOver>,
 }
 
-/// The request a mapping builds, before signing.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RequestSpec {
-    /// Upper-cased HTTP method.
-    pub method: String,
-    /// Target URL, without the mapped query.
-    pub url: String,
-    /// Body value (serialised and signed by the invoker).
-    pub body: Value,
-    /// Headers as mapped (an object, normally of strings).
-    pub headers: Value,
-    /// Query parameters as mapped (an object).
-    pub query: Value,
-}
-
-impl RequestSpec {
-    /// `{"method","url","body","headers","query"}` for the report context.
-    pub fn to_context(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("method".into(), Value::String(self.method.clone()));
-        m.insert("url".into(), Value::String(self.url.clone()));
-        m.insert("body".into(), self.body.clone());
-        m.insert("headers".into(), self.headers.clone());
-        m.insert("query".into(), self.query.clone());
-        Value::Object(m)
-    }
-}
-
-/// What the target answered, as the report context sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResponseContext {
-    /// HTTP status.
-    pub status: u16,
-    /// Response headers (lower-case names).
-    pub headers: Vec<(String, String)>,
-    /// Body text.
-    pub text: String,
-}
-
-impl ResponseContext {
-    /// The body parsed as JSON, if it is JSON.
-    pub fn json(&self) -> Option<Value> {
-        if self.text.trim().is_empty() {
-            return None;
-        }
-        serde_json::from_str(&self.text).ok()
-    }
-
-    /// The first header of that name (any case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// 2xx?
-    pub fn ok(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-
-    /// `{"statusCode","headers","text","json"}`.
-    pub fn to_context(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("statusCode".into(), Value::from(self.status));
-        let headers: Map<String, Value> = self
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        m.insert("headers".into(), Value::Object(headers));
-        m.insert("text".into(), Value::String(self.text.clone()));
-        m.insert("json".into(), self.json().unwrap_or(Value::Null));
-        Value::Object(m)
-    }
-}
-
-/// The run report (`PATCH /v1/actions/runs/{id}`): keys that are `None` are
-/// not sent.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RunReport {
-    /// `SUCCESS` / `FAILURE`.
-    pub status: Option<Value>,
-    /// Link(s) shown on the run.
-    pub link: Option<Value>,
-    /// Summary text.
-    pub summary: Option<Value>,
-    /// The target system's run id.
-    pub external_run_id: Option<Value>,
-    /// A short label shown beside the run's status.
-    pub status_label: Option<Value>,
-}
-
-impl RunReport {
-    /// Nothing to send?
-    pub fn is_empty(&self) -> bool {
-        self.status.is_none()
-            && self.link.is_none()
-            && self.summary.is_none()
-            && self.external_run_id.is_none()
-            && self.status_label.is_none()
-    }
-
-    /// The PATCH body: the non-null keys, in a fixed order.
-    pub fn to_body(&self) -> Value {
-        let mut m = Map::new();
-        for (k, v) in [
-            ("status", &self.status),
-            ("link", &self.link),
-            ("summary", &self.summary),
-            ("externalRunId", &self.external_run_id),
-            ("statusLabel", &self.status_label),
-        ] {
-            if let Some(v) = v {
-                m.insert(k.into(), v.clone());
-            }
-        }
-        Value::Object(m)
-    }
-}
-
 /// The compiled mapping file.
 #[derive(Debug, Clone)]
 pub struct MappingSet {
@@ -408,60 +265,7 @@ pub struct MappingSet {
     pub mappings: Vec<Mapping>,
 }
 
-const KNOWN_KEYS: &[&str] = &[
-    "enabled",
-    "method",
-    "url",
-    "body",
-    "headers",
-    "query",
-    "report",
-    "fieldsToDecryptPaths",
-];
-
 impl MappingSet {
-    /// Load and compile a mapping file.
-    pub fn load(path: &Path) -> Result<MappingSet, MappingError> {
-        let text = std::fs::read_to_string(path).map_err(|e| MappingError::Read {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        Self::parse(&text).map_err(|e| match e {
-            MappingError::Format { reason, .. } => MappingError::Format {
-                path: path.display().to_string(),
-                reason,
-            },
-            other => other,
-        })
-    }
-
-    /// Compile mappings from JSON text.
-    pub fn parse(text: &str) -> Result<MappingSet, MappingError> {
-        let format = |reason: String| MappingError::Format {
-            path: "<text>".into(),
-            reason,
-        };
-        let value: Value = serde_json::from_str(text).map_err(|e| format(format!("not JSON: {e}")))?;
-        Self::from_value(&value).map_err(|e| match e {
-            MappingError::Format { reason, .. } => format(reason),
-            other => other,
-        })
-    }
-
-    /// Compile mappings from a parsed JSON array.
-    pub fn from_value(value: &Value) -> Result<MappingSet, MappingError> {
-        let items = value.as_array().ok_or_else(|| MappingError::Format {
-            path: "<value>".into(),
-            reason: "expected a JSON array of mappings".into(),
-        })?;
-        let mappings = items
-            .iter()
-            .enumerate()
-            .map(|(index, item)| compile_mapping(index, item))
-            .collect::<Result<_, _>>()?;
-        Ok(MappingSet { mappings })
-    }
-
     /// The first mapping whose `enabled` is `true` (SPEC §5). `enabled` sees
     /// the message before decryption.
     pub fn select(&self, message: &Val, ctx: &EvalCtx<'_>, warnings: &mut Vec<Warning>) -> Selection {
@@ -512,307 +316,28 @@ impl MappingSet {
     }
 }
 
-fn compile_mapping(index: usize, item: &Value) -> Result<Mapping, MappingError> {
-    let obj = item.as_object().ok_or_else(|| MappingError::Field {
-        index,
-        field: "(mapping)".into(),
-        reason: "expected an object".into(),
-    })?;
-    let field = |name: &str| -> Result<Option<Template>, MappingError> {
-        match obj.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => Template::compile(v, index, name).map(Some),
-        }
-    };
-    let enabled = match obj.get("enabled") {
-        None | Some(Value::Null) => Enabled::Literal(true),
-        Some(Value::Bool(b)) => Enabled::Literal(*b),
-        Some(Value::String(s)) => match parse_bool(s) {
-            Some(b) => Enabled::Literal(b),
-            None => Enabled::Jq(JqProgram::compile(s).map_err(|e| MappingError::Field {
-                index,
-                field: "enabled".into(),
-                reason: e.message,
-            })?),
-        },
-        Some(other) => {
-            return Err(MappingError::Field {
-                index,
-                field: "enabled".into(),
-                reason: format!("expected a boolean or a jq expression, got {other}"),
-            })
-        }
-    };
-    let report = match obj.get("report") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(r)) => {
-            let part = |name: &str| -> Result<Option<Template>, MappingError> {
-                match r.get(name) {
-                    None | Some(Value::Null) => Ok(None),
-                    Some(v) => Template::compile(v, index, &format!("report.{name}")).map(Some),
-                }
-            };
-            Some(ReportMapping {
-                status: part("status")?,
-                link: part("link")?,
-                summary: part("summary")?,
-                external_run_id: part("externalRunId")?,
-                status_label: part("statusLabel")?,
-            })
-        }
-        Some(_) => {
-            return Err(MappingError::Field {
-                index,
-                field: "report".into(),
-                reason: "expected an object with status, link, summary, externalRunId and statusLabel".into(),
-            })
-        }
-    };
-    let decrypt_paths = match obj.get("fieldsToDecryptPaths") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(paths)) => paths
-            .iter()
-            .map(|p| p.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| MappingError::Field {
-                index,
-                field: "fieldsToDecryptPaths".into(),
-                reason: "expected a list of dot paths (strings)".into(),
-            })?,
-        Some(_) => {
-            return Err(MappingError::Field {
-                index,
-                field: "fieldsToDecryptPaths".into(),
-                reason: "expected a list of dot paths (strings)".into(),
-            })
-        }
-    };
-    Ok(Mapping {
-        index,
-        enabled,
-        method: field("method")?,
-        url: field("url")?,
-        body: field("body")?,
-        headers: field("headers")?,
-        query: field("query")?,
-        report,
-        decrypt_paths,
-        unknown_keys: obj
-            .keys()
-            .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
-            .cloned()
-            .collect(),
-    })
-}
+/// Helpers for the unit tests of the mapping and of the report.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{JqEnv, MappingSet};
+    use serde_json::Value;
 
-/// The invocation method's defaults a mapping overrides.
-#[derive(Debug, Clone, Default)]
-pub struct Defaults<'a> {
-    /// `invocationMethod.method`.
-    pub method: Option<&'a str>,
-    /// `invocationMethod.url`.
-    pub url: Option<&'a str>,
-}
-
-/// Why a request could not be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BuildError {
-    /// No URL from the mapping nor the invocation method.
-    #[error("the mapping and the invocation method give no URL")]
-    NoUrl,
-    /// The URL is not a valid absolute URL.
-    #[error("the URL '{0}' is not a valid absolute http(s) URL")]
-    BadUrl(String),
-    /// The URL is a number, boolean, object or array, not a string.
-    #[error("the URL is {kind} ({value}), not a string: write it as a jq string such as \"\\\"https://ci.example.com/hook\\\"\" or an expression that yields one")]
-    UrlNotString {
-        /// `a number`, `a boolean`, `an object`, `an array`.
-        kind: &'static str,
-        /// The value, as JSON.
-        value: String,
-    },
-    /// The method is not a string.
-    #[error("the method must be a string, got {0}")]
-    BadMethod(String),
-}
-
-impl BuildError {
-    /// The request field at fault.
-    pub fn field(&self) -> &'static str {
-        match self {
-            BuildError::NoUrl | BuildError::BadUrl(_) | BuildError::UrlNotString { .. } => "url",
-            BuildError::BadMethod(_) => "method",
-        }
+    /// The environment the tests evaluate in: `TOKEN=t0k`.
+    pub(crate) fn ctx_env() -> JqEnv {
+        JqEnv::new([("TOKEN".to_string(), "t0k".to_string())])
     }
-}
 
-/// The URL a mapping yielded: a string, nothing (null), or the wrong type.
-fn url_string(v: &Value) -> Result<Option<String>, BuildError> {
-    let kind = match v {
-        Value::String(s) => return Ok(Some(s.clone())),
-        Value::Null => return Ok(None),
-        Value::Number(_) => "a number",
-        Value::Bool(_) => "a boolean",
-        Value::Object(_) => "an object",
-        Value::Array(_) => "an array",
-    };
-    Err(BuildError::UrlNotString {
-        kind,
-        value: v.to_string(),
-    })
-}
-
-/// Build the request for `message` (already decrypted) with `mapping`.
-pub fn build_request(
-    mapping: &Mapping,
-    message: &Value,
-    defaults: &Defaults<'_>,
-    ctx: &EvalCtx<'_>,
-    warnings: &mut Vec<Warning>,
-) -> Result<RequestSpec, BuildError> {
-    build_request_from(mapping, message, &jq::to_val(message), defaults, ctx, warnings)
-}
-
-/// [`build_request`] with `input`, the message already converted by
-/// [`jq::to_val`] (selection converted it; the conversion is a measurable
-/// part of a run).
-pub fn build_request_from(
-    mapping: &Mapping,
-    message: &Value,
-    input: &jq::Val,
-    defaults: &Defaults<'_>,
-    ctx: &EvalCtx<'_>,
-    warnings: &mut Vec<Warning>,
-) -> Result<RequestSpec, BuildError> {
-    let render = |t: &Option<Template>, name: &str, warnings: &mut Vec<Warning>| {
-        t.as_ref()
-            .map(|t| t.render(input, ctx, mapping.index, name, warnings))
-    };
-    let method = match render(&mapping.method, "method", warnings) {
-        Some(Value::String(m)) => m,
-        Some(Value::Null) | None => defaults.method.unwrap_or("POST").to_string(),
-        Some(other) => return Err(BuildError::BadMethod(other.to_string())),
-    };
-    let url = match render(&mapping.url, "url", warnings) {
-        Some(v) => url_string(&v)?,
-        None => defaults.url.map(str::to_string),
+    /// Compile `v`, a JSON array of mappings the test knows is valid.
+    pub(crate) fn set(v: Value) -> MappingSet {
+        MappingSet::from_value(&v).unwrap()
     }
-    .filter(|u| !u.is_empty())
-    .ok_or(BuildError::NoUrl)?;
-    match url::Url::parse(&url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-        _ => return Err(BuildError::BadUrl(url)),
-    }
-    Ok(RequestSpec {
-        method: method.to_ascii_uppercase(),
-        url,
-        body: render(&mapping.body, "body", warnings).unwrap_or_else(|| message.clone()),
-        headers: render(&mapping.headers, "headers", warnings).unwrap_or_else(|| Value::Object(Map::new())),
-        query: render(&mapping.query, "query", warnings).unwrap_or_else(|| Value::Object(Map::new())),
-    })
-}
-
-/// The default report (SPEC §7.2 step 4).
-pub fn default_report(synchronized: bool, response: &ResponseContext, detailed: bool) -> RunReport {
-    if response.ok() {
-        RunReport {
-            status: synchronized.then(|| Value::from("SUCCESS")),
-            ..RunReport::default()
-        }
-    } else {
-        let mut summary = format!(
-            "Failed to invoke the webhook with status code: {}.",
-            response.status
-        );
-        // A redirect that was not followed (another host, or
-        // AGENT_TARGET_REDIRECTS=none): say where it pointed.
-        if let Some(location) = response
-            .header("location")
-            .filter(|_| (300..400).contains(&response.status))
-        {
-            summary.push_str(&format!(" Location: {location}"));
-        }
-        if detailed && !response.text.is_empty() {
-            summary.push_str(&format!(" Response: {}", response.text));
-        }
-        RunReport {
-            status: Some(Value::from("FAILURE")),
-            summary: Some(Value::from(summary)),
-            ..RunReport::default()
-        }
-    }
-}
-
-/// Apply `report.*` overrides on top of `report`: a present expression
-/// replaces the default, and a null result removes the key.
-pub fn apply_report_mapping(
-    mapping: &Mapping,
-    mut report: RunReport,
-    message: &Value,
-    request: &RequestSpec,
-    response: &ResponseContext,
-    ctx: &EvalCtx<'_>,
-    warnings: &mut Vec<Warning>,
-) -> RunReport {
-    let Some(rm) = &mapping.report else {
-        return report;
-    };
-    let mut c = Map::new();
-    c.insert("body".into(), message.clone());
-    c.insert("request".into(), request.to_context());
-    c.insert("response".into(), response.to_context());
-    let input = jq::to_val(&Value::Object(c));
-    for (template, slot, name) in [
-        (&rm.status, &mut report.status, "report.status"),
-        (&rm.link, &mut report.link, "report.link"),
-        (&rm.summary, &mut report.summary, "report.summary"),
-        (
-            &rm.external_run_id,
-            &mut report.external_run_id,
-            "report.externalRunId",
-        ),
-        (&rm.status_label, &mut report.status_label, "report.statusLabel"),
-    ] {
-        if let Some(t) = template {
-            let v = t.render(&input, ctx, mapping.index, name, warnings);
-            *slot = (!v.is_null()).then_some(v);
-        }
-    }
-    report
 }
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{ctx_env, set};
     use super::*;
     use serde_json::json;
-
-    fn ctx_env() -> JqEnv {
-        JqEnv::new([("TOKEN".to_string(), "t0k".to_string())])
-    }
-
-    fn set(v: Value) -> MappingSet {
-        MappingSet::from_value(&v).unwrap()
-    }
-
-    #[test]
-    fn compile_errors_name_index_field_and_position() {
-        let e =
-            MappingSet::from_value(&json!([{"enabled": true}, {"body": {"a": {"b": ".x |"}}}])).unwrap_err();
-        match e {
-            MappingError::Field { index, field, reason } => {
-                assert_eq!((index, field.as_str()), (1, "body.a.b"));
-                assert!(
-                    reason.contains("syntax error") && reason.contains("end of the expression"),
-                    "{reason}"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        let e = MappingSet::from_value(&json!([{"enabled": ".a == "}])).unwrap_err();
-        assert!(e.to_string().starts_with("mapping #0, field 'enabled'"), "{e}");
-        assert!(MappingSet::parse("{").is_err());
-        assert!(MappingSet::parse("{}").unwrap_err().to_string().contains("array"));
-    }
 
     #[test]
     fn selection_takes_the_first_true_and_explains_the_rest() {
@@ -841,144 +366,5 @@ mod tests {
         assert_eq!((w[0].index, w[0].field.as_str()), (2, "enabled"));
         let sel = set(json!([{"enabled": "false"}])).select(&jq::to_val(&json!({})), &ctx, &mut w);
         assert_eq!(sel.index, None);
-    }
-
-    #[test]
-    fn request_defaults_and_overrides() {
-        let env = ctx_env();
-        let ctx = EvalCtx {
-            env: &env,
-            budget: Budget::default(),
-        };
-        let msg = json!({"resourceType": "run", "n": 5, "p": {"v": "1.2"}});
-        let d = Defaults {
-            method: Some("put"),
-            url: Some("http://t.local/x"),
-        };
-        let s = set(json!([{}]));
-        let mut w = Vec::new();
-        let r = build_request(&s.mappings[0], &msg, &d, &ctx, &mut w).unwrap();
-        assert_eq!(r.method, "PUT");
-        assert_eq!(r.url, "http://t.local/x");
-        assert_eq!(r.body, msg);
-        assert_eq!((r.headers.clone(), r.query.clone()), (json!({}), json!({})));
-
-        // Parsed from text so that the literal 3.50 keeps its form.
-        let s = set(serde_json::from_str(
-            r#"[{
-            "method": "\"delete\"",
-            "url": "\"http://other.local/\" + .p.v",
-            "headers": {"MY-HEADER": ".resourceType", "Auth": "\"Bearer \" + env.TOKEN"},
-            "query": {"n": ".n"},
-            "body": {"z": ".n * 2", "a": 3.50, "lit": null, "list": [".p.v", true]}
-        }]"#,
-        )
-        .unwrap());
-        let r = build_request(&s.mappings[0], &msg, &d, &ctx, &mut w).unwrap();
-        assert_eq!(r.method, "DELETE");
-        assert_eq!(r.url, "http://other.local/1.2");
-        assert_eq!(r.headers, json!({"MY-HEADER": "run", "Auth": "Bearer t0k"}));
-        assert_eq!(r.query, json!({"n": 5}));
-        assert_eq!(
-            crate::json_canon::to_raw_string(&r.body),
-            r#"{"z":10,"a":3.50,"lit":null,"list":["1.2",true]}"#
-        );
-        assert!(w.is_empty());
-
-        let s = set(json!([{"url": ".nope"}]));
-        assert_eq!(
-            build_request(&s.mappings[0], &msg, &Defaults::default(), &ctx, &mut w),
-            Err(BuildError::NoUrl)
-        );
-        let s = set(json!([{"url": "\"not a url\""}]));
-        assert!(matches!(
-            build_request(&s.mappings[0], &msg, &d, &ctx, &mut w),
-            Err(BuildError::BadUrl(_))
-        ));
-    }
-
-    #[test]
-    fn runtime_errors_become_null_with_a_warning() {
-        let env = ctx_env();
-        let ctx = EvalCtx {
-            env: &env,
-            budget: Budget::default(),
-        };
-        let s = set(json!([{"body": {"a": ".x | error(\"bad\")", "b": "1"}}]));
-        let mut w = Vec::new();
-        let d = Defaults {
-            method: None,
-            url: Some("http://t.local/"),
-        };
-        let r = build_request(&s.mappings[0], &json!({"x": 1}), &d, &ctx, &mut w).unwrap();
-        assert_eq!(r.body, json!({"a": null, "b": 1}));
-        assert_eq!(
-            w,
-            vec![Warning {
-                index: 0,
-                field: "body.a".into(),
-                message: "bad".into()
-            }]
-        );
-    }
-
-    #[test]
-    fn report_defaults_and_overrides() {
-        let ok = ResponseContext {
-            status: 200,
-            headers: vec![],
-            text: "{\"id\":7}".into(),
-        };
-        let bad = ResponseContext {
-            status: 500,
-            headers: vec![],
-            text: "oops".into(),
-        };
-        assert_eq!(default_report(false, &ok, true), RunReport::default());
-        assert_eq!(
-            default_report(true, &ok, true).to_body(),
-            json!({"status": "SUCCESS"})
-        );
-        assert_eq!(
-            default_report(false, &bad, true).to_body(),
-            json!({"status": "FAILURE", "summary": "Failed to invoke the webhook with status code: 500. Response: oops"})
-        );
-        assert_eq!(
-            default_report(false, &bad, false).to_body()["summary"],
-            "Failed to invoke the webhook with status code: 500."
-        );
-
-        let env = ctx_env();
-        let ctx = EvalCtx {
-            env: &env,
-            budget: Budget::default(),
-        };
-        let s = set(json!([{"report": {
-            "status": "null",
-            "link": "[\"http://x/\" + (.response.json.id | tostring)]",
-            "externalRunId": ".response.json.id | tostring",
-            "summary": ".body.name"
-        }}]));
-        let req = RequestSpec {
-            method: "POST".into(),
-            url: "http://t/".into(),
-            body: json!({}),
-            headers: json!({}),
-            query: json!({}),
-        };
-        let mut w = Vec::new();
-        let r = apply_report_mapping(
-            &s.mappings[0],
-            default_report(true, &ok, true),
-            &json!({"name": "n1"}),
-            &req,
-            &ok,
-            &ctx,
-            &mut w,
-        );
-        assert_eq!(
-            r.to_body(),
-            json!({"link": ["http://x/7"], "summary": "n1", "externalRunId": "7"})
-        );
     }
 }

@@ -10,10 +10,10 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::{is_usable_run_id, Endpoint, PortCall, PortError, Reporter};
+use crate::http::{build_client, describe_error, ClientError, ClientOptions};
 use crate::retry::{parse_retry_after, with_retries, Attempt, Backoff};
 use crate::secret::Secret;
 use crate::telemetry::metrics;
-use crate::tls::{build_client, ClientError, ClientOptions};
 
 /// When to refresh a token that lives `expires_in` seconds from `now`: a
 /// minute early (or at 90 % of a short lifetime). Any number the endpoint
@@ -202,7 +202,7 @@ impl PortClient {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    let message = crate::invoke::describe_error(&e);
+                    let message = describe_error(&e);
                     return Err(Attempt::Retryable {
                         last: Err(PortError {
                             call: call.clone(),

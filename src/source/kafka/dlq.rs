@@ -42,8 +42,8 @@ impl Dlq {
     /// a failure is logged, and the message is dropped after that.
     pub(super) async fn send(&self, d: &Delivery, headers: &[(String, Vec<u8>)], outcome: &Outcome) {
         let reason = match &outcome.result {
-            crate::pipeline::Result_::Skipped(s) => s.to_string(),
-            crate::pipeline::Result_::InternalError(p) => format!("internal error: {p}"),
+            crate::pipeline::Disposition::Skipped(s) => s.to_string(),
+            crate::pipeline::Disposition::InternalError(p) => format!("internal error: {p}"),
             _ => outcome.port_errors.join("; "),
         };
         let partition = d.partition.to_string();

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -34,7 +34,7 @@ use tracing::{debug, error, info, warn};
 pub use claimed::{action_run_message, node_run_message, ClaimedRun};
 
 use super::{Ack, Limits, Source, Trust};
-use crate::pipeline::{Delivery, Outcome, Result_, Skip};
+use crate::pipeline::{Delivery, Disposition, Outcome, Skip};
 use crate::port::{PortCall, PortClient, Reporter};
 use crate::settings::Settings;
 use crate::telemetry::metrics;
@@ -442,26 +442,16 @@ impl PollingSource {
 
 /// The Port call that fails `run` with `summary`.
 fn failure_call(run: &ClaimedRun, summary: &str) -> PortCall {
-    if run.node_run {
-        PortCall::NodeRunPatch {
-            run_id: run.id.clone(),
-            body: json!({"status": "COMPLETED", "result": "FAILED"}),
-        }
-    } else {
-        PortCall::RunPatch {
-            run_id: run.id.clone(),
-            body: json!({"status": "FAILURE", "summary": summary}),
-        }
-    }
+    crate::report::run_failed(&run.id, run.node_run, summary)
 }
 
 /// A claimed, acked run was not processed (no mapping, or not a run the
 /// pipeline understood) and nothing reported it: it is ours to fail.
 fn unreported_failure(outcome: &Outcome, node_run: bool, wf_unmatched_fail: bool) -> bool {
     match &outcome.result {
-        Result_::Skipped(Skip::NoMapping) => !(node_run && wf_unmatched_fail),
-        Result_::Skipped(_) => true,
-        Result_::Delivered(_) | Result_::RequestFailed(_) | Result_::InternalError(_) => false,
+        Disposition::Skipped(Skip::NoMapping) => !(node_run && wf_unmatched_fail),
+        Disposition::Skipped(_) => true,
+        Disposition::Delivered(_) | Disposition::RequestFailed(_) | Disposition::InternalError(_) => false,
     }
 }
 

@@ -1,0 +1,184 @@
+//! The steps of one admitted message after selection: decrypt, build and
+//! check the request, deliver it, and report what the target answered;
+//! [`Job`] is what they share.
+
+use serde_json::Value;
+use tracing::{debug, info, warn};
+
+use super::reporting::RunReporter;
+use super::{now_secs, Disposition, Outcome, Pipeline};
+use crate::decrypt::decrypt_fields;
+use crate::invoke::{Invoker, OutgoingRequest};
+use crate::mapping::{build_request_from, jq, Defaults, EvalCtx, Mapping, RequestSpec, Warning};
+use crate::message::{Invocation, Kind};
+use crate::port::Reporter;
+use crate::redact::Redactor;
+use crate::report::{self, LogLine};
+use crate::secret::Secret;
+use crate::telemetry::metrics;
+
+impl<I: Invoker, R: Reporter> Pipeline<I, R> {
+    /// Send the request while its first run-log lines travel, then report
+    /// how the target answered.
+    pub(super) async fn deliver(
+        &self,
+        inv: &Invocation,
+        mapping: &Mapping,
+        spec: &RequestSpec,
+        request: &OutgoingRequest,
+        job: &mut Job<'_, R>,
+    ) -> Disposition {
+        let reports = job.port.reports();
+        let logs = job
+            .port
+            .send(reports.log(&[LogLine::Received, LogLine::Preparing, LogLine::Sending]));
+        let ((), sent) = tokio::join!(logs, self.invoker.send(request));
+        let answer = match sent {
+            Ok(answer) => answer,
+            Err(e) => {
+                let message = job.redactor.text(&e.message);
+                warn!(error = %message, attempts = e.attempts, "target request failed");
+                let error = report::invoke_failed_summary(&message);
+                return job.fail(&[LogLine::InvocationFailed(message)], error).await;
+            }
+        };
+        let response = &answer.response;
+        if self.invoker.records_only() {
+            debug!(status = response.status, method = %request.method, "request recorded, not sent; the assumed answer is used");
+        } else {
+            info!(status = response.status, method = %request.method, truncated = answer.truncated, "target answered");
+        }
+        let synchronized = inv.synchronized();
+        // An action run's status: the default, with the mapping's overrides.
+        let action_report = matches!(reports.kind, Kind::ActionRun(_)).then(|| {
+            let report = report::default_report(synchronized, response, self.config.detailed_logging);
+            let warnings = &mut job.warnings;
+            report::apply_report_mapping(mapping, report, &inv.message, spec, response, &job.ctx, warnings)
+        });
+        let line = LogLine::answered(
+            response,
+            answer.truncated,
+            self.config.detailed_logging,
+            &job.redactor,
+        );
+        job.port
+            .send(reports.answered(line, synchronized, response, action_report))
+            .await;
+        Disposition::Delivered(response.status)
+    }
+
+    /// Decrypt the mapping's `fieldsToDecryptPaths` in the message; the
+    /// plaintexts become the outcome's secrets. Returns the jq input of the
+    /// (possibly changed) message.
+    pub(super) fn decrypt(
+        &self,
+        inv: &mut Invocation,
+        mapping: &Mapping,
+        input: jq::Val,
+        outcome: &mut Outcome,
+    ) -> jq::Val {
+        let decrypted = decrypt_fields(&mut inv.message, &mapping.decrypt_paths, self.secret());
+        for (path, error) in &decrypted.failures {
+            warn!(path = %path, error = %error, "could not decrypt a field; it is left unchanged");
+        }
+        let changed = !decrypted.plaintexts.is_empty();
+        outcome.secrets = decrypted.plaintexts.into_iter().map(Secret::new).collect();
+        // Decryption changed the message: convert it again.
+        if changed {
+            jq::to_val(&inv.message)
+        } else {
+            input
+        }
+    }
+
+    /// Build, sign and check the request; `Err` holds the run's failure
+    /// summary.
+    pub(super) fn build(
+        &self,
+        inv: &Invocation,
+        mapping: &Mapping,
+        input: &jq::Val,
+        job: &mut Job<'_, R>,
+    ) -> Result<(RequestSpec, OutgoingRequest), String> {
+        let defaults = Defaults {
+            method: inv.method.get("method").and_then(Value::as_str),
+            url: inv.method.get("url").and_then(Value::as_str),
+        };
+        let spec = build_request_from(
+            mapping,
+            &inv.message,
+            input,
+            &defaults,
+            &job.ctx,
+            &mut job.warnings,
+        )
+        .map_err(|e| {
+            metrics::mapping_error(mapping.index, e.field());
+            format!("Failed to build the request: {e}")
+        })?;
+        let timestamp = self.config.fixed_timestamp.unwrap_or_else(now_secs);
+        let request = OutgoingRequest::build(&spec, self.secret(), timestamp)
+            .map_err(|e| format!("Failed to build the request: {e}"))?;
+        self.check_allowed(&request)?;
+        Ok((spec, request))
+    }
+
+    /// `Err` with the run's failure summary when `AGENT_ALLOWED_TARGETS` is
+    /// set and the request's URL is not on it.
+    fn check_allowed(&self, request: &OutgoingRequest) -> Result<(), String> {
+        let Some(list) = &self.guard.allowed_targets else {
+            return Ok(());
+        };
+        match url::Url::parse(&request.url) {
+            Ok(u) if list.allows(&u) => Ok(()),
+            Ok(u) => Err(format!(
+                "target not allowed by AGENT_ALLOWED_TARGETS: {}",
+                u.host_str().unwrap_or("(no host)")
+            )),
+            Err(e) => Err(format!("Failed to build the request: invalid URL: {e}")),
+        }
+    }
+
+    fn secret(&self) -> &str {
+        self.config.secret.as_ref().map(Secret::expose).unwrap_or("")
+    }
+}
+
+/// What the steps of one admitted message share.
+pub(super) struct Job<'a, R> {
+    /// Where the run's Port calls go.
+    pub(super) port: RunReporter<'a, R>,
+    /// The context of the mapping's expressions.
+    pub(super) ctx: EvalCtx<'a>,
+    /// Runtime warnings of the mapping's expressions.
+    pub(super) warnings: Vec<Warning>,
+    /// What hides the secrets met so far.
+    pub(super) redactor: Redactor,
+}
+
+impl<R: Reporter> Job<'_, R> {
+    /// The request failed: post `lines`, fail the run with `error`.
+    pub(super) async fn fail(&mut self, lines: &[LogLine], error: String) -> Disposition {
+        let reports = self.port.reports();
+        self.port.send(reports.log(lines)).await;
+        self.port.send(reports.failure(&error)).await;
+        Disposition::RequestFailed(error)
+    }
+
+    /// Record the warnings (redacted: jq error texts quote the values they
+    /// failed on, which may be decrypted or taken from a secret variable)
+    /// and the Port errors.
+    pub(super) fn finish(self, outcome: &mut Outcome) {
+        for w in &self.warnings {
+            metrics::mapping_error(w.index, &w.field);
+            let error = self.redactor.text(&w.message);
+            warn!(mapping = w.index, field = %w.field, error = %error, "mapping expression failed; using null");
+        }
+        outcome.warnings = self
+            .warnings
+            .iter()
+            .map(|w| self.redactor.text(&w.to_string()))
+            .collect();
+        outcome.port_errors = self.port.errors;
+    }
+}
