@@ -115,7 +115,7 @@ fn check_messages(set: &MappingSet, file: &Path, topic: Option<&str>, settings: 
         )
     })?;
     let (config, default_topic) = pipeline_config(settings, topic);
-    let env = JqEnv::from_process();
+    let env = JqEnv::new(crate::settings::process_env());
     let ctx = crate::mapping::EvalCtx {
         env: &env,
         budget: config.budget,

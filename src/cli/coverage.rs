@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::decrypt::decrypt_fields;
 use crate::http::ResponseContext;
-use crate::mapping::{build_request_from, jq, Defaults, EvalCtx, MappingSet, Warning};
+use crate::mapping::{build_request_from, jq, Defaults, EvalCtx, Mapping, MappingSet, Warning};
 use crate::message::{Invocation, TopicKind};
 use crate::redact::Redactor;
 use crate::report::{apply_report_mapping, RunReport};
@@ -143,11 +143,6 @@ pub fn coverage(
         mappings: vec![MappingCoverage::default(); set.mappings.len()],
         ..Coverage::default()
     };
-    let assumed = ResponseContext {
-        status: 200,
-        headers: Vec::new(),
-        text: String::new(),
-    };
     for (line, d) in deliveries {
         let mut inv = match Invocation::parse(&d.payload, topics.kind(&d.topic)) {
             Ok(inv) => inv,
@@ -171,35 +166,7 @@ pub fn coverage(
             if let Some(m) = cov.mappings.get_mut(mapping.index) {
                 m.selected += 1;
             }
-            let decrypted = decrypt_fields(&mut inv.message, &mapping.decrypt_paths, secret);
-            let input = jq::to_val(&inv.message);
-            let defaults = Defaults {
-                method: inv.method.get("method").and_then(Value::as_str),
-                url: inv.method.get("url").and_then(Value::as_str),
-            };
-            let redactor = {
-                let mut r = redactor.clone();
-                r.extend(&decrypted.plaintexts);
-                r
-            };
-            match build_request_from(mapping, &inv.message, &input, &defaults, ctx, &mut warnings) {
-                Ok(spec) => {
-                    apply_report_mapping(
-                        mapping,
-                        RunReport::default(),
-                        &inv.message,
-                        &spec,
-                        &assumed,
-                        ctx,
-                        &mut warnings,
-                    );
-                }
-                Err(e) => warnings.push(Warning {
-                    index: mapping.index,
-                    field: e.field().to_string(),
-                    message: e.to_string(),
-                }),
-            }
+            let redactor = evaluate(mapping, &mut inv, ctx, secret, redactor, &mut warnings);
             record(&mut cov, &warnings, line, &redactor);
         } else {
             record(&mut cov, &warnings, line, redactor);
@@ -215,6 +182,54 @@ pub fn coverage(
         }
     }
     cov
+}
+
+/// Build the request and map the report of one selected message against an
+/// assumed `200` answer with an empty body, collecting warnings; the
+/// redactor returned also knows the message's decrypted values.
+fn evaluate(
+    mapping: &Mapping,
+    inv: &mut Invocation,
+    ctx: &EvalCtx<'_>,
+    secret: &str,
+    redactor: &Redactor,
+    warnings: &mut Vec<Warning>,
+) -> Redactor {
+    let assumed = ResponseContext {
+        status: 200,
+        headers: Vec::new(),
+        text: String::new(),
+    };
+    let decrypted = decrypt_fields(&mut inv.message, &mapping.decrypt_paths, secret);
+    let input = jq::to_val(&inv.message);
+    let defaults = Defaults {
+        method: inv.method.get("method").and_then(Value::as_str),
+        url: inv.method.get("url").and_then(Value::as_str),
+    };
+    let redactor = {
+        let mut r = redactor.clone();
+        r.extend(&decrypted.plaintexts);
+        r
+    };
+    match build_request_from(mapping, &inv.message, &input, &defaults, ctx, warnings) {
+        Ok(spec) => {
+            apply_report_mapping(
+                mapping,
+                RunReport::default(),
+                &inv.message,
+                &spec,
+                &assumed,
+                ctx,
+                warnings,
+            );
+        }
+        Err(e) => warnings.push(Warning {
+            index: mapping.index,
+            field: e.field().to_string(),
+            message: e.to_string(),
+        }),
+    }
+    redactor
 }
 
 fn record(cov: &mut Coverage, warnings: &[Warning], line: usize, redactor: &Redactor) {

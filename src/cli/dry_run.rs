@@ -339,8 +339,14 @@ pub async fn command(args: DryRunArgs) -> super::Result {
     config.skip_signature_check = args.no_verify;
     let verified = config.secret.is_some() && !args.no_verify;
     let (status, body) = (args.assume.assume_status, &args.assume.assume_body);
-    let p = pipeline(config, set, JqEnv::from_process(), status, body)
-        .with_guard(Guard::from_settings(&settings));
+    let p = pipeline(
+        config,
+        set,
+        JqEnv::new(crate::settings::process_env()),
+        status,
+        body,
+    )
+    .with_guard(Guard::from_settings(&settings));
     let report = dry_run(&p, &text, &default_topic).await;
     if args.format == Format::Json {
         print_report_json(&report, verified);

@@ -99,10 +99,14 @@ fn agent(
         settings.target.allowed_targets.clone(),
     );
     let config = Config::from_settings(settings);
-    Ok(
-        Pipeline::new(config, Arc::new(mappings), JqEnv::from_process(), invoker, port)
-            .with_guard(Guard::from_settings(settings)),
+    Ok(Pipeline::new(
+        config,
+        Arc::new(mappings),
+        JqEnv::new(crate::settings::process_env()),
+        invoker,
+        port,
     )
+    .with_guard(Guard::from_settings(settings)))
 }
 
 /// A shutdown that SIGTERM or SIGINT triggers; `/readyz` says "stopping"

@@ -18,6 +18,8 @@ use crate::guard::{AllowList, RedirectPolicy};
 use crate::retry::{Backoff, Policy};
 use crate::secret::Secret;
 
+use super::parse::{boolean, err, number, present, seconds};
+
 /// Raw strings as found in the environment; `envy` matches them by name.
 #[derive(Deserialize, Default)]
 struct Raw {
@@ -80,60 +82,6 @@ struct Raw {
 /// The process environment, for `env.X` in jq expressions.
 pub fn process_env() -> impl Iterator<Item = (String, String)> {
     std::env::vars()
-}
-
-/// Parse the compat boolean spelling: `true/false/1/0/yes/no/on/off/t/f/y/n`.
-pub fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" | "t" | "y" => Some(true),
-        "false" | "0" | "no" | "off" | "f" | "n" => Some(false),
-        _ => None,
-    }
-}
-
-fn err(variable: &'static str, problem: impl Into<String>) -> SettingsError {
-    SettingsError {
-        variable,
-        problem: problem.into(),
-    }
-}
-
-/// Treat an empty string like an unset variable.
-fn present(value: Option<String>) -> Option<String> {
-    value.filter(|v| !v.trim().is_empty())
-}
-
-fn boolean(var: &'static str, value: Option<String>, default: bool) -> Result<bool, SettingsError> {
-    match present(value) {
-        None => Ok(default),
-        Some(v) => parse_bool(&v).ok_or_else(|| {
-            err(
-                var,
-                format!("expected a boolean (true/false, yes/no, on/off, 1/0), got '{v}'"),
-            )
-        }),
-    }
-}
-
-fn number<T: std::str::FromStr>(
-    var: &'static str,
-    value: Option<String>,
-    default: T,
-    what: &str,
-) -> Result<T, SettingsError> {
-    match present(value) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<T>()
-            .map_err(|_| err(var, format!("expected {what}, got '{v}'"))),
-    }
-}
-
-fn seconds(var: &'static str, value: Option<String>, default: f64) -> Result<Duration, SettingsError> {
-    let s: f64 = number(var, value, default, "a number of seconds")?;
-    Duration::try_from_secs_f64(s)
-        .map_err(|_| err(var, format!("expected a non-negative number of seconds, got {s}")))
 }
 
 impl Settings {

@@ -14,8 +14,10 @@ use crate::retry::Policy;
 use crate::secret::Secret;
 
 pub mod env;
+mod parse;
 
-pub use env::{parse_bool, process_env};
+pub use env::process_env;
+pub use parse::parse_bool;
 
 /// Which source feeds the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

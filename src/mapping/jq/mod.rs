@@ -93,11 +93,6 @@ impl JqEnv {
     pub fn sensitive_values(&self) -> &[String] {
         &self.sensitive
     }
-
-    /// Snapshot the process environment.
-    pub fn from_process() -> Self {
-        Self::new(std::env::vars())
-    }
 }
 
 impl Default for JqEnv {

@@ -1,0 +1,68 @@
+//! Typed values from the environment's strings, with one-line errors that
+//! name the variable and say what was expected (never echoing a secret).
+
+use std::time::Duration;
+
+use super::SettingsError;
+
+/// Parse the compat boolean spelling: `true/false/1/0/yes/no/on/off/t/f/y/n`.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" | "t" | "y" => Some(true),
+        "false" | "0" | "no" | "off" | "f" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+pub(super) fn err(variable: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError {
+        variable,
+        problem: problem.into(),
+    }
+}
+
+/// Treat an empty string like an unset variable.
+pub(super) fn present(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+pub(super) fn boolean(
+    var: &'static str,
+    value: Option<String>,
+    default: bool,
+) -> Result<bool, SettingsError> {
+    match present(value) {
+        None => Ok(default),
+        Some(v) => parse_bool(&v).ok_or_else(|| {
+            err(
+                var,
+                format!("expected a boolean (true/false, yes/no, on/off, 1/0), got '{v}'"),
+            )
+        }),
+    }
+}
+
+pub(super) fn number<T: std::str::FromStr>(
+    var: &'static str,
+    value: Option<String>,
+    default: T,
+    what: &str,
+) -> Result<T, SettingsError> {
+    match present(value) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<T>()
+            .map_err(|_| err(var, format!("expected {what}, got '{v}'"))),
+    }
+}
+
+pub(super) fn seconds(
+    var: &'static str,
+    value: Option<String>,
+    default: f64,
+) -> Result<Duration, SettingsError> {
+    let s: f64 = number(var, value, default, "a number of seconds")?;
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| err(var, format!("expected a non-negative number of seconds, got {s}")))
+}
