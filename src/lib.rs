@@ -15,6 +15,8 @@
 // Input from outside never meets an unwrap or expect: every exception in
 // non-test code is allowed where it stands, with the reason it cannot fail.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+// Every public item says what it is for.
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod decrypt;
