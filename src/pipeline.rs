@@ -358,10 +358,8 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 result: Disposition::InternalError(panic.to_string()),
                 run_id: kind.run_id().map(str::to_string),
                 kind: Some(kind),
-                mapping: None,
                 port_errors,
-                warnings: Vec::new(),
-                secrets: Vec::new(),
+                ..Outcome::skipped(Skip::NoMapping)
             }
         };
         work.instrument(span.clone()).await
@@ -395,6 +393,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         // change it.
         let mappings = self.mappings.current();
         let selection = mappings.select(&input, &job.ctx, &mut job.warnings);
+        outcome.passed_over = selection.passed_over;
         let Some(mapping) = selection.index.and_then(|i| mappings.get(i)) else {
             info!("no suitable mapping for the message");
             let calls = job.port.reports().unmatched(self.config.wf_unmatched_fail);

@@ -51,17 +51,6 @@ pub async fn command(args: RenderArgs) -> Result {
     config.skip_signature_check = args.no_verify;
     let verified = config.secret.is_some() && !args.no_verify;
     let jq_env = JqEnv::new(crate::settings::process_env().chain(args.env));
-    let passed_over = {
-        let value: Value =
-            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", args.message.display()))?;
-        let ctx = crate::mapping::EvalCtx {
-            env: &jq_env,
-            budget: config.budget,
-        };
-        let mut warnings = Vec::new();
-        set.select(&crate::mapping::jq::to_val(&value), &ctx, &mut warnings)
-            .passed_over
-    };
     let (status, body) = (args.assume.assume_status, &args.assume.assume_body);
     let p = dry_run::pipeline(config, set, jq_env, status, body).with_guard(Guard::from_settings(&settings));
     let delivery = Delivery {
@@ -73,15 +62,16 @@ pub async fn command(args: RenderArgs) -> Result {
         trust: Trust::Signed,
     };
     let entry = dry_run::run_one(&p, 1, delivery).await;
+    let passed_over = &entry.outcome.passed_over;
     if args.format == Format::Json {
-        print_json(&entry, &passed_over, verified);
+        print_json(&entry, passed_over, verified);
     } else {
         if args.no_verify {
             println!("note: --no-verify: the signature was not verified");
         } else if !verified {
             println!("note: PORT_CLIENT_SECRET is not set: the signature was not verified");
         }
-        for p in &passed_over {
+        for p in passed_over {
             println!("mapping #{} passed over: {}", p.index, p.reason);
         }
         print_entry(&entry);

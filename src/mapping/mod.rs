@@ -241,7 +241,7 @@ pub struct EvalCtx<'a> {
 }
 
 /// Why a mapping was passed over during selection.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PassedOver {
     /// Index of the mapping.
     pub index: usize,

@@ -1,6 +1,7 @@
 //! What happened to one message ([`Outcome`]): it drives offsets, the
 //! dead-letter queue, metrics and the dry-run summary.
 
+use crate::mapping::PassedOver;
 use crate::message::Kind;
 use crate::secret::Secret;
 
@@ -81,6 +82,9 @@ pub struct Outcome {
     pub kind: Option<Kind>,
     /// The selected mapping.
     pub mapping: Option<usize>,
+    /// The mappings before it that were passed over, and why (`render`
+    /// shows them).
+    pub passed_over: Vec<PassedOver>,
     /// Port calls that failed after retries.
     pub port_errors: Vec<String>,
     /// Mapping runtime warnings.
@@ -97,6 +101,7 @@ impl Outcome {
             run_id: None,
             kind: None,
             mapping: None,
+            passed_over: Vec::new(),
             port_errors: Vec::new(),
             warnings: Vec::new(),
             secrets: Vec::new(),
