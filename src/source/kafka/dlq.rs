@@ -1,4 +1,4 @@
-//! The dead-letter topic (`KAFKA_CONSUMER_DLQ_TOPIC`): a message the agent
+//! The dead-letter topic (`AGENT_DLQ_TOPIC`): a message the agent
 //! could not process is written there with its key, its headers and five
 //! `x-port-agent-*` headers saying why and where it came from.
 
