@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::ratelimit::{Observed, RateBudget};
 use super::{is_usable_run_id, Endpoint, PortCall, PortError, Reporter};
 use crate::http::{build_client, describe_error, ClientError, ClientOptions};
 use crate::retry::{parse_retry_after, with_retries, Attempt, Backoff};
@@ -53,6 +54,8 @@ pub struct PortClient {
     token: Arc<std::sync::RwLock<Option<Token>>>,
     refresh: Arc<AsyncMutex<()>>,
     backoff: Backoff,
+    /// Port's rate limit, shared by every clone.
+    budget: Arc<RateBudget>,
 }
 
 /// What one HTTP exchange with Port gave.
@@ -80,6 +83,7 @@ impl PortClient {
             secret,
             token: Arc::default(),
             refresh: Arc::default(),
+            budget: Arc::default(),
             backoff: Backoff {
                 max_attempts,
                 max_elapsed: Duration::from_secs(120),
@@ -199,6 +203,7 @@ impl PortClient {
             if endpoint.reserved_usage() {
                 req = req.header("x-port-reserved-usage", "true");
             }
+            self.budget.acquire().await;
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
@@ -214,7 +219,11 @@ impl PortClient {
                 }
             };
             let status = resp.status();
-            let retry_after = resp
+            let rate = Observed::from_headers(resp.headers());
+            if let Some(seen) = rate {
+                self.budget.observe(seen);
+            }
+            let mut retry_after = resp
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
@@ -229,6 +238,9 @@ impl PortClient {
             let snippet: String = text.chars().take(300).collect();
             if status.as_u16() == 429 {
                 metrics::port_rate_limited();
+                // Wait for the reset Port named, not a blind backoff.
+                let reset = retry_after.or(rate.map(|r| r.reset));
+                retry_after = self.budget.exhausted(reset).or(retry_after);
             }
             let retryable = matches!(status.as_u16(), 408 | 429) || status.is_server_error();
             let error = PortError {

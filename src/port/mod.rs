@@ -7,6 +7,7 @@
 //! - [`client`]: the real [`PortClient`] (token cache, retries);
 //! - [`api`]: the typed endpoints the sources and the command line call
 //!   (claim, ack, Kafka credentials, the streamer name);
+//! - [`ratelimit`]: Port's rate limit, one budget shared by every task;
 //! - [`recording`]: a [`RecordingReporter`] for dry-run, render and tests.
 
 use std::future::Future;
@@ -19,6 +20,7 @@ use crate::telemetry::metrics;
 
 pub mod api;
 pub mod client;
+pub mod ratelimit;
 pub mod recording;
 
 pub use api::{Acked, KafkaCredentials};

@@ -44,6 +44,9 @@ pub const REPORTS_REJECTED: &str = "port_agent_reports_rejected_total";
 pub const UNCOMMITTED: &str = "port_agent_uncommitted_messages";
 /// Answers 429 from Port's API (its rate limiter), each attempt.
 pub const PORT_RATE_LIMITED: &str = "port_agent_port_rate_limited_total";
+/// Gauge: calls left in Port's rate-limit period, as Port last said
+/// (appears with the first answer that carries the headers).
+pub const PORT_RATE_LIMIT_REMAINING: &str = "port_agent_port_rate_limit_remaining";
 /// Mapping reloads, by result (`ok`, `error`).
 pub const MAPPING_RELOADS: &str = "port_agent_mapping_reloads_total";
 /// 1 for the mapping file version in force (label `sha256`), 0 for earlier ones.
@@ -162,6 +165,10 @@ fn describe() {
         "Answers 429 from Port's API (its rate limiter), each attempt."
     );
     describe_gauge!(
+        PORT_RATE_LIMIT_REMAINING,
+        "Calls left in Port's API rate-limit period, as its last answer said."
+    );
+    describe_gauge!(
         PARTITIONS_ASSIGNED,
         "Partitions this replica holds (Kafka; 0 for a warm standby)."
     );
@@ -210,6 +217,11 @@ pub fn mapping_info(sha256: &str, previous: Option<&str>) {
 /// Port's rate limiter answered 429.
 pub fn port_rate_limited() {
     counter!(PORT_RATE_LIMITED).increment(1);
+}
+
+/// Port said how many calls are left in its rate-limit period.
+pub fn port_rate_limit_remaining(n: u64) {
+    gauge!(PORT_RATE_LIMIT_REMAINING).set(n as f64);
 }
 
 /// The replica now holds `n` partitions.
