@@ -6,7 +6,7 @@
 //!
 //! Needs `tansu` on PATH (scripts/test.sh installs it).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

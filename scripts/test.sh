@@ -19,7 +19,7 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 install_tansu
 
-# tests/claims_cli.rs runs examples/generate.py, which encrypts with the
+# tests/it/claims_cli.rs runs examples/generate.py, which encrypts with the
 # `cryptography` package.
 if ! python3 -c 'import cryptography' 2>/dev/null; then
   echo "==> installing the Python cryptography package"

@@ -120,7 +120,7 @@ impl Broker {
 
     /// A producer. `batched: false` writes one message per record batch:
     /// tansu 0.6 answers a fetch that starts inside a batch with the next
-    /// batch (see tests/kafka_tansu.rs), so batch boundaries at every offset
+    /// batch (see tests/it/kafka_tansu.rs), so batch boundaries at every offset
     /// keep that broker bug from losing runs the harness waits for. Batches
     /// (much faster to produce) are for backlogs that are not drained.
     pub fn producer(&self, batched: bool) -> Result<FutureProducer> {

@@ -6,15 +6,13 @@
 //! a pipe is `observability.rs`; a SASL password at debug level is
 //! `kafka_claims.rs`.)
 
-mod support;
-
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use crate::support::agent::mapping_file;
+use crate::support::broker::{eventually, produce, run_ids, AgentProcess, Tansu};
+use crate::support::{action_run, closed_port, signed, FakePort, FakeTarget, SECRET};
 use serde_json::{json, Value};
-use support::agent::mapping_file;
-use support::broker::{eventually, produce, run_ids, AgentProcess, Tansu};
-use support::{action_run, closed_port, signed, FakePort, FakeTarget, SECRET};
 
 const BIN: &str = env!("CARGO_BIN_EXE_port-agent");
 const KAFKA_PASSWORD: &str = "kafka-password-never-printed-0123";
@@ -235,7 +233,7 @@ async fn a_mapped_authorization_header_is_not_logged_at_debug_level() {
     );
     let msg = signed(action_run("r_auth", &target.url("/x"), "POST", true), SECRET, 1);
     produce(&tansu.bootstrap, "org_1.runs", vec![(0, msg)]).await;
-    let env = support::broker::agent_env(
+    let env = crate::support::broker::agent_env(
         &tansu.bootstrap,
         &port.base(),
         &mapping,

@@ -3,20 +3,18 @@
 //! its broker, `/metrics` over a small end-to-end run, JSON log lines with
 //! the message fields, no secrets in any output, and the dead-letter topic.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::agent::mapping_file;
+use crate::support::broker::{eventually_some, free_port, produce, signed_runs, AgentProcess, Tansu};
+use crate::support::{action_run, closed_port, encrypt, http_get, signed, FakePort, FakeTarget, SECRET};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use serde_json::{json, Value};
-use support::agent::mapping_file;
-use support::broker::{eventually_some, free_port, produce, signed_runs, AgentProcess, Tansu};
-use support::{action_run, closed_port, encrypt, http_get, signed, FakePort, FakeTarget, SECRET};
 
 const RUNS: &str = "org_1.runs";
 const CHANGES: &str = "org_1.change.log";
@@ -45,7 +43,7 @@ async fn readyz_flips_as_the_source_connects_and_loses_its_broker() {
     let mapping = mapping_file("obs-ready", &json!([{"enabled": true}]));
     let http_port = http.rsplit(':').next().unwrap_or_default().to_string();
     // No AGENT_LOG_FORMAT: stdout is a file here, so JSON is the default.
-    let env: Vec<(&str, String)> = support::broker::agent_env(
+    let env: Vec<(&str, String)> = crate::support::broker::agent_env(
         &format!("127.0.0.1:{broker_port}"),
         &port.base(),
         &mapping,
@@ -196,7 +194,7 @@ async fn metrics_logs_and_dead_letters_over_a_small_run() {
 
     let http = format!("127.0.0.1:{}", free_port());
     let http_port = http.rsplit(':').next().unwrap_or_default().to_string();
-    let env = support::broker::agent_env(
+    let env = crate::support::broker::agent_env(
         &tansu.bootstrap,
         &port.base(),
         &mapping,
@@ -368,7 +366,7 @@ async fn in_flight_and_lag_gauges_rise_while_runs_are_held_and_return_to_zero() 
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
     let http_port = free_port().to_string();
     let http = format!("127.0.0.1:{http_port}");
-    let env = support::broker::agent_env(
+    let env = crate::support::broker::agent_env(
         &tansu.bootstrap,
         &port.base(),
         &mapping_file("obs-gauges", &json!([{"enabled": true}])),

@@ -2,14 +2,12 @@
 //! Kafka-protocol broker (tansu, in memory, on 127.0.0.1), the fake Port API
 //! and a fake target.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::broker::{eventually, produce, run_ids, signed_runs, write_mapping, AgentProcess, Tansu};
+use crate::support::{action_run, signed, FakePort, FakeTarget, SECRET};
 use serde_json::{json, Value};
-use support::broker::{eventually, produce, run_ids, signed_runs, write_mapping, AgentProcess, Tansu};
-use support::{action_run, signed, FakePort, FakeTarget, SECRET};
 
 const RUNS: &str = "org_1.runs";
 const CHANGES: &str = "org_1.change.log";
@@ -21,7 +19,7 @@ fn agent_env(
     mapping: &std::path::Path,
     extra: &[(&'static str, &str)],
 ) -> Vec<(&'static str, String)> {
-    support::broker::agent_env(&tansu.bootstrap, &port.base(), mapping, GROUP, extra)
+    crate::support::broker::agent_env(&tansu.bootstrap, &port.base(), mapping, GROUP, extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

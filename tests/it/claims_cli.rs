@@ -6,15 +6,13 @@
 //! change-log events, a method that is not a string, and
 //! `examples/generate.py`.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::support::{action_run, signed, SECRET};
 use port_agent::json_canon::to_raw_string;
 use serde_json::{json, Value};
-use support::{action_run, signed, SECRET};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -6,18 +6,16 @@
 //! a refused organization PATCH, and the commit on revoke as a second
 //! consumer of the group sees it.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::broker::{
+    eventually, eventually_some, free_port, produce, run_ids, signed_runs, write_mapping, AgentProcess, Tansu,
+};
+use crate::support::{action_run, http_get, signed, FakePort, FakeTarget, SECRET};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 use serde_json::{json, Value};
-use support::broker::{
-    eventually, eventually_some, free_port, produce, run_ids, signed_runs, write_mapping, AgentProcess, Tansu,
-};
-use support::{action_run, http_get, signed, FakePort, FakeTarget, SECRET};
 
 const RUNS: &str = "org_1.runs";
 const CHANGES: &str = "org_1.change.log";
@@ -34,7 +32,7 @@ fn env(
         ("LOG_LEVEL", "info"),
     ];
     all.extend_from_slice(extra);
-    support::broker::agent_env(&tansu.bootstrap, &port.base(), &write_mapping(tag), GROUP, &all)
+    crate::support::broker::agent_env(&tansu.bootstrap, &port.base(), &write_mapping(tag), GROUP, &all)
 }
 
 /// Settings without a local broker: brokers come from elsewhere.
@@ -372,7 +370,7 @@ async fn explicit_kafka_consumer_brokers_are_used_and_port_is_not_asked() {
     topics(&tansu, 1).await;
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
     // Were Port asked, it would name a broker where nothing listens.
-    credentials(&port, &format!("127.0.0.1:{}", support::closed_port()));
+    credentials(&port, &format!("127.0.0.1:{}", crate::support::closed_port()));
     let msg = signed(
         action_run("r_explicit", &target.url("/x"), "POST", false),
         SECRET,
@@ -529,7 +527,7 @@ async fn on_revoke_a_second_consumer_starts_at_the_unfinished_run_and_the_late_c
     // assignor orders members by id, `<client.id>-<uuid>`: "a-second…"
     // comes before "port-agent-…", so it gets the partition.
     let bootstrap = tansu.bootstrap.clone();
-    let (second, first) = support::broker::blocking(move || {
+    let (second, first) = crate::support::broker::blocking(move || {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
             .set("group.id", GROUP)
@@ -571,7 +569,7 @@ async fn on_revoke_a_second_consumer_starts_at_the_unfinished_run_and_the_late_c
     .await;
     assert_eq!(tansu.committed(GROUP, RUNS, 1), [5]);
     // The second consumer stays in the group until here.
-    support::broker::blocking(move || drop(second)).await;
+    crate::support::broker::blocking(move || drop(second)).await;
     agent.signal("-TERM");
     assert_eq!(agent.wait(Duration::from_secs(30)), Some(0));
 }

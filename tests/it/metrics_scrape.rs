@@ -8,16 +8,14 @@
 //! `tests/deploy/deploy_check.py promql` reads the metric names that the
 //! alert rules and the Grafana dashboard may use.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::broker::{free_port, AgentProcess};
+use crate::support::{action_run, closed_port, http_get, signed, FakePort, FakeTarget, SECRET};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
-use support::broker::{free_port, AgentProcess};
-use support::{action_run, closed_port, http_get, signed, FakePort, FakeTarget, SECRET};
 
 const RUNS: &str = "org_1.runs";
 const CHANGES: &str = "org_1.change.log";
@@ -68,7 +66,7 @@ async fn scrape_of_the_binary_with_every_kafka_metric() {
 
     let http = format!("127.0.0.1:{}", free_port());
     let http_port = http.rsplit(':').next().unwrap_or_default().to_string();
-    let env = support::broker::agent_env(
+    let env = crate::support::broker::agent_env(
         &brokers,
         &port.base(),
         &mapping,

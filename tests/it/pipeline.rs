@@ -1,13 +1,12 @@
 //! The core pipeline end to end against real HTTP servers on 127.0.0.1: a
-//! fake Port API and a fake target (tests/support). Each scenario asserts the
+//! fake Port API and a fake target (tests/it/support). Each scenario asserts the
 //! exact requests and Port calls.
-
-mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use port_agent::invoke::HttpInvoker;
 use port_agent::mapping::{Budget, JqEnv, MappingSet};
 use port_agent::message::Kind;
@@ -18,7 +17,6 @@ use port_agent::settings::{RetryPolicy, Secret};
 use port_agent::signature::sign;
 use port_agent::tls::ClientOptions;
 use serde_json::{json, Value};
-use support::*;
 
 const RUNS: &str = "org_1.runs";
 const CHANGES: &str = "org_1.change.log";
@@ -399,7 +397,7 @@ async fn s12_decrypted_fields_reach_the_target_and_never_the_logs() {
     );
     // Encrypted with SECRET's first 32 bytes: IV 00..0f, plaintext below.
     let plaintext = "ghp_SuperSecretValue_42";
-    let encrypted = support::encrypt(plaintext);
+    let encrypted = crate::support::encrypt(plaintext);
     let mut message = action_run("r_12", &target.url("/d"), "POST", false);
     message["payload"]["properties"]["token"] = json!(encrypted);
     message["payload"]["properties"]["bad"] = json!("%%%");

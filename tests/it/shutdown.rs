@@ -6,14 +6,14 @@
 //! leaves the group, so another member gets its partitions at once instead
 //! of after the session timeout.
 
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::support::broker::{
+    eventually, eventually_some, free_port, produce, signed_runs, AgentProcess, World,
+};
+use crate::support::http_get;
 use serde_json::{json, Value};
-use support::broker::{eventually, eventually_some, free_port, produce, signed_runs, AgentProcess, World};
-use support::http_get;
 
 const RUNS: &str = "org_1.runs";
 const CHANGES: &str = "org_1.change.log";

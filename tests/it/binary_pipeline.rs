@@ -2,14 +2,12 @@
 //! travel while the target request is in flight (polling mode, no broker),
 //! and numbers keep their form from a Kafka message to the target (tansu).
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::agent::*;
+use crate::support::broker::{agent_env, eventually, produce, AgentProcess, Tansu};
+use crate::support::{action_run, signed, FakePort, FakeTarget, SECRET};
 use serde_json::{json, Value};
-use support::agent::*;
-use support::broker::{agent_env, eventually, produce, AgentProcess, Tansu};
-use support::{action_run, signed, FakePort, FakeTarget, SECRET};
 
 /// The target holds the request for 3 s; the three run logs that precede
 /// it ("received", "preparing", "sending") reach Port while it is held, in

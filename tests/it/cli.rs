@@ -1,16 +1,14 @@
 //! The command line end to end: the built binary's output and exit codes for
 //! `check`, `render` and `dry-run`.
 
-mod support;
-
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::{action_run, signed, SECRET};
 use port_agent::json_canon::to_raw_string;
 use serde_json::{json, Value};
-use support::{action_run, signed, SECRET};
 
 const EXAMPLE_SECRET: &str = "example-client-secret-0123456789abcdef";
 
@@ -403,7 +401,7 @@ fn dry_run_makes_no_network_call() {
     }
 }
 
-/// The message of `support::action_run` without signature headers, as a
+/// The message of `crate::support::action_run` without signature headers, as a
 /// newcomer writes it by hand.
 fn unsigned_message(url: &str) -> PathBuf {
     let mut m = action_run("r_hand1", url, "POST", false);

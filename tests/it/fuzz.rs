@@ -6,12 +6,11 @@
 //!
 //! `PORT_AGENT_FUZZ_CASES` sets the number of cases of each property (the
 //! default keeps the README's test command quick); a long run:
-//! `PORT_AGENT_FUZZ_CASES=100000 cargo test --release --test fuzz`.
-
-mod support;
+//! `PORT_AGENT_FUZZ_CASES=100000 cargo test --release --test it fuzz::`.
 
 use std::time::{Duration, Instant};
 
+use crate::support::{action_run, encrypt, signed, SECRET};
 use port_agent::dryrun;
 use port_agent::mapping::jq::{to_val, JqEnv, JqProgram};
 use port_agent::mapping::{Budget, MappingSet};
@@ -20,7 +19,6 @@ use port_agent::settings::Secret;
 use port_agent::source::recorded::parse_line;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use support::{action_run, encrypt, signed, SECRET};
 
 const RUNS: &str = "org_1.runs";
 /// The decrypted value of the message's encrypted field.

@@ -9,15 +9,13 @@
 //! be reached: before the fix, `SSL_CERT_FILE` became the only roots and the
 //! "system" target failed with `UnknownIssuer`.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::agent::*;
+use crate::support::broker::AgentProcess;
+use crate::support::tls::TestCa;
+use crate::support::FakePort;
 use serde_json::json;
-use support::agent::*;
-use support::broker::AgentProcess;
-use support::tls::TestCa;
-use support::FakePort;
 
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 

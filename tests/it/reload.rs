@@ -4,15 +4,13 @@
 //! `..data`, and an update swaps `..data` (a new directory, a temporary
 //! symlink renamed over the old one), never writing the file itself.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::broker::{agent_env, eventually, free_port, produce, AgentProcess, Tansu};
+use crate::support::{action_run, http_get, signed, Answer, FakePort, FakeTarget, SECRET};
 use serde_json::{json, Value};
-use support::broker::{agent_env, eventually, free_port, produce, AgentProcess, Tansu};
-use support::{action_run, http_get, signed, Answer, FakePort, FakeTarget, SECRET};
 
 const RUNS: &str = "org_1.runs";
 const FILE: &str = "control_the_payload_config.json";

@@ -3,11 +3,10 @@
 //! `port-agent check` accepting every file. Also the image's default mapping
 //! (`deploy/control_the_payload_config.json`, Port's image default).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::{action_run, signed, SECRET};
 use port_agent::dryrun;
 use port_agent::json_canon::to_raw_string;
 use port_agent::mapping::{Budget, JqEnv, MappingSet};
@@ -15,7 +14,6 @@ use port_agent::pipeline::{Config, Delivery, Result_, Skip};
 use port_agent::settings::Secret;
 use port_agent::signature::sign;
 use serde_json::{json, Value};
-use support::{action_run, signed, SECRET};
 
 fn mappings_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mappings")

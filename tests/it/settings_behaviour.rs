@@ -3,18 +3,16 @@
 //! target request can end in, and every default of the README's settings
 //! table.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::agent::*;
+use crate::support::broker::free_port;
+use crate::support::proxy::Proxy;
+use crate::support::tls::{TlsTarget, TLS_ANSWER};
+use crate::support::{closed_port, FakePort, FakeTarget};
 use port_agent::guard::RedirectPolicy;
 use port_agent::settings::{Requirement, RetryPolicy, Settings, Streamer};
 use serde_json::{json, Value};
-use support::agent::*;
-use support::broker::free_port;
-use support::proxy::Proxy;
-use support::tls::{TlsTarget, TLS_ANSWER};
-use support::{closed_port, FakePort, FakeTarget};
 
 /// Fast target retries: two attempts, 10–20 ms apart.
 const QUICK_RETRIES: [(&str, &str); 3] = [

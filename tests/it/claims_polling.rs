@@ -3,15 +3,13 @@
 //! `debug`, polled runs not subject to AGENT_MAX_MESSAGE_AGE_SECONDS, and
 //! a Port API with an untrusted certificate refused.
 
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::agent::*;
+use crate::support::tls::TlsTarget;
+use crate::support::{encrypt, FakePort, FakeTarget, SECRET};
 use serde_json::json;
-use support::agent::*;
-use support::tls::TlsTarget;
-use support::{encrypt, FakePort, FakeTarget, SECRET};
 
 /// Claim 20: at LOG_LEVEL=debug, with a decrypted field and a mapped
 /// `Authorization` header, none of the secrets appear in the log.
@@ -61,9 +59,9 @@ async fn polling_logs_at_debug_show_no_secret() {
 }
 
 fn agent_and_log(
-    agent: support::broker::AgentProcess,
+    agent: crate::support::broker::AgentProcess,
     check: impl FnOnce(&str),
-) -> support::broker::AgentProcess {
+) -> crate::support::broker::AgentProcess {
     check(&agent.log_text());
     agent
 }
@@ -115,7 +113,7 @@ async fn a_port_api_with_an_untrusted_certificate_is_refused() {
     );
     env.retain(|(k, _)| *k != "PORT_API_BASE_URL");
     env.push(("PORT_API_BASE_URL", untrusted.url("")));
-    let mut agent = support::broker::AgentProcess::start(&env, "claims-tls");
+    let mut agent = crate::support::broker::AgentProcess::start(&env, "claims-tls");
     let code = agent.wait(Duration::from_secs(30));
     let log = agent.log_text();
     assert_eq!(code, Some(4), "{log}");

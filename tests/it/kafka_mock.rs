@@ -1,13 +1,12 @@
 //! The Kafka engine against librdkafka's in-process mock cluster: ordering,
 //! watermark commits, rebalances and injected failures.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{action_run, signed, SECRET};
 use port_agent::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
 use port_agent::mapping::{Budget, JqEnv, MappingSet, ResponseContext};
 use port_agent::pipeline::{Config, Pipeline, INTERNAL_ERROR_SUMMARY};
@@ -21,7 +20,6 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
-use support::{action_run, signed, SECRET};
 use tokio::sync::Notify;
 
 /// The tests that make the agent panic run one at a time: the one that
@@ -178,7 +176,7 @@ fn engine_reporting_to<R: Reporter + 'static>(
 async fn produce(brokers: String, messages: Vec<(i32, Option<String>, Value)>) {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &brokers);
-    support::broker::produce_with(config, RUNS, messages).await;
+    crate::support::broker::produce_with(config, RUNS, messages).await;
 }
 
 fn run_msg(id: &str) -> Value {
@@ -197,13 +195,13 @@ fn committed(brokers: &str, partitions: i32) -> BTreeMap<i32, i64> {
         .create()
         .unwrap();
     (0..partitions)
-        .zip(support::broker::committed_offsets(&c, RUNS, partitions))
+        .zip(crate::support::broker::committed_offsets(&c, RUNS, partitions))
         .collect()
 }
 
 /// Wait for `cond`, failing after a generous deadline (no fixed sleeps).
 async fn eventually(what: &str, cond: impl FnMut() -> bool) {
-    support::broker::eventually(what, Duration::from_secs(60), cond).await
+    crate::support::broker::eventually(what, Duration::from_secs(60), cond).await
 }
 
 fn cluster(partitions: i32) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
@@ -345,7 +343,7 @@ async fn two_consumers_split_the_partitions_and_a_rebalance_loses_nothing() {
     // rebalances (real Kafka accepts them from the current generation, which
     // the commit on revoke relies on), so whatever was processed since the
     // last commit comes again. The bound is checked against a real broker in
-    // tests/kafka_tansu.rs.
+    // tests/it/kafka_tansu.rs.
     assert!(target.ended().len() >= 300, "at least once");
 }
 

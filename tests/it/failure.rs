@@ -4,16 +4,14 @@
 //! uses the **same** consumer group: tansu hands a killed member's
 //! partitions over once its session (6 s here) expires.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::support::broker::{eventually, free_port, produce, run_ids, signed_runs, AgentProcess, World};
+use crate::support::{http_get, FakeTarget, Recorded};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use support::broker::{eventually, free_port, produce, run_ids, signed_runs, AgentProcess, World};
-use support::{http_get, FakeTarget, Recorded};
 
 const RUNS: &str = "org_1.runs";
 const GROUP: &str = "org_1.agent";
@@ -409,8 +407,11 @@ async fn chaos_kills_and_outages_lose_no_run_and_bound_the_reruns() {
     let url = w.target.url("/run");
     let msgs: Vec<_> = (0..N)
         .map(|i| {
-            let run = support::action_run(&format!("r_{i:04}"), &url, "POST", i % 2 == 0);
-            ((i % 3) as i32, support::signed(run, support::SECRET, 1))
+            let run = crate::support::action_run(&format!("r_{i:04}"), &url, "POST", i % 2 == 0);
+            (
+                (i % 3) as i32,
+                crate::support::signed(run, crate::support::SECRET, 1),
+            )
         })
         .collect();
     let in_flight = IN_FLIGHT.to_string();

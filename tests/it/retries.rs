@@ -3,13 +3,11 @@
 //! `Retry-After`, Port's 429 and transport errors, and the token refreshed
 //! before it expires.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::agent::*;
+use crate::support::{Answer, FakePort, FakeTarget};
 use serde_json::json;
-use support::agent::*;
-use support::{Answer, FakePort, FakeTarget};
 
 fn status_answer(status: u16, headers: &[(&str, &str)]) -> Answer {
     Answer {
@@ -120,7 +118,7 @@ async fn retry_after_is_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_429_is_retried() {
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
-    let http_port = support::broker::free_port().to_string();
+    let http_port = crate::support::broker::free_port().to_string();
     let agent = start_polling(
         &port,
         "port-429",
@@ -142,7 +140,7 @@ async fn port_429_is_retried() {
         !patches_of(&port, "r_p429").is_empty()
     });
     let log = agent.log_text();
-    let metrics = support::http_get(&format!("127.0.0.1:{http_port}"), "/metrics")
+    let metrics = crate::support::http_get(&format!("127.0.0.1:{http_port}"), "/metrics")
         .map(|(_, text)| text)
         .unwrap_or_default();
     stop(agent);

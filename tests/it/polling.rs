@@ -1,15 +1,13 @@
 //! `STREAMER_NAME=POLLING` (SPEC §2.2): the built binary against the fake
 //! Port API's claim and ack endpoints and a fake target.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::agent::*;
+use crate::support::broker::free_port;
+use crate::support::{closed_port, http_get, FakePort, FakeTarget, Recorded, SECRET};
 use port_agent::signature::sign;
 use serde_json::{json, Value};
-use support::agent::*;
-use support::broker::free_port;
-use support::{closed_port, http_get, FakePort, FakeTarget, Recorded, SECRET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t1_a_claimed_run_is_acked_then_processed_then_reported() {

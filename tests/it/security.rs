@@ -4,8 +4,6 @@
 //! target allow-list, the replay window, no secret in what is printed, and
 //! run ids that cannot change a Port path.
 
-mod support;
-
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::broker::AgentProcess;
+use crate::support::*;
 use port_agent::guard::{AllowList, RedirectPolicy};
 use port_agent::invoke::HttpInvoker;
 use port_agent::mapping::{Budget, JqEnv, MappingSet};
@@ -23,8 +23,6 @@ use port_agent::retry::Backoff;
 use port_agent::settings::{RetryPolicy, Secret};
 use port_agent::tls::ClientOptions;
 use serde_json::{json, Value};
-use support::broker::AgentProcess;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const RUNS: &str = "org_1.runs";
@@ -470,7 +468,7 @@ async fn sixty_four_runs_answered_with_200_mb_each_keep_the_agent_under_60_mib()
             .filter(|c| c.method == "PATCH" && c.json() == json!({"status": "SUCCESS"}))
             .count()
     };
-    support::broker::eventually("every run reported", Duration::from_secs(120), || {
+    crate::support::broker::eventually("every run reported", Duration::from_secs(120), || {
         reported() == RUNS_IN_FLIGHT
     })
     .await;
