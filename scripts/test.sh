@@ -29,9 +29,10 @@ fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+# --workspace: the root package and the testkit crate of tests/ and benches/.
 echo "==> cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --workspace -- -D warnings
 echo "==> cargo test"
-cargo test --locked
+cargo test --locked --workspace
 echo "==> deployment checks"
 bash tests/deploy/validate.sh

@@ -7,47 +7,21 @@
 //! `examples/generate.py`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::support::{action_run, signed, SECRET};
 use port_agent::json_canon::to_raw_string;
 use serde_json::{json, Value};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn agent(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_port-agent"))
-        .args(args)
-        .current_dir(root())
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .expect("run port-agent")
-}
+use crate::support::cli::{all_output as all, arg, root, run_cli as agent, stdout};
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("port-agent-claims-{}-{name}", std::process::id()));
-    std::fs::write(&path, text).expect("write temp file");
-    path
-}
-
-fn arg(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
+    crate::support::cli::temp_file("claims", name, text)
 }
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn all(o: &Output) -> String {
-    format!("{}{}", stdout(o), String::from_utf8_lossy(&o.stderr))
 }
 
 /// `dry-run --format json` over `lines` with `mapping` and `extra` args.
@@ -262,18 +236,21 @@ fn topic_assume_status_kinds_and_outcomes() {
         &change_log_event("http://t.internal/cl").to_string(),
     );
     let mapping_file = temp_file("render-mapping.json", &mapping.to_string());
-    let render = |extra: &[&str]| {
+    let render_json = |message: &Path, extra: &[&str]| {
         let mut args = vec![
             "render",
             "--mapping",
             arg(&mapping_file),
             "--message",
-            arg(&message),
+            arg(message),
             "--format",
             "json",
         ];
         args.extend_from_slice(extra);
-        let o = agent(&args, &env);
+        agent(&args, &env)
+    };
+    let render = |extra: &[&str]| {
+        let o = render_json(&message, extra);
         (
             o.status.code(),
             all(&o),
@@ -288,17 +265,7 @@ fn topic_assume_status_kinds_and_outcomes() {
 
     let run = temp_file("render-run.json", &signed_run("r_r1", now()).to_string());
     let render_run = |extra: &[&str]| {
-        let mut args = vec![
-            "render",
-            "--mapping",
-            arg(&mapping_file),
-            "--message",
-            arg(&run),
-            "--format",
-            "json",
-        ];
-        args.extend_from_slice(extra);
-        let o = agent(&args, &env);
+        let o = render_json(&run, extra);
         assert_eq!(o.status.code(), Some(0), "{}", all(&o));
         stdout(&o)
     };

@@ -1,10 +1,9 @@
 //! The command line end to end: the built binary's output and exit codes for
 //! `check`, `render` and `dry-run`.
 
-use std::io::Write;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Output;
 
 use crate::support::{action_run, signed, SECRET};
 use port_agent::json_canon::to_raw_string;
@@ -12,34 +11,10 @@ use serde_json::{json, Value};
 
 const EXAMPLE_SECRET: &str = "example-client-secret-0123456789abcdef";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn agent(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_port-agent"))
-        .args(args)
-        .current_dir(root())
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .expect("run port-agent")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use crate::support::cli::{arg, run_cli as agent, stdout};
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("port-agent-cli-{}-{name}", std::process::id()));
-    std::fs::File::create(&path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .expect("write temp file");
-    path
-}
-
-fn arg(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
+    crate::support::cli::temp_file("cli", name, text)
 }
 
 #[test]

@@ -15,7 +15,6 @@ use port_agent::dryrun;
 use port_agent::mapping::jq::{to_val, JqEnv, JqProgram};
 use port_agent::mapping::{Budget, MappingSet};
 use port_agent::pipeline::{Config, Delivery};
-use port_agent::settings::Secret;
 use port_agent::source::recorded::parse_line;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -35,18 +34,9 @@ fn cases(default: u32) -> u32 {
 
 fn config() -> Config {
     Config {
-        secret: Some(Secret::new(SECRET)),
-        skip_signature_check: false,
-        runs_topic: RUNS.into(),
-        change_log_topic: "org_1.change.log".into(),
-        detailed_logging: true,
-        run_logs: true,
-        wf_unmatched_fail: true,
-        budget: Budget::default(),
-        infer_topics: false,
         idempotency_headers: true,
         fixed_timestamp: Some(1_700_000_000),
-        polled: false,
+        ..crate::support::pipeline::config()
     }
 }
 

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::{action_run, signed, SECRET};
 use port_agent::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
-use port_agent::mapping::{Budget, JqEnv, MappingSet, ResponseContext};
+use port_agent::mapping::{JqEnv, MappingSet, ResponseContext};
 use port_agent::pipeline::{Config, Pipeline, INTERNAL_ERROR_SUMMARY};
 use port_agent::port::{PortCall, PortError, RecordingReporter, Reporter};
-use port_agent::settings::Secret;
 use port_agent::shutdown;
 use port_agent::source::kafka::{KafkaEngine, KafkaOptions};
 use rdkafka::config::ClientConfig;
@@ -132,18 +131,8 @@ fn engine_reporting_to<R: Reporter + 'static>(
     dlq_topic: Option<&str>,
 ) -> KafkaEngine<SharedTarget, R> {
     let config = Config {
-        secret: Some(Secret::new(SECRET)),
-        skip_signature_check: false,
-        runs_topic: RUNS.into(),
-        change_log_topic: CHANGES.into(),
-        detailed_logging: true,
         run_logs: false,
-        wf_unmatched_fail: true,
-        budget: Budget::default(),
-        infer_topics: false,
-        idempotency_headers: false,
-        fixed_timestamp: None,
-        polled: false,
+        ..crate::support::pipeline::config()
     };
     let mappings = MappingSet::parse(r#"[{"enabled": true}]"#).unwrap();
     let pipeline = Pipeline::new(

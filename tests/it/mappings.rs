@@ -9,9 +9,8 @@ use std::process::Command;
 use crate::support::{action_run, signed, SECRET};
 use port_agent::dryrun;
 use port_agent::json_canon::to_raw_string;
-use port_agent::mapping::{Budget, JqEnv, MappingSet};
+use port_agent::mapping::{JqEnv, MappingSet};
 use port_agent::pipeline::{Config, Delivery, Result_, Skip};
-use port_agent::settings::Secret;
 use port_agent::signature::sign;
 use serde_json::{json, Value};
 
@@ -65,18 +64,9 @@ async fn render_on(
     let file = path.display();
     let set = MappingSet::load(path).unwrap_or_else(|e| panic!("{file}: {e}"));
     let config = Config {
-        secret: Some(Secret::new(SECRET)),
-        skip_signature_check: false,
-        runs_topic: "org_1.runs".into(),
-        change_log_topic: "org_1.change.log".into(),
-        detailed_logging: true,
         run_logs: false,
         wf_unmatched_fail: false,
-        budget: Budget::default(),
-        infer_topics: false,
-        idempotency_headers: false,
-        fixed_timestamp: None,
-        polled: false,
+        ..crate::support::pipeline::config()
     };
     let env = JqEnv::new(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let p = dryrun::pipeline(config, set, env, status, body);
@@ -129,6 +119,57 @@ fn patched(run: &str, body: Value) -> Vec<(String, String, Value)> {
     vec![("PATCH".into(), format!("/v1/actions/runs/{run}"), body)]
 }
 
+/// [`render`] of `message` signed as Port does; it must send a request.
+async fn render_signed(
+    file: &str,
+    message: Value,
+    env: &[(&str, &str)],
+    status: u16,
+    answer: Value,
+) -> Rendered {
+    render(file, signed(message, SECRET, 1), env, status, answer)
+        .await
+        .unwrap()
+}
+
+/// The request's method and URL.
+fn assert_request(r: &Rendered, method: &str, url: &str) {
+    assert_eq!((r.method.as_str(), r.url.as_str()), (method, url));
+}
+
+/// The pipeline trigger of `acme/platform/svc-a` on gitlab.example.com.
+fn assert_gitlab_trigger(r: &Rendered) {
+    assert_request(
+        r,
+        "POST",
+        "https://gitlab.example.com/api/v4/projects/acme%2Fplatform%2Fsvc-a/trigger/pipeline",
+    );
+    assert_eq!(r.headers, headers(&[("Content-Type", "application/json")]));
+}
+
+/// Headers: `Authorization: {auth}` and a JSON content type, no other.
+fn assert_auth_json(r: &Rendered, auth: &str) {
+    assert_eq!(
+        r.headers,
+        headers(&[("Authorization", auth), ("Content-Type", "application/json")])
+    );
+}
+
+/// An action run for `url` invoked with POST, not synchronized.
+fn post_run(run: &str, url: &str) -> Value {
+    action_run(run, url, "POST", false)
+}
+
+/// [`post_run`] with `properties` as the action's inputs.
+fn post_run_with(run: &str, url: &str, properties: Value) -> Value {
+    with(post_run(run, url), "/payload/properties", properties)
+}
+
+/// The run's Port calls are one status PATCH of `body`.
+fn assert_patched(r: &Rendered, run: &str, body: Value) {
+    assert_eq!(r.port_calls, patched(run, body));
+}
+
 fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -157,11 +198,7 @@ fn signed_gitlab(mut message: Value) -> Value {
 
 #[tokio::test]
 async fn generic_webhook() {
-    let msg = signed(
-        action_run("r_gw1", "http://hooks.internal/port", "POST", false),
-        SECRET,
-        1,
-    );
+    let msg = signed(post_run("r_gw1", "http://hooks.internal/port"), SECRET, 1);
     let r = render(
         "generic-webhook.json",
         msg,
@@ -171,10 +208,7 @@ async fn generic_webhook() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        (r.method.as_str(), r.url.as_str()),
-        ("POST", "http://hooks.internal/port")
-    );
+    assert_request(&r, "POST", "http://hooks.internal/port");
     assert_eq!(
         r.headers,
         headers(&[
@@ -189,15 +223,16 @@ async fn generic_webhook() {
                "inputs": {"version": "1.2.3"}, "triggeredBy": "u_1"})
     );
     // Async and 2xx: no status, but the link and external id.
-    assert_eq!(
-        r.port_calls,
-        patched("r_gw1", json!({"link": "https://x/17", "externalRunId": "17"}))
+    assert_patched(
+        &r,
+        "r_gw1",
+        json!({"link": "https://x/17", "externalRunId": "17"}),
     );
 }
 
 #[tokio::test]
 async fn gitlab_pipeline_trigger() {
-    let mut msg = action_run("r_gl1", "https://gitlab.example.com/", "POST", false);
+    let mut msg = post_run("r_gl1", "https://gitlab.example.com/");
     msg["payload"]["action"]["invocationMethod"] = json!({"type": "GITLAB", "agent": true, "synchronized": false,
         "groupName": "acme/platform", "projectName": "svc-a", "defaultRef": "develop", "omitUserInputs": false});
     msg["payload"]["properties"] = json!({"version": "1.2.3", "replicas": 3});
@@ -214,48 +249,40 @@ async fn gitlab_pipeline_trigger() {
     )
     .await
     .unwrap();
-    assert_eq!(r.method, "POST");
-    assert_eq!(
-        r.url,
-        "https://gitlab.example.com/api/v4/projects/acme%2Fplatform%2Fsvc-a/trigger/pipeline"
-    );
-    assert_eq!(r.headers, headers(&[("Content-Type", "application/json")]));
+    assert_gitlab_trigger(&r);
     assert_eq!(
         r.body,
         json!({"token": "trig-tok", "ref": "develop",
                "variables": {"version": "1.2.3", "replicas": "3", "PORT_RUN_ID": "r_gl1"}})
     );
-    assert_eq!(
-        r.port_calls,
-        patched(
-            "r_gl1",
-            json!({"link": "https://gl/p/991", "externalRunId": "991"})
-        )
+    assert_patched(
+        &r,
+        "r_gl1",
+        json!({"link": "https://gl/p/991", "externalRunId": "991"}),
     );
 }
 
 #[tokio::test]
 async fn github_workflow_dispatch() {
-    let msg = action_run("r_gh1", "https://api.github.com/", "POST", false);
+    let msg = post_run("r_gh1", "https://api.github.com/");
     let msg = with(msg, "/payload/entity/properties/repo", json!("acme/svc-a"));
     let msg = with(
         msg,
         "/payload/properties",
         json!({"workflow": "release.yml", "ref": "v1.2.3", "dry_run": true, "replicas": 2}),
     );
-    let r = render(
+    let r = render_signed(
         "github-workflow-dispatch.json",
-        signed(msg, SECRET, 1),
+        msg,
         &[("GITHUB_TOKEN", "gh-tok")],
         204,
         Value::Null,
     )
-    .await
-    .unwrap();
-    assert_eq!(r.method, "POST");
-    assert_eq!(
-        r.url,
-        "https://api.github.com/repos/acme/svc-a/actions/workflows/release.yml/dispatches"
+    .await;
+    assert_request(
+        &r,
+        "POST",
+        "https://api.github.com/repos/acme/svc-a/actions/workflows/release.yml/dispatches",
     );
     assert_eq!(
         r.headers,
@@ -278,24 +305,20 @@ async fn github_workflow_dispatch() {
 
 #[tokio::test]
 async fn terraform_cloud_run() {
-    let mut msg = action_run("r_tf1", "https://app.terraform.io/", "POST", false);
+    let mut msg = post_run("r_tf1", "https://app.terraform.io/");
     msg["action"] = json!("terraform_plan");
     msg["payload"]["entity"] = json!({"identifier": "networking", "properties": {"workspace_id": "ws-abc"}});
     msg["payload"]["properties"] = json!({"variables": {"region": "eu-west-1", "count": 2}});
     let env = [("TF_TOKEN", "tf-tok"), ("TF_ORGANIZATION", "acme")];
-    let r = render(
+    let r = render_signed(
         "terraform-cloud-run.json",
-        signed(msg, SECRET, 1),
+        msg,
         &env,
         201,
         json!({"data": {"id": "run-XYZ"}}),
     )
-    .await
-    .unwrap();
-    assert_eq!(
-        (r.method.as_str(), r.url.as_str()),
-        ("POST", "https://app.terraform.io/api/v2/runs")
-    );
+    .await;
+    assert_request(&r, "POST", "https://app.terraform.io/api/v2/runs");
     assert_eq!(
         r.headers,
         headers(&[
@@ -310,26 +333,18 @@ async fn terraform_cloud_run() {
                            "variables": [{"key": "region", "value": "\"eu-west-1\""}, {"key": "count", "value": "2"}]},
             "relationships": {"workspace": {"data": {"type": "workspaces", "id": "ws-abc"}}}}})
     );
-    assert_eq!(
-        r.port_calls,
-        patched(
-            "r_tf1",
-            json!({"link": "https://app.terraform.io/app/acme/workspaces/networking/runs/run-XYZ", "externalRunId": "run-XYZ"})
-        )
+    assert_patched(
+        &r,
+        "r_tf1",
+        json!({"link": "https://app.terraform.io/app/acme/workspaces/networking/runs/run-XYZ", "externalRunId": "run-XYZ"}),
     );
 }
 
 #[tokio::test]
 async fn jenkins_build_with_parameters() {
-    let msg = action_run(
+    let msg = post_run_with(
         "r_jk1",
         "https://jenkins.internal/job/deploy/buildWithParameters",
-        "POST",
-        false,
-    );
-    let msg = with(
-        msg,
-        "/payload/properties",
         json!({"env": "prod", "version": "1.2.3", "replicas": 2}),
     );
     let env = [
@@ -337,34 +352,16 @@ async fn jenkins_build_with_parameters() {
         ("JENKINS_API_TOKEN", "api-tok"),
         ("JENKINS_JOB_TOKEN", "job-tok"),
     ];
-    let r = render(
-        "jenkins-build-with-parameters.json",
-        signed(msg, SECRET, 1),
-        &env,
-        201,
-        Value::Null,
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.method, "POST");
-    assert_eq!(
-        r.url,
-        "https://jenkins.internal/job/deploy/buildWithParameters?env=prod&version=1.2.3&replicas=2&PORT_RUN_ID=r_jk1&token=job-tok"
-    );
+    let r = render_signed("jenkins-build-with-parameters.json", msg, &env, 201, Value::Null).await;
+    assert_request(&r, "POST", "https://jenkins.internal/job/deploy/buildWithParameters?env=prod&version=1.2.3&replicas=2&PORT_RUN_ID=r_jk1&token=job-tok");
     // base64("bot:api-tok")
-    assert_eq!(
-        r.headers,
-        headers(&[
-            ("Authorization", "Basic Ym90OmFwaS10b2s="),
-            ("Content-Type", "application/json")
-        ])
-    );
+    assert_auth_json(&r, "Basic Ym90OmFwaS10b2s=");
     assert_eq!(r.body, json!({}));
 }
 
 #[tokio::test]
 async fn argo_workflows_submit() {
-    let msg = action_run("r_ar1", "https://argo.internal:2746/", "POST", false);
+    let msg = post_run("r_ar1", "https://argo.internal:2746/");
     let msg = with(
         msg,
         "/payload/entity/properties",
@@ -380,48 +377,31 @@ async fn argo_workflows_submit() {
         ("ARGO_TOKEN", "argo-tok"),
     ];
     let answer = json!({"metadata": {"name": "svc-a-x7k2", "namespace": "ci"}});
-    let r = render(
-        "argo-workflows-submit.json",
-        signed(msg, SECRET, 1),
-        &env,
-        200,
-        answer,
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        (r.method.as_str(), r.url.as_str()),
-        ("POST", "https://argo.internal:2746/api/v1/workflows/ci/submit")
+    let r = render_signed("argo-workflows-submit.json", msg, &env, 200, answer).await;
+    assert_request(
+        &r,
+        "POST",
+        "https://argo.internal:2746/api/v1/workflows/ci/submit",
     );
-    assert_eq!(
-        r.headers,
-        headers(&[
-            ("Authorization", "Bearer argo-tok"),
-            ("Content-Type", "application/json")
-        ])
-    );
+    assert_auth_json(&r, "Bearer argo-tok");
     assert_eq!(
         r.body,
         json!({"resourceKind": "WorkflowTemplate", "resourceName": "deploy-template",
                "submitOptions": {"generateName": "svc-a-", "labels": "port-run-id=r_ar1",
                                  "parameters": ["image=svc-a:1.2.3", "replicas=2"]}})
     );
-    assert_eq!(
-        r.port_calls,
-        patched(
-            "r_ar1",
-            json!({"link": "https://argo.internal:2746/workflows/ci/svc-a-x7k2", "externalRunId": "svc-a-x7k2"})
-        )
+    assert_patched(
+        &r,
+        "r_ar1",
+        json!({"link": "https://argo.internal:2746/workflows/ci/svc-a-x7k2", "externalRunId": "svc-a-x7k2"}),
     );
 }
 
 #[tokio::test]
 async fn circleci_pipeline() {
-    let msg = action_run(
+    let msg = post_run(
         "r_cc1",
         "https://circleci.com/api/v2/project/gh/acme/svc-a/pipeline",
-        "POST",
-        false,
     );
     let msg = with(
         msg,
@@ -434,21 +414,18 @@ async fn circleci_pipeline() {
         json!({"branch": "release", "deploy": true}),
     );
     let answer = json!({"id": "p-uuid", "number": 42});
-    let r = render(
+    let r = render_signed(
         "circleci-pipeline.json",
-        signed(msg, SECRET, 1),
+        msg,
         &[("CIRCLE_CI_TOKEN", "cc-tok")],
         201,
         answer,
     )
-    .await
-    .unwrap();
-    assert_eq!(
-        (r.method.as_str(), r.url.as_str()),
-        (
-            "POST",
-            "https://circleci.com/api/v2/project/gh/acme/svc-a/pipeline"
-        )
+    .await;
+    assert_request(
+        &r,
+        "POST",
+        "https://circleci.com/api/v2/project/gh/acme/svc-a/pipeline",
     );
     assert_eq!(
         r.headers,
@@ -458,29 +435,20 @@ async fn circleci_pipeline() {
         r.body,
         json!({"branch": "release", "parameters": {"deploy": true, "port_run_id": "r_cc1"}})
     );
-    assert_eq!(
-        r.port_calls,
-        patched(
-            "r_cc1",
-            json!({"link": "https://app.circleci.com/pipelines/gh/acme/svc-a/42", "externalRunId": "p-uuid"})
-        )
+    assert_patched(
+        &r,
+        "r_cc1",
+        json!({"link": "https://app.circleci.com/pipelines/gh/acme/svc-a/42", "externalRunId": "p-uuid"}),
     );
 }
 
 #[tokio::test]
 async fn workflow_node_only() {
-    let msg = signed(
-        action_run("wfnr_1", "http://runner.internal/node", "POST", false),
-        SECRET,
-        1,
-    );
+    let msg = signed(post_run("wfnr_1", "http://runner.internal/node"), SECRET, 1);
     let r = render("workflow-node-only.json", msg, &[], 200, Value::Null)
         .await
         .unwrap();
-    assert_eq!(
-        (r.method.as_str(), r.url.as_str()),
-        ("POST", "http://runner.internal/node")
-    );
+    assert_request(&r, "POST", "http://runner.internal/node");
     assert_eq!(
         r.body,
         json!({"node": "wfnr_1",
@@ -488,11 +456,7 @@ async fn workflow_node_only() {
                "inputs": {"version": "1.2.3"}})
     );
     // An action run is not this mapping's business.
-    let msg = signed(
-        action_run("r_1", "http://runner.internal/node", "POST", false),
-        SECRET,
-        1,
-    );
+    let msg = signed(post_run("r_1", "http://runner.internal/node"), SECRET, 1);
     let skipped = render("workflow-node-only.json", msg, &[], 200, Value::Null).await;
     assert_eq!(skipped.err(), Some(Result_::Skipped(Skip::NoMapping)));
 }
@@ -529,7 +493,7 @@ fn image_default_mapping() -> PathBuf {
 /// values are worked out by hand from that mapping's text.
 #[tokio::test]
 async fn image_default_mapping_gitlab() {
-    let mut msg = action_run("r_gl2", "", "POST", false);
+    let mut msg = post_run("r_gl2", "");
     msg["payload"]["action"]["invocationMethod"] = json!({"type": "GITLAB", "agent": true, "synchronized": false,
         "groupName": "acme/platform", "projectName": "svc-a", "defaultRef": "develop",
         "omitUserInputs": false, "omitPayload": false});
@@ -553,13 +517,8 @@ async fn image_default_mapping_gitlab() {
     )
     .await
     .unwrap();
-    assert_eq!(r.method, "POST");
     // `(env.GITLAB_URL // "https://gitlab.com/") + "api/v4/projects/" + ("group/project" | @uri) + "/trigger/pipeline"`
-    assert_eq!(
-        r.url,
-        "https://gitlab.example.com/api/v4/projects/acme%2Fplatform%2Fsvc-a/trigger/pipeline"
-    );
-    assert_eq!(r.headers, headers(&[("Content-Type", "application/json")]));
+    assert_gitlab_trigger(&r);
     // ref: no `.payload.properties.ref`, so `defaultRef`; variables: every
     // input as a string; port_payload: the whole message, which for GITLAB
     // has no `headers` key once the signature was checked.
@@ -569,12 +528,10 @@ async fn image_default_mapping_gitlab() {
                "variables": {"version": "1.2.3", "replicas": "3", "flags": "{\"dry\":true}"},
                "port_payload": unsigned})
     );
-    assert_eq!(
-        r.port_calls,
-        patched(
-            "r_gl2",
-            json!({"link": "https://gitlab.example.com/acme/platform/svc-a/-/pipelines/991", "externalRunId": "991"})
-        )
+    assert_patched(
+        &r,
+        "r_gl2",
+        json!({"link": "https://gitlab.example.com/acme/platform/svc-a/-/pipelines/991", "externalRunId": "991"}),
     );
 }
 
@@ -583,7 +540,7 @@ async fn image_default_mapping_gitlab() {
 /// payload left out when the invocation method says so.
 #[tokio::test]
 async fn image_default_mapping_gitlab_fallbacks() {
-    let mut msg = action_run("r_gl3", "", "POST", false);
+    let mut msg = post_run("r_gl3", "");
     msg["payload"]["action"]["invocationMethod"] = json!({"type": "GITLAB", "agent": true, "synchronized": false,
         "groupName": "acme", "projectName": "svc-b", "omitUserInputs": true, "omitPayload": true});
     msg["payload"]["properties"] = json!({"ref": "release/1.2"});
@@ -604,12 +561,10 @@ async fn image_default_mapping_gitlab_fallbacks() {
         r.body,
         json!({"ref": "release/1.2", "token": null, "variables": {}, "port_payload": {}})
     );
-    assert_eq!(
-        r.port_calls,
-        patched(
-            "r_gl3",
-            json!({"link": "https://gitlab.com/acme/svc-b/-/pipelines/7", "externalRunId": "7"})
-        )
+    assert_patched(
+        &r,
+        "r_gl3",
+        json!({"link": "https://gitlab.com/acme/svc-b/-/pipelines/7", "externalRunId": "7"}),
     );
 }
 
@@ -630,10 +585,7 @@ async fn image_default_mapping_webhook() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        (r.method.as_str(), r.url.as_str()),
-        ("PUT", "http://hooks.internal/deploy")
-    );
+    assert_request(&r, "PUT", "http://hooks.internal/deploy");
     assert_eq!(r.headers, headers(&[("Content-Type", "application/json")]));
     unsigned["headers"] = json!({});
     assert_eq!(r.body, unsigned);
@@ -674,39 +626,23 @@ async fn from_entries_accepts_k_and_v() {
     let path = std::env::temp_dir().join(format!("from-entries-{}.json", std::process::id()));
     let body = r#"[{"k": "a", "v": 1}, {"key": "b", "value": 2}, {"name": "c", "value": 3}, {"Key": "d", "Value": 4}, {"k": "e", "v": null}] | from_entries"#;
     std::fs::write(&path, json!([{"enabled": true, "body": body}]).to_string()).unwrap();
-    let msg = signed(action_run("r_fe", "http://t.local/x", "POST", false), SECRET, 1);
+    let msg = signed(post_run("r_fe", "http://t.local/x"), SECRET, 1);
     let r = render_at(&path, msg, &[], 200, Value::Null).await.unwrap();
     assert_eq!(r.body, json!({"a": 1, "b": 2, "c": 3, "d": 4, "e": null}));
 }
 
 #[tokio::test]
 async fn opsgenie_alert() {
-    let msg = action_run("r_og1", "https://api.opsgenie.com/v2/alerts", "POST", false);
-    let msg = with(
-        msg,
-        "/payload/properties",
+    let msg = post_run_with(
+        "r_og1",
+        "https://api.opsgenie.com/v2/alerts",
         json!({"message": "DB down", "priority": "P1"}),
     );
-    let r = render(
-        "opsgenie-alert.json",
-        signed(msg, SECRET, 1),
-        &[("OPSGENIE_API_KEY", "og-key")],
-        202,
-        json!({"result": "Request will be processed", "requestId": "req-1"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        (r.method.as_str(), r.url.as_str()),
-        ("POST", "https://api.opsgenie.com/v2/alerts")
-    );
-    assert_eq!(
-        r.headers,
-        headers(&[
-            ("Authorization", "GenieKey og-key"),
-            ("Content-Type", "application/json")
-        ])
-    );
+    let answer = json!({"result": "Request will be processed", "requestId": "req-1"});
+    let env = [("OPSGENIE_API_KEY", "og-key")];
+    let r = render_signed("opsgenie-alert.json", msg, &env, 202, answer).await;
+    assert_request(&r, "POST", "https://api.opsgenie.com/v2/alerts");
+    assert_auth_json(&r, "GenieKey og-key");
     // No description: ""; no user e-mail: the user id.
     assert_eq!(
         r.body,
@@ -714,22 +650,18 @@ async fn opsgenie_alert() {
                "tags": ["port", "microservice"], "entity": "svc-a", "source": "Port",
                "details": {"port_run_id": "r_og1", "triggered_by": "u_1"}})
     );
-    assert_eq!(
-        r.port_calls,
-        patched(
-            "r_og1",
-            json!({"status": "SUCCESS", "statusLabel": "Alert requested", "externalRunId": "req-1"})
-        )
+    assert_patched(
+        &r,
+        "r_og1",
+        json!({"status": "SUCCESS", "statusLabel": "Alert requested", "externalRunId": "req-1"}),
     );
 }
 
 #[tokio::test]
 async fn windmill_job() {
-    let msg = action_run(
+    let msg = post_run(
         "r_wm1",
         "https://windmill.example.com/api/w/ops/jobs/run/p/f/ops/deploy",
-        "POST",
-        false,
     );
     let msg = with(
         msg,
@@ -750,111 +682,73 @@ async fn windmill_job() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        (r.method.as_str(), r.url.as_str()),
-        (
-            "POST",
-            "https://windmill.example.com/api/w/ops/jobs/run/p/f/ops/deploy"
-        )
+    assert_request(
+        &r,
+        "POST",
+        "https://windmill.example.com/api/w/ops/jobs/run/p/f/ops/deploy",
     );
-    assert_eq!(
-        r.headers,
-        headers(&[
-            ("Authorization", "Bearer wm-tok"),
-            ("Content-Type", "application/json")
-        ])
-    );
+    assert_auth_json(&r, "Bearer wm-tok");
     assert_eq!(r.body, json!({"service": "svc-a", "port_run_id": "r_wm1"}));
-    assert_eq!(
-        r.port_calls,
-        patched(
-            "r_wm1",
-            json!({"link": "https://windmill.example.com/run/0192-uuid?workspace=ops",
-                   "externalRunId": "0192-uuid", "statusLabel": "Job queued"})
-        )
+    assert_patched(
+        &r,
+        "r_wm1",
+        json!({"link": "https://windmill.example.com/run/0192-uuid?workspace=ops",
+                   "externalRunId": "0192-uuid", "statusLabel": "Job queued"}),
     );
 }
 
 #[tokio::test]
 async fn azure_devops_pipeline_run() {
-    let msg = action_run(
-        "r_az1",
-        "https://dev.azure.com/acme/web/_apis/pipelines/7/runs",
-        "POST",
-        false,
-    );
-    let msg = with(
-        msg,
-        "/payload/entity/properties",
-        json!({"organization": "acme corp", "project": "web", "pipeline_id": 7}),
-    );
-    let msg = with(
-        msg,
-        "/payload/properties",
-        json!({"branch": "release", "env": "prod"}),
-    );
+    let mut msg = post_run("r_az1", "https://dev.azure.com/acme/web/_apis/pipelines/7/runs");
+    msg["payload"]["entity"]["properties"] =
+        json!({"organization": "acme corp", "project": "web", "pipeline_id": 7});
+    msg["payload"]["properties"] = json!({"branch": "release", "env": "prod"});
     let answer = json!({"id": 42, "state": "inProgress",
                         "_links": {"web": {"href": "https://dev.azure.com/acme/web/_build/results?buildId=42"}}});
-    let r = render(
+    let r = render_signed(
         "azure-devops-pipeline.json",
-        signed(msg, SECRET, 1),
+        msg,
         &[("AZURE_DEVOPS_PAT", "pat-123")],
         200,
         answer,
     )
-    .await
-    .unwrap();
-    assert_eq!(
-        (r.method.as_str(), r.url.as_str()),
-        (
-            "POST",
-            "https://dev.azure.com/acme%20corp/web/_apis/pipelines/7/runs?api-version=7.1"
-        )
+    .await;
+    assert_request(
+        &r,
+        "POST",
+        "https://dev.azure.com/acme%20corp/web/_apis/pipelines/7/runs?api-version=7.1",
     );
     // base64(":pat-123"), checked with `jq -n '":pat-123" | @base64'`.
-    assert_eq!(
-        r.headers,
-        headers(&[
-            ("Authorization", "Basic OnBhdC0xMjM="),
-            ("Content-Type", "application/json")
-        ])
-    );
+    assert_auth_json(&r, "Basic OnBhdC0xMjM=");
     assert_eq!(
         r.body,
         json!({"resources": {"repositories": {"self": {"refName": "refs/heads/release"}}},
                "templateParameters": {"env": "prod", "port_run_id": "r_az1"}})
     );
-    assert_eq!(
-        r.port_calls,
-        patched(
-            "r_az1",
-            json!({"link": "https://dev.azure.com/acme/web/_build/results?buildId=42",
-                   "externalRunId": "42", "statusLabel": "inProgress"})
-        )
+    assert_patched(
+        &r,
+        "r_az1",
+        json!({"link": "https://dev.azure.com/acme/web/_build/results?buildId=42",
+                   "externalRunId": "42", "statusLabel": "inProgress"}),
     );
 }
 
 #[tokio::test]
 async fn pagerduty_incident() {
-    let msg = action_run("r_pd1", "https://events.pagerduty.com/v2/enqueue", "POST", false);
-    let msg = with(
-        msg,
-        "/payload/properties",
+    let msg = post_run_with(
+        "r_pd1",
+        "https://events.pagerduty.com/v2/enqueue",
         json!({"summary": "Checkout is failing", "severity": "critical"}),
     );
-    let r = render(
+    let r = render_signed(
         "pagerduty-incident.json",
-        signed(msg, SECRET, 1),
+        msg,
         &[("PAGERDUTY_ROUTING_KEY", "R0UT1NG")],
         202,
         json!({"status": "success", "message": "Event processed", "dedup_key": "port-r_pd1"}),
     )
-    .await
-    .unwrap();
-    assert_eq!(
-        (r.method.as_str(), r.url.as_str()),
-        ("POST", "https://events.pagerduty.com/v2/enqueue")
-    );
+    .await;
+    assert_request(&r, "POST", "https://events.pagerduty.com/v2/enqueue");
     assert_eq!(r.headers, headers(&[("Content-Type", "application/json")]));
     assert_eq!(
         r.body,
@@ -864,12 +758,10 @@ async fn pagerduty_incident() {
                            "custom_details": {"port_run_id": "r_pd1", "triggered_by": "u_1"}},
                "client": "Port"})
     );
-    assert_eq!(
-        r.port_calls,
-        patched(
-            "r_pd1",
-            json!({"status": "SUCCESS", "statusLabel": "Incident triggered", "externalRunId": "port-r_pd1"})
-        )
+    assert_patched(
+        &r,
+        "r_pd1",
+        json!({"status": "SUCCESS", "statusLabel": "Incident triggered", "externalRunId": "port-r_pd1"}),
     );
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::*;
 use port_agent::invoke::HttpInvoker;
-use port_agent::mapping::{Budget, JqEnv, MappingSet};
+use port_agent::mapping::{JqEnv, MappingSet};
 use port_agent::message::Kind;
 use port_agent::pipeline::{Config, Delivery, Outcome, Pipeline, Result_, Skip};
 use port_agent::port::PortClient;
@@ -46,20 +46,7 @@ fn agent_with(port: &FakePort, mappings: Value, tweak: impl FnOnce(&mut Config))
             initial: Duration::from_millis(10),
             max: Duration::from_millis(50),
         });
-    let mut config = Config {
-        secret: Some(Secret::new(SECRET)),
-        skip_signature_check: false,
-        runs_topic: RUNS.into(),
-        change_log_topic: CHANGES.into(),
-        detailed_logging: true,
-        run_logs: true,
-        wf_unmatched_fail: true,
-        budget: Budget::default(),
-        infer_topics: false,
-        idempotency_headers: false,
-        fixed_timestamp: None,
-        polled: false,
-    };
+    let mut config = crate::support::pipeline::config();
     tweak(&mut config);
     let env = JqEnv::new([("MY_TOKEN".to_string(), "tok-123".to_string())]);
     Pipeline::new(

@@ -9,6 +9,32 @@ use crate::support::{closed_port, http_get, FakePort, FakeTarget, Recorded, SECR
 use port_agent::signature::sign;
 use serde_json::{json, Value};
 
+/// Offer node run `id` for `url` (synchronized; `agent` is its
+/// invocation method's `agent` key).
+fn offer_node_run(port: &FakePort, id: &str, url: &str, agent: bool) {
+    port.state.claimable_node_runs.lock().unwrap().push_back(json!({
+        "identifier": id,
+        "config": {"type": "WEBHOOK", "url": url, "method": "POST", "agent": agent,
+                   "headers": {}, "synchronized": true}}));
+}
+
+/// Run the agent (`tag`, every message mapped) until `run` is reported and
+/// one more claim iteration has passed, then stop it.
+fn poll_past_the_report_of(port: &FakePort, tag: &str, run: &str) {
+    let agent = start_polling(port, tag, &json!([{"enabled": true}]), &[]);
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{run}'s report"),
+        &agent,
+        || !patches_of(port, run).is_empty(),
+    );
+    let before = calls_to(port, CLAIM_RUNS).len();
+    wait_until(Duration::from_secs(30), "another iteration", &agent, || {
+        calls_to(port, CLAIM_RUNS).len() > before
+    });
+    stop(agent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t1_a_claimed_run_is_acked_then_processed_then_reported() {
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
@@ -101,10 +127,7 @@ async fn t3_a_run_that_cannot_be_processed_is_reported_as_failure() {
     let port = FakePort::start().await;
     let target = FakeTarget::start().await;
     offer(&port, [claimable("r_3", &target.url("/x"), false, json!({}))]);
-    port.state.claimable_node_runs.lock().unwrap().push_back(json!({
-        "identifier": "wfnr_3",
-        "config": {"type": "WEBHOOK", "url": target.url("/n"), "method": "POST", "agent": true,
-                   "headers": {}, "synchronized": true}}));
+    offer_node_run(&port, "wfnr_3", &target.url("/n"), true);
     // No mapping matches: nothing can be sent.
     let agent = start_polling(
         &port,
@@ -220,16 +243,8 @@ async fn t6_a_run_whose_ack_fails_is_not_processed() {
             claimable("r_6b", &target.url("/b"), true, json!({})),
         ],
     );
-    let agent = start_polling(&port, "t6", &json!([{"enabled": true}]), &[]);
-    wait_until(Duration::from_secs(30), "r_6b's report", &agent, || {
-        !patches_of(&port, "r_6b").is_empty()
-    });
-    // One more iteration, so r_6a had every chance to run.
-    let before = calls_to(&port, CLAIM_RUNS).len();
-    wait_until(Duration::from_secs(30), "another iteration", &agent, || {
-        calls_to(&port, CLAIM_RUNS).len() > before
-    });
-    stop(agent);
+    // Past r_6b's report by one iteration, so r_6a had every chance to run.
+    poll_past_the_report_of(&port, "t6", "r_6b");
     let runs: Vec<Value> = target
         .requests()
         .iter()
@@ -569,20 +584,10 @@ async fn t13_runs_whose_agent_is_not_true_are_neither_acked_nor_run() {
             with_agent("r_13yes", Some(json!(true))),
         ],
     );
-    port.state.claimable_node_runs.lock().unwrap().push_back(json!({
-        "identifier": "wfnr_13",
-        "config": {"type": "WEBHOOK", "url": target.url("/n"), "method": "POST", "agent": false,
-                   "headers": {}, "synchronized": true}}));
-    let agent = start_polling(&port, "t13", &json!([{"enabled": true}]), &[]);
-    wait_until(Duration::from_secs(30), "r_13yes's report", &agent, || {
-        !patches_of(&port, "r_13yes").is_empty()
-    });
-    // One more iteration, so the others had every chance to run.
-    let before = calls_to(&port, CLAIM_RUNS).len();
-    wait_until(Duration::from_secs(30), "another iteration", &agent, || {
-        calls_to(&port, CLAIM_RUNS).len() > before
-    });
-    stop(agent);
+    offer_node_run(&port, "wfnr_13", &target.url("/n"), false);
+    // Past r_13yes's report by one iteration, so the others had every
+    // chance to run.
+    poll_past_the_report_of(&port, "t13", "r_13yes");
     let acked: Vec<Value> = calls_to(&port, ACK_RUN).iter().map(Recorded::json).collect();
     assert_eq!(acked, [json!({"runIds": ["r_13yes"]})]);
     assert!(calls_to(&port, ACK_NODE).is_empty(), "the node run is not acked");
@@ -614,19 +619,8 @@ async fn t14_an_unconfirmed_ack_is_not_processed() {
             claimable("r_14b", &target.url("/b"), true, json!({})),
         ],
     );
-    port.state.claimable_node_runs.lock().unwrap().push_back(json!({
-        "identifier": "wfnr_14",
-        "config": {"type": "WEBHOOK", "url": target.url("/n"), "method": "POST", "agent": true,
-                   "headers": {}, "synchronized": true}}));
-    let agent = start_polling(&port, "t14", &json!([{"enabled": true}]), &[]);
-    wait_until(Duration::from_secs(30), "r_14b's report", &agent, || {
-        !patches_of(&port, "r_14b").is_empty()
-    });
-    let before = calls_to(&port, CLAIM_RUNS).len();
-    wait_until(Duration::from_secs(30), "another iteration", &agent, || {
-        calls_to(&port, CLAIM_RUNS).len() > before
-    });
-    stop(agent);
+    offer_node_run(&port, "wfnr_14", &target.url("/n"), true);
+    poll_past_the_report_of(&port, "t14", "r_14b");
     // Both acks were answered 200, but only r_14b's was confirmed.
     let acks: Vec<(u16, Value)> = calls_to(&port, ACK_RUN)
         .iter()

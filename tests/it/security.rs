@@ -4,10 +4,8 @@
 //! target allow-list, the replay window, no secret in what is printed, and
 //! run ids that cannot change a Port path.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,8 +14,8 @@ use crate::support::broker::AgentProcess;
 use crate::support::*;
 use port_agent::guard::{AllowList, RedirectPolicy};
 use port_agent::invoke::HttpInvoker;
-use port_agent::mapping::{Budget, JqEnv, MappingSet};
-use port_agent::pipeline::{Config, Delivery, Guard, Outcome, Pipeline, Result_, Skip};
+use port_agent::mapping::{JqEnv, MappingSet};
+use port_agent::pipeline::{Delivery, Guard, Outcome, Pipeline, Result_, Skip};
 use port_agent::port::PortClient;
 use port_agent::retry::Backoff;
 use port_agent::settings::{RetryPolicy, Secret};
@@ -71,20 +69,7 @@ fn agent(
             initial: Duration::from_millis(10),
             max: Duration::from_millis(20),
         });
-    let config = Config {
-        secret: Some(Secret::new(SECRET)),
-        skip_signature_check: false,
-        runs_topic: RUNS.into(),
-        change_log_topic: CHANGES.into(),
-        detailed_logging: true,
-        run_logs: true,
-        wf_unmatched_fail: true,
-        budget: Budget::default(),
-        infer_topics: false,
-        idempotency_headers: false,
-        fixed_timestamp: None,
-        polled: false,
-    };
+    let config = crate::support::pipeline::config();
     let env = JqEnv::new([("MY_TOKEN".to_string(), "tok-123456".to_string())]);
     Pipeline::new(
         config,
@@ -600,38 +585,10 @@ async fn a_dot_or_dot_dot_run_id_cannot_change_the_port_path() {
 
 // ------------------------------------------- 1 and 5 through the binary
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn binary(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_port-agent"))
-        .args(args)
-        .current_dir(root())
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .expect("run port-agent")
-}
-
-fn all_output(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::support::cli::{all_output, arg, run_cli as binary};
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("port-agent-security-{}-{name}", std::process::id()));
-    std::fs::File::create(&path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .expect("write temp file");
-    path
-}
-
-fn arg(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
+    crate::support::cli::temp_file("security", name, text)
 }
 
 #[test]

@@ -53,6 +53,32 @@ fn last_assignment(agent: &AgentProcess) -> Option<String> {
         })
 }
 
+/// A [`World`] (`tag`) whose target holds one synchronized run for a
+/// minute, and the agent (`agent_tag`, `AGENT_DRAIN_TIMEOUT_SECONDS` =
+/// `drain_timeout`) with that run in flight; with the agent's settings.
+async fn one_held_run(
+    tag: &str,
+    drain_timeout: &'static str,
+    agent_tag: &str,
+) -> (World, Vec<(&'static str, String)>, AgentProcess) {
+    let w = World::start(tag, GROUP).await;
+    // The target would hold the run for a minute.
+    w.target.answer_after(200, Duration::from_secs(60));
+    produce(
+        &w.tansu.bootstrap,
+        RUNS,
+        signed_runs(1, &w.target.url("/run"), true),
+    )
+    .await;
+    let env = w.env(&[("AGENT_DRAIN_TIMEOUT_SECONDS", drain_timeout)]);
+    let agent = AgentProcess::start(&env, agent_tag);
+    eventually("the run at the target", Duration::from_secs(60), || {
+        w.target.requests().len() == 1
+    })
+    .await;
+    (w, env, agent)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_runs_in_flight_drains_them_reports_them_commits_and_exits_zero() {
     let w = World::start("drain", GROUP).await;
@@ -136,21 +162,7 @@ async fn sigterm_with_runs_in_flight_drains_them_reports_them_commits_and_exits_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_timeout_stops_a_slow_run_says_so_and_leaves_it_for_the_next_owner() {
-    let w = World::start("drain-timeout", GROUP).await;
-    // The target would hold the run for a minute.
-    w.target.answer_after(200, Duration::from_secs(60));
-    produce(
-        &w.tansu.bootstrap,
-        RUNS,
-        signed_runs(1, &w.target.url("/run"), true),
-    )
-    .await;
-    let env = w.env(&[("AGENT_DRAIN_TIMEOUT_SECONDS", "1")]);
-    let mut agent = AgentProcess::start(&env, "drain-timeout-1");
-    eventually("the run at the target", Duration::from_secs(60), || {
-        w.target.requests().len() == 1
-    })
-    .await;
+    let (w, env, mut agent) = one_held_run("drain-timeout", "1", "drain-timeout-1").await;
     let signalled = Instant::now();
     agent.signal("-TERM");
     assert_eq!(
@@ -313,20 +325,7 @@ async fn a_run_whose_report_waits_for_port_at_the_drain_timeout_is_stopped_and_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_during_the_drain_exits_at_once_with_130() {
-    let w = World::start("second-signal", GROUP).await;
-    w.target.answer_after(200, Duration::from_secs(60));
-    produce(
-        &w.tansu.bootstrap,
-        RUNS,
-        signed_runs(1, &w.target.url("/run"), true),
-    )
-    .await;
-    let env = w.env(&[("AGENT_DRAIN_TIMEOUT_SECONDS", "60")]);
-    let mut agent = AgentProcess::start(&env, "second-signal");
-    eventually("the run at the target", Duration::from_secs(60), || {
-        w.target.requests().len() == 1
-    })
-    .await;
+    let (w, _env, mut agent) = one_held_run("second-signal", "60", "second-signal").await;
     agent.signal("-TERM");
     eventually("the drain started", Duration::from_secs(10), || {
         agent.log_text().contains("stopping: draining in-flight messages")

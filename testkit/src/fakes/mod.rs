@@ -9,11 +9,30 @@ pub use port::{FakePort, PortState};
 pub use target::{Answer, FakeTarget, TargetState};
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Uri};
 use serde_json::Value;
+
+/// A fake server: where it listens and its state (what it saw, how it is
+/// told to answer).
+pub struct Fake<S> {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What it saw and how it answers.
+    pub state: Arc<S>,
+}
+
+impl<S> Clone for Fake<S> {
+    fn clone(&self) -> Self {
+        Fake {
+            addr: self.addr,
+            state: self.state.clone(),
+        }
+    }
+}
 
 /// One request a fake server received.
 #[derive(Debug, Clone)]

@@ -2,7 +2,6 @@
 //! failures, outages, held calls, expiring tokens.
 
 use std::collections::{HashSet, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::{record, serve, Recorded};
+use super::{record, serve, Fake, Recorded};
 
 /// What the fake Port API saw and how it is told to answer.
 #[derive(Default)]
@@ -125,13 +124,7 @@ fn polling_answer(state: &PortState, path: &str, body: &Value) -> Option<(u16, V
 
 /// The fake Port API: only the latest token is accepted; every call is
 /// recorded in [`PortState::calls`].
-#[derive(Clone)]
-pub struct FakePort {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// What it saw and how it answers.
-    pub state: Arc<PortState>,
-}
+pub type FakePort = Fake<PortState>;
 
 async fn port_handler(
     State(state): State<Arc<PortState>>,
@@ -219,7 +212,7 @@ async fn port_handler(
     (code, axum::Json(answer)).into_response()
 }
 
-impl FakePort {
+impl Fake<PortState> {
     /// Start it on a free port of 127.0.0.1 (tokens live an hour).
     pub async fn start() -> FakePort {
         let state = Arc::new(PortState::default());

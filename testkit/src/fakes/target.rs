@@ -2,7 +2,6 @@
 //! request recorded on arrival, the most requests in flight at once.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::{record, serve, Recorded};
+use super::{record, serve, Fake, Recorded};
 
 /// How the target answers a request.
 #[derive(Clone)]
@@ -44,13 +43,7 @@ pub struct TargetState {
 }
 
 /// The fake target (any path, any method).
-#[derive(Clone)]
-pub struct FakeTarget {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// What it saw and how it answers.
-    pub state: Arc<TargetState>,
-}
+pub type FakeTarget = Fake<TargetState>;
 
 async fn target_handler(
     State(state): State<Arc<TargetState>>,
@@ -93,7 +86,7 @@ async fn target_handler(
     resp
 }
 
-impl FakeTarget {
+impl Fake<TargetState> {
     /// Start it on a free port of 127.0.0.1.
     pub async fn start() -> FakeTarget {
         let state = Arc::new(TargetState::default());

@@ -5,6 +5,8 @@
 
 pub mod agent;
 pub mod broker;
+pub mod cli;
+pub mod pipeline;
 pub mod proxy;
 pub mod tls;
 
