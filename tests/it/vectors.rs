@@ -140,3 +140,38 @@ fn jq_first_outputs() {
         failures.join("\n")
     );
 }
+
+/// testkit signs messages with its own implementation (HMAC-SHA256 over
+/// serde_json's compact form); the agent's verification accepts them, also
+/// for text that JSON escapes (quotes, backslashes, control characters) or
+/// writes raw (non-ASCII, U+2028).
+#[test]
+fn testkit_signatures_verify_with_the_agent() {
+    let secret = testkit::message::SECRET;
+    let mut run = testkit::message::action_run("r_1", "http://127.0.0.1:1/hook", "POST", false);
+    run["payload"]["properties"]["text"] = Value::from("\"q\" \\ \u{1} tab\t é ✓ \u{2028} 😀");
+    let mut message = testkit::message::signed(run, secret, 1_700_000_000);
+    assert_eq!(signature::verify_incoming(&mut message, secret, false), Ok(()));
+    let mut tampered = testkit::message::signed(
+        testkit::message::action_run("r_2", "http://127.0.0.1:1/hook", "POST", false),
+        secret,
+        1_700_000_000,
+    );
+    tampered["context"]["runId"] = Value::from("r_3");
+    assert_eq!(
+        signature::verify_incoming(&mut tampered, secret, false),
+        Err(SignatureError::Mismatch)
+    );
+}
+
+/// testkit encrypts with its own AES-256-GCM code; the agent decrypts it.
+#[test]
+fn testkit_encryption_decrypts_with_the_agent() {
+    for plaintext in ["hunter2", "", "é ✓ 😀 \"quoted\""] {
+        let sealed = testkit::message::encrypt(plaintext);
+        assert_eq!(
+            decrypt_value(testkit::message::SECRET, &sealed),
+            Ok(plaintext.to_string())
+        );
+    }
+}
