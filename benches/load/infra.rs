@@ -34,10 +34,12 @@ pub fn free_port() -> Result<u16> {
 /// of the run's directory.
 pub struct Broker {
     tansu: Tansu,
+    /// `host:port` of the broker.
     pub bootstrap: String,
 }
 
 impl Broker {
+    /// Start it on a free port, logging to `log`.
     pub fn start(log: &Path) -> Result<Broker> {
         let tansu = Tansu::try_start(log).map_err(anyhow::Error::msg)?;
         Ok(Broker {
@@ -46,10 +48,12 @@ impl Broker {
         })
     }
 
+    /// Its process id.
     pub fn pid(&self) -> u32 {
         self.tansu.pid()
     }
 
+    /// Its CPU seconds so far.
     pub fn cpu(&self) -> f64 {
         procfs::cpu_of(self.pid()).unwrap_or(0.0)
     }
@@ -205,12 +209,16 @@ pub async fn produce_all(
 /// The agent under test, as its own process (testkit's); killed on drop.
 pub struct Agent {
     process: AgentProcess,
+    /// Its log file.
     pub log: PathBuf,
+    /// `AGENT_HTTP_PORT` (health and readiness).
     pub http_port: u16,
+    /// When it was started.
     pub started: Instant,
 }
 
 impl Agent {
+    /// Start `bin run` with `env` (and `PATH`), logging to `log`.
     pub fn spawn(bin: &Path, env: &[(String, String)], log: &Path, http_port: u16) -> Result<Agent> {
         let started = Instant::now();
         let process =
@@ -223,18 +231,22 @@ impl Agent {
         })
     }
 
+    /// Its process id.
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }
 
+    /// Its CPU seconds so far.
     pub fn cpu(&self) -> f64 {
         procfs::cpu_of(self.pid()).unwrap_or(0.0)
     }
 
+    /// Its peak RSS (`VmHWM`), KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         procfs::peak_rss_kib(&self.pid().to_string()).unwrap_or(0)
     }
 
+    /// Its RSS now (`VmRSS`), KiB.
     pub fn rss_kib(&self) -> u64 {
         procfs::rss_kib(&self.pid().to_string()).unwrap_or(0)
     }

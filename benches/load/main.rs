@@ -61,6 +61,7 @@ enum Sub {
     Reference(reference::RefArgs),
 }
 
+/// The mapping the agent runs (`--mapping`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MappingKind {
@@ -70,6 +71,7 @@ pub enum MappingKind {
     Passthrough,
 }
 
+/// The benchmark's options.
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct Opts {
     /// Scenarios to run, comma-separated.

@@ -20,8 +20,11 @@ use crate::{messages, procfs, MappingKind, Opts};
 /// What every scenario run shares: the options, the agent binary, the
 /// directory of this session's logs.
 pub struct Session {
+    /// The command-line options.
     pub opts: Opts,
+    /// The agent binary under test.
     pub agent_bin: PathBuf,
+    /// This session's directory (one subdirectory of logs per run).
     pub dir: PathBuf,
 }
 
@@ -36,15 +39,22 @@ pub fn unix_s() -> u64 {
 /// CPU seconds of every process at one moment.
 #[derive(Debug, Clone, Copy)]
 pub struct Cpu {
+    /// When the snapshot was taken.
     pub at: Instant,
+    /// The agent's CPU seconds.
     pub agent: f64,
+    /// The fakes' CPU seconds.
     pub fakes: f64,
+    /// The broker's CPU seconds.
     pub broker: f64,
+    /// This harness's CPU seconds.
     pub harness: f64,
+    /// The whole machine's busy CPU seconds.
     pub machine: f64,
 }
 
 impl Cpu {
+    /// Take the snapshot now.
     pub fn now(agent: &Agent, fakes: &Fakes, broker: &Broker) -> Cpu {
         Cpu {
             at: Instant::now(),
@@ -83,12 +93,14 @@ impl Cpu {
 }
 
 impl Session {
+    /// The directory of run `tag` (created).
     pub fn run_dir(&self, tag: &str) -> Result<PathBuf> {
         let d = self.dir.join(tag);
         std::fs::create_dir_all(&d)?;
         Ok(d)
     }
 
+    /// The mapping file of this session (written once).
     pub fn mapping_file(&self) -> Result<PathBuf> {
         let path = self.dir.join("mapping.json");
         if !path.exists() {
@@ -131,6 +143,7 @@ impl Session {
         Agent::spawn(&self.agent_bin, &env, &dir.join("agent.log"), http_port)
     }
 
+    /// Now plus `--timeout-s`.
     pub fn deadline(&self) -> Instant {
         Instant::now() + Duration::from_secs(self.opts.timeout_s)
     }
@@ -191,11 +204,14 @@ pub fn record_stats(stats: &Stats, runs: usize, s: &mut Sample) {
 /// Log lines the agent writes at start-up, by their `message`.
 #[derive(Debug, Default)]
 pub struct StartLog {
+    /// Since start: the "subscribed" line.
     pub subscribed: Option<Duration>,
+    /// Since start: the "partitions assigned" line.
     pub assigned: Option<Duration>,
 }
 
 impl StartLog {
+    /// Read the agent's log for the lines not seen yet.
     pub fn scan(&mut self, agent: &Agent) {
         let Ok(text) = std::fs::read_to_string(&agent.log) else {
             return;

@@ -11,9 +11,13 @@ use serde_json::{json, Value};
 use super::broker::AgentProcess;
 use super::{FakePort, Recorded, SECRET};
 
+/// Port's polling API: claim action runs.
 pub const CLAIM_RUNS: &str = "/v1/actions/runs/claim-pending";
+/// Port's polling API: claim workflow node runs.
 pub const CLAIM_NODES: &str = "/v1/workflows/runs/claim-pending";
+/// Port's polling API: acknowledge action runs.
 pub const ACK_RUN: &str = "/v1/actions/runs/ack";
+/// Port's polling API: acknowledge a node run.
 pub const ACK_NODE: &str = "/v1/workflows/runs/ack";
 
 /// Write `mapping` to a temporary file named after `tag`.

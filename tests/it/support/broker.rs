@@ -51,14 +51,20 @@ pub fn run_ids(target: &FakeTarget) -> HashMap<String, usize> {
 /// fake Port API and target, and a catch-all mapping file: what the tests of
 /// the built binary against Kafka start from.
 pub struct World {
+    /// The broker, with `org_1.runs` (3 partitions) and `org_1.change.log`.
     pub tansu: Tansu,
+    /// The fake Port API.
     pub port: super::FakePort,
+    /// The fake target.
     pub target: FakeTarget,
+    /// A mapping file `[{"enabled": true}]`.
     pub mapping: PathBuf,
+    /// The agent's consumer group.
     pub group: String,
 }
 
 impl World {
+    /// Start them; `tag` names the mapping file.
     pub async fn start(tag: &str, group: &str) -> World {
         let tansu = Tansu::start();
         tansu.create_topic("org_1.runs", 3).await;
