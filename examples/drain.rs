@@ -6,15 +6,14 @@
 //!
 //! Needs `tansu` on PATH (scripts/test.sh installs it).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use support::broker::{AgentProcess, Tansu};
-use support::{action_run, signed, FakePort, FakeTarget, SECRET};
+use testkit::agent::{agent_env, AgentProcess};
+use testkit::fakes::{FakePort, FakeTarget};
+use testkit::message::{action_run, signed, SECRET};
+use testkit::tansu::Tansu;
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -71,7 +70,7 @@ async fn main() {
         .parent()
         .unwrap()
         .join("port-agent");
-    let env = support::broker::agent_env(&tansu.bootstrap, &port.base(), &mapping, "org_1.bench", &[]);
+    let env = agent_env(&tansu.bootstrap, &port.base(), &mapping, "org_1.bench", &[]);
     let started = Instant::now();
     let mut agent = AgentProcess::start_binary(&bin, &env, "drain");
     let pid = agent.child.id();

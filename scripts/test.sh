@@ -19,7 +19,7 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 install_tansu
 
-# tests/claims_cli.rs runs examples/generate.py, which encrypts with the
+# tests/it/claims_cli.rs runs examples/generate.py, which encrypts with the
 # `cryptography` package.
 if ! python3 -c 'import cryptography' 2>/dev/null; then
   echo "==> installing the Python cryptography package"
@@ -29,9 +29,10 @@ fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+# --workspace: the root package and the testkit crate of tests/ and benches/.
 echo "==> cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --workspace -- -D warnings
 echo "==> cargo test"
-cargo test --locked
+cargo test --locked --workspace
 echo "==> deployment checks"
 bash tests/deploy/validate.sh

@@ -5,9 +5,10 @@
 //!
 //! * Port API (every path, after `--port-latency-ms`): a token for
 //!   `POST /v1/auth/access_token`, `{"ok":true}` otherwise; counts calls by
-//!   endpoint, and a run is *done* when its last log line ("Port agent
-//!   finished processing the action run") arrives: the pipeline posts it after
-//!   the `/response` and status PATCHes.
+//!   endpoint, and a run is *done* when its last run log line arrives: the
+//!   [`RUN_LOG_LINES`]th `POST …/runs/{id}/logs` of the run, which the
+//!   pipeline posts after the target's answer and the `/response` and status
+//!   PATCHes (counted per run, not recognised by its text).
 //! * Target (every path): records the arrival (first, last, which run, and the
 //!   produce→arrival latency from `"producedAtNs"` in the body), waits
 //!   `--target-latency-ms`, answers `200 {"ok":true,…}`.
@@ -22,7 +23,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +45,12 @@ pub fn unix_ns() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
+
+/// The run log lines the agent posts for a delivered action run, in order:
+/// received, preparing the payload, sending the request, the invocation's
+/// result, finished processing (the reference client posts the same). The
+/// last one is the run's last Port call: the run is done.
+pub const RUN_LOG_LINES: u8 = 5;
 
 // ------------------------------------------------------------- child side
 
@@ -106,6 +113,8 @@ struct Run {
     last_done_ns: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
     arrivals_ns: Vec<AtomicU64>,
+    /// Run log lines received, by run index.
+    log_lines: Vec<AtomicU8>,
 }
 
 impl Run {
@@ -129,7 +138,17 @@ impl Run {
             arrivals_ns: (0..if record_latency { n } else { 0 })
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            log_lines: (0..n).map(|_| AtomicU8::new(0)).collect(),
         }
+    }
+
+    /// Count a run log line of run `index`; true when it is the run's last
+    /// ([`RUN_LOG_LINES`]th).
+    fn last_log_line(&self, index: Option<usize>) -> bool {
+        let Some(count) = index.and_then(|i| self.log_lines.get(i)) else {
+            return false;
+        };
+        count.fetch_add(1, Ordering::Relaxed).saturating_add(1) == RUN_LOG_LINES
     }
 }
 
@@ -221,7 +240,7 @@ async fn port_api(State(s): State<Arc<Shared>>, method: Method, uri: Uri, body: 
     match (parts.next(), parts.next(), parts.next()) {
         (Some(id), Some("logs"), None) if !id.is_empty() => {
             run.logs.fetch_add(1, Ordering::Relaxed);
-            if find(&body, b"Port agent finished processing").is_some() {
+            if run.last_log_line(run_index(id)) {
                 run.done.mark(run_index(id));
                 run.last_done_ns.fetch_max(unix_ns(), Ordering::Relaxed);
             }

@@ -1,19 +1,20 @@
-//! Processes the harness starts: the tansu broker and the agent under test,
-//! both killed on drop, and the producer that fills the runs topic.
+//! Processes the harness starts: the tansu broker and the agent under test
+//! (testkit's, with the CPU and memory readings the harness takes), both
+//! killed on drop, and the producer that fills the runs topic.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+
+use testkit::agent::AgentProcess;
+use testkit::net::try_free_port;
+use testkit::tansu::Tansu;
 
 use crate::procfs;
 
@@ -26,101 +27,48 @@ pub const RUNS_PARTITIONS: i32 = 3;
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    Ok(try_free_port()?)
 }
 
-fn find_tansu() -> Option<PathBuf> {
-    let from_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("tansu"))
-            .find(|p| p.is_file())
-    });
-    from_path.or_else(|| {
-        std::env::var_os("HOME")
-            .map(|h| PathBuf::from(h).join(".cargo/bin/tansu"))
-            .filter(|p| p.is_file())
-    })
-}
-
-/// A tansu broker, in memory, on 127.0.0.1.
+/// A tansu broker, in memory, on 127.0.0.1 (testkit's), logging to a file
+/// of the run's directory.
 pub struct Broker {
-    child: Child,
+    tansu: Tansu,
+    /// `host:port` of the broker.
     pub bootstrap: String,
 }
 
 impl Broker {
+    /// Start it on a free port, logging to `log`.
     pub fn start(log: &Path) -> Result<Broker> {
-        let bin = find_tansu().ok_or_else(|| {
-            anyhow!("the tansu broker is not installed (`cargo install tansu --version 0.6.0 --locked`, or run scripts/test.sh once)")
-        })?;
-        let port = free_port()?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let file = std::fs::File::create(log)?;
-        let mut child = Command::new(bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file.try_clone()?))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .context("start tansu")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = child.try_wait()? {
-                bail!("tansu exited ({status}); see {}", log.display());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "tansu did not listen on {port} within 30 s; see {}",
-                    log.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let tansu = Tansu::try_start(log).map_err(anyhow::Error::msg)?;
         Ok(Broker {
-            child,
-            bootstrap: format!("127.0.0.1:{port}"),
+            bootstrap: tansu.bootstrap.clone(),
+            tansu,
         })
     }
 
+    /// Its process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.tansu.pid()
     }
 
+    /// Its CPU seconds so far.
     pub fn cpu(&self) -> f64 {
         procfs::cpu_of(self.pid()).unwrap_or(0.0)
     }
 
     /// The two topics the agent subscribes to (tansu does not auto-create).
     pub async fn create_topics(&self) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()?;
-        let topics = [
-            NewTopic::new(RUNS_TOPIC, RUNS_PARTITIONS, TopicReplication::Fixed(1)),
-            NewTopic::new(CHANGE_LOG_TOPIC, 1, TopicReplication::Fixed(1)),
-        ];
-        for r in admin.create_topics(&topics, &AdminOptions::new()).await? {
-            r.map_err(|(t, e)| anyhow!("cannot create topic {t}: {e}"))?;
-        }
-        Ok(())
+        self.tansu
+            .try_create_topics(&[(RUNS_TOPIC, RUNS_PARTITIONS), (CHANGE_LOG_TOPIC, 1)])
+            .await
+            .map_err(anyhow::Error::msg)
     }
 
     /// A producer. `batched: false` writes one message per record batch:
     /// tansu 0.6 answers a fetch that starts inside a batch with the next
-    /// batch (see tests/kafka_tansu.rs), so batch boundaries at every offset
+    /// batch (see tests/it/kafka_tansu.rs), so batch boundaries at every offset
     /// keep that broker bug from losing runs the harness waits for. Batches
     /// (much faster to produce) are for backlogs that are not drained.
     pub fn producer(&self, batched: bool) -> Result<FutureProducer> {
@@ -136,13 +84,6 @@ impl Broker {
             c.set("linger.ms", "0").set("batch.num.messages", "1");
         }
         Ok(c.create()?)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -265,95 +206,64 @@ pub async fn produce_all(
     Ok(())
 }
 
-/// The agent under test, as its own process; killed on drop.
+/// The agent under test, as its own process (testkit's); killed on drop.
 pub struct Agent {
-    child: Child,
+    process: AgentProcess,
+    /// Its log file.
     pub log: PathBuf,
+    /// `AGENT_HTTP_PORT` (health and readiness).
     pub http_port: u16,
+    /// When it was started.
     pub started: Instant,
 }
 
 impl Agent {
+    /// Start `bin run` with `env` (and `PATH`), logging to `log`.
     pub fn spawn(bin: &Path, env: &[(String, String)], log: &Path, http_port: u16) -> Result<Agent> {
-        let file = std::fs::File::create(log)?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("run")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         let started = Instant::now();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file.try_clone()?))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .with_context(|| format!("start {}", bin.display()))?;
+        let process =
+            AgentProcess::spawn(&[], bin, env, log).with_context(|| format!("start {}", bin.display()))?;
         Ok(Agent {
-            child,
+            process,
             log: log.to_path_buf(),
             http_port,
             started,
         })
     }
 
+    /// Its process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
+    /// Its CPU seconds so far.
     pub fn cpu(&self) -> f64 {
         procfs::cpu_of(self.pid()).unwrap_or(0.0)
     }
 
+    /// Its peak RSS (`VmHWM`), KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         procfs::peak_rss_kib(&self.pid().to_string()).unwrap_or(0)
     }
 
+    /// Its RSS now (`VmRSS`), KiB.
     pub fn rss_kib(&self) -> u64 {
         procfs::rss_kib(&self.pid().to_string()).unwrap_or(0)
     }
 
     /// An error if the agent has exited (with the end of its log).
     pub fn check_alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
+        if let Some(status) = self.process.exited()? {
             bail!(
                 "the agent exited early ({status}); last log lines:\n{}",
-                self.log_tail(15)
+                self.process.log_tail(15)
             );
         }
         Ok(())
     }
 
-    pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
     /// SIGTERM and wait; the exit code (None: killed after `within`).
     pub fn stop(&mut self, within: Duration) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        self.process.stop(within)
     }
 }

@@ -2,8 +2,7 @@
 
 use serde_json::{json, Value};
 
-use port_agent::json_canon::to_raw_string;
-use port_agent::signature::sign;
+use testkit::message::signed;
 
 /// `PORT_CLIENT_SECRET` of the agent under test (HMAC key of the messages).
 pub const SECRET: &str = "bench-client-secret-0123456789abcdef-0123";
@@ -53,17 +52,15 @@ pub fn action_run(index: usize, target_url: &str, synchronized: bool, produced_a
     });
     // Pad to the size once signed (the run index and URL vary by a few bytes;
     // the signature headers add about 90).
-    let missing = MESSAGE_BYTES.saturating_sub(to_raw_string(&m).len() + 90);
+    let missing = MESSAGE_BYTES.saturating_sub(m.to_string().len() + 90);
     m["payload"]["properties"]["notes"] = Value::String("n".repeat(missing));
     m
 }
 
-/// Sign as Port does and serialise as Port's producer writes it.
-pub fn signed_bytes(mut message: Value, timestamp: u64) -> Vec<u8> {
-    let sig = sign(SECRET, &timestamp.to_string(), &to_raw_string(&message));
-    message["headers"]["X-Port-Signature"] = Value::String(sig);
-    message["headers"]["X-Port-Timestamp"] = json!(timestamp);
-    to_raw_string(&message).into_bytes()
+/// Sign as Port does (testkit's signing) and serialise as Port's producer
+/// writes it (compact, keys in order).
+pub fn signed_bytes(message: Value, timestamp: u64) -> Vec<u8> {
+    signed(message, SECRET, timestamp).to_string().into_bytes()
 }
 
 /// The body [`MAPPING_TYPICAL`] builds for run `run_id` (what the

@@ -8,7 +8,8 @@
 //! target, the same concurrency, and per run, in the pipeline's order:
 //! 3 log POSTs, the target POST (the mapped body, about 1 KB), 1 log POST,
 //! for synchronized runs `PATCH …/response` and `PATCH` status, and the final
-//! log POST; the token is fetched once. It prints one JSON line
+//! log POST ([`crate::fakes::RUN_LOG_LINES`] in all, as the agent); the
+//! token is fetched once. It prints one JSON line
 //! ([`RefReport`]) about itself before exiting.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -683,7 +683,7 @@ def cmd_promql(scrape_dir: str) -> None:
     exported: set[str] = set()
     for name in ("startup.prom", "traffic.prom"):
         path = os.path.join(scrape_dir, name)
-        ensure(os.path.exists(path), f"{path} is missing: run cargo test --test metrics_scrape")
+        ensure(os.path.exists(path), f"{path} is missing: run cargo test --test it metrics_scrape::")
         with open(path, encoding="utf-8") as f:
             for line in f:
                 if line.strip() and not line.startswith("#"):
@@ -1016,7 +1016,7 @@ def cmd_mapping_jq() -> None:
 def image_mapping_jq() -> None:
     """The image's default mapping under the jq binary (the Python agent's engine is
     libjq): the same message, environment and expectations as the Rust test
-    image_default_mapping_gitlab in tests/mappings.rs."""
+    image_default_mapping_gitlab in tests/it/mappings.rs."""
     with open(IMAGE_MAPPING, encoding="utf-8") as fh:
         gitlab, catch_all = json.load(fh)
     message = {
@@ -1051,7 +1051,7 @@ def image_mapping_jq() -> None:
     ensure(jq(gitlab["enabled"], webhook) is False, "the GitLab entry selects a WEBHOOK invocation")
     ensure(jq(catch_all["url"], webhook) == "http://hooks.internal/deploy", "the catch-all's url")
     ensure(jq(catch_all["method"], webhook) == "PUT", "the catch-all's method")
-    print("  ok: the image's default mapping under jq: a GITLAB run triggers the pipeline as tests/mappings.rs expects; "
+    print("  ok: the image's default mapping under jq: a GITLAB run triggers the pipeline as tests/it/mappings.rs expects; "
           "a WEBHOOK run goes to the catch-all")
 
 

@@ -33,7 +33,7 @@
 #   - the observability pack: promtool check rules and promtool test rules
 #     (deploy/prometheus/), and every alert and dashboard expression parses
 #     and names only metrics found in a real /metrics scrape of the built
-#     binary (cargo test --test metrics_scrape writes it), or in
+#     binary (cargo test --test it metrics_scrape:: writes it), or in
 #     kube-state-metrics for the rules that say so; the chart's
 #     PrometheusRule and dashboard ConfigMap carry those files.
 # Ends with "deploy: N passed, M failed"; exits non-zero on any failure.
@@ -169,7 +169,7 @@ k8s_validate() {
 }
 
 # The built binary's /metrics, scraped at start-up and after traffic by
-# tests/metrics_scrape.rs (into cargo's target/tmp); PORT_AGENT_SCRAPE_DIR
+# tests/it/metrics_scrape.rs (into cargo's target/tmp); PORT_AGENT_SCRAPE_DIR
 # names an existing scrape instead.
 scrape_dir() {
     if [ -n "${PORT_AGENT_SCRAPE_DIR:-}" ]; then
@@ -182,7 +182,7 @@ scrape_dir() {
 
 scrape_binary() {
     [ -n "${PORT_AGENT_SCRAPE_DIR:-}" ] && { echo "using $PORT_AGENT_SCRAPE_DIR"; return 0; }
-    cargo test --locked --quiet --test metrics_scrape 2>&1 | tail -n 3
+    cargo test --locked --quiet --test it metrics_scrape:: 2>&1 | tail -n 3
     [ "${PIPESTATUS[0]}" -eq 0 ]
 }
 
@@ -220,7 +220,7 @@ check "demo mapping under jq" "$PY" tests/deploy/deploy_check.py mapping-jq
 
 check "promtool check rules deploy/prometheus/port-agent-rules.yaml" promtool check rules deploy/prometheus/port-agent-rules.yaml
 check "promtool test rules (every alert fires and stays quiet where it must)" promtool test rules deploy/prometheus/port-agent-rules.test.yaml
-check "/metrics scrape of the built binary (tests/metrics_scrape.rs)" scrape_binary
+check "/metrics scrape of the built binary (tests/it/metrics_scrape.rs)" scrape_binary
 check "alert and dashboard expressions parse and name only exported metrics" "$PY" tests/deploy/deploy_check.py promql "$(scrape_dir)"
 
 if [ "$failed" -gt 0 ]; then

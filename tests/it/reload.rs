@@ -1,0 +1,233 @@
+//! Mapping hot reload (issue 14) through the built binary, tansu and the
+//! fake Port API and target. The mapping file lives in a directory laid out
+//! as Kubernetes lays out a ConfigMap volume: the file is a symlink through
+//! `..data`, and an update swaps `..data` (a new directory, a temporary
+//! symlink renamed over the old one), never writing the file itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::broker::{agent_env, eventually, free_port, produce, AgentProcess, Tansu};
+use crate::support::{action_run, http_get, signed, Answer, FakePort, FakeTarget, SECRET};
+use serde_json::{json, Value};
+
+const RUNS: &str = "org_1.runs";
+const FILE: &str = "control_the_payload_config.json";
+
+/// A ConfigMap-style volume: `FILE -> ..data/FILE`, `..data -> ..vN`.
+struct ConfigMapDir {
+    dir: PathBuf,
+    version: usize,
+}
+
+impl ConfigMapDir {
+    fn new(tag: &str, first: &str) -> ConfigMapDir {
+        let dir = std::env::temp_dir().join(format!("configmap-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("volume dir");
+        let mut volume = ConfigMapDir { dir, version: 0 };
+        volume.update(first);
+        std::os::unix::fs::symlink(format!("..data/{FILE}"), volume.file()).expect("file link");
+        volume
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join(FILE)
+    }
+
+    /// Publish `text` as the kubelet does: a new version directory, then
+    /// `..data` swapped to it by renaming a temporary symlink over it.
+    fn update(&mut self, text: &str) {
+        self.version += 1;
+        let version = format!("..v{}", self.version);
+        std::fs::create_dir_all(self.dir.join(&version)).expect("version dir");
+        std::fs::write(self.dir.join(&version).join(FILE), text).expect("mapping");
+        let tmp = self.dir.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&version, &tmp).expect("tmp link");
+        std::fs::rename(&tmp, self.dir.join("..data")).expect("swap ..data");
+    }
+}
+
+fn mapping(url: &str, link: &str) -> String {
+    json!([{"enabled": true, "url": format!("{url:?}"), "report": {"link": format!("{link:?}")}}]).to_string()
+}
+
+/// The accepted status PATCH of `run`.
+fn status_of(port: &FakePort, run: &str) -> Option<Value> {
+    let path = format!("/v1/actions/runs/{run}");
+    port.accepted()
+        .into_iter()
+        .find(|c| c.method == "PATCH" && c.path() == path)
+        .map(|c| c.json())
+}
+
+fn metric(http: &str, series: &str) -> Option<f64> {
+    let (_, text) = http_get(http, "/metrics")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn sha256_of(path: &Path) -> String {
+    port_agent::mapping::reload::sha256_hex(&std::fs::read(path).expect("read"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_swap_is_reloaded_a_broken_file_is_refused_and_a_run_in_flight_keeps_its_mapping() {
+    let tansu = Tansu::start();
+    tansu.create_topic(RUNS, 1).await;
+    tansu.create_topic("org_1.change.log", 1).await;
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer_json(200, json!({"ok": true}));
+    let (old, new) = (target.url("/old"), target.url("/new"));
+    let mut volume = ConfigMapDir::new("reload", &mapping(&old, "old"));
+    let first_sha = sha256_of(&volume.file());
+    let http_port = free_port().to_string();
+    let http = format!("127.0.0.1:{http_port}");
+    let env = agent_env(
+        &tansu.bootstrap,
+        &port.base(),
+        &volume.file(),
+        "org_1.reload",
+        &[
+            ("AGENT_HTTP_PORT", &http_port),
+            ("LOG_LEVEL", "info"),
+            ("AGENT_RUN_LOGS", "false"),
+        ],
+    );
+    let mut agent = AgentProcess::start(&env, "reload");
+    let run = |id: &str| {
+        vec![(
+            0,
+            signed(action_run(id, "http://unused.invalid/", "POST", true), SECRET, 1),
+        )]
+    };
+    let paths = |t: &FakeTarget| {
+        t.requests()
+            .iter()
+            .map(|r| r.path().to_string())
+            .collect::<Vec<_>>()
+    };
+
+    // Before any change: the first version.
+    produce(&tansu.bootstrap, RUNS, run("r_1")).await;
+    eventually("r_1 reported", Duration::from_secs(60), || {
+        status_of(&port, "r_1").is_some()
+    })
+    .await;
+    assert_eq!(paths(&target), ["/old"]);
+    let info = |sha: &str| format!("port_agent_mapping_info{{sha256=\"{sha}\"}}");
+    assert_eq!(metric(&http, &info(&first_sha)), Some(1.0));
+
+    // A run in flight during the swap finishes with the mapping it began
+    // with: the target holds r_2 while ..data is swapped.
+    target.state.script.lock().unwrap().push_back(Answer {
+        status: 200,
+        body: r#"{"ok":true}"#.into(),
+        delay: Duration::from_secs(3),
+        headers: vec![("content-type".into(), "application/json".into())],
+    });
+    produce(&tansu.bootstrap, RUNS, run("r_2")).await;
+    eventually("r_2 at the target", Duration::from_secs(30), || {
+        target.requests().len() == 2
+    })
+    .await;
+    volume.update(&mapping(&new, "new"));
+    let second_sha = sha256_of(&volume.file());
+    eventually("the reload", Duration::from_secs(10), || {
+        agent.log_text().contains("mappings reloaded")
+    })
+    .await;
+    assert!(
+        status_of(&port, "r_2").is_none(),
+        "r_2 was still in flight during the swap"
+    );
+    eventually("r_2 reported", Duration::from_secs(30), || {
+        status_of(&port, "r_2").is_some()
+    })
+    .await;
+    assert_eq!(
+        status_of(&port, "r_2"),
+        Some(json!({"status": "SUCCESS", "link": "old"}))
+    );
+
+    // The next message uses the new version.
+    produce(&tansu.bootstrap, RUNS, run("r_3")).await;
+    eventually("r_3 reported", Duration::from_secs(30), || {
+        status_of(&port, "r_3").is_some()
+    })
+    .await;
+    assert_eq!(paths(&target), ["/old", "/old", "/new"]);
+    assert_eq!(
+        status_of(&port, "r_3"),
+        Some(json!({"status": "SUCCESS", "link": "new"}))
+    );
+    assert_eq!(
+        metric(&http, "port_agent_mapping_reloads_total{result=\"ok\"}"),
+        Some(1.0)
+    );
+    assert_eq!(metric(&http, &info(&second_sha)), Some(1.0));
+    assert_eq!(metric(&http, &info(&first_sha)), Some(0.0));
+    let log = agent.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("mappings reloaded"))
+        .unwrap_or_default();
+    assert!(line.contains(&second_sha) && line.contains(&first_sha), "{line}");
+
+    // A broken version is refused with the text `check` prints; the last
+    // good version stays in force and the agent stays ready.
+    let broken = r#"[{"enabled": true, "body": {"ref": ".a |"}}]"#;
+    volume.update(broken);
+    eventually("the refusal", Duration::from_secs(10), || {
+        metric(&http, "port_agent_mapping_reloads_total{result=\"error\"}") == Some(1.0)
+    })
+    .await;
+    let check = Command::new(env!("CARGO_BIN_EXE_port-agent"))
+        .args(["check", "--mapping"])
+        .arg(volume.file())
+        .env_clear()
+        .output()
+        .expect("port-agent check");
+    let check_out = String::from_utf8_lossy(&check.stdout);
+    let check_error = check_out
+        .lines()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or_else(|| panic!("check names the error: {check_out}"));
+    assert!(
+        check_error.contains("mapping #0, field 'body.ref'"),
+        "{check_error}"
+    );
+    let refusal = agent
+        .log_text()
+        .lines()
+        .find(|l| l.contains("mapping reload refused"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    let logged: Value = serde_json::from_str(&refusal).unwrap_or(Value::Null);
+    assert_eq!(logged["error"].as_str(), Some(check_error), "{refusal}");
+    let (status, _) = http_get(&http, "/readyz").expect("/readyz");
+    assert_eq!(status, 200, "a refused reload does not make the agent unready");
+    produce(&tansu.bootstrap, RUNS, run("r_4")).await;
+    eventually("r_4 reported", Duration::from_secs(30), || {
+        status_of(&port, "r_4").is_some()
+    })
+    .await;
+    assert_eq!(paths(&target).last().map(String::as_str), Some("/new"));
+
+    // SIGHUP reloads too (the file is still broken: refused again).
+    agent.signal("-HUP");
+    eventually("the SIGHUP reload", Duration::from_secs(10), || {
+        metric(&http, "port_agent_mapping_reloads_total{result=\"error\"}") == Some(2.0)
+    })
+    .await;
+    assert!(agent.log_text().contains("SIGHUP: reloading the mappings"));
+    agent.signal("-TERM");
+    assert_eq!(
+        agent.wait(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        agent.log_text()
+    );
+}

@@ -1,0 +1,28 @@
+//! The in-process pipeline's configuration as the tests start from it
+//! (library types, so it lives in the test binary, not in testkit).
+
+use port_agent::mapping::Budget;
+use port_agent::pipeline::Config;
+use port_agent::secret::Secret;
+
+use super::SECRET;
+
+/// Verified with [`SECRET`], topics `org_1.runs` and `org_1.change.log`,
+/// detailed logging, run logs on, unmatched node runs failed, the default
+/// jq budget, no idempotency headers, the clock's timestamps, Kafka
+/// deliveries. Tests change what they need with `Config { …, ..config() }`.
+pub fn config() -> Config {
+    Config {
+        secret: Some(Secret::new(SECRET)),
+        skip_signature_check: false,
+        runs_topic: "org_1.runs".into(),
+        change_log_topic: "org_1.change.log".into(),
+        detailed_logging: true,
+        run_logs: true,
+        wf_unmatched_fail: true,
+        budget: Budget::default(),
+        infer_topics: false,
+        idempotency_headers: false,
+        fixed_timestamp: None,
+    }
+}
