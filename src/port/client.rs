@@ -218,50 +218,60 @@ impl PortClient {
                     });
                 }
             };
-            let status = resp.status();
-            let rate = Observed::from_headers(resp.headers());
-            if let Some(seen) = rate {
-                self.budget.observe(seen);
-            }
-            let mut retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            let text = resp.text().await.unwrap_or_default();
-            if status.is_success() {
-                return Ok(Exchange::Ok(serde_json::from_str(&text).unwrap_or(Value::Null)));
-            }
-            if status.as_u16() == 401 {
-                return Ok(Exchange::Unauthorized);
-            }
-            let snippet: String = text.chars().take(300).collect();
-            if status.as_u16() == 429 {
-                metrics::port_rate_limited();
-                // Wait for the reset Port named, not a blind backoff.
-                let reset = retry_after.or(rate.map(|r| r.reset));
-                retry_after = self.budget.exhausted(reset).or(retry_after);
-            }
-            let retryable = matches!(status.as_u16(), 408 | 429) || status.is_server_error();
-            let error = PortError {
-                call: call.clone(),
-                message: format!("status {}: {}", status.as_u16(), snippet),
-                permanent: !retryable,
-            };
-            if retryable {
-                Err(Attempt::Retryable {
-                    last: Err(error),
-                    retry_after,
-                })
-            } else {
-                Err(Attempt::Final(error))
-            }
+            self.read_answer(resp, &call).await
         };
         with_retries(self.backoff, attempt, |_, delay| {
             metrics::retry("port");
             tracing::debug!(call = %format!("{method} {path}"), delay_ms = delay.as_millis() as u64, "retrying Port API call");
         })
         .await
+    }
+
+    /// What one answer of Port means: a result, a 401, or an error worth
+    /// retrying (after the rate limit's reset for a 429) or not.
+    async fn read_answer(
+        &self,
+        resp: reqwest::Response,
+        call: &str,
+    ) -> Result<Exchange, Attempt<Exchange, PortError>> {
+        let status = resp.status();
+        let rate = Observed::from_headers(resp.headers());
+        if let Some(seen) = rate {
+            self.budget.observe(seen);
+        }
+        let mut retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let text = resp.text().await.unwrap_or_default();
+        if status.is_success() {
+            return Ok(Exchange::Ok(serde_json::from_str(&text).unwrap_or(Value::Null)));
+        }
+        if status.as_u16() == 401 {
+            return Ok(Exchange::Unauthorized);
+        }
+        let snippet: String = text.chars().take(300).collect();
+        if status.as_u16() == 429 {
+            metrics::port_rate_limited();
+            // Wait for the reset Port named, not a blind backoff.
+            let reset = retry_after.or(rate.map(|r| r.reset));
+            retry_after = self.budget.exhausted(reset).or(retry_after);
+        }
+        let retryable = matches!(status.as_u16(), 408 | 429) || status.is_server_error();
+        let error = PortError {
+            call: call.to_string(),
+            message: format!("status {}: {}", status.as_u16(), snippet),
+            permanent: !retryable,
+        };
+        if retryable {
+            Err(Attempt::Retryable {
+                last: Err(error),
+                retry_after,
+            })
+        } else {
+            Err(Attempt::Final(error))
+        }
     }
 
     /// An authenticated call to `endpoint` at `path` (which the caller in

@@ -28,6 +28,7 @@ mod metrics_scrape;
 mod observability;
 mod pipeline;
 mod polling;
+mod rate_limits;
 mod reload;
 mod retries;
 mod security;

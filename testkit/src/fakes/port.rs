@@ -58,6 +58,56 @@ pub struct PortState {
     pub tokens_expire: std::sync::atomic::AtomicBool,
     /// When each token was issued (token `n` is `token_issued_at[n-1]`).
     pub token_issued_at: Mutex<Vec<Instant>>,
+    /// Port's rate limit, when set: every answer carries the
+    /// `x-ratelimit-*` headers and a call over the limit is answered 429.
+    pub rate_limit: Mutex<Option<RateWindow>>,
+}
+
+/// A fixed-window rate limit like Port's: `limit` calls per `period`, the
+/// first window starting with the first call.
+#[derive(Debug, Clone)]
+pub struct RateWindow {
+    /// Calls allowed per period.
+    pub limit: u64,
+    /// The period.
+    pub period: Duration,
+    start: Option<Instant>,
+    count: u64,
+}
+
+impl RateWindow {
+    /// `limit` calls per `period`.
+    pub fn new(limit: u64, period: Duration) -> RateWindow {
+        RateWindow {
+            limit,
+            period,
+            start: None,
+            count: 0,
+        }
+    }
+
+    /// Count a call arriving `now`: whether it is allowed, and the headers
+    /// of its answer (the reset in whole seconds, rounded up).
+    fn admit(&mut self, now: Instant) -> (bool, [(&'static str, String); 3]) {
+        let start = *self.start.get_or_insert(now);
+        let periods = (now - start).as_nanos() / self.period.as_nanos().max(1);
+        let window = start + self.period * periods as u32;
+        if Some(window) != self.start {
+            self.start = Some(window);
+            self.count = 0;
+        }
+        let allowed = self.count < self.limit;
+        if allowed {
+            self.count += 1;
+        }
+        let reset = (window + self.period - now).as_secs_f64().ceil() as u64;
+        let headers = [
+            ("x-ratelimit-limit", self.limit.to_string()),
+            ("x-ratelimit-remaining", (self.limit - self.count).to_string()),
+            ("x-ratelimit-reset", reset.to_string()),
+        ];
+        (allowed, headers)
+    }
 }
 
 /// A PATCH of an action run's status to a final one.
@@ -126,8 +176,40 @@ fn polling_answer(state: &PortState, path: &str, body: &Value) -> Option<(u16, V
 /// recorded in [`PortState::calls`].
 pub type FakePort = Fake<PortState>;
 
+/// The rate limit first (when set), then [`answer`]; the limit's headers go
+/// on every answer.
 async fn port_handler(
     State(state): State<Arc<PortState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let limited = state
+        .rate_limit
+        .lock()
+        .unwrap()
+        .as_mut()
+        .map(|w| w.admit(Instant::now()));
+    let mut response = match &limited {
+        Some((false, _)) => {
+            state
+                .calls
+                .lock()
+                .unwrap()
+                .push(record(&method, &uri, &headers, &body, 429));
+            (StatusCode::TOO_MANY_REQUESTS, axum::Json(json!({"ok": false}))).into_response()
+        }
+        _ => answer(state, method, uri, headers, body).await,
+    };
+    for (name, value) in limited.into_iter().flat_map(|(_, h)| h) {
+        response.headers_mut().insert(name, value.parse().unwrap());
+    }
+    response
+}
+
+async fn answer(
+    state: Arc<PortState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -259,6 +341,11 @@ impl Fake<PortState> {
     /// How many tokens were issued.
     pub fn token_calls(&self) -> u32 {
         *self.state.tokens_issued.lock().unwrap()
+    }
+
+    /// Enforce a rate limit of `limit` calls per `period` from now on.
+    pub fn rate_limit(&self, limit: u64, period: Duration) {
+        *self.state.rate_limit.lock().unwrap() = Some(RateWindow::new(limit, period));
     }
 
     /// Answer the next non-token calls with `statuses`, in order.
