@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use crate::support::agent::*;
-use crate::support::{FakePort, FakeTarget};
+use crate::support::broker::free_port;
+use crate::support::{http_get, FakePort, FakeTarget};
 use serde_json::json;
 
 const RUNS: usize = 60;
@@ -25,7 +26,9 @@ async fn a_rate_limited_port_gets_every_report_with_almost_no_429s() {
     // One attempt per Port call (the polling helper's default): each 429 the
     // fake counts is one the agent ran into, and a run's refused call is
     // held and sent again until Port takes it.
-    let mut agent = start_polling(&port, "rate", &json!([{"enabled": true}]), &[]);
+    let http_port = free_port().to_string();
+    let mapping = json!([{"enabled": true}]);
+    let mut agent = start_polling(&port, "rate", &mapping, &[("AGENT_HTTP_PORT", &http_port)]);
     wait_until(Duration::from_secs(120), "every run's status", &agent, || {
         (0..RUNS).all(|i| !patches_of(&port, &format!("r_{i}")).is_empty())
     });
