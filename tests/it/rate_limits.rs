@@ -32,6 +32,17 @@ async fn a_rate_limited_port_gets_every_report_with_almost_no_429s() {
     wait_until(Duration::from_secs(120), "every run's status", &agent, || {
         (0..RUNS).all(|i| !patches_of(&port, &format!("r_{i}")).is_empty())
     });
+    // The gauge shows the budget Port gave last: within the limit.
+    let (_, metrics) = http_get(&format!("127.0.0.1:{http_port}"), "/metrics").expect("/metrics");
+    let remaining: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("port_agent_port_rate_limit_remaining ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no port_agent_port_rate_limit_remaining in {metrics}"));
+    assert!((0.0..=100.0).contains(&remaining), "{remaining}");
     assert_eq!(
         agent.stop(Duration::from_secs(30)),
         Some(0),
