@@ -110,6 +110,14 @@ impl RateWindow {
     }
 }
 
+impl PortState {
+    /// Count a call against the rate limit, when one is set.
+    fn admit(&self) -> Option<(bool, [(&'static str, String); 3])> {
+        let mut window = self.rate_limit.lock().unwrap();
+        window.as_mut().map(|w| w.admit(Instant::now()))
+    }
+}
+
 /// A PATCH of an action run's status to a final one.
 fn is_final_status(method: &Method, path: &str, body: &[u8]) -> bool {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -185,12 +193,7 @@ async fn port_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let limited = state
-        .rate_limit
-        .lock()
-        .unwrap()
-        .as_mut()
-        .map(|w| w.admit(Instant::now()));
+    let limited = state.admit();
     let mut response = match &limited {
         Some((false, _)) => {
             state
