@@ -369,6 +369,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
 
     fn run_reporter<'a>(&'a self, kind: &'a Kind) -> RunReporter<'a, R> {
         RunReporter::new(&self.reporter, kind, self.config.run_logs, &self.backlog)
+            .in_order(self.invoker.records_only())
     }
 
     /// The run of an admitted message: select a mapping, decrypt, build the

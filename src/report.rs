@@ -17,141 +17,13 @@ use crate::http::ResponseContext;
 use crate::mapping::{jq, EvalCtx, Mapping, RequestSpec, Warning};
 use crate::message::Kind;
 use crate::port::PortCall;
-use crate::redact::Redactor;
+
+mod lines;
+
+pub use lines::{LogLine, RunLogs};
 
 /// The summary reported for a run whose processing panicked.
 pub const INTERNAL_ERROR_SUMMARY: &str = "Internal error in the agent while processing this run";
-
-/// Which run-log lines are posted (`AGENT_RUN_LOGS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunLogs {
-    /// Every line (`all`, or a true boolean): five per answered run.
-    All,
-    /// Only the line that says how the run ended (`minimal`): one per run
-    /// that `All` posts lines for (see [`RunReports`]).
-    Minimal,
-    /// None (`off`, or a false boolean).
-    Off,
-}
-
-impl RunLogs {
-    /// The accepted spellings, as an error message lists them.
-    pub const EXPECTED: &'static str = "all, minimal or off (or a boolean: true = all, false = off)";
-
-    /// Parse `all`, `minimal`, `off` or a compat boolean, in any case.
-    pub fn parse(value: &str) -> Option<RunLogs> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "all" => Some(RunLogs::All),
-            "minimal" => Some(RunLogs::Minimal),
-            other => {
-                crate::settings::parse_bool(other).map(|on| if on { RunLogs::All } else { RunLogs::Off })
-            }
-        }
-    }
-}
-
-/// A line of a run's log (`POST …/logs`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LogLine {
-    /// The message was accepted for the agent.
-    Received,
-    /// The request is being built.
-    Preparing,
-    /// The request is being sent.
-    Sending,
-    /// The request could not be delivered; the reason (redacted).
-    InvocationFailed(String),
-    /// The target answered 2xx.
-    Succeeded {
-        /// HTTP status.
-        status: u16,
-        /// `Some(bytes read)` when the answer was cut at `AGENT_MAX_RESPONSE_BYTES`.
-        truncated_at: Option<usize>,
-    },
-    /// The target answered with another status.
-    Failed {
-        /// HTTP status.
-        status: u16,
-        /// Where a redirect that was not followed pointed (redacted).
-        location: Option<String>,
-        /// The response text (redacted), with `AGENT_DETAILED_LOGGING`.
-        response: Option<String>,
-        /// `Some(bytes read)` when the answer was cut at `AGENT_MAX_RESPONSE_BYTES`.
-        truncated_at: Option<usize>,
-    },
-    /// The last line of every run the agent reported on.
-    Finished,
-    /// The run was failed without an answer from the target (request not
-    /// built or not allowed, stale message, internal error): its summary.
-    /// Posted only with [`RunLogs::Minimal`], as the run's one line.
-    Summary(String),
-}
-
-impl LogLine {
-    /// How the target answered, as the run's log says it; values that
-    /// may hold secrets pass through `redactor`.
-    pub fn answered(
-        response: &ResponseContext,
-        truncated: bool,
-        detailed: bool,
-        redactor: &Redactor,
-    ) -> LogLine {
-        let truncated_at = truncated.then_some(response.text.len());
-        if response.ok() {
-            return LogLine::Succeeded {
-                status: response.status,
-                truncated_at,
-            };
-        }
-        LogLine::Failed {
-            status: response.status,
-            location: redirect_location(response).map(|l| redactor.text(l)),
-            response: (detailed && !response.text.is_empty()).then(|| redactor.text(&response.text)),
-            truncated_at,
-        }
-    }
-
-    /// The text posted to Port.
-    pub fn text(&self) -> String {
-        let note = |at: &Option<usize>| match at {
-            Some(n) => {
-                format!(" (response truncated: only its first {n} bytes were read, AGENT_MAX_RESPONSE_BYTES)")
-            }
-            None => String::new(),
-        };
-        match self {
-            LogLine::Received => "An action message has been received".into(),
-            LogLine::Preparing => "Preparing the payload for the request".into(),
-            LogLine::Sending => "Sending the request".into(),
-            LogLine::InvocationFailed(message) => format!("Action invocation failed: {message}"),
-            LogLine::Succeeded { status, truncated_at } => format!(
-                "Action invocation has completed successfully with status code: {status}{}",
-                note(truncated_at)
-            ),
-            LogLine::Failed {
-                status,
-                location,
-                response,
-                truncated_at,
-            } => {
-                let location = location
-                    .as_ref()
-                    .map(|l| format!(" redirecting to {l}"))
-                    .unwrap_or_default();
-                let response = response
-                    .as_ref()
-                    .map(|r| format!(" and response: {r}"))
-                    .unwrap_or_default();
-                format!(
-                    "Action invocation failed with status code: {status}{location}{response}{}",
-                    note(truncated_at)
-                )
-            }
-            LogLine::Finished => "Port agent finished processing the action run".into(),
-            LogLine::Summary(summary) => summary.clone(),
-        }
-    }
-}
 
 /// The `Location` of a 3xx answer (a redirect that was not followed).
 fn redirect_location(response: &ResponseContext) -> Option<&str> {
@@ -201,6 +73,28 @@ pub struct Chains {
     pub logs: Vec<PortCall>,
     /// The result: the response (synchronous action runs), then the status.
     pub result: Vec<PortCall>,
+}
+
+impl Chains {
+    /// Both chains as one list in SPEC §7's order, which keeps each chain's
+    /// order: the log lines, the result, then [`LogLine::Finished`] last
+    /// (what dry-run and render show; it is the order of one run's calls
+    /// before they were split in two chains).
+    pub fn in_order(mut self) -> Vec<PortCall> {
+        let finished = LogLine::Finished.text();
+        let last = match self.logs.last() {
+            Some(PortCall::RunLog { message, .. } | PortCall::NodeRunLog { message, .. })
+                if *message == finished =>
+            {
+                self.logs.pop()
+            }
+            _ => None,
+        };
+        let mut calls = self.logs;
+        calls.extend(self.result);
+        calls.extend(last);
+        calls
+    }
 }
 
 /// The Port calls about one run: its kind says where they go, `logs`
@@ -495,6 +389,7 @@ mod tests {
     use super::*;
     use crate::mapping::testing::{ctx_env, set};
     use crate::mapping::Budget;
+    use crate::redact::Redactor;
     use serde_json::json;
 
     #[test]
@@ -703,6 +598,24 @@ mod tests {
             calls(&[run_failed("n1", true, "x")]),
             vec![patch(node_run, failed)]
         );
+        // In one list (dry-run, render), as before the split.
+        let one = |c: Chains| calls(&c.in_order());
+        assert_eq!(
+            one(reports(&action, all).failure("boom")),
+            vec![boom(), log(run, FINISHED)]
+        );
+        assert_eq!(
+            one(reports(&action, all).request_failed(LogLine::InvocationFailed("refused".into()), "no")),
+            vec![
+                log(run, "Action invocation failed: refused"),
+                patch(run, json!({"status": "FAILURE", "summary": "no"})),
+                log(run, FINISHED)
+            ]
+        );
+        assert_eq!(
+            one(reports(&action, minimal).failure("boom")),
+            vec![log(run, "boom"), boom()]
+        );
     }
 
     #[test]
@@ -827,6 +740,7 @@ mod tests {
             patch(run, json!({"status": "SUCCESS"})),
             log(run, FINISHED),
         ];
+        assert_eq!(calls(&got.clone().in_order()), before);
         let (logs, result) = chains(got);
         let is_log = |c: &Call| c.1.ends_with("/logs");
         assert_eq!(

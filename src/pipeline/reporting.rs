@@ -51,6 +51,10 @@ pub(super) struct RunReporter<'a, R> {
     errors: Mutex<Vec<String>>,
     backlog: &'a Arc<ReportBacklog>,
     pending: Mutex<Pending>,
+    /// Send the two chains as one, in SPEC §7's order
+    /// ([`Chains::in_order`]): for recording reporters (dry-run, render),
+    /// which show the calls in that order.
+    in_order: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -71,7 +75,19 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
             errors: Mutex::default(),
             backlog,
             pending: Mutex::default(),
+            in_order: false,
         }
+    }
+
+    /// Send the chains as one list in SPEC §7's order (see `in_order`).
+    pub(super) fn in_order(mut self, in_order: bool) -> Self {
+        self.in_order = in_order;
+        self
+    }
+
+    /// Whether the chains go as one list.
+    pub(super) fn sends_in_order(&self) -> bool {
+        self.in_order
     }
 
     /// What to report about this run.
@@ -96,7 +112,11 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
 
     /// Send the run's two chains side by side; done when both are.
     pub(super) async fn send_chains(&self, chains: Chains) {
-        tokio::join!(self.send(chains.logs), self.send(chains.result));
+        if self.in_order {
+            self.send(chains.in_order()).await;
+        } else {
+            tokio::join!(self.send(chains.logs), self.send(chains.result));
+        }
     }
 
     /// The log chain of a run whose closing lines are known later: `first`,

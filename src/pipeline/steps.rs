@@ -49,9 +49,16 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 redactor,
             };
             let (chains, disposition) = self.answered(&answered, sent, warnings);
-            // To the log chain, joined below: after its first lines.
-            let _ = closing.send(chains.logs);
-            port.send(chains.result).await;
+            if port.sends_in_order() {
+                // A recording reporter took the first lines at once (the
+                // log chain is polled first); the rest follow as one list.
+                drop(closing);
+                port.send(chains.in_order()).await;
+            } else {
+                // To the log chain, joined below: after its first lines.
+                let _ = closing.send(chains.logs);
+                port.send(chains.result).await;
+            }
             disposition
         };
         let ((), disposition) = tokio::join!(logs, result);
