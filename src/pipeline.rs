@@ -7,8 +7,8 @@
 //! exactly this code with recording edges.
 //!
 //! What is reported to Port is decided in [`crate::report`]; this module
-//! only sends it (`reporting`, in order, waiting for Port while it is
-//! unreachable). The steps after selection are in `steps`, the outcome
+//! only sends it (`reporting`: the run logs and the result as two chains
+//! side by side, each in order, waiting for Port while it is unreachable). The steps after selection are in `steps`, the outcome
 //! types in `outcome`.
 
 mod outcome;
@@ -29,6 +29,8 @@ use crate::message::{Invocation, Kind, TopicKind};
 use crate::port::{ReportBacklog, Reporter};
 use crate::redact::Redactor;
 use crate::report::{self, LogLine, INTERNAL_ERROR_SUMMARY};
+
+pub use crate::report::RunLogs;
 use crate::secret::Secret;
 use crate::settings::Settings;
 use crate::signature::{self, SignatureError};
@@ -71,8 +73,8 @@ pub struct Config {
     pub change_log_topic: String,
     /// Include response text in logs and summaries.
     pub detailed_logging: bool,
-    /// Post run logs.
-    pub run_logs: bool,
+    /// Which run logs are posted (`AGENT_RUN_LOGS`).
+    pub run_logs: RunLogs,
     /// Report FAILED for unmatched workflow node runs.
     pub wf_unmatched_fail: bool,
     /// jq evaluation limits.
@@ -246,10 +248,10 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 if let (Disposition::Skipped(Skip::Stale(age)), Some(kind)) = (&skipped.result, &skipped.kind)
                 {
                     let max_age = self.guard.max_message_age.map(|d| d.as_secs()).unwrap_or(0);
-                    let mut run = self.run_reporter(kind);
+                    let run = self.run_reporter(kind);
                     let calls = run.reports().failure(&report::stale_summary(*age, max_age));
-                    run.send(calls).await;
-                    skipped.port_errors = run.errors;
+                    run.send_chains(calls).await;
+                    skipped.port_errors = run.into_errors();
                 }
                 return *skipped;
             }
@@ -349,11 +351,11 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 Ok((_, kind)) => kind,
                 Err(skipped) => return *skipped,
             };
-            let mut run = self.run_reporter(&kind);
+            let run = self.run_reporter(&kind);
             let calls = run.reports().failure(INTERNAL_ERROR_SUMMARY);
-            run.send(calls).await;
+            run.send_chains(calls).await;
             error!(panic = %panic, "the run was reported as failed after an internal error");
-            let port_errors = run.errors;
+            let port_errors = run.into_errors();
             Outcome {
                 result: Disposition::InternalError(panic.to_string()),
                 run_id: kind.run_id().map(str::to_string),
@@ -366,13 +368,8 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     }
 
     fn run_reporter<'a>(&'a self, kind: &'a Kind) -> RunReporter<'a, R> {
-        RunReporter {
-            reporter: &self.reporter,
-            kind,
-            logs: self.config.run_logs,
-            errors: Vec::new(),
-            backlog: &self.backlog,
-        }
+        RunReporter::new(&self.reporter, kind, self.config.run_logs, &self.backlog)
+            .in_order(self.invoker.records_only())
     }
 
     /// The run of an admitted message: select a mapping, decrypt, build the
@@ -397,7 +394,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         let Some(mapping) = selection.index.and_then(|i| mappings.get(i)) else {
             info!("no suitable mapping for the message");
             let calls = job.port.reports().unmatched(self.config.wf_unmatched_fail);
-            job.port.send(calls).await;
+            job.port.send_chains(calls).await;
             job.redactor = self.redactor.clone();
             return job.finish(outcome);
         };
@@ -405,10 +402,9 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         let input = self.decrypt(&mut inv, mapping, input, outcome);
         job.redactor = self.redactor_for(outcome);
         // The request is built first (no I/O), so that the run logs that
-        // precede it can travel while the target is called: their order,
-        // and their place before the status report, stay as they were, but
-        // a run no longer waits for three Port round trips before its
-        // request goes out.
+        // precede it can travel while the target is called: their order
+        // stays as it was, but a run no longer waits for three Port round
+        // trips before its request goes out (nor its status for them).
         let built = self.build(&inv, mapping, &input, &mut job);
         outcome.result = match built {
             Ok((spec, mut request)) => {

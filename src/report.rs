@@ -3,10 +3,13 @@
 //! bodies and the run-log lines, each turned into the [`PortCall`]s to make,
 //! in order. Pure: no I/O here; the pipeline sends the calls.
 //!
-//! The order of a run's calls (SPEC §7): the log lines before the request
-//! ([`LogLine::Received`], [`LogLine::Preparing`], [`LogLine::Sending`]),
-//! the line that tells how the target answered, the run's response
-//! (synchronous action runs), its status, and [`LogLine::Finished`] last.
+//! A run's calls form two chains ([`Chains`]), each sent in order, the two
+//! side by side (SPEC §7): the log lines (before the request
+//! [`LogLine::Received`], [`LogLine::Preparing`], [`LogLine::Sending`],
+//! then the line that tells how the target answered, and
+//! [`LogLine::Finished`] last), and the result: the run's response
+//! (synchronous action runs), then its status. The log lines never delay
+//! the status. [`RunLogs`] (`AGENT_RUN_LOGS`) says which lines are posted.
 
 use serde_json::{json, Map, Value};
 
@@ -14,108 +17,13 @@ use crate::http::ResponseContext;
 use crate::mapping::{jq, EvalCtx, Mapping, RequestSpec, Warning};
 use crate::message::Kind;
 use crate::port::PortCall;
-use crate::redact::Redactor;
+
+mod lines;
+
+pub use lines::{LogLine, RunLogs};
 
 /// The summary reported for a run whose processing panicked.
 pub const INTERNAL_ERROR_SUMMARY: &str = "Internal error in the agent while processing this run";
-
-/// A line of a run's log (`POST …/logs`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LogLine {
-    /// The message was accepted for the agent.
-    Received,
-    /// The request is being built.
-    Preparing,
-    /// The request is being sent.
-    Sending,
-    /// The request could not be delivered; the reason (redacted).
-    InvocationFailed(String),
-    /// The target answered 2xx.
-    Succeeded {
-        /// HTTP status.
-        status: u16,
-        /// `Some(bytes read)` when the answer was cut at `AGENT_MAX_RESPONSE_BYTES`.
-        truncated_at: Option<usize>,
-    },
-    /// The target answered with another status.
-    Failed {
-        /// HTTP status.
-        status: u16,
-        /// Where a redirect that was not followed pointed (redacted).
-        location: Option<String>,
-        /// The response text (redacted), with `AGENT_DETAILED_LOGGING`.
-        response: Option<String>,
-        /// `Some(bytes read)` when the answer was cut at `AGENT_MAX_RESPONSE_BYTES`.
-        truncated_at: Option<usize>,
-    },
-    /// The last line of every run the agent reported on.
-    Finished,
-}
-
-impl LogLine {
-    /// How the target answered, as the run's log says it; values that
-    /// may hold secrets pass through `redactor`.
-    pub fn answered(
-        response: &ResponseContext,
-        truncated: bool,
-        detailed: bool,
-        redactor: &Redactor,
-    ) -> LogLine {
-        let truncated_at = truncated.then_some(response.text.len());
-        if response.ok() {
-            return LogLine::Succeeded {
-                status: response.status,
-                truncated_at,
-            };
-        }
-        LogLine::Failed {
-            status: response.status,
-            location: redirect_location(response).map(|l| redactor.text(l)),
-            response: (detailed && !response.text.is_empty()).then(|| redactor.text(&response.text)),
-            truncated_at,
-        }
-    }
-
-    /// The text posted to Port.
-    pub fn text(&self) -> String {
-        let note = |at: &Option<usize>| match at {
-            Some(n) => {
-                format!(" (response truncated: only its first {n} bytes were read, AGENT_MAX_RESPONSE_BYTES)")
-            }
-            None => String::new(),
-        };
-        match self {
-            LogLine::Received => "An action message has been received".into(),
-            LogLine::Preparing => "Preparing the payload for the request".into(),
-            LogLine::Sending => "Sending the request".into(),
-            LogLine::InvocationFailed(message) => format!("Action invocation failed: {message}"),
-            LogLine::Succeeded { status, truncated_at } => format!(
-                "Action invocation has completed successfully with status code: {status}{}",
-                note(truncated_at)
-            ),
-            LogLine::Failed {
-                status,
-                location,
-                response,
-                truncated_at,
-            } => {
-                let location = location
-                    .as_ref()
-                    .map(|l| format!(" redirecting to {l}"))
-                    .unwrap_or_default();
-                let response = response
-                    .as_ref()
-                    .map(|r| format!(" and response: {r}"))
-                    .unwrap_or_default();
-                format!(
-                    "Action invocation failed with status code: {status}{location}{response}{}",
-                    note(truncated_at)
-                )
-            }
-            LogLine::Finished => "Port agent finished processing the action run".into(),
-        }
-    }
-}
 
 /// The `Location` of a 3xx answer (a redirect that was not followed).
 fn redirect_location(response: &ResponseContext) -> Option<&str> {
@@ -157,23 +65,59 @@ fn node_run_failed() -> Value {
     json!({"status": "COMPLETED", "result": "FAILED"})
 }
 
+/// A run's Port calls as two chains: each is sent in order, the two side
+/// by side, and the run is done when both are.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Chains {
+    /// Run-log lines, in order.
+    pub logs: Vec<PortCall>,
+    /// The result: the response (synchronous action runs), then the status.
+    pub result: Vec<PortCall>,
+}
+
+impl Chains {
+    /// Both chains as one list in SPEC §7's order, which keeps each chain's
+    /// order: the log lines, the result, then [`LogLine::Finished`] last
+    /// (what dry-run and render show; it is the order of one run's calls
+    /// before they were split in two chains).
+    pub fn in_order(mut self) -> Vec<PortCall> {
+        let finished = LogLine::Finished.text();
+        let last = match self.logs.last() {
+            Some(PortCall::RunLog { message, .. } | PortCall::NodeRunLog { message, .. })
+                if *message == finished =>
+            {
+                self.logs.pop()
+            }
+            _ => None,
+        };
+        let mut calls = self.logs;
+        calls.extend(self.result);
+        calls.extend(last);
+        calls
+    }
+}
+
 /// The Port calls about one run: its kind says where they go, `logs`
-/// whether its log lines are posted (`AGENT_RUN_LOGS`).
+/// which log lines are posted (`AGENT_RUN_LOGS`).
+///
+/// With [`RunLogs::Minimal`] a run gets the one line that says how it
+/// ended: how the target answered ([`LogLine::answered`]), why the request
+/// could not be delivered ([`LogLine::InvocationFailed`]), or else the
+/// summary it was failed with ([`LogLine::Summary`]: request not built or
+/// not allowed, stale message, internal error). Runs that get no line with
+/// [`RunLogs::All`] (an unmatched node run, change-log events) get none.
 #[derive(Debug, Clone, Copy)]
 pub struct RunReports<'a> {
     /// The run.
     pub kind: &'a Kind,
-    /// Post log lines.
-    pub logs: bool,
+    /// Which log lines are posted.
+    pub logs: RunLogs,
 }
 
 impl RunReports<'_> {
-    /// The calls that post `lines` (none for change-log events or without
-    /// run logs).
-    pub fn log(&self, lines: &[LogLine]) -> Vec<PortCall> {
-        if !self.logs {
-            return Vec::new();
-        }
+    /// The calls that post `lines` whatever [`RunLogs`] says (none for
+    /// change-log events).
+    fn post(&self, lines: &[LogLine]) -> Vec<PortCall> {
         lines
             .iter()
             .filter_map(|line| {
@@ -193,51 +137,97 @@ impl RunReports<'_> {
             .collect()
     }
 
-    /// Fail the run with `summary`, then [`LogLine::Finished`].
-    pub fn failure(&self, summary: &str) -> Vec<PortCall> {
-        let mut calls: Vec<PortCall> = match self.kind {
+    /// The calls that post the progress `lines` (only with [`RunLogs::All`]).
+    pub fn log(&self, lines: &[LogLine]) -> Vec<PortCall> {
+        match self.logs {
+            RunLogs::All => self.post(lines),
+            RunLogs::Minimal | RunLogs::Off => Vec::new(),
+        }
+    }
+
+    /// The closing lines: `outcome` (the line that says how the run ended),
+    /// then [`LogLine::Finished`] with [`RunLogs::All`]; `outcome` alone
+    /// with [`RunLogs::Minimal`].
+    fn closing(&self, outcome: LogLine) -> Vec<PortCall> {
+        match self.logs {
+            RunLogs::All => self.post(&[outcome, LogLine::Finished]),
+            RunLogs::Minimal => self.post(&[outcome]),
+            RunLogs::Off => Vec::new(),
+        }
+    }
+
+    /// Fail the run with `summary`; its log closes with [`LogLine::Finished`]
+    /// (the summary itself with [`RunLogs::Minimal`]).
+    pub fn failure(&self, summary: &str) -> Chains {
+        let logs = match self.logs {
+            RunLogs::All => self.post(&[LogLine::Finished]),
+            RunLogs::Minimal => self.post(&[LogLine::Summary(summary.to_string())]),
+            RunLogs::Off => Vec::new(),
+        };
+        Chains {
+            logs,
+            result: self.failed(summary),
+        }
+    }
+
+    /// The request could not be delivered: `line` (see
+    /// [`LogLine::InvocationFailed`]) then [`LogLine::Finished`], and the
+    /// run failed with `summary`.
+    pub fn request_failed(&self, line: LogLine, summary: &str) -> Chains {
+        Chains {
+            logs: self.closing(line),
+            result: self.failed(summary),
+        }
+    }
+
+    /// The status report that fails the run (none for change-log events).
+    fn failed(&self, summary: &str) -> Vec<PortCall> {
+        match self.kind {
             Kind::ActionRun(id) => vec![run_failed(id, false, summary)],
             Kind::NodeRun(id) => vec![run_failed(id, true, summary)],
             Kind::ChangeLog => Vec::new(),
-        };
-        calls.extend(self.log(&[LogLine::Finished]));
-        calls
+        }
     }
 
     /// No mapping matched: a node run is failed when `fail_node_runs`
     /// (`AGENT_WF_UNMATCHED_FAIL`); nothing else is reported.
-    pub fn unmatched(&self, fail_node_runs: bool) -> Vec<PortCall> {
-        match self.kind {
+    pub fn unmatched(&self, fail_node_runs: bool) -> Chains {
+        let result = match self.kind {
             Kind::NodeRun(id) if fail_node_runs => vec![PortCall::NodeRunPatch {
                 run_id: id.clone(),
                 body: node_run_failed(),
             }],
             _ => Vec::new(),
+        };
+        Chains {
+            logs: Vec::new(),
+            result,
         }
     }
 
-    /// The target answered: `line` (see [`LogLine::answered`]), the
-    /// response of a synchronous action run, the run's status (`report`
-    /// for an action run, see [`default_report`] and
-    /// [`apply_report_mapping`]), then [`LogLine::Finished`].
+    /// The target answered: the log closes with `line` (see
+    /// [`LogLine::answered`]) and [`LogLine::Finished`]; the result is the
+    /// response of a synchronous action run, then the run's status
+    /// (`report` for an action run, see [`default_report`] and
+    /// [`apply_report_mapping`]).
     pub fn answered(
         &self,
         line: LogLine,
         synchronized: bool,
         response: &ResponseContext,
         report: Option<RunReport>,
-    ) -> Vec<PortCall> {
-        let mut calls = self.log(&[line]);
+    ) -> Chains {
+        let mut result = Vec::new();
         match self.kind {
             Kind::ActionRun(id) => {
                 if synchronized && !response.text.trim().is_empty() {
-                    calls.push(PortCall::RunResponse {
+                    result.push(PortCall::RunResponse {
                         run_id: id.clone(),
                         response: response_value(response),
                     });
                 }
                 if let Some(report) = report.filter(|r| !r.is_empty()) {
-                    calls.push(PortCall::RunPatch {
+                    result.push(PortCall::RunPatch {
                         run_id: id.clone(),
                         body: report.to_body(),
                     });
@@ -245,7 +235,7 @@ impl RunReports<'_> {
             }
             Kind::NodeRun(id) => {
                 if let Some(body) = node_run_answered(synchronized, response) {
-                    calls.push(PortCall::NodeRunPatch {
+                    result.push(PortCall::NodeRunPatch {
                         run_id: id.clone(),
                         body,
                     });
@@ -253,8 +243,10 @@ impl RunReports<'_> {
             }
             Kind::ChangeLog => {}
         }
-        calls.extend(self.log(&[LogLine::Finished]));
-        calls
+        Chains {
+            logs: self.closing(line),
+            result,
+        }
     }
 }
 
@@ -397,6 +389,7 @@ mod tests {
     use super::*;
     use crate::mapping::testing::{ctx_env, set};
     use crate::mapping::Budget;
+    use crate::redact::Redactor;
     use serde_json::json;
 
     #[test]
@@ -467,11 +460,18 @@ mod tests {
         }
     }
 
-    fn calls(calls: Vec<PortCall>) -> Vec<(String, String, Value)> {
+    type Call = (String, String, Value);
+
+    fn calls(calls: &[PortCall]) -> Vec<Call> {
         calls
             .iter()
             .map(|c| (c.method().to_string(), c.path(), c.body()))
             .collect()
+    }
+
+    /// The log chain, then the result chain.
+    fn chains(c: Chains) -> (Vec<Call>, Vec<Call>) {
+        (calls(&c.logs), calls(&c.result))
     }
 
     fn log(path: &str, message: &str) -> (String, String, Value) {
@@ -499,6 +499,7 @@ mod tests {
             (LogLine::Sending, "Sending the request"),
             (LogLine::InvocationFailed("timed out".into()), "Action invocation failed: timed out"),
             (LogLine::Finished, FINISHED),
+            (LogLine::Summary("Internal error".into()), "Internal error"),
             (
                 LogLine::answered(&answer(201, "ok"), false, true, &none),
                 "Action invocation has completed successfully with status code: 201",
@@ -525,6 +526,10 @@ mod tests {
         }
     }
 
+    fn reports(kind: &Kind, logs: RunLogs) -> RunReports<'_> {
+        RunReports { kind, logs }
+    }
+
     #[test]
     fn failures_and_unmatched_runs() {
         let action = Kind::ActionRun("r1".into());
@@ -532,75 +537,99 @@ mod tests {
         let run = "/v1/actions/runs/r1";
         let node_run = "/v1/workflows/nodes/runs/n1";
         let failed = json!({"status": "COMPLETED", "result": "FAILED"});
+        let boom = || patch(run, json!({"status": "FAILURE", "summary": "boom"}));
+        let (all, minimal, off) = (RunLogs::All, RunLogs::Minimal, RunLogs::Off);
         let cases = [
             (
-                RunReports {
-                    kind: &action,
-                    logs: true,
-                }
-                .failure("boom"),
-                vec![
-                    patch(run, json!({"status": "FAILURE", "summary": "boom"})),
-                    log(run, FINISHED),
-                ],
+                reports(&action, all).failure("boom"),
+                vec![log(run, FINISHED)],
+                vec![boom()],
             ),
             (
-                RunReports {
-                    kind: &action,
-                    logs: false,
-                }
-                .failure("boom"),
-                vec![patch(run, json!({"status": "FAILURE", "summary": "boom"}))],
+                reports(&action, minimal).failure("boom"),
+                vec![log(run, "boom")],
+                vec![boom()],
             ),
+            (reports(&action, off).failure("boom"), vec![], vec![boom()]),
             (
-                RunReports {
-                    kind: &node,
-                    logs: true,
-                }
-                .failure("boom"),
-                vec![patch(node_run, failed.clone()), log(node_run, FINISHED)],
-            ),
-            (
-                RunReports {
-                    kind: &Kind::ChangeLog,
-                    logs: true,
-                }
-                .failure("boom"),
-                vec![],
-            ),
-            (
-                RunReports {
-                    kind: &node,
-                    logs: true,
-                }
-                .unmatched(true),
+                reports(&node, all).failure("boom"),
+                vec![log(node_run, FINISHED)],
                 vec![patch(node_run, failed.clone())],
             ),
             (
-                RunReports {
-                    kind: &node,
-                    logs: true,
-                }
-                .unmatched(false),
+                reports(&node, minimal).failure("boom"),
+                vec![log(node_run, "boom")],
+                vec![patch(node_run, failed.clone())],
+            ),
+            (reports(&Kind::ChangeLog, all).failure("boom"), vec![], vec![]),
+            (reports(&Kind::ChangeLog, minimal).failure("boom"), vec![], vec![]),
+            (
+                reports(&node, all).unmatched(true),
                 vec![],
+                vec![patch(node_run, failed.clone())],
             ),
             (
-                RunReports {
-                    kind: &action,
-                    logs: true,
-                }
-                .unmatched(true),
+                reports(&node, minimal).unmatched(true),
                 vec![],
+                vec![patch(node_run, failed.clone())],
             ),
-            (vec![run_failed("n1", true, "x")], vec![patch(node_run, failed)]),
+            (reports(&node, all).unmatched(false), vec![], vec![]),
+            (reports(&action, all).unmatched(true), vec![], vec![]),
+            (
+                reports(&action, all).request_failed(LogLine::InvocationFailed("refused".into()), "no"),
+                vec![log(run, "Action invocation failed: refused"), log(run, FINISHED)],
+                vec![patch(run, json!({"status": "FAILURE", "summary": "no"}))],
+            ),
+            (
+                reports(&action, minimal).request_failed(LogLine::InvocationFailed("refused".into()), "no"),
+                vec![log(run, "Action invocation failed: refused")],
+                vec![patch(run, json!({"status": "FAILURE", "summary": "no"}))],
+            ),
+            (
+                reports(&node, off).request_failed(LogLine::InvocationFailed("refused".into()), "no"),
+                vec![],
+                vec![patch(node_run, failed.clone())],
+            ),
         ];
-        for (i, (got, want)) in cases.into_iter().enumerate() {
-            assert_eq!(calls(got), want, "case {i}");
+        for (i, (got, logs, result)) in cases.into_iter().enumerate() {
+            assert_eq!(chains(got), (logs, result), "case {i}");
         }
+        assert_eq!(
+            calls(&[run_failed("n1", true, "x")]),
+            vec![patch(node_run, failed)]
+        );
+        // In one list (dry-run, render), as before the split.
+        let one = |c: Chains| calls(&c.in_order());
+        assert_eq!(
+            one(reports(&action, all).failure("boom")),
+            vec![boom(), log(run, FINISHED)]
+        );
+        assert_eq!(
+            one(reports(&action, all).request_failed(LogLine::InvocationFailed("refused".into()), "no")),
+            vec![
+                log(run, "Action invocation failed: refused"),
+                patch(run, json!({"status": "FAILURE", "summary": "no"})),
+                log(run, FINISHED)
+            ]
+        );
+        assert_eq!(
+            one(reports(&action, minimal).failure("boom")),
+            vec![log(run, "boom"), boom()]
+        );
     }
 
     #[test]
-    fn answered_runs_report_response_status_and_the_last_line() {
+    fn progress_lines_are_posted_only_with_all() {
+        let action = Kind::ActionRun("r1".into());
+        let lines = [LogLine::Received, LogLine::Preparing, LogLine::Sending];
+        assert_eq!(reports(&action, RunLogs::All).log(&lines).len(), 3);
+        assert!(reports(&action, RunLogs::Minimal).log(&lines).is_empty());
+        assert!(reports(&action, RunLogs::Off).log(&lines).is_empty());
+        assert!(reports(&Kind::ChangeLog, RunLogs::All).log(&lines).is_empty());
+    }
+
+    #[test]
+    fn answered_runs_report_response_then_status_and_log_on_their_own() {
         let action = Kind::ActionRun("r1".into());
         let node = Kind::NodeRun("n1".into());
         let run = "/v1/actions/runs/r1";
@@ -609,74 +638,147 @@ mod tests {
         let ok = answer(200, "{\"id\":7}");
         let bad = answer(500, "oops");
         let line = |r: &ResponseContext| LogLine::answered(r, false, false, &none);
-        let success = Some(default_report(true, &ok, false));
+        let success = || Some(default_report(true, &ok, false));
+        let succeeded = "Action invocation has completed successfully with status code: 200";
+        let sync_result = || {
+            vec![
+                patch(&format!("{run}/response"), json!({"response": {"id": 7}})),
+                patch(run, json!({"status": "SUCCESS"})),
+            ]
+        };
+        let node_ok = json!({"status": "COMPLETED", "result": "SUCCESS",
+                             "output": {"response": {"status": 200, "data": {"id": 7}}}});
+        let node_failed = json!({"status": "COMPLETED", "result": "FAILED"});
+        let (all, minimal, off) = (RunLogs::All, RunLogs::Minimal, RunLogs::Off);
         let cases = [
             (
-                RunReports {
-                    kind: &action,
-                    logs: true,
-                }
-                .answered(line(&ok), true, &ok, success),
-                vec![
-                    log(
-                        run,
-                        "Action invocation has completed successfully with status code: 200",
-                    ),
-                    patch(&format!("{run}/response"), json!({"response": {"id": 7}})),
-                    patch(run, json!({"status": "SUCCESS"})),
-                    log(run, FINISHED),
-                ],
+                reports(&action, all).answered(line(&ok), true, &ok, success()),
+                vec![log(run, succeeded), log(run, FINISHED)],
+                sync_result(),
             ),
             (
-                RunReports {
-                    kind: &action,
-                    logs: false,
-                }
-                .answered(line(&ok), false, &ok, Some(RunReport::default())),
+                reports(&action, minimal).answered(line(&ok), true, &ok, success()),
+                vec![log(run, succeeded)],
+                sync_result(),
+            ),
+            (
+                reports(&action, off).answered(line(&ok), true, &ok, success()),
+                vec![],
+                sync_result(),
+            ),
+            (
+                reports(&action, minimal).answered(line(&ok), false, &ok, Some(RunReport::default())),
+                vec![log(run, succeeded)],
                 vec![],
             ),
             (
-                RunReports {
-                    kind: &node,
-                    logs: false,
-                }
-                .answered(line(&ok), true, &ok, None),
-                vec![patch(
-                    node_run,
-                    json!({"status": "COMPLETED", "result": "SUCCESS",
-                           "output": {"response": {"status": 200, "data": {"id": 7}}}}),
-                )],
-            ),
-            (
-                RunReports {
-                    kind: &node,
-                    logs: false,
-                }
-                .answered(line(&ok), false, &ok, None),
+                reports(&action, off).answered(line(&ok), false, &ok, Some(RunReport::default())),
+                vec![],
                 vec![],
             ),
             (
-                RunReports {
-                    kind: &node,
-                    logs: false,
-                }
-                .answered(line(&bad), true, &bad, None),
+                reports(&action, minimal).answered(
+                    line(&bad),
+                    false,
+                    &bad,
+                    Some(default_report(false, &bad, false)),
+                ),
+                vec![log(run, "Action invocation failed with status code: 500")],
                 vec![patch(
-                    node_run,
-                    json!({"status": "COMPLETED", "result": "FAILED"}),
+                    run,
+                    json!({"status": "FAILURE", "summary": "Failed to invoke the webhook with status code: 500."}),
                 )],
             ),
             (
-                RunReports {
-                    kind: &Kind::ChangeLog,
-                    logs: true,
-                }
-                .answered(line(&ok), true, &ok, None),
+                reports(&node, off).answered(line(&ok), true, &ok, None),
+                vec![],
+                vec![patch(node_run, node_ok)],
+            ),
+            (
+                reports(&node, minimal).answered(line(&ok), false, &ok, None),
+                vec![log(node_run, succeeded)],
+                vec![],
+            ),
+            (
+                reports(&node, off).answered(line(&bad), true, &bad, None),
+                vec![],
+                vec![patch(node_run, node_failed)],
+            ),
+            (
+                reports(&Kind::ChangeLog, all).answered(line(&ok), true, &ok, None),
+                vec![],
+                vec![],
+            ),
+            (
+                reports(&Kind::ChangeLog, minimal).answered(line(&ok), true, &ok, None),
+                vec![],
                 vec![],
             ),
         ];
-        for (i, (got, want)) in cases.into_iter().enumerate() {
-            assert_eq!(calls(got), want, "case {i}");
+        for (i, (got, logs, result)) in cases.into_iter().enumerate() {
+            assert_eq!(chains(got), (logs, result), "case {i}");
+        }
+    }
+
+    /// With `all`, the chains hold exactly the calls the single ordered list
+    /// held before they were split, each chain in its old relative order.
+    #[test]
+    fn all_keeps_every_call_and_each_chains_order() {
+        let action = Kind::ActionRun("r1".into());
+        let run = "/v1/actions/runs/r1";
+        let ok = answer(200, "{\"id\":7}");
+        let line = LogLine::answered(&ok, false, false, &Redactor::default());
+        let got =
+            reports(&action, RunLogs::All).answered(line, true, &ok, Some(default_report(true, &ok, false)));
+        // The list before: answered line, response, status, finished.
+        let before = vec![
+            log(
+                run,
+                "Action invocation has completed successfully with status code: 200",
+            ),
+            patch(&format!("{run}/response"), json!({"response": {"id": 7}})),
+            patch(run, json!({"status": "SUCCESS"})),
+            log(run, FINISHED),
+        ];
+        assert_eq!(calls(&got.clone().in_order()), before);
+        let (logs, result) = chains(got);
+        let is_log = |c: &Call| c.1.ends_with("/logs");
+        assert_eq!(
+            logs,
+            before.iter().filter(|c| is_log(c)).cloned().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            result,
+            before.iter().filter(|c| !is_log(c)).cloned().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn run_logs_spellings() {
+        let cases = [
+            ("all", Some(RunLogs::All)),
+            ("ALL", Some(RunLogs::All)),
+            (" Minimal ", Some(RunLogs::Minimal)),
+            ("MINIMAL", Some(RunLogs::Minimal)),
+            ("off", Some(RunLogs::Off)),
+            ("OFF", Some(RunLogs::Off)),
+            ("true", Some(RunLogs::All)),
+            ("Yes", Some(RunLogs::All)),
+            ("on", Some(RunLogs::All)),
+            ("1", Some(RunLogs::All)),
+            ("t", Some(RunLogs::All)),
+            ("y", Some(RunLogs::All)),
+            ("false", Some(RunLogs::Off)),
+            ("No", Some(RunLogs::Off)),
+            ("0", Some(RunLogs::Off)),
+            ("f", Some(RunLogs::Off)),
+            ("n", Some(RunLogs::Off)),
+            ("min", None),
+            ("none", None),
+            ("", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(RunLogs::parse(value), want, "{value:?}");
         }
     }
 

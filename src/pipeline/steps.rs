@@ -3,23 +3,26 @@
 //! [`Job`] is what they share.
 
 use serde_json::Value;
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::reporting::RunReporter;
 use super::{now_secs, Disposition, Outcome, Pipeline};
 use crate::decrypt::decrypt_fields;
-use crate::invoke::{Invoker, OutgoingRequest};
+use crate::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
 use crate::mapping::{build_request_from, jq, Defaults, EvalCtx, Mapping, RequestSpec, Warning};
 use crate::message::{Invocation, Kind};
 use crate::port::Reporter;
 use crate::redact::Redactor;
-use crate::report::{self, LogLine};
+use crate::report::{self, Chains, LogLine, RunReports};
 use crate::secret::Secret;
 use crate::telemetry::metrics;
 
 impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     /// Send the request while its first run-log lines travel, then report
-    /// how the target answered.
+    /// how the target answered: the response and the status go out at
+    /// once, while the log chain posts its closing lines after the first
+    /// ones (SPEC §7: each chain in order; the logs never delay the status).
     pub(super) async fn deliver(
         &self,
         inv: &Invocation,
@@ -28,43 +31,86 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         request: &OutgoingRequest,
         job: &mut Job<'_, R>,
     ) -> Disposition {
-        let reports = job.port.reports();
-        let logs = job
-            .port
-            .send(reports.log(&[LogLine::Received, LogLine::Preparing, LogLine::Sending]));
-        let ((), sent) = tokio::join!(logs, self.invoker.send(request));
+        let port = &job.port;
+        let reports = port.reports();
+        let (closing, closing_lines) = oneshot::channel();
+        let first = reports.log(&[LogLine::Received, LogLine::Preparing, LogLine::Sending]);
+        let logs = port.send_logs(first, closing_lines);
+        let (ctx, warnings, redactor) = (&job.ctx, &mut job.warnings, &job.redactor);
+        let result = async {
+            let sent = self.invoker.send(request).await;
+            let answered = Answered {
+                reports,
+                inv,
+                mapping,
+                spec,
+                request,
+                ctx,
+                redactor,
+            };
+            let (chains, disposition) = self.answered(&answered, sent, warnings);
+            if port.sends_in_order() {
+                // A recording reporter took the first lines at once (the
+                // log chain is polled first); the rest follow as one list.
+                drop(closing);
+                port.send(chains.in_order()).await;
+            } else {
+                // To the log chain, joined below: after its first lines.
+                let _ = closing.send(chains.logs);
+                port.send(chains.result).await;
+            }
+            disposition
+        };
+        let ((), disposition) = tokio::join!(logs, result);
+        disposition
+    }
+
+    /// What to report once the target answered (or could not be reached).
+    fn answered(
+        &self,
+        a: &Answered<'_>,
+        sent: Result<TargetResponse, InvokeError>,
+        warnings: &mut Vec<Warning>,
+    ) -> (Chains, Disposition) {
+        let reports = a.reports;
         let answer = match sent {
             Ok(answer) => answer,
             Err(e) => {
-                let message = job.redactor.text(&e.message);
+                let message = a.redactor.text(&e.message);
                 warn!(error = %message, attempts = e.attempts, "target request failed");
-                let error = report::invoke_failed_summary(&message);
-                return job.fail(&[LogLine::InvocationFailed(message)], error).await;
+                let summary = report::invoke_failed_summary(&message);
+                let chains = reports.request_failed(LogLine::InvocationFailed(message), &summary);
+                return (chains, Disposition::RequestFailed(summary));
             }
         };
         let response = &answer.response;
         if self.invoker.records_only() {
-            debug!(status = response.status, method = %request.method, "request recorded, not sent; the assumed answer is used");
+            debug!(status = response.status, method = %a.request.method, "request recorded, not sent; the assumed answer is used");
         } else {
-            info!(status = response.status, method = %request.method, truncated = answer.truncated, "target answered");
+            info!(status = response.status, method = %a.request.method, truncated = answer.truncated, "target answered");
         }
-        let synchronized = inv.synchronized();
+        let synchronized = a.inv.synchronized();
         // An action run's status: the default, with the mapping's overrides.
         let action_report = matches!(reports.kind, Kind::ActionRun(_)).then(|| {
             let report = report::default_report(synchronized, response, self.config.detailed_logging);
-            let warnings = &mut job.warnings;
-            report::apply_report_mapping(mapping, report, &inv.message, spec, response, &job.ctx, warnings)
+            report::apply_report_mapping(
+                a.mapping,
+                report,
+                &a.inv.message,
+                a.spec,
+                response,
+                a.ctx,
+                warnings,
+            )
         });
         let line = LogLine::answered(
             response,
             answer.truncated,
             self.config.detailed_logging,
-            &job.redactor,
+            a.redactor,
         );
-        job.port
-            .send(reports.answered(line, synchronized, response, action_report))
-            .await;
-        Disposition::Delivered(response.status)
+        let chains = reports.answered(line, synchronized, response, action_report);
+        (chains, Disposition::Delivered(response.status))
     }
 
     /// Decrypt the mapping's `fieldsToDecryptPaths` in the message; the
@@ -144,6 +190,17 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     }
 }
 
+/// What [`Pipeline::answered`] reads about the run.
+struct Answered<'a> {
+    reports: RunReports<'a>,
+    inv: &'a Invocation,
+    mapping: &'a Mapping,
+    spec: &'a RequestSpec,
+    request: &'a OutgoingRequest,
+    ctx: &'a EvalCtx<'a>,
+    redactor: &'a Redactor,
+}
+
 /// What the steps of one admitted message share.
 pub(super) struct Job<'a, R> {
     /// Where the run's Port calls go.
@@ -157,11 +214,15 @@ pub(super) struct Job<'a, R> {
 }
 
 impl<R: Reporter> Job<'_, R> {
-    /// The request failed: post `lines`, fail the run with `error`.
+    /// The request was not sent: post the progress `lines`, fail the run
+    /// with `error`.
     pub(super) async fn fail(&mut self, lines: &[LogLine], error: String) -> Disposition {
         let reports = self.port.reports();
-        self.port.send(reports.log(lines)).await;
-        self.port.send(reports.failure(&error)).await;
+        let mut chains = reports.failure(&error);
+        let mut logs = reports.log(lines);
+        logs.append(&mut chains.logs);
+        chains.logs = logs;
+        self.port.send_chains(chains).await;
         Disposition::RequestFailed(error)
     }
 
@@ -179,6 +240,6 @@ impl<R: Reporter> Job<'_, R> {
             .iter()
             .map(|w| self.redactor.text(&w.to_string()))
             .collect();
-        outcome.port_errors = self.port.errors;
+        outcome.port_errors = self.port.into_errors();
     }
 }

@@ -18,7 +18,7 @@ use crate::guard::{AllowList, RedirectPolicy};
 use crate::retry::{Backoff, Policy};
 use crate::secret::Secret;
 
-use super::parse::{boolean, err, number, present, seconds};
+use super::parse::{boolean, err, number, present, run_logs, seconds};
 
 /// Raw strings as found in the environment; `envy` matches them by name.
 #[derive(Deserialize, Default)]
@@ -107,7 +107,7 @@ impl Settings {
             target: target(&mut raw)?,
             report: ReportSettings {
                 detailed_logging: boolean("DETAILED_LOGGING", raw.detailed_logging.take(), true)?,
-                run_logs: boolean("AGENT_RUN_LOGS", raw.agent_run_logs.take(), true)?,
+                run_logs: run_logs("AGENT_RUN_LOGS", raw.agent_run_logs.take())?,
                 wf_unmatched_fail: boolean(
                     "AGENT_WF_UNMATCHED_FAIL",
                     raw.agent_wf_unmatched_fail.take(),
@@ -497,7 +497,7 @@ mod tests {
         assert!(
             s.target.verify_ssl
                 && s.report.detailed_logging
-                && s.report.run_logs
+                && s.report.run_logs == crate::report::RunLogs::All
                 && s.report.wf_unmatched_fail
         );
         assert!(s.target.idempotency_headers);
@@ -540,6 +540,42 @@ mod tests {
         let e = with(&[("DETAILED_LOGGING", "maybe")]).unwrap_err();
         assert_eq!(e.variable, "DETAILED_LOGGING");
         assert!(e.to_string().contains("expected a boolean"), "{e}");
+    }
+
+    #[test]
+    fn run_logs_take_all_minimal_off_or_a_boolean() {
+        use crate::report::RunLogs;
+        let run_logs = |v: &str| with(&[("AGENT_RUN_LOGS", v)]).map(|s| s.report.run_logs);
+        assert_eq!(with(&[]).unwrap().report.run_logs, RunLogs::All);
+        assert_eq!(run_logs(""), Ok(RunLogs::All));
+        for (v, want) in [
+            ("all", RunLogs::All),
+            ("All", RunLogs::All),
+            ("minimal", RunLogs::Minimal),
+            ("MINIMAL", RunLogs::Minimal),
+            ("off", RunLogs::Off),
+            ("Off", RunLogs::Off),
+            ("true", RunLogs::All),
+            ("TRUE", RunLogs::All),
+            ("1", RunLogs::All),
+            ("yes", RunLogs::All),
+            ("On", RunLogs::All),
+            ("t", RunLogs::All),
+            ("Y", RunLogs::All),
+            ("false", RunLogs::Off),
+            ("0", RunLogs::Off),
+            ("NO", RunLogs::Off),
+            ("f", RunLogs::Off),
+            ("n", RunLogs::Off),
+        ] {
+            assert_eq!(run_logs(v), Ok(want), "{v}");
+        }
+        let e = run_logs("some").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "AGENT_RUN_LOGS: expected all, minimal or off (or a boolean: true = all, false = off), got 'some'"
+        );
+        assert!(!e.to_string().contains('\n'));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use crate::guard::{AllowList, RedirectPolicy};
+use crate::report::RunLogs;
 use crate::retry::Policy;
 use crate::secret::Secret;
 
@@ -169,8 +170,9 @@ pub struct TargetSettings {
 pub struct ReportSettings {
     /// `DETAILED_LOGGING`.
     pub detailed_logging: bool,
-    /// `AGENT_RUN_LOGS`: post run logs to Port.
-    pub run_logs: bool,
+    /// `AGENT_RUN_LOGS`: which run logs are posted to Port (`all`,
+    /// `minimal`, `off`; a boolean is `all` or `off`).
+    pub run_logs: RunLogs,
     /// `AGENT_WF_UNMATCHED_FAIL`: report FAILED for unmatched node runs.
     pub wf_unmatched_fail: bool,
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::SettingsError;
+use crate::report::RunLogs;
 
 /// Parse the compat boolean spelling: `true/false/1/0/yes/no/on/off/t/f/y/n`.
 pub fn parse_bool(value: &str) -> Option<bool> {
@@ -39,6 +40,16 @@ pub(super) fn boolean(
                 format!("expected a boolean (true/false, yes/no, on/off, 1/0), got '{v}'"),
             )
         }),
+    }
+}
+
+/// `AGENT_RUN_LOGS`: `all`, `minimal`, `off` or a boolean, in any case.
+pub(super) fn run_logs(var: &'static str, value: Option<String>) -> Result<RunLogs, SettingsError> {
+    match present(value) {
+        None => Ok(RunLogs::All),
+        Some(v) => {
+            RunLogs::parse(&v).ok_or_else(|| err(var, format!("expected {}, got '{v}'", RunLogs::EXPECTED)))
+        }
     }
 }
 

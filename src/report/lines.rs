@@ -1,0 +1,137 @@
+//! What a run's log says ([`LogLine`]) and which lines are posted
+//! ([`RunLogs`], `AGENT_RUN_LOGS`).
+
+use super::redirect_location;
+use crate::http::ResponseContext;
+use crate::redact::Redactor;
+
+/// Which run-log lines are posted (`AGENT_RUN_LOGS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunLogs {
+    /// Every line (`all`, or a true boolean): five per answered run.
+    All,
+    /// Only the line that says how the run ended (`minimal`): one per run
+    /// that `All` posts lines for (see [`RunReports`]).
+    Minimal,
+    /// None (`off`, or a false boolean).
+    Off,
+}
+
+impl RunLogs {
+    /// The accepted spellings, as an error message lists them.
+    pub const EXPECTED: &'static str = "all, minimal or off (or a boolean: true = all, false = off)";
+
+    /// Parse `all`, `minimal`, `off` or a compat boolean, in any case.
+    pub fn parse(value: &str) -> Option<RunLogs> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "all" => Some(RunLogs::All),
+            "minimal" => Some(RunLogs::Minimal),
+            other => {
+                crate::settings::parse_bool(other).map(|on| if on { RunLogs::All } else { RunLogs::Off })
+            }
+        }
+    }
+}
+
+/// A line of a run's log (`POST …/logs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogLine {
+    /// The message was accepted for the agent.
+    Received,
+    /// The request is being built.
+    Preparing,
+    /// The request is being sent.
+    Sending,
+    /// The request could not be delivered; the reason (redacted).
+    InvocationFailed(String),
+    /// The target answered 2xx.
+    Succeeded {
+        /// HTTP status.
+        status: u16,
+        /// `Some(bytes read)` when the answer was cut at `AGENT_MAX_RESPONSE_BYTES`.
+        truncated_at: Option<usize>,
+    },
+    /// The target answered with another status.
+    Failed {
+        /// HTTP status.
+        status: u16,
+        /// Where a redirect that was not followed pointed (redacted).
+        location: Option<String>,
+        /// The response text (redacted), with `AGENT_DETAILED_LOGGING`.
+        response: Option<String>,
+        /// `Some(bytes read)` when the answer was cut at `AGENT_MAX_RESPONSE_BYTES`.
+        truncated_at: Option<usize>,
+    },
+    /// The last line of every run the agent reported on.
+    Finished,
+    /// The run was failed without an answer from the target (request not
+    /// built or not allowed, stale message, internal error): its summary.
+    /// Posted only with [`RunLogs::Minimal`], as the run's one line.
+    Summary(String),
+}
+
+impl LogLine {
+    /// How the target answered, as the run's log says it; values that
+    /// may hold secrets pass through `redactor`.
+    pub fn answered(
+        response: &ResponseContext,
+        truncated: bool,
+        detailed: bool,
+        redactor: &Redactor,
+    ) -> LogLine {
+        let truncated_at = truncated.then_some(response.text.len());
+        if response.ok() {
+            return LogLine::Succeeded {
+                status: response.status,
+                truncated_at,
+            };
+        }
+        LogLine::Failed {
+            status: response.status,
+            location: redirect_location(response).map(|l| redactor.text(l)),
+            response: (detailed && !response.text.is_empty()).then(|| redactor.text(&response.text)),
+            truncated_at,
+        }
+    }
+
+    /// The text posted to Port.
+    pub fn text(&self) -> String {
+        let note = |at: &Option<usize>| match at {
+            Some(n) => {
+                format!(" (response truncated: only its first {n} bytes were read, AGENT_MAX_RESPONSE_BYTES)")
+            }
+            None => String::new(),
+        };
+        match self {
+            LogLine::Received => "An action message has been received".into(),
+            LogLine::Preparing => "Preparing the payload for the request".into(),
+            LogLine::Sending => "Sending the request".into(),
+            LogLine::InvocationFailed(message) => format!("Action invocation failed: {message}"),
+            LogLine::Succeeded { status, truncated_at } => format!(
+                "Action invocation has completed successfully with status code: {status}{}",
+                note(truncated_at)
+            ),
+            LogLine::Failed {
+                status,
+                location,
+                response,
+                truncated_at,
+            } => {
+                let location = location
+                    .as_ref()
+                    .map(|l| format!(" redirecting to {l}"))
+                    .unwrap_or_default();
+                let response = response
+                    .as_ref()
+                    .map(|r| format!(" and response: {r}"))
+                    .unwrap_or_default();
+                format!(
+                    "Action invocation failed with status code: {status}{location}{response}{}",
+                    note(truncated_at)
+                )
+            }
+            LogLine::Finished => "Port agent finished processing the action run".into(),
+            LogLine::Summary(summary) => summary.clone(),
+        }
+    }
+}
