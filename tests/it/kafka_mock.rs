@@ -12,6 +12,7 @@ use port_agent::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
 use port_agent::mapping::{JqEnv, MappingSet};
 use port_agent::pipeline::{Config, Pipeline};
 use port_agent::port::{PortCall, PortError, RecordingReporter, Reporter};
+use port_agent::report::RunLogs;
 use port_agent::report::INTERNAL_ERROR_SUMMARY;
 use port_agent::shutdown;
 use port_agent::source::kafka::{KafkaOptions, KafkaSource, Status};
@@ -160,7 +161,7 @@ fn engine_reporting_to<R: Reporter + 'static>(
     dlq_topic: Option<&str>,
 ) -> KafkaEngine<SharedTarget, R> {
     let config = Config {
-        run_logs: false,
+        run_logs: RunLogs::Off,
         ..crate::support::pipeline::config()
     };
     let mappings = MappingSet::parse(r#"[{"enabled": true}]"#).unwrap();

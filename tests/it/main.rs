@@ -30,6 +30,7 @@ mod pipeline;
 mod polling;
 mod rate_limits;
 mod reload;
+mod report_path;
 mod retries;
 mod security;
 mod settings_behaviour;

@@ -11,6 +11,7 @@ use port_agent::cli::dry_run;
 use port_agent::json_canon::to_raw_string;
 use port_agent::mapping::{JqEnv, MappingSet};
 use port_agent::pipeline::{Config, Delivery, Disposition, Skip};
+use port_agent::report::RunLogs;
 use port_agent::signature::sign;
 use serde_json::{json, Value};
 
@@ -64,7 +65,7 @@ async fn render_on(
     let file = path.display();
     let set = MappingSet::load(path).unwrap_or_else(|e| panic!("{file}: {e}"));
     let config = Config {
-        run_logs: false,
+        run_logs: RunLogs::Off,
         wf_unmatched_fail: false,
         ..crate::support::pipeline::config()
     };

@@ -11,6 +11,7 @@ use crate::support::proxy::Proxy;
 use crate::support::tls::{TlsTarget, TLS_ANSWER};
 use crate::support::{closed_port, FakePort, FakeTarget};
 use port_agent::guard::RedirectPolicy;
+use port_agent::report::RunLogs;
 use port_agent::retry::{Backoff, Policy};
 use port_agent::settings::{Requirement, Settings, Streamer};
 use serde_json::{json, Value};
@@ -93,7 +94,7 @@ fn every_default_in_the_settings_table() {
     );
     assert_eq!(s.port.timeout, Duration::from_secs(15));
     assert_eq!(s.port.max_attempts, 5);
-    assert!(s.report.run_logs);
+    assert_eq!(s.report.run_logs, RunLogs::All);
     assert!(s.target.idempotency_headers);
     assert!(s.report.wf_unmatched_fail);
     assert_eq!(s.kafka.dlq_topic, None);

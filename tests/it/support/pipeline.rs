@@ -3,6 +3,7 @@
 
 use port_agent::mapping::Budget;
 use port_agent::pipeline::Config;
+use port_agent::report::RunLogs;
 use port_agent::secret::Secret;
 
 use super::SECRET;
@@ -18,7 +19,7 @@ pub fn config() -> Config {
         runs_topic: "org_1.runs".into(),
         change_log_topic: "org_1.change.log".into(),
         detailed_logging: true,
-        run_logs: true,
+        run_logs: RunLogs::All,
         wf_unmatched_fail: true,
         budget: Budget::default(),
         infer_topics: false,

@@ -6,7 +6,7 @@
 //! many Port calls had to end, one after another, before a call started
 //! (its depth), and which calls were in flight together.
 //!
-//! Self-contained (no `mod support`).
+//! Built from the tests' own pipeline `Config` (`support::pipeline`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use port_agent::http::ResponseContext;
 use port_agent::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
-use port_agent::mapping::{Budget, JqEnv, MappingSet};
+use port_agent::mapping::{JqEnv, MappingSet};
 use port_agent::pipeline::{Config, Delivery, Disposition, Outcome, Pipeline};
 use port_agent::port::{PortCall, PortError, Reporter};
 use port_agent::report::RunLogs;
@@ -147,15 +147,10 @@ fn pipeline_with(target: QuickTarget, mappings: Value, run_logs: RunLogs) -> Age
     let config = Config {
         secret: None,
         skip_signature_check: true,
-        runs_topic: "org_1.runs".into(),
-        change_log_topic: "org_1.change.log".into(),
         detailed_logging: false,
         run_logs,
-        wf_unmatched_fail: true,
-        budget: Budget::default(),
-        infer_topics: false,
-        idempotency_headers: false,
         fixed_timestamp: Some(1_763_800_000),
+        ..crate::support::pipeline::config()
     };
     let mappings = Arc::new(MappingSet::from_value(&mappings).unwrap());
     Pipeline::new(config, mappings, JqEnv::new([]), target, SlowPort::default())
