@@ -56,6 +56,9 @@ async fn scrape_of_the_binary_with_every_kafka_metric() {
     cluster.create_topic(DLQ, 1, 1).expect("dlq topic");
     let brokers = cluster.bootstrap_servers();
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    // A limit far above what the test uses: its headers make the
+    // remaining-budget gauge appear.
+    port.rate_limit(1_000_000, Duration::from_secs(3600));
     target.answer_json(200, json!({"ok": true}));
     let mapping = std::env::temp_dir().join(format!("scrape-mapping-{}.json", std::process::id()));
     std::fs::write(
@@ -192,6 +195,7 @@ async fn scrape_of_the_binary_with_every_kafka_metric() {
         "port_agent_reports_pending",
         "port_agent_reports_rejected_total",
         "port_agent_panics_total",
+        "port_agent_port_rate_limit_remaining",
         "port_agent_build_info",
     ] {
         assert!(seen.contains(want), "{want} missing from the scrape:\n{text}");
