@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end load benchmark in one command: builds the release agent,
 # then runs every scenario (S1-S8) three times on each broker, tansu and
-# librdkafka's mock cluster (its own process, over TCP; rows "S1-mock"…),
+# librdkafka's mock cluster (its own process, over TCP; rows "S1-mock"…;
+# S5 and S6 on tansu only: their backlogs exceed the mock's 5 MiB/partition),
 # with the fake Port API and target on 127.0.0.1, prints the tables side by
 # side and writes JSON (target/bench/load-<unix time>.json;
 # benches/results/last.json for a standard full run). Options go to the

@@ -102,6 +102,25 @@ impl Broker {
         procfs::cpu_of(self.pid()).unwrap_or(0.0)
     }
 
+    /// An error when `messages` runs of about `messages::MESSAGE_BYTES`
+    /// would not all stay on this broker: librdkafka's mock cluster keeps
+    /// at most 5 MiB per partition (`rdkafka_mock.c`, `max_size`) and
+    /// silently drops the oldest messages beyond that, so the agent would
+    /// never see the runs the harness waits for.
+    pub fn check_capacity(&self, messages: usize) -> Result<()> {
+        if let BrokerProcess::Mock(_) = self.process {
+            let per_partition =
+                messages.div_ceil(RUNS_PARTITIONS as usize) * (crate::messages::MESSAGE_BYTES + 100);
+            if per_partition > MOCK_PARTITION_BYTES {
+                bail!(
+                    "{messages} messages do not fit the mock cluster (5 MiB per partition, {RUNS_PARTITIONS} partitions: about {} messages)",
+                    MOCK_PARTITION_BYTES / (crate::messages::MESSAGE_BYTES + 100) * RUNS_PARTITIONS as usize
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The two topics the agent subscribes to (tansu does not auto-create;
     /// the mock broker creates them at start).
     pub async fn create_topics(&self) -> Result<()> {
@@ -317,6 +336,10 @@ impl Agent {
 }
 
 // ------------------------------------------------------------ mock broker
+
+/// What librdkafka's mock cluster keeps of a partition before it drops the
+/// oldest messages.
+const MOCK_PARTITION_BYTES: usize = 5 * 1024 * 1024;
 
 /// Options of `load serve-mock-broker`.
 #[derive(Debug, Clone, clap::Args)]

@@ -430,6 +430,15 @@ pub async fn run(opts: Opts) -> Result<bool> {
     let mut results = Vec::new();
     for &sc in &scenarios {
         for &broker in &brokers {
+            // S5's 100,000-message backlog and S6's 15,000 messages exceed
+            // what the mock cluster keeps (5 MiB per partition, see
+            // `Broker::check_capacity`): tansu only.
+            if broker == BrokerKind::Mock && matches!(sc, scenarios::Id::S5 | scenarios::Id::S6) {
+                eprintln!(
+                    "[{sc:?}-mock] skipped: its backlog exceeds the mock cluster's 5 MiB per partition"
+                );
+                continue;
+            }
             s.broker = broker;
             results.push(repeats(&s, sc, &dir).await?);
         }

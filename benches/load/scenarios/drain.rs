@@ -204,6 +204,7 @@ async fn drain(s: &Session, spec: &Drain, tag: &str) -> Result<Sample> {
         .await?;
     let mut sample = Sample::default();
 
+    broker.check_capacity(spec.runs)?;
     let url = fakes.target_url();
     let ts = unix_s();
     let produce = Instant::now();

@@ -67,6 +67,7 @@ async fn backlog(s: &Session, tag: &str) -> Result<Sample> {
         broker.create_topics().await?;
         let fakes = Fakes::start(0, s.opts.s5_target_latency_ms, &dir.join("fakes.log"))?;
         fakes.reset(size, false, s.expected_calls(false)).await?;
+        broker.check_capacity(size)?;
         let url = fakes.target_url();
         let ts = unix_s();
         let produce = Instant::now();

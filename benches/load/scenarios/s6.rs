@@ -63,6 +63,7 @@ pub async fn live(s: &Session, tag: &str, spec: LiveSpec) -> Result<Sample> {
     broker.create_topics().await?;
     let fakes = Fakes::start(spec.port_latency_ms, 0, &dir.join("fakes.log"))?;
     let runs = (spec.rate * spec.seconds) as usize;
+    broker.check_capacity(runs)?;
     fakes
         .reset(runs, true, s.expected_calls(spec.synchronized))
         .await?;
