@@ -5,14 +5,23 @@
 //!
 //! * Port API (every path, after `--port-latency-ms`): a token for
 //!   `POST /v1/auth/access_token`, `{"ok":true}` otherwise; counts calls by
-//!   endpoint, and a run is *done* when its last run log line arrives: the
-//!   [`RUN_LOG_LINES`]th `POST …/runs/{id}/logs` of the run, which the
-//!   pipeline posts after the target's answer and the `/response` and status
-//!   PATCHes (counted per run, not recognised by its text).
+//!   endpoint. With `record_latency`, the status PATCH of a run
+//!   (`PATCH /v1/actions/runs/{id}`) records produce→status and
+//!   target→status latencies (from the run's target arrival).
+//! * When a run is *done*: when the fakes have seen its last expected call,
+//!   whatever their order. `/reset` gives the number of calls a run makes
+//!   (`expected_calls`, from the run kind and the agent's `AGENT_RUN_LOGS`,
+//!   see `Session::expected_calls`): its target call, plus its run log
+//!   lines (5 with `all`, 1 with `minimal`, 0 with `off`), plus for a
+//!   synchronized run `PATCH …/response` and the status PATCH. Each of these
+//!   counts once for the run (by its `r<index>` id, not by text or order);
+//!   the run is done when its count reaches `expected_calls`. So an async
+//!   run with run logs off is done when the target is called, and the
+//!   signal does not depend on which call comes last.
 //! * Target (every path): records the arrival (first, last, which run, and the
 //!   produce→arrival latency from `"producedAtNs"` in the body), waits
 //!   `--target-latency-ms`, answers `200 {"ok":true,…}`.
-//! * Control: `GET /stats` (JSON [`Stats`]), `POST /reset` (`{"n", "record_latency"}`),
+//! * Control: `GET /stats` (JSON [`Stats`]), `POST /reset` (`{"n", "record_latency", "expected_calls"}`),
 //!   `GET /arrivals` (first target arrival of each run, Unix ns, 0 = none;
 //!   recorded with `record_latency`).
 //!
@@ -46,10 +55,10 @@ pub fn unix_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// The run log lines the agent posts for a delivered action run, in order:
-/// received, preparing the payload, sending the request, the invocation's
-/// result, finished processing (the reference client posts the same). The
-/// last one is the run's last Port call: the run is done.
+/// The run log lines the agent posts for a delivered action run with
+/// `AGENT_RUN_LOGS=all`: received, preparing the payload, sending the
+/// request, the invocation's result, finished processing (the reference
+/// client posts the same).
 pub const RUN_LOG_LINES: u8 = 5;
 
 // ------------------------------------------------------------- child side
@@ -113,12 +122,21 @@ struct Run {
     last_done_ns: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
     arrivals_ns: Vec<AtomicU64>,
-    /// Run log lines received, by run index.
-    log_lines: Vec<AtomicU8>,
+    /// Produce time (Unix ns, from the target's body), by run index.
+    produced_ns: Vec<AtomicU64>,
+    /// Produce→status PATCH, µs.
+    status_latencies_us: Mutex<Vec<u32>>,
+    /// Target arrival→status PATCH, µs.
+    target_to_status_us: Mutex<Vec<u32>>,
+    /// Calls a run makes (see the module's doc).
+    expected_calls: u8,
+    /// Calls seen, by run index.
+    calls: Vec<AtomicU8>,
 }
 
 impl Run {
-    fn new(n: usize, record_latency: bool) -> Run {
+    fn new(n: usize, record_latency: bool, expected_calls: u8) -> Run {
+        let per_run = |on: bool| (0..if on { n } else { 0 }).map(|_| AtomicU64::new(0)).collect();
         Run {
             n,
             record_latency,
@@ -135,21 +153,45 @@ impl Run {
             last_target_ns: AtomicU64::new(0),
             last_done_ns: AtomicU64::new(0),
             latencies_us: Mutex::new(Vec::with_capacity(if record_latency { n } else { 0 })),
-            arrivals_ns: (0..if record_latency { n } else { 0 })
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            log_lines: (0..n).map(|_| AtomicU8::new(0)).collect(),
+            arrivals_ns: per_run(record_latency),
+            produced_ns: per_run(record_latency),
+            status_latencies_us: Mutex::new(Vec::new()),
+            target_to_status_us: Mutex::new(Vec::new()),
+            expected_calls: expected_calls.max(1),
+            calls: (0..n).map(|_| AtomicU8::new(0)).collect(),
         }
     }
 
-    /// Count a run log line of run `index`; true when it is the run's last
-    /// ([`RUN_LOG_LINES`]th).
-    fn last_log_line(&self, index: Option<usize>) -> bool {
-        let Some(count) = index.and_then(|i| self.log_lines.get(i)) else {
-            return false;
+    /// Count a call of run `index`; the run is done when it was its last
+    /// expected one.
+    fn count_call(&self, index: Option<usize>) {
+        let Some(count) = index.and_then(|i| self.calls.get(i)) else {
+            return;
         };
-        count.fetch_add(1, Ordering::Relaxed).saturating_add(1) == RUN_LOG_LINES
+        if count.fetch_add(1, Ordering::Relaxed).saturating_add(1) == self.expected_calls {
+            self.done.mark(index);
+            self.last_done_ns.fetch_max(unix_ns(), Ordering::Relaxed);
+        }
     }
+
+    /// The status PATCH of run `index` arrived at `now`.
+    fn status_reported(&self, index: Option<usize>, now: u64) {
+        let Some(i) = index else { return };
+        let since = |slot: Option<&AtomicU64>| {
+            let t = slot.map_or(0, |a| a.load(Ordering::Relaxed));
+            (t > 0).then(|| (now.saturating_sub(t) / 1000).min(u32::MAX as u64) as u32)
+        };
+        if let Some(us) = since(self.produced_ns.get(i)) {
+            lock(&self.status_latencies_us).push(us);
+        }
+        if let Some(us) = since(self.arrivals_ns.get(i)) {
+            lock(&self.target_to_status_us).push(us);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Shared {
@@ -195,7 +237,12 @@ pub struct Stats {
     pub first_target_ns: u64,
     pub last_target_ns: u64,
     pub last_done_ns: u64,
+    /// Produce→target arrival (with `record_latency`).
     pub latency: Option<Latency>,
+    /// Produce→status PATCH (with `record_latency`, synchronized runs).
+    pub status_latency: Option<Latency>,
+    /// Target arrival→status PATCH (with `record_latency`, synchronized runs).
+    pub target_to_status: Option<Latency>,
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -240,19 +287,19 @@ async fn port_api(State(s): State<Arc<Shared>>, method: Method, uri: Uri, body: 
     match (parts.next(), parts.next(), parts.next()) {
         (Some(id), Some("logs"), None) if !id.is_empty() => {
             run.logs.fetch_add(1, Ordering::Relaxed);
-            if run.last_log_line(run_index(id)) {
-                run.done.mark(run_index(id));
-                run.last_done_ns.fetch_max(unix_ns(), Ordering::Relaxed);
-            }
+            run.count_call(run_index(id));
         }
         (Some(id), Some("response"), None) if !id.is_empty() => {
             run.responses.fetch_add(1, Ordering::Relaxed);
+            run.count_call(run_index(id));
         }
         (Some(id), None, None) if !id.is_empty() && method == Method::PATCH => {
             run.patches.fetch_add(1, Ordering::Relaxed);
             if find(&body, b"FAILURE").is_some() {
                 run.failures.fetch_add(1, Ordering::Relaxed);
             }
+            run.status_reported(run_index(id), unix_ns());
+            run.count_call(run_index(id));
         }
         _ => {
             run.other.fetch_add(1, Ordering::Relaxed);
@@ -275,13 +322,14 @@ async fn target(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
             let _ = slot.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         }
         if let Some(produced) = number_after(&body, br#""producedAtNs":"#) {
+            if let Some(slot) = index.and_then(|i| run.produced_ns.get(i)) {
+                slot.store(produced, Ordering::Relaxed);
+            }
             let us = now.saturating_sub(produced) / 1000;
-            run.latencies_us
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(us.min(u32::MAX as u64) as u32);
+            lock(&run.latencies_us).push(us.min(u32::MAX as u64) as u32);
         }
     }
+    run.count_call(index);
     drop(run);
     if !s.target_latency.is_zero() {
         tokio::time::sleep(s.target_latency).await;
@@ -297,24 +345,29 @@ pub fn percentile(sorted: &[u32], q: f64) -> f64 {
     sorted[rank - 1] as f64 / 1000.0
 }
 
+/// Percentiles of latencies in µs.
+fn latency_of(list: &Mutex<Vec<u32>>) -> Latency {
+    let mut v = lock(list).clone();
+    v.sort_unstable();
+    Latency {
+        count: v.len() as u64,
+        p50_ms: percentile(&v, 0.50),
+        p90_ms: percentile(&v, 0.90),
+        p99_ms: percentile(&v, 0.99),
+        max_ms: percentile(&v, 1.0),
+        mean_ms: if v.is_empty() {
+            0.0
+        } else {
+            v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64 / 1000.0
+        },
+    }
+}
+
 async fn stats(State(s): State<Arc<Shared>>) -> Json<Stats> {
     let run = s.run();
-    let latency = run.record_latency.then(|| {
-        let mut v = run.latencies_us.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        v.sort_unstable();
-        Latency {
-            count: v.len() as u64,
-            p50_ms: percentile(&v, 0.50),
-            p90_ms: percentile(&v, 0.90),
-            p99_ms: percentile(&v, 0.99),
-            max_ms: percentile(&v, 1.0),
-            mean_ms: if v.is_empty() {
-                0.0
-            } else {
-                v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64 / 1000.0
-            },
-        }
-    });
+    let latency = run.record_latency.then(|| latency_of(&run.latencies_us));
+    let status_latency = run.record_latency.then(|| latency_of(&run.status_latencies_us));
+    let target_to_status = run.record_latency.then(|| latency_of(&run.target_to_status_us));
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     Json(Stats {
         n: run.n as u64,
@@ -333,6 +386,8 @@ async fn stats(State(s): State<Arc<Shared>>) -> Json<Stats> {
         last_target_ns: g(&run.last_target_ns),
         last_done_ns: g(&run.last_done_ns),
         latency,
+        status_latency,
+        target_to_status,
     })
 }
 
@@ -350,10 +405,12 @@ async fn arrivals(State(s): State<Arc<Shared>>) -> Json<Vec<u64>> {
 struct ResetBody {
     n: usize,
     record_latency: bool,
+    expected_calls: u8,
 }
 
 async fn reset(State(s): State<Arc<Shared>>, Json(body): Json<ResetBody>) -> StatusCode {
-    *s.run.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Run::new(body.n, body.record_latency));
+    *s.run.write().unwrap_or_else(|e| e.into_inner()) =
+        Arc::new(Run::new(body.n, body.record_latency, body.expected_calls));
     StatusCode::NO_CONTENT
 }
 
@@ -384,7 +441,7 @@ pub fn serve(args: FakesArgs) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let shared = Arc::new(Shared {
-            run: RwLock::new(Arc::new(Run::new(0, false))),
+            run: RwLock::new(Arc::new(Run::new(0, false, 1))),
             port_latency: Duration::from_millis(args.port_latency_ms),
             target_latency: Duration::from_millis(args.target_latency_ms),
         });
@@ -483,9 +540,14 @@ impl Fakes {
         format!("http://127.0.0.1:{}{path}", self.ports.control)
     }
 
-    /// Start a new measurement of `n` runs.
-    pub async fn reset(&self, n: usize, record_latency: bool) -> Result<()> {
-        let body = serde_json::to_vec(&ResetBody { n, record_latency })?;
+    /// Start a new measurement of `n` runs, each done after
+    /// `expected_calls` calls (see the module's doc).
+    pub async fn reset(&self, n: usize, record_latency: bool, expected_calls: u8) -> Result<()> {
+        let body = serde_json::to_vec(&ResetBody {
+            n,
+            record_latency,
+            expected_calls,
+        })?;
         let resp = self
             .http
             .post(self.control("/reset"))

@@ -2,7 +2,9 @@
 //! (testkit's, with the CPU and memory readings the harness takes), both
 //! killed on drop, and the producer that fills the runs topic.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -30,27 +32,69 @@ pub fn free_port() -> Result<u16> {
     Ok(try_free_port()?)
 }
 
-/// A tansu broker, in memory, on 127.0.0.1 (testkit's), logging to a file
-/// of the run's directory.
+/// The broker of a run (`--broker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// tansu, in memory, in its own process (testkit's).
+    Tansu,
+    /// librdkafka's mock cluster (`rdkafka::mocking::MockCluster`), in a
+    /// process of its own (this executable, `serve-mock-broker`): the agent
+    /// and the producer talk TCP to it as to Kafka.
+    Mock,
+}
+
+impl BrokerKind {
+    /// Its name in scenario ids, titles and log file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerKind::Tansu => "tansu",
+            BrokerKind::Mock => "mock",
+        }
+    }
+}
+
+enum BrokerProcess {
+    Tansu(Tansu),
+    Mock(MockBroker),
+}
+
+/// The broker of one scenario run, on 127.0.0.1, logging to a file of the
+/// run's directory; killed on drop.
 pub struct Broker {
-    tansu: Tansu,
+    process: BrokerProcess,
     /// `host:port` of the broker.
     pub bootstrap: String,
 }
 
 impl Broker {
-    /// Start it on a free port, logging to `log`.
-    pub fn start(log: &Path) -> Result<Broker> {
-        let tansu = Tansu::try_start(log).map_err(anyhow::Error::msg)?;
-        Ok(Broker {
-            bootstrap: tansu.bootstrap.clone(),
-            tansu,
-        })
+    /// Start a broker of `kind`, logging to `<dir>/<kind>.log`.
+    pub fn start(kind: BrokerKind, dir: &Path) -> Result<Broker> {
+        let log = dir.join(format!("{}.log", kind.name()));
+        match kind {
+            BrokerKind::Tansu => {
+                let tansu = Tansu::try_start(&log).map_err(anyhow::Error::msg)?;
+                Ok(Broker {
+                    bootstrap: tansu.bootstrap.clone(),
+                    process: BrokerProcess::Tansu(tansu),
+                })
+            }
+            BrokerKind::Mock => {
+                let mock = MockBroker::start(&log)?;
+                Ok(Broker {
+                    bootstrap: mock.bootstrap.clone(),
+                    process: BrokerProcess::Mock(mock),
+                })
+            }
+        }
     }
 
     /// Its process id.
     pub fn pid(&self) -> u32 {
-        self.tansu.pid()
+        match &self.process {
+            BrokerProcess::Tansu(t) => t.pid(),
+            BrokerProcess::Mock(m) => m.child.id(),
+        }
     }
 
     /// Its CPU seconds so far.
@@ -58,12 +102,35 @@ impl Broker {
         procfs::cpu_of(self.pid()).unwrap_or(0.0)
     }
 
-    /// The two topics the agent subscribes to (tansu does not auto-create).
+    /// An error when `messages` runs of about `messages::MESSAGE_BYTES`
+    /// would not all stay on this broker: librdkafka's mock cluster keeps
+    /// at most 5 MiB per partition (`rdkafka_mock.c`, `max_size`) and
+    /// silently drops the oldest messages beyond that, so the agent would
+    /// never see the runs the harness waits for.
+    pub fn check_capacity(&self, messages: usize) -> Result<()> {
+        if let BrokerProcess::Mock(_) = self.process {
+            let per_partition =
+                messages.div_ceil(RUNS_PARTITIONS as usize) * (crate::messages::MESSAGE_BYTES + 100);
+            if per_partition > MOCK_PARTITION_BYTES {
+                bail!(
+                    "{messages} messages do not fit the mock cluster (5 MiB per partition, {RUNS_PARTITIONS} partitions: about {} messages)",
+                    MOCK_PARTITION_BYTES / (crate::messages::MESSAGE_BYTES + 100) * RUNS_PARTITIONS as usize
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The two topics the agent subscribes to (tansu does not auto-create;
+    /// the mock broker creates them at start).
     pub async fn create_topics(&self) -> Result<()> {
-        self.tansu
-            .try_create_topics(&[(RUNS_TOPIC, RUNS_PARTITIONS), (CHANGE_LOG_TOPIC, 1)])
-            .await
-            .map_err(anyhow::Error::msg)
+        match &self.process {
+            BrokerProcess::Tansu(t) => t
+                .try_create_topics(&[(RUNS_TOPIC, RUNS_PARTITIONS), (CHANGE_LOG_TOPIC, 1)])
+                .await
+                .map_err(anyhow::Error::msg),
+            BrokerProcess::Mock(_) => Ok(()),
+        }
     }
 
     /// A producer. `batched: false` writes one message per record batch:
@@ -266,4 +333,193 @@ impl Agent {
     pub fn stop(&mut self, within: Duration) -> Option<i32> {
         self.process.stop(within)
     }
+}
+
+// ------------------------------------------------------------ mock broker
+
+/// What librdkafka's mock cluster keeps of a partition before it drops the
+/// oldest messages.
+const MOCK_PARTITION_BYTES: usize = 5 * 1024 * 1024;
+
+/// Options of `load serve-mock-broker`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MockArgs {
+    /// Brokers of the mock cluster.
+    #[arg(long, default_value_t = 1)]
+    pub brokers: i32,
+}
+
+/// `load serve-mock-broker`: a librdkafka mock cluster with the runs and
+/// change-log topics; prints its bootstrap servers on one line and lives
+/// until standard input closes (the harness is gone).
+pub fn serve_mock(args: MockArgs) -> Result<()> {
+    crate::fakes::exit_with_parent();
+    let cluster = rdkafka::mocking::MockCluster::new(args.brokers.max(1))?;
+    cluster.create_topic(RUNS_TOPIC, RUNS_PARTITIONS, 1)?;
+    cluster.create_topic(CHANGE_LOG_TOPIC, 1, 1)?;
+    println!("{}", cluster.bootstrap_servers());
+    loop {
+        std::thread::park();
+    }
+}
+
+/// The `serve-mock-broker` process, killed on drop.
+struct MockBroker {
+    child: Child,
+    /// Held open: the child exits when it closes.
+    _stdin: ChildStdin,
+    bootstrap: String,
+}
+
+impl MockBroker {
+    fn start(log: &Path) -> Result<MockBroker> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("serve-mock-broker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(log)?))
+            .spawn()
+            .context("start the mock broker process")?;
+        let stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let bootstrap = line.trim().to_string();
+        if bootstrap.is_empty() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the mock broker did not report its address; see {}",
+                log.display()
+            );
+        }
+        Ok(MockBroker {
+            child,
+            _stdin: stdin,
+            bootstrap,
+        })
+    }
+}
+
+impl Drop for MockBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------ bare consumer
+
+/// The agent's librdkafka consumer settings that pace fetching (copied from
+/// `src/source/kafka/config.rs`, whose module is private; keep them equal),
+/// except `fetch.queue.backoff.ms`, which the bare consumer takes as an option.
+pub const AGENT_FETCH_SETTINGS: [(&str, &str); 5] = [
+    ("fetch.wait.max.ms", "100"),
+    ("queued.min.messages", "1000"),
+    ("queued.max.messages.kbytes", "4096"),
+    ("fetch.max.bytes", "4194304"),
+    ("max.partition.fetch.bytes", "1048576"),
+];
+
+/// Options of `load bare-consumer`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BareArgs {
+    /// `bootstrap.servers`.
+    #[arg(long)]
+    pub bootstrap: String,
+    /// Messages to read (from the beginning of the runs topic).
+    #[arg(long)]
+    pub messages: usize,
+    /// `fetch.queue.backoff.ms` (librdkafka's default: 1000; the agent's: 10).
+    #[arg(long, default_value_t = 10)]
+    pub backoff_ms: u32,
+    /// Busy time spent on each message, µs (200 µs = 5,000 msg/s of "processing").
+    #[arg(long, default_value_t = 200)]
+    pub work_us: u64,
+    /// Time limit, seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_s: u64,
+}
+
+/// What `load bare-consumer` prints (one JSON line).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BareReport {
+    pub messages: usize,
+    /// From the first message to the last.
+    pub wall_s: f64,
+    pub msgs_per_s: f64,
+    pub cpu_s: f64,
+}
+
+/// `load bare-consumer`: a plain consumer with the agent's fetch settings
+/// (partitions assigned directly, no group join) that spends `work_us` of
+/// busy time on each message: the rate at which fetch pacing alone lets a
+/// consumer that processes 1e6/work_us messages a second read.
+pub fn bare_consumer(args: BareArgs) -> Result<()> {
+    let mut config = ClientConfig::new();
+    for (k, v) in AGENT_FETCH_SETTINGS {
+        config.set(k, v);
+    }
+    let consumer: BaseConsumer = config
+        .set("bootstrap.servers", &args.bootstrap)
+        .set("group.id", "bench-bare-consumer")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.queue.backoff.ms", args.backoff_ms.to_string())
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..RUNS_PARTITIONS {
+        tpl.add_partition_offset(RUNS_TOPIC, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
+    let work = Duration::from_micros(args.work_us);
+    let mut first: Option<Instant> = None;
+    let mut seen = 0;
+    while seen < args.messages {
+        if Instant::now() > deadline {
+            bail!("bare consumer: {seen} of {} messages", args.messages);
+        }
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        msg?;
+        first.get_or_insert_with(Instant::now);
+        seen += 1;
+        let t = Instant::now();
+        while t.elapsed() < work {
+            std::hint::spin_loop();
+        }
+    }
+    let wall_s = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    let report = BareReport {
+        messages: seen,
+        wall_s,
+        msgs_per_s: seen as f64 / wall_s.max(1e-9),
+        cpu_s: procfs::own_cpu(),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Run `load bare-consumer` against `broker` for `messages` with
+/// `fetch.queue.backoff.ms = backoff_ms`.
+pub async fn run_bare_consumer(broker: &Broker, messages: usize, backoff_ms: u32) -> Result<BareReport> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args([
+        "bare-consumer",
+        "--bootstrap",
+        &broker.bootstrap,
+        "--messages",
+        &messages.to_string(),
+        "--backoff-ms",
+        &backoff_ms.to_string(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    anyhow::ensure!(out.status.success(), "bare consumer: {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).with_context(|| format!("bare consumer output: {text:?}"))
 }

@@ -3,16 +3,21 @@
 //!     scripts/bench.sh                          # every scenario, 3 repeats
 //!     cargo bench --bench load -- --help        # options
 //!
-//! Each scenario run starts its own infrastructure: a tansu broker on
-//! 127.0.0.1, and the fake Port API and target in a process of their own
+//! Each scenario run starts its own infrastructure: a broker on 127.0.0.1
+//! (`--broker`: tansu, or librdkafka's mock cluster in a process of its own,
+//! `serve-mock-broker`; `--broker tansu,mock` runs every scenario on both),
+//! and the fake Port API and target in a process of their own
 //! (this executable, `serve-fakes`), so the agent's, the fakes', the broker's
 //! and the harness's CPU are measured apart (`/proc/PID/stat`). For the drain
 //! scenarios the N signed messages are produced before the agent starts; the
 //! agent then runs as a separate process until the fakes have seen every run
-//! delivered to the target and all its run log lines posted (counted per
-//! run, see `fakes.rs`). After each drain scenario a bare reference client
-//! (`reference`) makes the same HTTP calls against the same fakes, and the
-//! agent's CPU per run is divided by the reference's.
+//! done: its last expected call seen (counted per run, see `fakes.rs`).
+//! After each drain scenario a bare reference client (`reference`) makes the
+//! same HTTP calls against the same fakes, and the agent's CPU per run is
+//! divided by the reference's; and a bare consumer (`bare-consumer`) with
+//! the agent's fetch settings, spending 0.2 ms per message, reads the same
+//! topic with `fetch.queue.backoff.ms` 1000 (librdkafka's default) and 10
+//! (the agent's): what fetch pacing alone allows on that broker.
 //!
 //! Prints a measurements table and a targets table (medians over the
 //! repeats) and writes JSON to `target/bench/load-<unix time>.json`, and to
@@ -59,6 +64,43 @@ enum Sub {
     ServeFakes(fakes::FakesArgs),
     /// (internal) The bare reference client.
     Reference(reference::RefArgs),
+    /// (internal) Serve a librdkafka mock cluster until stdin closes.
+    ServeMockBroker(infra::MockArgs),
+    /// (internal) The bare consumer: the agent's fetch settings, 0.2 ms per message.
+    BareConsumer(infra::BareArgs),
+}
+
+/// `AGENT_RUN_LOGS` of the agent under test (`--run-logs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunLogs {
+    /// Every run log line (`AGENT_RUN_LOGS=true`, understood by older
+    /// binaries too): 5 log calls per delivered action run.
+    All,
+    /// Only the final outcome line (`AGENT_RUN_LOGS=minimal`): 1 log call.
+    Minimal,
+    /// No run logs (`AGENT_RUN_LOGS=false`).
+    Off,
+}
+
+impl RunLogs {
+    /// The value of `AGENT_RUN_LOGS`.
+    pub fn env_value(self) -> &'static str {
+        match self {
+            RunLogs::All => "true",
+            RunLogs::Minimal => "minimal",
+            RunLogs::Off => "false",
+        }
+    }
+
+    /// Run log calls per delivered action run.
+    pub fn lines(self) -> u8 {
+        match self {
+            RunLogs::All => fakes::RUN_LOG_LINES,
+            RunLogs::Minimal => 1,
+            RunLogs::Off => 0,
+        }
+    }
 }
 
 /// The mapping the agent runs (`--mapping`).
@@ -75,8 +117,12 @@ pub enum MappingKind {
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct Opts {
     /// Scenarios to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "s1,s2,s3,s4,s5,s6,s7")]
+    #[arg(long, value_delimiter = ',', default_value = "s1,s2,s3,s4,s5,s6,s7,s8")]
     pub scenarios: Vec<scenarios::Id>,
+    /// Brokers, comma-separated: every scenario runs on each (ids of the
+    /// mock cluster's runs end in `-mock`).
+    #[arg(long, value_delimiter = ',', default_value = "tansu")]
+    pub broker: Vec<infra::BrokerKind>,
     /// Repeats of each scenario; the tables show medians.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
@@ -99,6 +145,22 @@ pub struct Opts {
     /// S6: seconds of production.
     #[arg(long, default_value_t = 30)]
     pub s6_seconds: u64,
+    /// S8: delay of every fake Port API answer.
+    #[arg(long, default_value_t = 50)]
+    pub port_latency_ms: u64,
+    /// S8: synchronized runs produced per second.
+    #[arg(long, default_value_t = 100)]
+    pub s8_rate: u64,
+    /// S8: seconds of production.
+    #[arg(long, default_value_t = 20)]
+    pub s8_seconds: u64,
+    /// The agent's AGENT_RUN_LOGS (the fakes' "run done" follows it).
+    #[arg(long, value_enum, default_value = "all")]
+    pub run_logs: RunLogs,
+    /// The bare consumer's `fetch.queue.backoff.ms` values (drain scenarios,
+    /// with the reference; empty to skip it).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10")]
+    pub bare_consumer_backoffs_ms: Vec<u32>,
     /// Time limit of one scenario run (a run over it is reported as failed).
     #[arg(long, default_value_t = 300)]
     pub timeout_s: u64,
@@ -142,6 +204,11 @@ impl Opts {
             && self.s5_target_latency_ms == 200
             && self.s6_rate == 500
             && self.s6_seconds == 30
+            && self.port_latency_ms == 50
+            && self.s8_rate == 100
+            && self.s8_seconds == 20
+            && self.run_logs == RunLogs::All
+            && self.broker.contains(&infra::BrokerKind::Tansu)
             && self.mapping == MappingKind::Typical
             && self.max_in_flight == 64
             && self.log_level.eq_ignore_ascii_case("info")
@@ -158,6 +225,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Sub::ServeFakes(a)) => fakes::serve(a).map(|_| true),
         Some(Sub::Reference(a)) => reference::run(a).map(|_| true),
+        Some(Sub::ServeMockBroker(a)) => infra::serve_mock(a).map(|_| true),
+        Some(Sub::BareConsumer(a)) => infra::bare_consumer(a).map(|_| true),
         None if !benching => {
             println!(
                 "load benchmark: run it with `scripts/bench.sh` or `cargo bench --bench load -- [options]`"

@@ -38,9 +38,10 @@ pub struct RefArgs {
     /// Synchronized runs: `/response` and status PATCH too.
     #[arg(long)]
     pub synchronized: bool,
-    /// Skip the run-log POSTs (as `AGENT_RUN_LOGS=false`).
-    #[arg(long)]
-    pub no_run_logs: bool,
+    /// Run-log POSTs per run: 5 (`AGENT_RUN_LOGS=all`), 1 (`minimal`: the
+    /// final line only) or 0 (`off`).
+    #[arg(long, default_value_t = crate::fakes::RUN_LOG_LINES)]
+    pub run_log_lines: u8,
 }
 
 /// What the reference prints about itself.
@@ -81,8 +82,15 @@ impl Worker {
         }
     }
 
-    async fn log(&self, run_id: &str, message: String) -> (usize, usize) {
-        if self.args.no_run_logs {
+    /// Post a run log line; `last`: the run's final line (the only one
+    /// with `--run-log-lines 1`).
+    async fn log(&self, run_id: &str, message: String, last: bool) -> (usize, usize) {
+        let post = match self.args.run_log_lines {
+            0 => false,
+            1 => last,
+            _ => true,
+        };
+        if !post {
             return (0, 0);
         }
         let ok = self
@@ -104,12 +112,12 @@ impl Worker {
             calls.1 += c.1;
         };
         add(self
-            .log(&run_id, "An action message has been received".into())
+            .log(&run_id, "An action message has been received".into(), false)
             .await);
         add(self
-            .log(&run_id, "Preparing the payload for the request".into())
+            .log(&run_id, "Preparing the payload for the request".into(), false)
             .await);
-        add(self.log(&run_id, "Sending the request".into()).await);
+        add(self.log(&run_id, "Sending the request".into(), false).await);
         let body = messages::mapped_body(&run_id, None);
         let resp = self
             .target
@@ -130,6 +138,7 @@ impl Worker {
             .log(
                 &run_id,
                 format!("Action invocation has completed successfully with status code: {status}"),
+                false,
             )
             .await);
         if self.args.synchronized {
@@ -152,7 +161,11 @@ impl Worker {
             add((1, usize::from(!ok)));
         }
         add(self
-            .log(&run_id, "Port agent finished processing the action run".into())
+            .log(
+                &run_id,
+                "Port agent finished processing the action run".into(),
+                true,
+            )
             .await);
         calls
     }

@@ -258,6 +258,9 @@ pub fn measurements(results: &[ScenarioResult]) -> String {
                 opt(r.get("runs_per_s")),
                 opt(r.get("latency_p50_ms")),
                 opt(r.get("latency_p99_ms")),
+                opt(r.get("status_latency_p50_ms")),
+                opt(r.get("status_latency_p99_ms")),
+                opt(r.get("agent_cpu_pct")),
                 opt(r.get("agent_cpu_us_per_run")),
                 opt(r.get("ref_cpu_us_per_run")),
                 opt(r.get("cpu_ratio_vs_ref")),
@@ -277,6 +280,9 @@ pub fn measurements(results: &[ScenarioResult]) -> String {
             "runs/s",
             "p50 ms",
             "p99 ms",
+            "status p50 ms",
+            "status p99 ms",
+            "agent CPU%",
             "agent µs/run",
             "ref µs/run",
             "agent/ref",
@@ -301,6 +307,26 @@ fn extra(r: &ScenarioResult) -> String {
     }
     if let Some(v) = r.get("ref_runs_per_s") {
         parts.push(format!("ref {} runs/s", num(v)));
+    }
+    let bare: Vec<String> = r
+        .median
+        .iter()
+        .filter_map(|(k, v)| {
+            let ms = k
+                .strip_prefix("bare_consumer_msgs_per_s_backoff_")?
+                .strip_suffix("ms")?;
+            Some((ms.parse::<u64>().ok()?, *v))
+        })
+        .collect::<BTreeMap<u64, f64>>()
+        .into_iter()
+        .rev()
+        .map(|(ms, v)| format!("{} msg/s at backoff {ms} ms", num(v)))
+        .collect();
+    if !bare.is_empty() {
+        parts.push(format!("bare consumer {}", bare.join(", ")));
+    }
+    if let (Some(p50), Some(p99)) = (r.get("target_to_status_p50_ms"), r.get("target_to_status_p99_ms")) {
+        parts.push(format!("target→status p50 {} / p99 {} ms", num(p50), num(p99)));
     }
     let backlogs: Vec<String> = r
         .median

@@ -21,6 +21,7 @@ mod fuzz;
 mod jq_differential;
 mod kafka_claims;
 mod kafka_mock;
+mod kafka_source_noop;
 mod kafka_tansu;
 mod logs;
 mod mappings;

@@ -101,7 +101,9 @@ async fn reference(
     sample: &mut Sample,
     deadline: Instant,
 ) -> Result<()> {
-    fakes.reset(spec.runs, false).await?;
+    fakes
+        .reset(spec.runs, false, s.expected_calls(spec.synchronized))
+        .await?;
     let fakes_before = fakes.cpu();
     let (machine_before, harness_before) = (procfs::machine_busy_seconds(), procfs::own_cpu());
     let started = Instant::now();
@@ -116,6 +118,8 @@ async fn reference(
         &spec.runs.to_string(),
         "--concurrency",
         &s.opts.max_in_flight.to_string(),
+        "--run-log-lines",
+        &s.opts.run_logs.lines().to_string(),
     ]);
     if spec.synchronized {
         cmd.arg("--synchronized");
@@ -171,20 +175,36 @@ async fn reference(
     Ok(())
 }
 
+/// The bare consumer (`infra::bare_consumer`) over the same topic, once per
+/// `--bare-consumer-backoffs-ms` value.
+async fn bare_consumers(s: &Session, spec: &Drain, broker: &Broker, sample: &mut Sample) -> Result<()> {
+    for &backoff in &s.opts.bare_consumer_backoffs_ms {
+        let report = infra::run_bare_consumer(broker, spec.runs, backoff).await?;
+        sample.set(
+            format!("bare_consumer_msgs_per_s_backoff_{backoff}ms"),
+            report.msgs_per_s,
+        );
+    }
+    Ok(())
+}
+
 /// S1-S4: queue `spec.runs`, start the agent, wait until all are done.
 async fn drain(s: &Session, spec: &Drain, tag: &str) -> Result<Sample> {
     let dir = s.run_dir(tag)?;
     let deadline = s.deadline();
-    let broker = Broker::start(&dir.join("tansu.log"))?;
+    let broker = s.start_broker(&dir)?;
     broker.create_topics().await?;
     let fakes = Fakes::start(
         spec.port_latency_ms,
         spec.target_latency_ms,
         &dir.join("fakes.log"),
     )?;
-    fakes.reset(spec.runs, false).await?;
+    fakes
+        .reset(spec.runs, false, s.expected_calls(spec.synchronized))
+        .await?;
     let mut sample = Sample::default();
 
+    broker.check_capacity(spec.runs)?;
     let url = fakes.target_url();
     let ts = unix_s();
     let produce = Instant::now();
@@ -215,6 +235,7 @@ async fn drain(s: &Session, spec: &Drain, tag: &str) -> Result<Sample> {
     stop_agent(&mut agent, &mut sample, "");
     if !s.opts.no_reference {
         reference(s, spec, &fakes, &mut sample, deadline).await?;
+        bare_consumers(s, spec, &broker, &mut sample).await?;
     }
     sample.ok = true;
     Ok(sample)

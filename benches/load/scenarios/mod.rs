@@ -11,6 +11,7 @@ mod s4;
 mod s5;
 mod s6;
 mod s7;
+mod s8;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +32,7 @@ pub enum Id {
     S5,
     S6,
     S7,
+    S8,
 }
 
 impl Id {
@@ -44,6 +46,7 @@ impl Id {
             Id::S5 => Box::new(s5::Backlog),
             Id::S6 => Box::new(s6::Live),
             Id::S7 => Box::new(s7::Startup),
+            Id::S8 => Box::new(s8::SyncStatus),
         }
     }
 }

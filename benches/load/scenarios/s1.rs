@@ -1,5 +1,5 @@
-//! S1: 10,000 async runs against a target answering at once, run logs on:
-//! throughput and the agent's CPU per run.
+//! S1: 10,000 async runs against a target answering at once, run logs on
+//! (`--run-logs`): throughput and the agent's CPU per run.
 
 use super::drain::{Drain, DrainScenario};
 use crate::report::Target;
@@ -11,7 +11,13 @@ pub fn scenario() -> DrainScenario {
             runs: 10_000,
             ..super::drain::IMMEDIATE
         },
-        title: |d, _| format!("{} async runs, 0 ms target, run logs on", d.runs),
+        title: |d, o| {
+            format!(
+                "{} async runs, 0 ms target, AGENT_RUN_LOGS={}",
+                d.runs,
+                o.run_logs.env_value()
+            )
+        },
         targets: |_| {
             vec![
                 Target::at_least("runs_per_s", 6000.0, "runs/s over the drain"),

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{Description, Run, Scenario};
 use crate::fakes::Fakes;
-use crate::infra::{self, Broker};
+use crate::infra;
 use crate::messages;
 use crate::report::{Sample, Target};
 use crate::session::{stop_agent, unix_s, Cpu, Session};
@@ -63,10 +63,11 @@ async fn backlog(s: &Session, tag: &str) -> Result<Sample> {
     for &size in &s.opts.s5_backlogs {
         let dir = s.run_dir(&format!("{tag}-{size}"))?;
         let deadline = s.deadline();
-        let broker = Broker::start(&dir.join("tansu.log"))?;
+        let broker = s.start_broker(&dir)?;
         broker.create_topics().await?;
         let fakes = Fakes::start(0, s.opts.s5_target_latency_ms, &dir.join("fakes.log"))?;
-        fakes.reset(size, false).await?;
+        fakes.reset(size, false, s.expected_calls(false)).await?;
+        broker.check_capacity(size)?;
         let url = fakes.target_url();
         let ts = unix_s();
         let produce = Instant::now();

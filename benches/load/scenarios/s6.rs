@@ -1,5 +1,6 @@
 //! S6: live traffic, messages produced at a steady rate while the agent
-//! runs: produce→target latency, and what the broker alone adds.
+//! runs: produce→target latency, and what the broker alone adds. The same
+//! live run ([`live`], with a [`LiveSpec`]) measures S8's produce→status.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,7 @@ use serde_json::json;
 
 use super::{Description, Run, Scenario};
 use crate::fakes::{self, Fakes};
-use crate::infra::{self, Broker};
+use crate::infra;
 use crate::messages;
 use crate::report::{Sample, Target};
 use crate::session::{record_stats, stop_agent, unix_s, wait_assigned, wait_for_runs, Cpu, Session};
@@ -27,36 +28,74 @@ impl Scenario for Live {
     }
 
     fn run<'a>(&'a self, s: &'a Session, tag: &'a str) -> Run<'a> {
-        Box::pin(live(s, tag))
+        let spec = LiveSpec {
+            rate: s.opts.s6_rate,
+            seconds: s.opts.s6_seconds,
+            synchronized: false,
+            port_latency_ms: 0,
+            baselines: true,
+        };
+        Box::pin(live(s, tag, spec))
     }
 }
 
-/// S6: steady production at `rate`, produce→target latency.
-async fn live(s: &Session, tag: &str) -> Result<Sample> {
+/// A live run: what is produced, how fast, and what is measured.
+pub struct LiveSpec {
+    /// Messages produced per second.
+    pub rate: u64,
+    /// Seconds of production.
+    pub seconds: u64,
+    /// Synchronized runs (`/response` and a status PATCH each; the fakes
+    /// then record produce→status).
+    pub synchronized: bool,
+    /// Delay of every fake Port API answer.
+    pub port_latency_ms: u64,
+    /// Also run the two baseline consumers (what the broker alone adds).
+    pub baselines: bool,
+}
+
+/// Steady production at `spec.rate`: produce→target latency, and for
+/// synchronized runs produce→status.
+pub async fn live(s: &Session, tag: &str, spec: LiveSpec) -> Result<Sample> {
     let dir = s.run_dir(tag)?;
     let deadline = s.deadline();
-    let broker = Broker::start(&dir.join("tansu.log"))?;
+    let broker = s.start_broker(&dir)?;
     broker.create_topics().await?;
-    let fakes = Fakes::start(0, 0, &dir.join("fakes.log"))?;
-    let runs = (s.opts.s6_rate * s.opts.s6_seconds) as usize;
-    fakes.reset(runs, true).await?;
+    let fakes = Fakes::start(spec.port_latency_ms, 0, &dir.join("fakes.log"))?;
+    let runs = (spec.rate * spec.seconds) as usize;
+    broker.check_capacity(runs)?;
+    fakes
+        .reset(runs, true, s.expected_calls(spec.synchronized))
+        .await?;
     let mut agent = s.spawn_agent(&broker, &fakes, &dir, tag)?;
     wait_assigned(&mut agent, deadline).await?;
     // Let the consumer settle into its fetch loop.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let baseline = infra::BaselineConsumer::start(&broker, runs, None, deadline)?;
-    let baseline_fast = infra::BaselineConsumer::start(&broker, runs, Some(10), deadline)?;
+    let baselines = if spec.baselines {
+        vec![
+            (
+                infra::BaselineConsumer::start(&broker, runs, None, deadline)?,
+                "broker",
+            ),
+            (
+                infra::BaselineConsumer::start(&broker, runs, Some(10), deadline)?,
+                "broker_fetch_wait_10ms",
+            ),
+        ]
+    } else {
+        Vec::new()
+    };
     let producer = broker.producer(false)?;
     let url = fakes.target_url();
-    let interval = Duration::from_secs_f64(1.0 / s.opts.s6_rate as f64);
+    let interval = Duration::from_secs_f64(1.0 / spec.rate as f64);
     let start = Cpu::now(&agent, &fakes, &broker);
     let t0 = tokio::time::Instant::now();
     let mut pending = Vec::with_capacity(runs);
     for i in 0..runs {
         tokio::time::sleep_until(t0 + interval * i as u32).await;
         let bytes = messages::signed_bytes(
-            messages::action_run(i, &url, false, Some(fakes::unix_ns())),
+            messages::action_run(i, &url, spec.synchronized, Some(fakes::unix_ns())),
             unix_s(),
         );
         let record = rdkafka::producer::FutureRecord::<(), _>::to(infra::RUNS_TOPIC)
@@ -92,7 +131,7 @@ async fn live(s: &Session, tag: &str) -> Result<Sample> {
     // 10 ms fetch wait; and what the agent adds once a message can be read:
     // its target arrival minus the 10 ms-wait consumer's receipt.
     let mut readable = Vec::new();
-    for (consumer, key) in [(baseline, "broker"), (baseline_fast, "broker_fetch_wait_10ms")] {
+    for (consumer, key) in baselines {
         let mut seen = tokio::task::spawn_blocking(move || consumer.join()).await??;
         seen.latencies_us.sort_unstable();
         let l = &seen.latencies_us;
@@ -100,16 +139,18 @@ async fn live(s: &Session, tag: &str) -> Result<Sample> {
         sample.set(format!("{key}_latency_p99_ms"), fakes::percentile(l, 0.99));
         readable = seen.received_ns;
     }
-    let arrivals = fakes.arrivals().await?;
-    let mut added: Vec<u32> = arrivals
-        .iter()
-        .zip(&readable)
-        .filter(|(a, r)| **a > 0 && **r > 0)
-        .map(|(a, r)| (a.saturating_sub(*r) / 1000).min(u32::MAX as u64) as u32)
-        .collect();
-    added.sort_unstable();
-    sample.set("readable_to_target_p50_ms", fakes::percentile(&added, 0.50));
-    sample.set("readable_to_target_p99_ms", fakes::percentile(&added, 0.99));
+    if spec.baselines {
+        let arrivals = fakes.arrivals().await?;
+        let mut added: Vec<u32> = arrivals
+            .iter()
+            .zip(&readable)
+            .filter(|(a, r)| **a > 0 && **r > 0)
+            .map(|(a, r)| (a.saturating_sub(*r) / 1000).min(u32::MAX as u64) as u32)
+            .collect();
+        added.sort_unstable();
+        sample.set("readable_to_target_p50_ms", fakes::percentile(&added, 0.50));
+        sample.set("readable_to_target_p99_ms", fakes::percentile(&added, 0.99));
+    }
     sample.set("produce_rate_per_s", runs as f64 / produced_in);
     sample.set(
         "runs_per_s",
@@ -125,6 +166,22 @@ async fn live(s: &Session, tag: &str) -> Result<Sample> {
             sample
                 .notes
                 .push(format!("latency measured on {} of {runs} runs", l.count));
+        }
+    }
+    if spec.synchronized {
+        for (key, l) in [
+            ("status_latency", &stats.status_latency),
+            ("target_to_status", &stats.target_to_status),
+        ] {
+            let Some(l) = l else { continue };
+            sample.set(format!("{key}_p50_ms"), l.p50_ms);
+            sample.set(format!("{key}_p99_ms"), l.p99_ms);
+            sample.set(format!("{key}_max_ms"), l.max_ms);
+            if (l.count as usize) < runs {
+                sample
+                    .notes
+                    .push(format!("{key} measured on {} of {runs} runs", l.count));
+            }
         }
     }
     sample.set(

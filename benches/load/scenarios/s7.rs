@@ -8,7 +8,6 @@ use serde_json::json;
 
 use super::{Description, Run, Scenario};
 use crate::fakes::Fakes;
-use crate::infra::Broker;
 use crate::report::{Sample, Target};
 use crate::session::{ready, stop_agent, Session, StartLog};
 
@@ -33,7 +32,7 @@ impl Scenario for Startup {
 async fn startup(s: &Session, tag: &str) -> Result<Sample> {
     let dir = s.run_dir(tag)?;
     let deadline = s.deadline();
-    let broker = Broker::start(&dir.join("tansu.log"))?;
+    let broker = s.start_broker(&dir)?;
     broker.create_topics().await?;
     let fakes = Fakes::start(0, 0, &dir.join("fakes.log"))?;
     let mut agent = s.spawn_agent(&broker, &fakes, &dir, tag)?;
