@@ -394,7 +394,11 @@ async fn injected_errors_and_a_broker_outage_lose_nothing() {
     // does not depend on this pause, only on everything arriving afterwards.
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.broker_up(1).unwrap();
-    rest.await.unwrap();
+    // Bounded, so that a stuck producer fails the test instead of hanging it.
+    tokio::time::timeout(Duration::from_secs(120), rest)
+        .await
+        .expect("the second half is produced within 2 minutes")
+        .unwrap();
 
     let all: BTreeSet<String> = (0..90).map(|i| format!("r_{i:02}")).collect();
     eventually("every run delivered", || {
@@ -406,7 +410,11 @@ async fn injected_errors_and_a_broker_outage_lose_nothing() {
     })
     .await;
     trigger.fire();
-    run.await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the source stops within 2 minutes of the shutdown")
+        .unwrap()
+        .unwrap();
     assert!(status.received.load(Ordering::SeqCst) >= 90);
 }
 
