@@ -221,6 +221,14 @@ fn log_text(c: &PortCall) -> String {
 
 /// The index of the one call that is not a log and is the last of the
 /// result chain (the status).
+/// The run-log lines among `seen`, in the order they were sent.
+fn log_texts(seen: &[Seen]) -> Vec<String> {
+    seen.iter()
+        .filter(|s| is_log(&s.call))
+        .map(|s| log_text(&s.call))
+        .collect()
+}
+
 fn status_index(seen: &[Seen]) -> usize {
     let results: Vec<usize> = (0..seen.len()).filter(|&i| !is_log(&seen[i].call)).collect();
     *results.last().expect("a status was reported")
@@ -271,7 +279,7 @@ async fn a_synchronous_run_shows_its_status_two_round_trips_after_the_answer() {
     // Each chain in its order: the log lines one after another, the
     // response ended before the status started.
     let logs: Vec<&Seen> = seen.iter().filter(|s| is_log(&s.call)).collect();
-    let texts: Vec<String> = logs.iter().map(|s| log_text(&s.call)).collect();
+    let texts = log_texts(&seen);
     assert_eq!(
         texts,
         [
@@ -369,11 +377,7 @@ async fn failures_without_an_answer_show_their_status_after_one_round_trip() {
     let outcome = process(&agent, message("r_down", false)).await;
     assert!(matches!(outcome.result, Disposition::RequestFailed(_)));
     let seen = port.seen();
-    let texts: Vec<String> = seen
-        .iter()
-        .filter(|s| is_log(&s.call))
-        .map(|s| log_text(&s.call))
-        .collect();
+    let texts = log_texts(&seen);
     assert_eq!(
         texts,
         [
@@ -403,11 +407,7 @@ async fn failures_without_an_answer_show_their_status_after_one_round_trip() {
     let outcome = process(&agent, without_url("r_bad")).await;
     assert!(matches!(outcome.result, Disposition::RequestFailed(_)));
     let seen = port.seen();
-    let texts: Vec<String> = seen
-        .iter()
-        .filter(|s| is_log(&s.call))
-        .map(|s| log_text(&s.call))
-        .collect();
+    let texts = log_texts(&seen);
     assert_eq!(
         texts,
         [
@@ -431,11 +431,7 @@ async fn run_logs_minimal_posts_one_line_and_off_none() {
         let port = agent.reporter();
         process(&agent, message("r_logs", true)).await;
         let seen = port.seen();
-        let texts: Vec<String> = seen
-            .iter()
-            .filter(|s| is_log(&s.call))
-            .map(|s| log_text(&s.call))
-            .collect();
+        let texts = log_texts(&seen);
         assert_eq!(texts.len(), lines, "{run_logs:?}: {texts:?}");
         if run_logs == RunLogs::Minimal {
             assert_eq!(
@@ -454,12 +450,7 @@ async fn run_logs_minimal_posts_one_line_and_off_none() {
     );
     let port = agent.reporter();
     process(&agent, message("r_min_down", false)).await;
-    let texts: Vec<String> = port
-        .seen()
-        .iter()
-        .filter(|s| is_log(&s.call))
-        .map(|s| log_text(&s.call))
-        .collect();
+    let texts = log_texts(&port.seen());
     assert_eq!(texts, ["Action invocation failed: timed out"]);
     // Minimal, a request that could not be built: its summary.
     let agent = pipeline_with(
@@ -469,12 +460,7 @@ async fn run_logs_minimal_posts_one_line_and_off_none() {
     );
     let port = agent.reporter();
     process(&agent, without_url("r_min_bad")).await;
-    let texts: Vec<String> = port
-        .seen()
-        .iter()
-        .filter(|s| is_log(&s.call))
-        .map(|s| log_text(&s.call))
-        .collect();
+    let texts = log_texts(&port.seen());
     assert_eq!(texts.len(), 1);
     assert_eq!(
         texts,
@@ -511,11 +497,7 @@ async fn a_pending_response_holds_the_status_and_the_run_until_port_accepts_it()
         .unwrap();
     let status = status_index(&seen);
     assert!(seen[response].end <= seen[status].start);
-    let texts: Vec<String> = seen
-        .iter()
-        .filter(|s| is_log(&s.call))
-        .map(|s| log_text(&s.call))
-        .collect();
+    let texts = log_texts(&seen);
     assert_eq!(texts[0], "An action message has been received");
     assert_eq!(texts[4], FINISHED);
     // The run (and so the message's offset) was done only after the last
