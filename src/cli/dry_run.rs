@@ -11,10 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::{json, Map, Value};
 
-use super::{
-    load_mappings, mapping_path, pipeline_config, quiet_offline_settings, Assume, Format, EXIT_PROBLEMS,
-};
-use crate::pipeline::Guard;
+use super::{load_mappings, mapping_path, quiet_offline_settings, Assume, Format, Recording, EXIT_PROBLEMS};
 use crate::port::Endpoint;
 
 use crate::invoke::{OutgoingRequest, RecordingInvoker};
@@ -334,20 +331,17 @@ pub async fn command(args: DryRunArgs) -> super::Result {
     let set = load_mappings(&path)?;
     let text = std::fs::read_to_string(&args.input)
         .with_context(|| format!("cannot read {}", args.input.display()))?;
-    let (mut config, default_topic) = pipeline_config(&settings, args.topic.as_deref());
-    config.fixed_timestamp = args.assume.timestamp;
-    config.skip_signature_check = args.no_verify;
-    let verified = config.secret.is_some() && !args.no_verify;
-    let (status, body) = (args.assume.assume_status, &args.assume.assume_body);
-    let p = pipeline(
-        config,
+    let env = JqEnv::new(crate::settings::process_env());
+    let run = Recording::new(
+        &settings,
         set,
-        JqEnv::new(crate::settings::process_env()),
-        status,
-        body,
-    )
-    .with_guard(Guard::from_settings(&settings));
-    let report = dry_run(&p, &text, &default_topic).await;
+        args.topic.as_deref(),
+        &args.assume,
+        args.no_verify,
+        env,
+    );
+    let verified = run.verified;
+    let report = dry_run(&run.pipeline, &text, &run.topic).await;
     if args.format == Format::Json {
         print_report_json(&report, verified);
     } else {

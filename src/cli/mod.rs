@@ -235,6 +235,40 @@ fn pipeline_config(settings: &Settings, topic_default: Option<&str>) -> (Config,
     (config, default_topic)
 }
 
+/// What `render` and `dry-run` run on: the real pipeline with recording
+/// edges, as the settings and the command's arguments describe it.
+struct Recording {
+    /// The pipeline.
+    pipeline: dry_run::DryPipeline,
+    /// The topic of bare message lines.
+    topic: String,
+    /// Signatures are checked (a secret is set and `--no-verify` is not).
+    verified: bool,
+}
+
+impl Recording {
+    fn new(
+        settings: &Settings,
+        mappings: MappingSet,
+        topic: Option<&str>,
+        assume: &Assume,
+        no_verify: bool,
+        env: crate::mapping::JqEnv,
+    ) -> Recording {
+        let (mut config, topic) = pipeline_config(settings, topic);
+        config.fixed_timestamp = assume.timestamp;
+        config.skip_signature_check = no_verify;
+        let verified = config.secret.is_some() && !no_verify;
+        let pipeline = dry_run::pipeline(config, mappings, env, assume.assume_status, &assume.assume_body)
+            .with_guard(crate::pipeline::Guard::from_settings(settings));
+        Recording {
+            pipeline,
+            topic,
+            verified,
+        }
+    }
+}
+
 /// `K=V` of `render --env`.
 fn parse_env_pair(s: &str) -> std::result::Result<(String, String), String> {
     s.split_once('=')

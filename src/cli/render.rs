@@ -10,9 +10,9 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::dry_run::{self, print_entry, Entry};
-use super::{load_mappings, parse_env_pair, pipeline_config, quiet_offline_settings, Assume, Format, Result};
+use super::{load_mappings, parse_env_pair, quiet_offline_settings, Assume, Format, Recording, Result};
 use crate::mapping::{JqEnv, PassedOver};
-use crate::pipeline::{Delivery, Guard};
+use crate::pipeline::Delivery;
 use crate::source::Trust;
 
 /// The arguments of `render`.
@@ -46,22 +46,25 @@ pub async fn command(args: RenderArgs) -> Result {
     let set = load_mappings(&args.mapping)?;
     let text = std::fs::read_to_string(&args.message)
         .with_context(|| format!("cannot read {}", args.message.display()))?;
-    let (mut config, topic) = pipeline_config(&settings, args.topic.as_deref());
-    config.fixed_timestamp = args.assume.timestamp;
-    config.skip_signature_check = args.no_verify;
-    let verified = config.secret.is_some() && !args.no_verify;
-    let jq_env = JqEnv::new(crate::settings::process_env().chain(args.env));
-    let (status, body) = (args.assume.assume_status, &args.assume.assume_body);
-    let p = dry_run::pipeline(config, set, jq_env, status, body).with_guard(Guard::from_settings(&settings));
+    let env = JqEnv::new(crate::settings::process_env().chain(args.env));
+    let run = Recording::new(
+        &settings,
+        set,
+        args.topic.as_deref(),
+        &args.assume,
+        args.no_verify,
+        env,
+    );
+    let verified = run.verified;
     let delivery = Delivery {
-        topic,
+        topic: run.topic,
         partition: -1,
         offset: 0,
         key: None,
         payload: text.trim().as_bytes().to_vec(),
         trust: Trust::Signed,
     };
-    let entry = dry_run::run_one(&p, 1, delivery).await;
+    let entry = dry_run::run_one(&run.pipeline, 1, delivery).await;
     let passed_over = &entry.outcome.passed_over;
     if args.format == Format::Json {
         print_json(&entry, passed_over, verified);
