@@ -2,7 +2,6 @@
 //! shared by all tasks, refreshed once on a 401; every call has a timeout and
 //! retries transport errors, 408, 429 and 5xx with backoff.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -296,12 +295,13 @@ impl PortClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, PortError> {
-        let refreshed = AtomicU32::new(0);
+        let mut refreshed = false;
         loop {
             let token = self.token().await?;
             match self.exchange(endpoint, method, path, body, Some(&token)).await? {
                 Exchange::Ok(v) => return Ok(v),
-                Exchange::Unauthorized if refreshed.fetch_add(1, Ordering::Relaxed) == 0 => {
+                Exchange::Unauthorized if !refreshed => {
+                    refreshed = true;
                     self.forget_token(&token);
                 }
                 Exchange::Unauthorized => {
