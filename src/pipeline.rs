@@ -256,9 +256,8 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 return *skipped;
             }
         };
-        let mut outcome = Outcome::skipped(Skip::NoMapping);
-        outcome.run_id = kind.run_id().map(str::to_string);
-        outcome.kind = Some(kind.clone());
+        // No mapping until one is selected.
+        let mut outcome = Outcome::of_run(Disposition::Skipped(Skip::NoMapping), kind.clone());
         self.handle(inv, &kind, delivery, &mut outcome).await;
         outcome
     }
@@ -357,11 +356,8 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             error!(panic = %panic, "the run was reported as failed after an internal error");
             let port_errors = run.into_errors();
             Outcome {
-                result: Disposition::InternalError(panic.to_string()),
-                run_id: kind.run_id().map(str::to_string),
-                kind: Some(kind),
                 port_errors,
-                ..Outcome::skipped(Skip::NoMapping)
+                ..Outcome::of_run(Disposition::InternalError(panic.to_string()), kind)
             }
         };
         work.instrument(span.clone()).await

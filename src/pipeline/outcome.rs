@@ -96,8 +96,22 @@ pub struct Outcome {
 impl Outcome {
     /// Not sent, for `skip`; nothing else known.
     pub(crate) fn skipped(skip: Skip) -> Outcome {
+        Outcome::new(Disposition::Skipped(skip))
+    }
+
+    /// What happened to run `kind`; nothing else known yet.
+    pub(crate) fn of_run(result: Disposition, kind: Kind) -> Outcome {
         Outcome {
-            result: Disposition::Skipped(skip),
+            run_id: kind.run_id().map(str::to_string),
+            kind: Some(kind),
+            ..Outcome::new(result)
+        }
+    }
+
+    /// `result`, and nothing else known.
+    fn new(result: Disposition) -> Outcome {
+        Outcome {
+            result,
             run_id: None,
             kind: None,
             mapping: None,
@@ -164,13 +178,7 @@ mod tests {
         ];
         let names: Vec<&str> = results
             .into_iter()
-            .map(|result| {
-                Outcome {
-                    result,
-                    ..Outcome::skipped(Skip::NoMapping)
-                }
-                .name()
-            })
+            .map(|result| Outcome::new(result).name())
             .collect();
         assert_eq!(names, Outcome::NAMES.to_vec());
     }
