@@ -2,7 +2,7 @@
 //! `check`, `render` and `dry-run`.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::support::{action_run, signed, SECRET};
@@ -384,6 +384,23 @@ fn unsigned_message(url: &str) -> PathBuf {
     temp_file(&format!("unsigned-{}.json", url.len()), &m.to_string())
 }
 
+/// `render --format json` of `msg` with `mapping` and no settings: the
+/// output and its one JSON object.
+fn render_json(mapping: &Path, msg: &Path) -> (Output, Value) {
+    let args = [
+        "render",
+        "--mapping",
+        arg(mapping),
+        "--message",
+        arg(msg),
+        "--format",
+        "json",
+    ];
+    let o = agent(&args, &[]);
+    let j = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    (o, j)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -447,20 +464,8 @@ fn an_injected_header_fails_in_render_as_it_fails_in_run() {
         r#"[{"enabled": true, "headers": {"X-A": "\"a\r\nInjected: yes\""}}]"#,
     );
     let msg = unsigned_message("http://t.local/inject");
-    let o = agent(
-        &[
-            "render",
-            "--mapping",
-            arg(&mapping),
-            "--message",
-            arg(&msg),
-            "--format",
-            "json",
-        ],
-        &[],
-    );
+    let (o, j) = render_json(&mapping, &msg);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let j: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
     // The same text HttpInvoker gives (both call invoke::validate).
     let why = "invalid value for header 'X-A': it contains a line break or another control character, \
                which HTTP does not allow (fix the mapping's headers)";
@@ -498,19 +503,7 @@ fn logs_say_recorded_not_answered_and_follow_log_level() {
 fn a_numeric_url_is_named_as_a_number() {
     let mapping = temp_file("url12.json", r#"[{"enabled": true, "url": 12}]"#);
     let msg = unsigned_message("http://t.local/x");
-    let o = agent(
-        &[
-            "render",
-            "--mapping",
-            arg(&mapping),
-            "--message",
-            arg(&msg),
-            "--format",
-            "json",
-        ],
-        &[],
-    );
-    let j: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    let (_, j) = render_json(&mapping, &msg);
     assert_eq!(
         j["report"]["summary"],
         "Failed to build the request: the URL is a number (12), not a string: write it as a jq string \
