@@ -14,7 +14,7 @@ use crate::support::{action_run, encrypt, signed, SECRET};
 use port_agent::cli::dry_run;
 use port_agent::mapping::jq::{to_val, JqEnv, JqProgram};
 use port_agent::mapping::{Budget, MappingSet};
-use port_agent::pipeline::{Config, Delivery};
+use port_agent::pipeline::Config;
 use port_agent::source::recorded::parse_line;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -53,14 +53,7 @@ fn dry_run_one(rt: &tokio::runtime::Runtime, mapping: &Value, payload: Vec<u8>) 
     let set = MappingSet::from_value(mapping).expect("the mapping compiles");
     let env = JqEnv::new([("MY_API_TOKEN".to_string(), ENV_TOKEN.to_string())]);
     let p = dry_run::pipeline(config(), set, env, 200, r#"{"ok":true}"#);
-    let delivery = Delivery {
-        topic: RUNS.into(),
-        partition: 0,
-        offset: 1,
-        key: None,
-        payload,
-        trust: port_agent::source::Trust::Signed,
-    };
+    let delivery = crate::support::pipeline::delivery(RUNS, payload, 1);
     rt.block_on(dry_run::run_one(&p, 1, delivery))
         .to_json()
         .to_string()

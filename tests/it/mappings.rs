@@ -10,7 +10,7 @@ use crate::support::{action_run, signed, SECRET};
 use port_agent::cli::dry_run;
 use port_agent::json_canon::to_raw_string;
 use port_agent::mapping::{JqEnv, MappingSet};
-use port_agent::pipeline::{Config, Delivery, Disposition, Skip};
+use port_agent::pipeline::{Config, Disposition, Skip};
 use port_agent::report::RunLogs;
 use port_agent::signature::sign;
 use serde_json::{json, Value};
@@ -71,14 +71,7 @@ async fn render_on(
     };
     let env = JqEnv::new(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let p = dry_run::pipeline(config, set, env, status, body);
-    let delivery = Delivery {
-        topic: topic.into(),
-        partition: 0,
-        offset: 0,
-        key: None,
-        payload: message.to_string().into_bytes(),
-        trust: port_agent::source::Trust::Signed,
-    };
+    let delivery = crate::support::pipeline::delivery(topic, message.to_string(), 0);
     let outcome = p.process(&delivery).await;
     assert!(outcome.warnings.is_empty(), "{file}: {:?}", outcome.warnings);
     // No request: why not.

@@ -66,14 +66,7 @@ fn agent(port: &FakePort, mappings: Value) -> Agent {
 }
 
 fn delivery(topic: &str, message: &Value) -> Delivery {
-    Delivery {
-        topic: topic.into(),
-        partition: 0,
-        offset: 7,
-        key: None,
-        payload: message.to_string().into_bytes(),
-        trust: port_agent::source::Trust::Signed,
-    }
+    crate::support::pipeline::delivery(topic, message.to_string(), 7)
 }
 
 async fn run(agent: &Agent, message: Value) -> Outcome {

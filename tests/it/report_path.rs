@@ -15,10 +15,9 @@ use std::time::Duration;
 use port_agent::http::ResponseContext;
 use port_agent::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
 use port_agent::mapping::{JqEnv, MappingSet};
-use port_agent::pipeline::{Config, Delivery, Disposition, Outcome, Pipeline};
+use port_agent::pipeline::{Config, Disposition, Outcome, Pipeline};
 use port_agent::port::{PortCall, PortError, Reporter};
 use port_agent::report::RunLogs;
-use port_agent::source::Trust;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -182,14 +181,7 @@ fn without_url(run_id: &str) -> Value {
 }
 
 async fn process(agent: &Agent, message: Value) -> Outcome {
-    let delivery = Delivery {
-        topic: "org_1.runs".into(),
-        partition: 0,
-        offset: 1,
-        key: None,
-        payload: message.to_string().into_bytes(),
-        trust: Trust::Signed,
-    };
+    let delivery = crate::support::pipeline::delivery("org_1.runs", message.to_string(), 1);
     agent.process(&delivery).await
 }
 

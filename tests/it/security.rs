@@ -90,14 +90,7 @@ fn plain_agent(port: &FakePort) -> Agent {
 }
 
 fn delivery(topic: &str, message: &Value) -> Delivery {
-    Delivery {
-        topic: topic.into(),
-        partition: 0,
-        offset: 3,
-        key: None,
-        payload: message.to_string().into_bytes(),
-        trust: port_agent::source::Trust::Signed,
-    }
+    crate::support::pipeline::delivery(topic, message.to_string(), 3)
 }
 
 async fn run_signed(agent: &Agent, message: Value) -> Outcome {

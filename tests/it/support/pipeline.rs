@@ -2,9 +2,10 @@
 //! (library types, so it lives in the test binary, not in testkit).
 
 use port_agent::mapping::Budget;
-use port_agent::pipeline::Config;
+use port_agent::pipeline::{Config, Delivery};
 use port_agent::report::RunLogs;
 use port_agent::secret::Secret;
+use port_agent::source::Trust;
 
 use super::SECRET;
 
@@ -25,5 +26,18 @@ pub fn config() -> Config {
         infer_topics: false,
         idempotency_headers: false,
         fixed_timestamp: None,
+    }
+}
+
+/// A signed-source (Kafka) delivery of `payload` on `topic`, partition 0,
+/// at `offset`.
+pub fn delivery(topic: &str, payload: impl Into<Vec<u8>>, offset: i64) -> Delivery {
+    Delivery {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        key: None,
+        payload: payload.into(),
+        trust: Trust::Signed,
     }
 }
