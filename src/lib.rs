@@ -38,3 +38,8 @@ pub mod signature;
 pub mod source;
 pub mod telemetry;
 pub mod tls;
+
+/// The system allocator, counting the bytes each jq evaluation holds so
+/// that its memory budget holds (see `mapping::jq`).
+#[global_allocator]
+static ALLOCATOR: mapping::jq::MeteredAlloc = mapping::jq::MeteredAlloc;

@@ -101,6 +101,7 @@ impl Config {
             wf_unmatched_fail: s.report.wf_unmatched_fail,
             budget: Budget {
                 time: s.limits.jq_timeout,
+                max_bytes: s.limits.jq_max_bytes,
                 ..Budget::default()
             },
             infer_topics: false,

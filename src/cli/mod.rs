@@ -222,6 +222,7 @@ fn port_client(settings: &Settings, idle_connections: usize) -> anyhow::Result<P
 /// message lines.
 fn pipeline_config(settings: &Settings, topic_default: Option<&str>) -> (Config, String) {
     let mut config = Config::from_settings(settings);
+    crate::mapping::jq::set_max_bytes(settings.limits.jq_max_bytes);
     if settings.port.org_id.is_empty() {
         // Offline without an org: recognise `<org>.runs` / `<org>.change.log`
         // by suffix, and give bare lines a runs topic.

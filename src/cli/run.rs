@@ -99,6 +99,7 @@ fn agent(
         settings.target.allowed_targets.clone(),
     );
     let config = Config::from_settings(settings);
+    crate::mapping::jq::set_max_bytes(settings.limits.jq_max_bytes);
     Ok(Pipeline::new(
         config,
         Arc::new(mappings),

@@ -73,6 +73,7 @@ struct Raw {
     agent_drain_timeout_seconds: Option<String>,
     agent_log_format: Option<String>,
     agent_jq_timeout_ms: Option<String>,
+    agent_jq_max_bytes: Option<String>,
     agent_target_redirects: Option<String>,
     agent_max_response_bytes: Option<String>,
     agent_allowed_targets: Option<String>,
@@ -410,8 +411,28 @@ fn limits(r: &mut Raw) -> Result<Limits, SettingsError> {
             1000,
             "a whole number of milliseconds",
         )?),
+        jq_max_bytes: jq_max_bytes(r.agent_jq_max_bytes.take())?,
         max_message_age,
     })
+}
+
+/// `AGENT_JQ_MAX_BYTES`: at least 1 MiB, so that a typo cannot make every
+/// mapping fail.
+fn jq_max_bytes(value: Option<String>) -> Result<usize, SettingsError> {
+    const VAR: &str = "AGENT_JQ_MAX_BYTES";
+    let bytes = number(
+        VAR,
+        value,
+        crate::mapping::jq::DEFAULT_MAX_BYTES,
+        "a whole number of bytes",
+    )?;
+    if bytes < 1 << 20 {
+        return Err(err(
+            VAR,
+            format!("expected at least 1048576 (1 MiB), got {bytes}"),
+        ));
+    }
+    Ok(bytes)
 }
 
 fn telemetry(r: &mut Raw) -> Result<TelemetrySettings, SettingsError> {

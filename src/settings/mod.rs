@@ -196,6 +196,9 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// `AGENT_JQ_TIMEOUT_MS`: wall-clock bound of one jq evaluation.
     pub jq_timeout: Duration,
+    /// `AGENT_JQ_MAX_BYTES`: bytes one jq evaluation may hold at once (all
+    /// evaluations together: four times that).
+    pub jq_max_bytes: usize,
     /// `AGENT_MAX_MESSAGE_AGE_SECONDS`: older signed messages are skipped.
     pub max_message_age: Option<Duration>,
 }

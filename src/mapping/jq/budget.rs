@@ -1,11 +1,16 @@
-//! Bounded evaluation: every call of a definition and every output of
-//! `range` spends one step of the evaluation's [`Budget`] (steps, a
-//! wall-clock deadline, a stack-depth limit).
+//! Bounded evaluation: every evaluation runs under a [`Budget`] of steps,
+//! wall-clock time, stack depth and memory, kept by the meter of the
+//! vendored jaq (`jaq_core::meter`). Every call of a definition and every
+//! output of `range` spends one step; the interpreter, the value
+//! operations and the JSON writer check the clock, the stack and the
+//! memory as they go; the process's allocator ([`MeteredAlloc`]) counts
+//! the bytes each evaluation holds.
 
-use std::cell::Cell;
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::time::{Duration, Instant};
 
 use jaq_core::box_iter::box_once;
+use jaq_core::meter;
 use jaq_core::native::{v, Fun};
 use jaq_core::{Error as JaqError, Exn, Native};
 
@@ -20,7 +25,19 @@ pub struct Budget {
     pub time: Duration,
     /// Stack bytes the evaluation may use below its starting point.
     pub stack_bytes: usize,
+    /// Bytes the evaluation may hold allocated at once (`AGENT_JQ_MAX_BYTES`).
+    pub max_bytes: usize,
 }
+
+/// Default of `AGENT_JQ_MAX_BYTES`: far above what a mapping of a Port
+/// message builds (a message is at most a few hundred KiB), far below a
+/// pod's memory.
+pub const DEFAULT_MAX_BYTES: usize = 32 << 20;
+
+/// All evaluations running at once may hold this many times one
+/// evaluation's budget ([`set_max_bytes`]); evaluations run on the runtime's
+/// workers, so without this bound the total would grow with the cores.
+pub const SHARED_BUDGETS: usize = 4;
 
 impl Default for Budget {
     fn default() -> Self {
@@ -28,8 +45,15 @@ impl Default for Budget {
             steps: 250_000,
             time: Duration::from_secs(1),
             stack_bytes: 4 << 20,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
+}
+
+/// Bound the memory of all evaluations together by [`SHARED_BUDGETS`] times
+/// `per_evaluation` (set once at start-up from `AGENT_JQ_MAX_BYTES`).
+pub fn set_max_bytes(per_evaluation: usize) {
+    meter::set_shared_limit(per_evaluation.saturating_mul(SHARED_BUDGETS));
 }
 
 /// Stack size of the threads that evaluate jq (the agent's runtime workers).
@@ -41,50 +65,42 @@ impl Default for Budget {
 /// thread) is fine for ordinary expressions.
 pub const EVAL_THREAD_STACK: usize = 64 << 20;
 
-/// What is left of the current evaluation's budget on this thread.
-pub(super) struct Meter {
-    steps_left: u64,
-    deadline: Instant,
-    stack_base: usize,
-    stack_bytes: usize,
-    exceeded: Option<&'static str>,
-}
+/// The process's allocator: the system's, counting what each metered
+/// evaluation allocates and releases on its thread (`jaq_core::meter`).
+/// Outside an evaluation the count costs one thread-local read.
+pub struct MeteredAlloc;
 
-thread_local! {
-    pub(super) static METER: Cell<Option<Meter>> = const { Cell::new(None) };
-}
-
-pub(super) fn stack_position() -> usize {
-    let marker = 0u8;
-    std::hint::black_box(&marker) as *const u8 as usize
-}
-
-/// Spend one step of the current evaluation's budget.
-pub(super) fn tick() -> Result<(), &'static str> {
-    METER.with(|cell| {
-        let Some(mut m) = cell.take() else {
-            return Ok(());
-        };
-        let result = if let Some(why) = m.exceeded {
-            Err(why)
-        } else if m.steps_left == 0 {
-            Err("step limit exceeded")
-        } else if m.stack_base.saturating_sub(stack_position()) > m.stack_bytes {
-            Err("recursion too deep")
-        } else if m.steps_left % 1024 == 0 && Instant::now() > m.deadline {
-            Err("time limit exceeded")
-        } else {
-            m.steps_left -= 1;
-            Ok(())
-        };
-        if let Err(why) = result {
-            // Once exceeded, every later step fails too, so `try` cannot
-            // keep a runaway loop alive.
-            m.exceeded = Some(why);
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// meter only counts (it neither allocates nor panics).
+unsafe impl GlobalAlloc for MeteredAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            meter::charge(layout.size() as isize);
         }
-        cell.set(Some(m));
-        result
-    })
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            meter::charge(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        meter::charge(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            meter::charge(new_size as isize - layout.size() as isize);
+        }
+        p
+    }
 }
 
 pub(super) fn budget_error<'a>(why: &'static str) -> Exn<'a, Val> {
@@ -94,36 +110,33 @@ pub(super) fn budget_error<'a>(why: &'static str) -> Exn<'a, Val> {
 /// The identity filter `__tick`, spending one step; usable in paths and
 /// updates so that it can prefix any definition.
 pub(super) fn tick_native() -> Fun<D> {
-    let native = Native::<D>::new(|cv| match tick() {
+    let native = Native::<D>::new(|cv| match meter::tick() {
         Ok(()) => box_once(Ok(cv.1)),
         Err(why) => box_once(Err(budget_error(why))),
     })
-    .with_paths(|cv| match tick() {
+    .with_paths(|cv| match meter::tick() {
         Ok(()) => box_once(Ok(cv.1)),
         Err(why) => box_once(Err(budget_error(why))),
     })
-    .with_update(|cv, f| match tick() {
+    .with_update(|cv, f| match meter::tick() {
         Ok(()) => f(cv.1),
         Err(why) => box_once(Err(budget_error(why))),
     });
     ("__tick", v(0), native)
 }
 
-/// Meter this thread's evaluation by `budget`; returns the meter it
-/// replaces, for [`restore`].
-pub(super) fn start(budget: Budget) -> Option<Meter> {
-    METER.with(|cell| {
-        cell.replace(Some(Meter {
-            steps_left: budget.steps,
-            deadline: Instant::now() + budget.time,
-            stack_base: stack_position(),
-            stack_bytes: budget.stack_bytes,
-            exceeded: None,
-        }))
+/// Meter this thread's evaluation by `budget`; returns what it replaces,
+/// for [`finish`].
+pub(super) fn start(budget: Budget) -> meter::Saved {
+    meter::start(meter::Limits {
+        steps: budget.steps,
+        deadline: Instant::now() + budget.time,
+        stack_bytes: budget.stack_bytes,
+        max_bytes: budget.max_bytes,
     })
 }
 
-/// Put back the meter [`start`] replaced.
-pub(super) fn restore(previous: Option<Meter>) {
-    METER.with(|cell| cell.set(previous));
+/// End the evaluation [`start`] began: why it was stopped, if it was.
+pub(super) fn finish(saved: meter::Saved) -> Result<(), &'static str> {
+    meter::finish(saved)
 }

@@ -6,7 +6,7 @@ use jaq_core::box_iter::box_once;
 use jaq_core::load;
 use jaq_core::load::parse::{BinaryOp, Def, Term};
 use jaq_core::native::{v, Fun};
-use jaq_core::{Error as JaqError, Exn, Native};
+use jaq_core::{Bind, Error as JaqError, Exn, Native};
 use jaq_json::Num;
 use jaq_std::ValT as _;
 use serde_json::{Number, Value};
@@ -44,6 +44,7 @@ pub(super) fn natives() -> Vec<Fun<D>> {
         .map(|(name, args, f)| match (name, args.len()) {
             ("range", 3) => ("__range", args, f),
             ("limit", 2) => ("__limit", args, f),
+            ("explode", 0) => ("__explode", args, f),
             _ => (name, args, f),
         })
         .collect();
@@ -55,6 +56,7 @@ pub(super) fn natives() -> Vec<Fun<D>> {
 pub(super) const PRELUDE: &str = r#"
 def range($from; $upto; $by): __range($from; $upto; $by) | __tick;
 def limit($n; f): if $n < 0 then f else __limit($n; f) end;
+def explode: __reserve_codepoints | __explode;
 "#;
 
 /// Definitions that replace jaq's where jq 1.6 behaves differently, or add
@@ -75,13 +77,13 @@ def tonumber: if type == "number" then . elif type == "string" then __parse_numb
 def flatten: if isarray or isobject then reduce .[] as $i ([]; if $i | isarray then . + ($i | flatten) else . + [$i] end) else error("Cannot iterate over \(type)") end;
 def flatten($d): if $d < 0 then error("flatten depth must not be negative") elif isarray or isobject then reduce .[] as $i ([]; if ($i | isarray) and $d > 0 then . + ($i | flatten($d - 1)) else . + [$i] end) else error("Cannot iterate over \(type)") end;
 def capture_of_match: reduce (.captures[] | select(.name != null)) as $c ({}; . + {($c.name): $c.string});
-def test(re; flags): __match(re; flags; true);
-def scan_(re; flags): __match(re; "g" + flags; false)[] | if (.captures | length) > 0 then [.captures[].string] else .string end;
-def match(re; flags): __match(re; flags; false)[];
+def test(re; flags): __test(re; flags);
+def scan_(re; flags): __matches(re; "g" + flags) | if (.captures | length) > 0 then [.captures[].string] else .string end;
+def match(re; flags): __matches(re; flags);
 def capture(re; flags): match(re; flags) | capture_of_match;
-def split(re; flags): . as $s | [match(re; "g" + flags) | (.offset, .offset + .length)] as $ms | [0] + $ms + [$s | length] | [range(0; length; 2) as $i | $s[.[$i]:.[$i + 1]]];
+def split(re; flags): __split(re; "g" + flags);
 def splits(re; flags): split(re; flags)[];
-def sub(re; str; flags): . as $in | reduce match(re; flags) as $m ({s: "", p: 0}; .s += $in[.p:$m.offset] + ($m | capture_of_match | first(str)) | .p = $m.offset + $m.length) | .s + $in[.p:];
+def sub(re; str; flags): __sub(re; str; flags);
 def test($re): if ($re | isarray) then test($re[0]; $re[1]) else test($re; null) end;
 def match($re): if ($re | isarray) then match($re[0]; $re[1]) else match($re; null) end;
 def capture($re): if ($re | isarray) then capture($re[0]; $re[1]) else capture($re; null) end;
@@ -330,6 +332,17 @@ pub(super) fn decode_base64(v: &Val) -> Result<Val, String> {
     Ok(Val::from(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
+/// `__reserve_codepoints`: the identity, after asking the evaluation's
+/// memory budget for the array `explode` will build from a string (sixteen
+/// times the size of an ASCII text).
+fn reserve_codepoints(v: Val) -> Result<Val, String> {
+    if let Some(text) = str_of(&v) {
+        let size = text.chars().count().saturating_mul(std::mem::size_of::<Val>());
+        jaq_core::meter::reserve(size).map_err(|why| format!("evaluation stopped: {why}"))?;
+    }
+    Ok(v)
+}
+
 /// Natives that replace jaq's (see [`REPLACED_NATIVES`]) or add to them.
 pub(super) fn compat_natives() -> Vec<Fun<D>> {
     fn nat(name: &'static str, arity: usize, f: jaq_core::RunPtr<D>) -> Fun<D> {
@@ -356,11 +369,44 @@ pub(super) fn compat_natives() -> Vec<Fun<D>> {
         }),
         nat("encode_uri", 0, |cv| once(encode_uri(&cv.1))),
         nat("decode_base64", 0, |cv| once(decode_base64(&cv.1))),
-        nat("__match", 3, |mut cv| {
-            let test = cv.0.pop_var();
+        nat("__test", 2, |mut cv| {
             let flags = cv.0.pop_var();
             let re = cv.0.pop_var();
-            once(regex::run(&cv.1, &re, &flags, matches!(test, Val::Bool(true))))
+            once(regex::test(cv.1, &re, &flags))
         }),
+        nat("__matches", 2, |mut cv| {
+            let flags = cv.0.pop_var();
+            let re = cv.0.pop_var();
+            match regex::Scan::new(cv.1, &re, &flags) {
+                Ok(scan) => Box::new(scan.map(|r| r.map_err(fail))),
+                Err(e) => box_once(Err(fail(e))),
+            }
+        }),
+        nat("__split", 2, |mut cv| {
+            let flags = cv.0.pop_var();
+            let re = cv.0.pop_var();
+            once(regex::Scan::new(cv.1, &re, &flags).and_then(regex::split))
+        }),
+        nat("__reserve_codepoints", 0, |cv| once(reserve_codepoints(cv.1))),
+        (
+            "__sub",
+            Box::new([Bind::Var(()), Bind::Fun(()), Bind::Var(())]),
+            Native::<D>::new(|mut cv| {
+                let flags = cv.0.pop_var();
+                let (replace, ctx) = cv.0.pop_fun();
+                let re = cv.0.pop_var();
+                let scan = match regex::Scan::new(cv.1, &re, &flags) {
+                    Ok(scan) => scan,
+                    Err(e) => return box_once(Err(fail(e))),
+                };
+                let result = regex::sub(scan, |captures| replace.run((ctx.clone(), captures)).next());
+                match result {
+                    Ok(Some(v)) => box_once(Ok(v)),
+                    Ok(None) => Box::new(std::iter::empty()),
+                    Err(regex::SubError::Message(e)) => box_once(Err(fail(e))),
+                    Err(regex::SubError::Exn(e)) => box_once(Err(e)),
+                }
+            }),
+        ),
     ]
 }

@@ -34,7 +34,7 @@ use jaq_json::Num;
 pub use jaq_json::Val;
 use serde_json::{Map, Number, Value};
 
-pub use budget::{Budget, EVAL_THREAD_STACK};
+pub use budget::{set_max_bytes, Budget, MeteredAlloc, DEFAULT_MAX_BYTES, EVAL_THREAD_STACK, SHARED_BUDGETS};
 use compat::{natives, prelude_defs};
 pub use compat::{JQ16_BUILTINS, UNSUPPORTED_BUILTINS};
 use syntax::{reject_constant_division_by_zero, reject_recursion, with_locations};
@@ -221,7 +221,7 @@ impl JqProgram {
 
     /// Run on `input`; the first output, `None` when there is none.
     pub fn first(&self, input: &Val, env: &JqEnv, budget: Budget) -> Result<Option<Val>, RunError> {
-        let previous = budget::start(budget);
+        let saved = budget::start(budget);
         let vars = std::iter::once(env.vars.clone()).chain(self.locations.iter().cloned());
         let ctx = Ctx::<D>::new(&self.filter.lut, Vars::new(vars));
         let result = {
@@ -232,8 +232,12 @@ impl JqProgram {
                 Some(Err(e)) => Err(RunError(exn_message(e))),
             }
         };
-        budget::restore(previous);
-        result
+        // A stopped evaluation fails whatever it returned: an operation that
+        // saw the budget run out may have cut its work short.
+        match budget::finish(saved) {
+            Err(why) => Err(RunError(format!("evaluation stopped: {why}"))),
+            Ok(()) => result,
+        }
     }
 }
 
@@ -443,6 +447,152 @@ mod tests {
             let message = r.expect_err(code).0;
             assert!(message.starts_with("evaluation stopped: "), "{code}: {message}");
             assert!(took < Duration::from_secs(5), "{code} took {took:?}");
+        }
+    }
+
+    /// Evaluate on a thread with `stack` bytes of stack; the result and how
+    /// long it took.
+    fn eval_on_stack(
+        code: &'static str,
+        input: Value,
+        budget: Budget,
+        stack: usize,
+    ) -> (Result<Option<Value>, RunError>, Duration) {
+        std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn(move || {
+                let p = JqProgram::compile(code).unwrap();
+                let started = Instant::now();
+                let r = p.first(&to_val(&input), &JqEnv::default(), budget);
+                let took = started.elapsed();
+                (r.map(|o| o.map(|v| from_val(&v).unwrap())), took)
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn resource_bombs_stop_with_an_error_within_their_budget() {
+        let budget = Budget {
+            time: Duration::from_millis(500),
+            ..Budget::default()
+        };
+        for (code, why) in [
+            // Issue 23's four: a deep value serialised, a string doubled,
+            // a value whose parts are shared printed, a large field
+            // through a regular expression (below).
+            (
+                "reduce range(100000) as $i (null; [.]) | tojson | length",
+                "nesting too deep",
+            ),
+            (
+                "reduce range(40) as $i (\"xx\"; . + .) | length",
+                "memory limit exceeded",
+            ),
+            (
+                "reduce range(30) as $i ({}; {a: ., b: .}) | tojson | length",
+                "memory limit exceeded|time limit exceeded",
+            ),
+            (
+                "[range(2) | reduce range(30) as $i ({}; {a: ., b: .})] | .[0] == .[1]",
+                "time limit exceeded",
+            ),
+            (
+                "[range(2) | reduce range(30) as $i ([]; [., .])] | sort | length",
+                "time limit exceeded",
+            ),
+            (
+                "reduce range(100000) as $i (null; [.]) | \"\\(.)\" | length",
+                "nesting too deep",
+            ),
+            (
+                "reduce range(100000) as $i (null; {a: .}) | tostring | length",
+                "memory limit exceeded|nesting too deep|time limit exceeded",
+            ),
+            (
+                "reduce range(60000) as $i (null; {a: .}) | tostring | length",
+                "nesting too deep",
+            ),
+            ("\"x\" * 1e12 | length", "memory limit exceeded"),
+            (
+                "[range(200000)] | . + . + . + . + . + . | length",
+                "memory limit exceeded",
+            ),
+            ("\"ab\" * 1000000 | explode | length", "memory limit exceeded"),
+            (
+                "reduce ([range(200000)] | .[]) as $x (0; . + 1) | [range(.)] | [.[] | [.]] | length",
+                "memory limit exceeded|time limit exceeded",
+            ),
+            (
+                "reduce range(25) as $i ([0]; . + .) | sort | length",
+                "memory limit exceeded",
+            ),
+        ] {
+            // The stack of a main thread, not the runtime workers' 64 MiB.
+            let (r, took) = eval_on_stack(code, json!(null), budget, 8 << 20);
+            let message = r.expect_err(code).0;
+            assert!(
+                why.split('|')
+                    .any(|w| message == format!("evaluation stopped: {w}")),
+                "{code}: {message}"
+            );
+            eprintln!("{code}: {took:?}");
+        }
+    }
+
+    #[test]
+    fn regular_expressions_are_linear_in_their_input() {
+        // A 2 MB field of 400,000 lines: quadratic before (15-43 s, 1 GiB);
+        // the time limit is the bound here, the speed is measured in
+        // benches/micro.rs.
+        let text = "line\n".repeat(400_000);
+        let budget = Budget {
+            time: Duration::from_secs(20),
+            // 400,001 strings of jaq's take about 36 MB.
+            max_bytes: 128 << 20,
+            ..Budget::default()
+        };
+        let (r, _) = eval_on_stack(r#"gsub("\n"; " ") | length"#, json!(text), budget, 8 << 20);
+        assert_eq!(r.unwrap(), Some(json!(text.len())));
+        let (r, _) = eval_on_stack(r#"[splits("\n")] | length"#, json!(text), budget, 8 << 20);
+        assert_eq!(r.unwrap(), Some(json!(400_001)));
+        // Matches stream: 400,000 match objects are not held at once.
+        let (r, _) = eval_on_stack(r#"last(match("e"; "g")) | .offset"#, json!(text), budget, 8 << 20);
+        assert_eq!(r.unwrap(), Some(json!(text.len() - 2)));
+        // A match list too large for the memory budget stops cleanly.
+        let budget = Budget {
+            max_bytes: DEFAULT_MAX_BYTES,
+            ..budget
+        };
+        let (r, _) = eval_on_stack(r#"[match("."; "g")] | length"#, json!(text), budget, 8 << 20);
+        assert_eq!(r.unwrap_err().0, "evaluation stopped: memory limit exceeded");
+    }
+
+    #[test]
+    fn sub_keeps_jq_1_6_semantics() {
+        for (code, input, want) in [
+            (r#"sub("(?<x>b+)"; "[\(.x)]")"#, json!("abbcb"), json!("a[bb]cb")),
+            (
+                r#"gsub("(?<x>b+)"; "[\(.x)]")"#,
+                json!("abbcb"),
+                json!("a[bb]c[b]"),
+            ),
+            (r#"gsub("é"; "e")"#, json!("café é"), json!("cafe e")),
+            (r#"gsub("x"; "y")"#, json!("abc"), json!("abc")),
+            (r#"[gsub("b"; "1", "2")]"#, json!("abc"), json!(["a1c"])),
+            (r#"[sub("b"; empty)]"#, json!("abc"), json!([])),
+            (r#"gsub("(?<d>\\d)"; null)"#, json!("a1b2"), json!("ab")),
+            (r#"try gsub("b"; 1) catch "err""#, json!("abc"), json!("err")),
+            (r#"[splits(", *")]"#, json!("a, b,c"), json!(["a", "b", "c"])),
+            (r#"split("b"; null)"#, json!("abcb"), json!(["a", "c", ""])),
+            (
+                r#"[match("(a)|(b)"; "g") | .captures[1].offset]"#,
+                json!("ab"),
+                json!([-1, 1]),
+            ),
+        ] {
+            assert_eq!(eval(code, input).unwrap(), Some(want), "{code}");
         }
     }
 

@@ -395,10 +395,15 @@ fn lazy_is_lazy() {
 }
 
 /// Runs `def recurse(f): ., (f? | recurse(f)); v | recurse(f)`.
-fn recurse_run<'a, T: Clone + 'a, V: 'a, I: Iterator<Item = ValR<T, V>> + 'a>(
+fn recurse_run<'a, T: Clone + 'a, V: From<alloc::string::String> + 'a, I: Iterator<Item = ValR<T, V>> + 'a>(
     x: T,
     f: &'a impl Fn(T) -> I,
 ) -> ValXs<'a, T, V> {
+    // port-agent patch: each value visited checks the evaluation's budget
+    // (`..` over a deep or large value calls no filter).
+    if let Err(why) = crate::meter::check() {
+        return box_once(Err(Exn::from(Error::str(why))));
+    }
     let id = core::iter::once(Ok(x.clone()));
     Box::new(id.chain(f(x).flatten().flat_map(|y| recurse_run(y, f))))
 }
@@ -413,6 +418,10 @@ fn recurse_run<'a, T: Clone + 'a, V: 'a, I: Iterator<Item = ValR<T, V>> + 'a>(
 /// trying to update values that have been deleted.
 fn recurse_update<'a, V: ValT + 'a>(v: V, f: &dyn Update<'a, V>) -> ValXs<'a, V> {
     use crate::path::Opt::Optional;
+    // port-agent patch: see `recurse_run`.
+    if let Err(why) = crate::meter::check() {
+        return box_once(Err(Exn::from(Error::str(why))));
+    }
     box_iter::then(v.map_values(Optional, |v| recurse_update(v, f)), f)
 }
 
@@ -463,6 +472,10 @@ impl Id {
     /// `f.run((c, v))` returns the output of `v | f` in the context `c`.
     pub fn run<'a, D: DataT>(&self, cv: Cv<'a, D>) -> ValXs<'a, D::V<'a>> {
         use core::iter::once;
+        // port-agent patch: every filter run checks the evaluation's budget.
+        if let Err(why) = crate::meter::check() {
+            return box_once(Err(Exn::from(Error::str(why))));
+        }
         match &cv.0.lut().terms[self.0] {
             Ast::Id => box_once(Ok(cv.1)),
             Ast::Recurse => recurse_run(cv.1, &|v| v.values()),
@@ -576,6 +589,10 @@ impl Id {
     /// In particular, `v | path(f)` in context `c` yields the same paths as
     /// `f.paths((c, (v, Default::default())))`.
     pub fn paths<'a, D: DataT>(&self, cv: Cvp<'a, D>) -> ValPathXs<'a, D::V<'a>> {
+        // port-agent patch: see `run`.
+        if let Err(why) = crate::meter::check() {
+            return box_once(Err(Exn::from(Error::str(why))));
+        }
         let err = |v| box_once(Err(Exn::from(Error::path_expr(v))));
         let proj_cv = |cv: &Cvp<'a, D>| (cv.0.clone(), cv.1 .0.clone());
         let proj_val = |(val, _path): &(D::V<'a>, _)| val.clone();
@@ -662,6 +679,10 @@ impl Id {
         cv: Cv<'a, D>,
         f: BoxUpdate<'a, D::V<'a>>,
     ) -> ValXs<'a, D::V<'a>> {
+        // port-agent patch: see `run`.
+        if let Err(why) = crate::meter::check() {
+            return box_once(Err(Exn::from(Error::str(why))));
+        }
         let err = |v| box_once(Err(Exn::from(Error::path_expr(v))));
         match &cv.0.lut().terms[self.0] {
             Ast::ToString => err(cv.1),

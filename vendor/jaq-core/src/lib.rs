@@ -57,6 +57,8 @@ mod fold;
 mod funs;
 mod into_iter;
 pub mod load;
+// port-agent patch: a budget for one evaluation (see `meter.rs`).
+pub mod meter;
 pub mod native;
 pub mod ops;
 pub mod path;

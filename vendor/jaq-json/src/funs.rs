@@ -8,6 +8,12 @@ use jaq_core::native::{bome, run, unary, v, Filter, Fun};
 use jaq_core::{DataT, Exn, RunPtr};
 use jaq_std::ValT as _;
 
+/// port-agent patch: stop a search once the evaluation is over its budget
+/// (its result is then discarded).
+fn metered<I: Iterator>(it: I) -> impl Iterator<Item = I::Item> {
+    it.take_while(|_| jaq_core::meter::check().is_ok())
+}
+
 impl Val {
     /// Return 0 for null, the absolute value for numbers, and
     /// the length for strings, arrays, and objects.
@@ -34,16 +40,16 @@ impl Val {
             (Val::TStr(x), Val::TStr(y)) => {
                 let index = |(i, _, _)| x.get(i..i + y.len());
                 let iw = x.char_indices().map_while(index).enumerate();
-                Ok(Box::new(iw.filter_map(|(i, w)| (w == **y).then_some(i))))
+                Ok(Box::new(metered(iw).filter_map(|(i, w)| (w == **y).then_some(i))))
             }
             (Val::BStr(x), Val::BStr(y)) => {
                 let iw = x.windows(y.len()).enumerate();
-                Ok(Box::new(iw.filter_map(|(i, w)| (w == **y).then_some(i))))
+                Ok(Box::new(metered(iw).filter_map(|(i, w)| (w == **y).then_some(i))))
             }
             (Val::Arr(_), Val::Arr(y)) if y.is_empty() => Ok(Box::new(core::iter::empty())),
             (Val::Arr(x), Val::Arr(y)) => {
                 let iw = x.windows(y.len()).enumerate();
-                Ok(Box::new(iw.filter_map(|(i, w)| (w == **y).then_some(i))))
+                Ok(Box::new(metered(iw).filter_map(|(i, w)| (w == y.as_slice()).then_some(i))))
             }
             (Val::Arr(x), y) => {
                 let ix = x.iter().enumerate();
@@ -60,6 +66,10 @@ impl Val {
     ///   there is a key-value pair `k, v'` in `a` such that `v'` contains `v`, or
     /// * `a` equals `b`.
     fn contains(&self, other: &Self) -> bool {
+        // port-agent patch: a stopped evaluation's result is discarded.
+        if jaq_core::meter::check().is_err() {
+            return false;
+        }
         match (self, other) {
             (Self::BStr(l), Self::BStr(r)) | (Self::TStr(l), Self::TStr(r)) => l.contains_str(&**r),
             (Self::Arr(l), Self::Arr(r)) => r.iter().all(|r| l.iter().any(|l| l.contains(r))),

@@ -61,9 +61,128 @@ pub enum Val {
     /// replace invalid UTF-8 by the Unicode replacement character.
     TStr(Box<Bytes>),
     /// Array
-    Arr(Rc<Vec<Val>>),
+    Arr(Rc<Array>),
     /// Object
-    Obj(Rc<Map<Val, Val>>),
+    Obj(Rc<Object>),
+}
+
+// port-agent patch: arrays and objects are dropped without recursion.
+//
+// A value can nest as deep as an evaluation's memory allows
+// (`reduce range(n) as $i (null; [.])`), and the derived drop recursed once
+// per level until the stack overflowed and the process aborted. The
+// contents of an array or object sit in a wrapper whose `Drop` moves the
+// containers it owns alone onto a heap stack and drops them one by one.
+
+/// The elements of an array (a `Vec`, dropped without recursion).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Array(Vec<Val>);
+
+/// The entries of an object (a [`Map`], dropped without recursion).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Object(Map<Val, Val>);
+
+impl core::ops::Deref for Array {
+    type Target = Vec<Val>;
+    fn deref(&self) -> &Vec<Val> {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for Array {
+    fn deref_mut(&mut self) -> &mut Vec<Val> {
+        &mut self.0
+    }
+}
+
+impl core::ops::Deref for Object {
+    type Target = Map<Val, Val>;
+    fn deref(&self) -> &Map<Val, Val> {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for Object {
+    fn deref_mut(&mut self) -> &mut Map<Val, Val> {
+        &mut self.0
+    }
+}
+
+impl From<Vec<Val>> for Array {
+    fn from(v: Vec<Val>) -> Self {
+        Array(v)
+    }
+}
+
+impl From<Map<Val, Val>> for Object {
+    fn from(m: Map<Val, Val>) -> Self {
+        Object(m)
+    }
+}
+
+impl FromIterator<Val> for Array {
+    fn from_iter<T: IntoIterator<Item = Val>>(iter: T) -> Self {
+        Array(iter.into_iter().collect())
+    }
+}
+
+impl IntoIterator for Array {
+    type Item = Val;
+    type IntoIter = alloc::vec::IntoIter<Val>;
+    fn into_iter(mut self) -> Self::IntoIter {
+        core::mem::take(&mut self.0).into_iter()
+    }
+}
+
+impl IntoIterator for Object {
+    type Item = (Val, Val);
+    type IntoIter = indexmap::map::IntoIter<Val, Val>;
+    fn into_iter(mut self) -> Self::IntoIter {
+        core::mem::take(&mut self.0).into_iter()
+    }
+}
+
+fn is_container(v: &Val) -> bool {
+    matches!(v, Val::Arr(_) | Val::Obj(_))
+}
+
+/// Drop `stack` and everything it alone owns, level by level.
+fn drop_flat(mut stack: Vec<Val>) {
+    while let Some(v) = stack.pop() {
+        match v {
+            Val::Arr(a) => {
+                if let Ok(mut a) = Rc::try_unwrap(a) {
+                    stack.append(&mut a.0);
+                }
+            }
+            Val::Obj(o) => {
+                if let Ok(mut o) = Rc::try_unwrap(o) {
+                    for (k, v) in core::mem::take(&mut o.0) {
+                        stack.push(k);
+                        stack.push(v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for Array {
+    fn drop(&mut self) {
+        if self.0.iter().any(is_container) {
+            drop_flat(core::mem::take(&mut self.0));
+        }
+    }
+}
+
+impl Drop for Object {
+    fn drop(&mut self) {
+        if self.0.iter().any(|(k, v)| is_container(k) || is_container(v)) {
+            let entries = core::mem::take(&mut self.0);
+            drop_flat(entries.into_iter().flat_map(|(k, v)| [k, v]).collect());
+        }
+    }
 }
 
 #[cfg(feature = "sync")]
@@ -217,7 +336,7 @@ impl jaq_core::ValT for Val {
         // the container (`null | .a.b = 1` gives {"a":{"b":1}}).
         if let Val::Null = self {
             self = match index {
-                Val::Num(_) => Val::Arr(Rc::new(Vec::new())),
+                Val::Num(_) => Val::Arr(Rc::default()),
                 _ => Val::obj(Map::default()),
             };
         }
@@ -439,7 +558,7 @@ fn abs_index(i: num::PosUsize, len: usize) -> Option<usize> {
 impl Val {
     /// Construct an object value.
     pub fn obj(m: Map) -> Self {
-        Self::Obj(m.into())
+        Self::Obj(Rc::new(Object(m)))
     }
 
     /// Construct a string that is interpreted as UTF-8.
@@ -480,14 +599,14 @@ impl Val {
     }
 
     /// If the value is an array, return it, else fail.
-    fn into_arr(self) -> Result<Rc<Vec<Self>>, Error> {
+    fn into_arr(self) -> Result<Rc<Array>, Error> {
         match self {
             Self::Arr(a) => Ok(a),
             _ => Err(Error::typ(self, Type::Arr.as_str())),
         }
     }
 
-    fn as_arr(&self) -> Result<&Rc<Vec<Self>>, Error> {
+    fn as_arr(&self) -> Result<&Rc<Array>, Error> {
         match self {
             Self::Arr(a) => Ok(a),
             _ => Err(Error::typ(self.clone(), Type::Arr.as_str())),
@@ -506,7 +625,9 @@ impl Val {
 
     fn to_json(&self) -> Vec<u8> {
         let mut buf = write::Buf(Vec::new());
-        write::write_buf(&mut buf, &write::Pp::default(), 0, self).unwrap();
+        // port-agent patch: writing to a buffer cannot fail, and a stopped
+        // evaluation only stops writing (see `write_buf`).
+        let _ = write::write_buf(&mut buf, &write::Pp::default(), 0, self);
         buf.0
     }
 
@@ -525,7 +646,7 @@ impl Val {
             (Val::Arr(x), Val::Arr(y)) => {
                 // adapted from the implementation of the `indices` filter
                 let iw = x.windows(y.len()).enumerate();
-                let indices = iw.filter_map(|(i, w)| (w == **y).then_some(i));
+                let indices = iw.filter_map(|(i, w)| (w == y.as_slice()).then_some(i));
                 Some(indices.map(Val::from).collect())
             }
             // port-agent patch: like jq, an object is indexed by strings
@@ -609,6 +730,17 @@ impl core::ops::Add for Val {
             buf
         };
         use Val::*;
+        // port-agent patch: a concatenation asks the evaluation's memory
+        // budget first, so that doubling a string cannot allocate gigabytes.
+        let size = |v: &Val| match v {
+            BStr(b) | TStr(b) => b.len(),
+            Arr(a) => a.len() * core::mem::size_of::<Val>(),
+            Obj(o) => o.len() * 2 * core::mem::size_of::<Val>(),
+            _ => 0,
+        };
+        if let Err(why) = jaq_core::meter::reserve(size(&self) + size(&rhs)) {
+            return Err(Error::str(why));
+        }
         match (self, rhs) {
             // `null` is a neutral element for addition
             (Null, x) | (x, Null) => Ok(x),
@@ -644,7 +776,21 @@ impl core::ops::Sub for Val {
     }
 }
 
-fn obj_merge(l: &mut Rc<Map>, r: Rc<Map>) {
+/// port-agent patch: `s` repeated `n` times, within the evaluation's budget.
+fn repeat_reserved(s: &[u8], n: usize) -> Result<Vec<u8>, Error> {
+    let total = s.len().checked_mul(n).unwrap_or(usize::MAX);
+    jaq_core::meter::reserve(total).map_err(Error::str)?;
+    if total == usize::MAX {
+        return Err(Error::str("string repetition too large"));
+    }
+    Ok(s.repeat(n))
+}
+
+fn obj_merge(l: &mut Rc<Object>, r: Rc<Object>) {
+    // port-agent patch: a stopped evaluation's result is discarded.
+    if jaq_core::meter::check().is_err() {
+        return;
+    }
     let l = Rc::make_mut(l);
     let r = rc_unwrap_or_clone(r).into_iter();
     r.for_each(|(k, v)| match (l.get_mut(&k), v) {
@@ -677,11 +823,13 @@ impl core::ops::Mul for Val {
             | (Num(BigInt(i)), s @ (BStr(_) | TStr(_))) => {
                 s * Num(Int(bigint_to_int_saturated(&i)))
             }
+            // port-agent patch: the repetition asks the evaluation's memory
+            // budget first (and cannot overflow the capacity).
             (BStr(s), Num(Int(i))) | (Num(Int(i)), BStr(s)) if i > 0 => {
-                Ok(Self::byte_str(s.repeat(i as usize)))
+                repeat_reserved(&s, i as usize).map(Self::byte_str)
             }
             (TStr(s), Num(Int(i))) | (Num(Int(i)), TStr(s)) if i > 0 => {
-                Ok(Self::utf8_str(s.repeat(i as usize)))
+                repeat_reserved(&s, i as usize).map(Self::utf8_str)
             }
             // string multiplication with negatives or 0 results in null
             // <https://jqlang.github.io/jq/manual/#Builtinoperatorsandfunctions>
@@ -769,6 +917,11 @@ impl PartialOrd for Val {
 impl Ord for Val {
     fn cmp(&self, other: &Self) -> Ordering {
         use Ordering::{Equal, Greater, Less};
+        // port-agent patch: comparing deep or shared values checks the
+        // evaluation's budget; a stopped evaluation's result is discarded.
+        if matches!(self, Self::Arr(_) | Self::Obj(_)) && jaq_core::meter::check().is_err() {
+            return Equal;
+        }
         match (self, other) {
             (Self::Null, Self::Null) => Equal,
             (Self::Bool(x), Self::Bool(y)) => x.cmp(y),
@@ -813,6 +966,10 @@ impl Ord for Val {
 
 impl PartialEq for Val {
     fn eq(&self, other: &Self) -> bool {
+        // port-agent patch: see `cmp`.
+        if matches!(self, Self::Arr(_) | Self::Obj(_)) && jaq_core::meter::check().is_err() {
+            return false;
+        }
         match (self, other) {
             (Self::Null, Self::Null) => true,
             (Self::Bool(x), Self::Bool(y)) => x == y,
@@ -832,6 +989,10 @@ impl Hash for Val {
         fn hash_with(u: u8, x: impl Hash, state: &mut impl Hasher) {
             state.write_u8(u);
             x.hash(state)
+        }
+        // port-agent patch: see `cmp`.
+        if matches!(self, Self::Arr(_) | Self::Obj(_)) && jaq_core::meter::check().is_err() {
+            return;
         }
         match self {
             Self::Num(n) => n.hash(state),

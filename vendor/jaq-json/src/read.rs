@@ -132,7 +132,7 @@ fn parse<L: LexAlloc>(next: u8, lexer: &mut L) -> Result<Val, hifijson::Error> {
                 arr.push(parse(next, lexer)?);
                 Ok::<_, hifijson::Error>(())
             })?;
-            arr.into()
+            crate::Rc::new(crate::Array::from(arr))
         }),
         b'{' => Val::obj({
             let mut obj = Map::default();

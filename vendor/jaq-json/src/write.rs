@@ -219,7 +219,7 @@ macro_rules! format_val {
             Val::Arr(a) => {
                 color!(arr, write!($w, "["))?;
                 if !a.is_empty() {
-                    $crate::write_seq!($w, $pp, $level, &**a, |x| $f($w, $pp, $level + 1, x))?;
+                    $crate::write_seq!($w, $pp, $level, a.iter(), |x| $f($w, $pp, $level + 1, x))?;
                 }
                 color!(arr, write!($w, "]"))
             }
@@ -250,7 +250,7 @@ macro_rules! format_val {
                         o.sort_by_key(|(k, _v)| *k);
                         $crate::write_seq!($w, $pp, $level, o, |x| kv!(x))
                     } else {
-                        $crate::write_seq!($w, $pp, $level, &**o, |x| kv!(x))
+                        $crate::write_seq!($w, $pp, $level, o.iter(), |x| kv!(x))
                     }?
                 }
                 color!(obj, write!($w, "}}"))
@@ -300,6 +300,10 @@ macro_rules! write_val {
 /// Choose your poison.
 #[cfg(feature = "std")]
 pub fn write(w: &mut dyn io::Write, pp: &Pp, level: usize, v: &Val) -> io::Result<()> {
+    // port-agent patch: see `write_buf`.
+    if jaq_core::meter::check().is_err() {
+        return Ok(());
+    }
     write_val!(w, pp, level, v, write)
 }
 
@@ -320,9 +324,19 @@ impl fmt::Write for Buf {
 
 pub(crate) fn write_buf(w: &mut Buf, pp: &Pp, level: usize, v: &Val) -> fmt::Result {
     use core::fmt::Write;
+    // port-agent patch: every value written checks the evaluation's budget
+    // (depth, time, memory); a stopped evaluation writes nothing more, and
+    // its result is discarded. Not an error: `format!` would panic on one.
+    if jaq_core::meter::check().is_err() {
+        return Ok(());
+    }
     write_val!(w, pp, level, v, write_buf)
 }
 
 pub(crate) fn format(w: &mut Formatter, pp: &Pp, level: usize, v: &Val) -> fmt::Result {
+    // port-agent patch: see `write_buf`.
+    if jaq_core::meter::check().is_err() {
+        return Ok(());
+    }
     format_val!(w, pp, level, v, format)
 }
