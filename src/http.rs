@@ -156,3 +156,33 @@ fn strip_credentials(u: &url::Url) -> String {
     u.set_query(None);
     u.to_string()
 }
+
+/// Read at most `max` bytes of the body; `true` when more was there.
+pub async fn read_bounded(
+    resp: &mut reqwest::Response,
+    max: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = max.saturating_sub(buf.len());
+        if chunk.len() > room {
+            buf.extend_from_slice(chunk.get(..room).unwrap_or_default());
+            return Ok((buf, true));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((buf, false))
+}
+
+/// The body as text; a character cut in two by the cap is left out.
+pub fn utf8_prefix(bytes: &[u8], truncated: bool) -> String {
+    if truncated {
+        if let Err(e) = std::str::from_utf8(bytes) {
+            if e.error_len().is_none() {
+                return String::from_utf8_lossy(bytes.get(..e.valid_up_to()).unwrap_or_default())
+                    .into_owned();
+            }
+        }
+    }
+    String::from_utf8_lossy(bytes).into_owned()
+}

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::guard::{host_port, same_host, AllowList, RedirectPolicy, MAX_REDIRECTS};
-use crate::http::{build_client, describe_error, ClientError, ClientOptions, ResponseContext};
+use crate::http::{
+    build_client, describe_error, read_bounded, utf8_prefix, ClientError, ClientOptions, ResponseContext,
+};
 use crate::retry::{parse_retry_after, with_retries, Attempt, Policy};
 use crate::telemetry::metrics;
 
@@ -280,33 +282,6 @@ struct Sent {
     resp: reqwest::Response,
     started: std::time::Instant,
     method: reqwest::Method,
-}
-
-/// Read at most `max` bytes of the body; `true` when more was there.
-async fn read_bounded(resp: &mut reqwest::Response, max: usize) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        let room = max.saturating_sub(buf.len());
-        if chunk.len() > room {
-            buf.extend_from_slice(chunk.get(..room).unwrap_or_default());
-            return Ok((buf, true));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok((buf, false))
-}
-
-/// The body as text; a character cut in two by the cap is left out.
-fn utf8_prefix(bytes: &[u8], truncated: bool) -> String {
-    if truncated {
-        if let Err(e) = std::str::from_utf8(bytes) {
-            if e.error_len().is_none() {
-                return String::from_utf8_lossy(bytes.get(..e.valid_up_to()).unwrap_or_default())
-                    .into_owned();
-            }
-        }
-    }
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 impl Invoker for HttpInvoker {

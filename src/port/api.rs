@@ -4,7 +4,10 @@
 //! bodies are serde types; answers are read leniently (a field of another
 //! type counts as missing), as the agent always has.
 
-use serde::Serialize;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::{Endpoint, PortClient, PortError};
@@ -63,20 +66,85 @@ fn to_json(body: &impl Serialize) -> Value {
     serde_json::to_value(body).unwrap_or(Value::Null)
 }
 
-/// The items of the list named `key` in a claim answer (none when missing or
-/// not a list).
-fn claimed_items(answer: &Value, key: &str) -> Vec<Value> {
-    answer
+/// How deep a run (or a Kafka message) may nest: serde_json's limit, the
+/// same on both transports.
+pub const MAX_NESTING: usize = 128;
+
+/// One item of a claim answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimedItem {
+    /// The item, as JSON.
+    Run(Value),
+    /// An item that is valid JSON but cannot be read as a run (nested
+    /// deeper than [`MAX_NESTING`] levels): its id (`id`, or `identifier`
+    /// for node runs) when that can be read, and why.
+    Unreadable {
+        /// `id` or `identifier`.
+        id: Option<String>,
+        /// The parse error.
+        error: String,
+    },
+}
+
+/// The ids of a claimed item, read without reading the rest.
+#[derive(Deserialize)]
+struct ItemIds {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    identifier: Option<String>,
+}
+
+/// The items of the list named `key` in a claim answer. An answer that is
+/// not JSON is an error; one without that list has no items; each item is
+/// read on its own, so that one unreadable run does not hide the others.
+/// (serde_json skips over a raw value without a nesting limit.)
+fn claimed_items(call: &str, text: &str, key: &str) -> Result<Vec<ClaimedItem>, PortError> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let top = match serde_json::from_str::<HashMap<String, &RawValue>>(text) {
+        Ok(top) => top,
+        Err(e) => {
+            return match serde_json::from_str::<&RawValue>(text) {
+                // JSON, but not an object: no runs, as before.
+                Ok(_) => Ok(Vec::new()),
+                Err(_) => Err(PortError {
+                    call: call.to_string(),
+                    message: format!("the answer ({} bytes) is not JSON: {e}", text.len()),
+                    permanent: false,
+                }),
+            };
+        }
+    };
+    let Some(list) = top
         .get(key)
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+        .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(list
+        .into_iter()
+        .map(|raw| match serde_json::from_str::<Value>(raw.get()) {
+            Ok(run) => ClaimedItem::Run(run),
+            Err(e) => {
+                let ids = serde_json::from_str::<ItemIds>(raw.get()).ok();
+                let id = ids.and_then(|i| if key == "nodeRuns" { i.identifier } else { i.id });
+                let error = if e.to_string().contains("recursion limit") {
+                    format!("nested deeper than {MAX_NESTING} levels")
+                } else {
+                    e.to_string()
+                };
+                ClaimedItem::Unreadable { id, error }
+            }
+        })
+        .collect())
 }
 
 impl PortClient {
     /// `POST /v1/actions/runs/claim-pending`: at most `limit` pending action
     /// runs of the webhook invocation method (the raw items of `runs`).
-    pub async fn claim_runs(&self, limit: u32) -> Result<Vec<Value>, PortError> {
+    pub async fn claim_runs(&self, limit: u32) -> Result<Vec<ClaimedItem>, PortError> {
         let body = ClaimRequest {
             installation_id: INSTALLATION_ID,
             limit,
@@ -84,14 +152,14 @@ impl PortClient {
         };
         let path = "/v1/actions/runs/claim-pending";
         let answer = self
-            .call(Endpoint::ClaimRuns, "POST", path, Some(&to_json(&body)))
+            .call_text(Endpoint::ClaimRuns, "POST", path, Some(&to_json(&body)))
             .await?;
-        Ok(claimed_items(&answer, "runs"))
+        claimed_items(&format!("POST {path}"), &answer, "runs")
     }
 
     /// `POST /v1/workflows/runs/claim-pending`: at most `limit` pending
     /// workflow node runs (the raw items of `nodeRuns`).
-    pub async fn claim_node_runs(&self, limit: u32) -> Result<Vec<Value>, PortError> {
+    pub async fn claim_node_runs(&self, limit: u32) -> Result<Vec<ClaimedItem>, PortError> {
         let body = ClaimRequest {
             installation_id: INSTALLATION_ID,
             limit,
@@ -99,9 +167,9 @@ impl PortClient {
         };
         let path = "/v1/workflows/runs/claim-pending";
         let answer = self
-            .call(Endpoint::ClaimNodeRuns, "POST", path, Some(&to_json(&body)))
+            .call_text(Endpoint::ClaimNodeRuns, "POST", path, Some(&to_json(&body)))
             .await?;
-        Ok(claimed_items(&answer, "nodeRuns"))
+        claimed_items(&format!("POST {path}"), &answer, "nodeRuns")
     }
 
     /// `PATCH /v1/actions/runs/ack` for one action run.
@@ -200,10 +268,45 @@ mod tests {
         );
     }
 
+    fn items(text: &str, key: &str) -> Vec<ClaimedItem> {
+        claimed_items("POST /claim", text, key).expect("readable")
+    }
+
     #[test]
     fn claim_answers_are_read_leniently() {
-        assert_eq!(claimed_items(&json!({"runs": [{"id": "r_1"}]}), "runs").len(), 1);
-        assert!(claimed_items(&json!({"runs": "x"}), "runs").is_empty());
-        assert!(claimed_items(&json!(null), "nodeRuns").is_empty());
+        assert_eq!(items(r#"{"runs": [{"id": "r_1"}]}"#, "runs").len(), 1);
+        assert!(items(r#"{"runs": "x"}"#, "runs").is_empty());
+        assert!(items("null", "nodeRuns").is_empty());
+        assert!(items("", "runs").is_empty());
+    }
+
+    #[test]
+    fn an_answer_that_is_not_json_is_an_error_that_says_its_size() {
+        let e = claimed_items("POST /claim", r#"{"runs": [{"id": "r_1"}"#, "runs").expect_err("cut short");
+        assert!(
+            e.message.contains("22 bytes") && e.message.contains("not JSON"),
+            "{e}"
+        );
+        assert!(!e.permanent);
+    }
+
+    #[test]
+    fn one_run_nested_too_deep_does_not_hide_the_others() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let text = format!(
+            r#"{{"runs": [{{"id": "r_deep", "payload": {{"body": {deep}}}}}, {{"id": "r_ok", "payload": {{}}}}]}}"#
+        );
+        let got = items(&text, "runs");
+        assert_eq!(
+            got[0],
+            ClaimedItem::Unreadable {
+                id: Some("r_deep".into()),
+                error: format!("nested deeper than {MAX_NESTING} levels")
+            }
+        );
+        assert_eq!(got[1], ClaimedItem::Run(json!({"id": "r_ok", "payload": {}})));
+        let nodes = format!(r#"{{"nodeRuns": [{{"identifier": "wfnr_deep", "config": {deep}}}]}}"#);
+        assert!(matches!(&items(&nodes, "nodeRuns")[0],
+            ClaimedItem::Unreadable { id: Some(id), .. } if id == "wfnr_deep"));
     }
 }

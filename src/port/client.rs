@@ -57,10 +57,28 @@ pub struct PortClient {
     budget: Arc<RateBudget>,
 }
 
-/// What one HTTP exchange with Port gave.
+/// What one HTTP exchange with Port gave: the body of a success, as text.
 enum Exchange {
-    Ok(Value),
+    Ok(String),
     Unauthorized,
+}
+
+/// The largest answer read from Port's API. A claim of 100 runs of a few
+/// KiB each is well under a MiB; more is a fault, not a batch.
+const MAX_ANSWER_BYTES: usize = 32 << 20;
+
+/// A success's body as JSON where the caller only reads a field or two
+/// (`ackedCount`, `accessToken`): an empty body, or one that does not
+/// parse, reads as null (logged at debug). Claims parse strictly
+/// ([`super::api`]).
+fn lenient_json(call: &str, text: &str) -> Value {
+    if text.trim().is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        tracing::debug!(call, bytes = text.len(), error = %e, "Port's answer is not JSON; read as null");
+        Value::Null
+    })
 }
 
 impl PortClient {
@@ -134,6 +152,7 @@ impl PortClient {
                 permanent: false,
             });
         };
+        let answer = lenient_json("POST /v1/auth/access_token", &answer);
         let value: Arc<str> = answer
             .get("accessToken")
             .and_then(Value::as_str)
@@ -230,7 +249,7 @@ impl PortClient {
     /// retrying (after the rate limit's reset for a 429) or not.
     async fn read_answer(
         &self,
-        resp: reqwest::Response,
+        mut resp: reqwest::Response,
         call: &str,
     ) -> Result<Exchange, Attempt<Exchange, PortError>> {
         let status = resp.status();
@@ -243,9 +262,19 @@ impl PortClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let text = resp.text().await.unwrap_or_default();
+        let (bytes, truncated) = crate::http::read_bounded(&mut resp, MAX_ANSWER_BYTES)
+            .await
+            .unwrap_or_default();
+        let text = crate::http::utf8_prefix(&bytes, truncated);
         if status.is_success() {
-            return Ok(Exchange::Ok(serde_json::from_str(&text).unwrap_or(Value::Null)));
+            if truncated {
+                return Err(Attempt::Final(PortError {
+                    call: call.to_string(),
+                    message: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes; not read"),
+                    permanent: false,
+                }));
+            }
+            return Ok(Exchange::Ok(text));
         }
         if status.as_u16() == 401 {
             return Ok(Exchange::Unauthorized);
@@ -283,6 +312,18 @@ impl PortClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, PortError> {
+        let text = self.call_text(endpoint, method, path, body).await?;
+        Ok(lenient_json(&format!("{method} {path}"), &text))
+    }
+
+    /// [`Self::call`], with the body of Port's answer as it came.
+    pub(super) async fn call_text(
+        &self,
+        endpoint: Endpoint,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<String, PortError> {
         let result = self.call_inner(endpoint, method, path, body).await;
         metrics::port_call(endpoint.label(), result.is_ok());
         result
@@ -294,7 +335,7 @@ impl PortClient {
         method: &str,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Value, PortError> {
+    ) -> Result<String, PortError> {
         let mut refreshed = false;
         loop {
             let token = self.token().await?;

@@ -23,7 +23,7 @@ pub mod client;
 pub mod ratelimit;
 pub mod recording;
 
-pub use api::{Acked, KafkaCredentials};
+pub use api::{Acked, ClaimedItem, KafkaCredentials, MAX_NESTING};
 pub use client::PortClient;
 pub use recording::RecordingReporter;
 

@@ -15,6 +15,22 @@ pub struct ClaimedRun {
     pub message: Value,
     /// `agent` was true.
     pub for_agent: bool,
+    /// Port handed the run out, but it cannot be read (nested too deep):
+    /// why. Such a run is acked and reported FAILURE, never processed.
+    pub unreadable: Option<String>,
+}
+
+impl ClaimedRun {
+    /// A run whose id could be read but whose body could not.
+    pub fn unreadable(id: String, node_run: bool, error: String) -> ClaimedRun {
+        ClaimedRun {
+            id,
+            node_run,
+            message: Value::Null,
+            for_agent: true,
+            unreadable: Some(error),
+        }
+    }
 }
 
 /// Build the message of an action run claimed from
@@ -49,6 +65,7 @@ pub fn action_run_message(run: &Value) -> Option<ClaimedRun> {
         node_run: false,
         message: Value::Object(message),
         for_agent,
+        unreadable: None,
     })
 }
 
@@ -74,6 +91,7 @@ pub fn node_run_message(run: &Value) -> Option<ClaimedRun> {
         node_run: true,
         message,
         for_agent,
+        unreadable: None,
     })
 }
 

@@ -35,13 +35,15 @@ pub use claimed::{action_run_message, node_run_message, ClaimedRun};
 
 use super::{Ack, Limits, Source, Trust};
 use crate::pipeline::{Delivery, Disposition, Outcome, Skip};
-use crate::port::{PortCall, PortClient, Reporter};
+use crate::port::{ClaimedItem, PortCall, PortClient, Reporter};
 use crate::settings::Settings;
 use crate::telemetry::metrics;
 use crate::telemetry::server::Health;
 
 /// The summary reported when a claimed run could not be processed.
 const FAILED_SUMMARY: &str = "Agent failed to process the run";
+/// The summary reported for a claimed run that cannot be read (its reason follows).
+pub const UNREADABLE_SUMMARY: &str = "The agent could not read the run Port handed out";
 /// The summary reported for a run still running when the drain timed out.
 pub const STOPPED_SUMMARY: &str =
     "The agent stopped before the run finished (shutdown drain timeout); the request may have reached the target";
@@ -163,6 +165,21 @@ async fn iterate(port: PortClient, batch: u32, room: usize) -> Iteration {
             Ok(list) => {
                 it.full |= list.len() >= limit as usize;
                 for item in &list {
+                    let item = match item {
+                        ClaimedItem::Run(item) => item,
+                        ClaimedItem::Unreadable { id: Some(id), error }
+                            if crate::port::is_usable_run_id(id) =>
+                        {
+                            warn!(run_id = %id, error = %error, "claimed run cannot be read; it will be reported FAILURE");
+                            it.claimed
+                                .push(ClaimedRun::unreadable(id.clone(), node_runs, error.clone()));
+                            continue;
+                        }
+                        ClaimedItem::Unreadable { error, .. } => {
+                            warn!(kind = key, error = %error, "claimed item cannot be read and has no usable id; skipped");
+                            continue;
+                        }
+                    };
                     match build(item) {
                         Some(run) if run.for_agent => it.claimed.push(run),
                         Some(run) => info!(run_id = %run.id, "claimed run is not for the agent; skipped"),
@@ -328,8 +345,10 @@ impl Source for PollingSource {
             if let Some(handle) = self.acking.as_mut() {
                 let acked = handle.await;
                 self.acking = None;
-                if let Ok(Some(run)) = acked {
-                    return Some(self.delivery(run));
+                match acked {
+                    Ok(Some(run)) if run.unreadable.is_some() => self.fail_unreadable(run),
+                    Ok(Some(run)) => return Some(self.delivery(run)),
+                    _ => {}
                 }
                 continue;
             }
@@ -380,9 +399,13 @@ impl Source for PollingSource {
         }
         let mut handed_over = Vec::new();
         if let Some(handle) = self.acking.take() {
-            if let Ok(Some(run)) = handle.await {
-                info!(run_id = %run.id, "processing an acked run before stopping");
-                handed_over.push(self.delivery(run));
+            match handle.await {
+                Ok(Some(run)) if run.unreadable.is_some() => self.fail_unreadable(run),
+                Ok(Some(run)) => {
+                    info!(run_id = %run.id, "processing an acked run before stopping");
+                    handed_over.push(self.delivery(run));
+                }
+                _ => {}
             }
         }
         if !self.queue.is_empty() {
@@ -404,6 +427,19 @@ impl Source for PollingSource {
 }
 
 impl PollingSource {
+    /// An acked run that cannot be read is reported FAILURE at once (in a
+    /// task of its own; the client's retries bound it).
+    fn fail_unreadable(&self, run: ClaimedRun) {
+        let why = run.unreadable.clone().unwrap_or_default();
+        let call = failure_call(&run, &format!("{UNREADABLE_SUMMARY}: {why}"));
+        let port = self.port.clone();
+        tokio::spawn(async move {
+            if let Err(e) = port.send(&call).await {
+                error!(run_id = %run.id, error = %e, "could not report the unreadable run to Port");
+            }
+        });
+    }
+
     /// Report what was still running after the drain as failed.
     async fn report_stopped(&self) {
         // Whatever was still running outlived the drain and was stopped by
