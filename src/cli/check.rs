@@ -108,7 +108,7 @@ fn describe_mapping(m: &Mapping, settings: &Settings) -> bool {
 
 /// `check --messages`: print the coverage of `file`; true when a field failed.
 fn check_messages(set: &MappingSet, file: &Path, topic: Option<&str>, settings: &Settings) -> Result<bool> {
-    let text = std::fs::read_to_string(file).with_context(|| {
+    let text = std::fs::read(file).with_context(|| {
         format!(
             "--messages: cannot read {}: give a recorded-topic file (JSON lines)",
             file.display()

@@ -129,7 +129,7 @@ impl Topics<'_> {
 /// redacted with `redactor`.
 pub fn coverage(
     set: &MappingSet,
-    text: &str,
+    text: &[u8],
     topics: &Topics<'_>,
     default_topic: &str,
     ctx: &EvalCtx<'_>,
@@ -284,7 +284,15 @@ mod tests {
             runs: "o.runs",
             change_log: "o.change.log",
         };
-        let cov = coverage(&set, &text, &topics, "o.runs", &ctx, "", &Redactor::new([""; 0]));
+        let cov = coverage(
+            &set,
+            text.as_bytes(),
+            &topics,
+            "o.runs",
+            &ctx,
+            "",
+            &Redactor::new([""; 0]),
+        );
         assert_eq!((cov.messages, cov.evaluated), (5, 4));
         assert_eq!(cov.not_evaluated, vec![(5, "not for the agent".to_string())]);
         assert_eq!(

@@ -293,7 +293,7 @@ impl Report {
 }
 
 /// Dry-run every line of a recorded file.
-pub async fn dry_run(p: &DryPipeline, text: &str, default_topic: &str) -> Report {
+pub async fn dry_run(p: &DryPipeline, text: &[u8], default_topic: &str) -> Report {
     let (deliveries, bad_lines) = parse_all(text, default_topic);
     let mut entries = Vec::with_capacity(deliveries.len());
     for (line, d) in deliveries {
@@ -329,8 +329,7 @@ pub async fn command(args: DryRunArgs) -> super::Result {
     let settings = quiet_offline_settings()?;
     let path = mapping_path(args.mapping, &settings);
     let set = load_mappings(&path)?;
-    let text = std::fs::read_to_string(&args.input)
-        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    let text = std::fs::read(&args.input).with_context(|| format!("cannot read {}", args.input.display()))?;
     let env = JqEnv::new(crate::settings::process_env());
     let run = Recording::new(
         &settings,

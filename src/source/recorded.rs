@@ -111,11 +111,25 @@ pub fn parse_line(text: &str, line: usize, default_topic: &str) -> Result<Delive
     })
 }
 
-/// Read every line of `text`: deliveries with their line numbers, and errors.
-pub fn parse_all(text: &str, default_topic: &str) -> (Vec<(usize, Delivery)>, Vec<LineError>) {
+/// Read every line of `text`: deliveries with their line numbers, and
+/// errors (a line that is not UTF-8 is one, like a line that is not JSON).
+pub fn parse_all(text: impl AsRef<[u8]>, default_topic: &str) -> (Vec<(usize, Delivery)>, Vec<LineError>) {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    let text = text.as_ref();
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = match std::str::from_utf8(line) {
+            Ok(line) => line,
+            Err(e) => {
+                bad.push(LineError {
+                    line: i + 1,
+                    reason: format!("not UTF-8: invalid byte at column {}", e.valid_up_to() + 1),
+                });
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -152,6 +166,10 @@ mod tests {
     #[test]
     fn malformed_lines_are_reported_with_their_number() {
         let (ok, bad) = parse_all("{\"a\":1}\n\nnot json\n[1]\n{\"b\":2}\n", "t");
+        let (_, not_utf8) = parse_all(b"{\"a\":1}\r\n{\"b\":\"\xff\"}\n{\"c\":3}", "t");
+        assert_eq!(not_utf8.len(), 1);
+        assert_eq!(not_utf8[0].line, 2);
+        assert!(not_utf8[0].reason.contains("not UTF-8") && not_utf8[0].reason.contains("column 7"));
         assert_eq!(ok.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [1, 5]);
         assert_eq!(bad.iter().map(|e| e.line).collect::<Vec<_>>(), [3, 4]);
         assert!(bad[0].to_string().starts_with("line 3: not JSON"));
