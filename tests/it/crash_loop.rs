@@ -94,10 +94,9 @@ fn at_target(target: &FakeTarget) -> BTreeMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_kills_the_agent_is_failed_after_three_deaths_and_the_others_run_once() {
-    assert!(
-        cfg!(feature = "fault-injection"),
-        "this test needs the binary built with `--features fault-injection` (scripts/test.sh builds it so)"
-    );
+    if !cfg!(feature = "fault-injection") {
+        panic!("this test needs the binary built with `--features fault-injection` (scripts/test.sh builds it so)");
+    }
     let cluster = MockCluster::new(1).expect("mock cluster");
     cluster.create_topic(RUNS, 1, 1).expect("runs topic");
     cluster.create_topic(CHANGES, 1, 1).expect("change log topic");

@@ -458,6 +458,7 @@ async fn sigterm_while_the_brokers_are_unreachable_exits_in_time_and_says_what_w
     // The test's own bound: an agent that hangs fails here, with its log.
     let code = agent.wait(Duration::from_secs(60));
     let took = signalled.elapsed();
+    eprintln!("SIGTERM with the brokers unreachable: exit after {took:?}");
     assert!(
         took < Duration::from_secs(15),
         "exit took {took:?}, more than the drain timeout (5 s) + 10 s; log: {}",
