@@ -30,9 +30,11 @@ fi
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 # --workspace: the root package and the testkit crate of tests/ and benches/.
+# fault-injection: the test build of the binary can abort on a chosen run
+# (tests/it/crash_loop.rs); release builds and the image never have it.
 echo "==> cargo clippy"
-cargo clippy --locked --all-targets --workspace -- -D warnings
+cargo clippy --locked --all-targets --workspace --features port-agent/fault-injection -- -D warnings
 echo "==> cargo test"
-cargo test --locked --workspace
+cargo test --locked --workspace --features port-agent/fault-injection
 echo "==> deployment checks"
 bash tests/deploy/validate.sh

@@ -244,6 +244,12 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
 
     async fn process_inner(&self, delivery: &Delivery, span: &tracing::Span) -> Outcome {
         let (inv, kind) = match self.admit(delivery, span) {
+            #[cfg(feature = "fault-injection")]
+            Ok(admitted) => {
+                abort_on_chosen_run(admitted.1.run_id());
+                admitted
+            }
+            #[cfg(not(feature = "fault-injection"))]
             Ok(admitted) => admitted,
             Err(mut skipped) => {
                 if let (Disposition::Skipped(Skip::Stale(age)), Some(kind)) = (&skipped.result, &skipped.kind)
@@ -345,6 +351,20 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     /// Processing `delivery` panicked: report its run as failed (when it is
     /// a run that is ours) and give the outcome the source acks.
     pub async fn internal_error(&self, delivery: &Delivery, panic: &str) -> Outcome {
+        self.fail_unprocessed(delivery, INTERNAL_ERROR_SUMMARY, panic)
+            .await
+    }
+
+    /// The source gave `delivery` up without processing it (a message the
+    /// agent died on too often): its run is reported as failed with
+    /// `summary`, like a panic's ([`Pipeline::internal_error`]).
+    pub async fn given_up(&self, delivery: &Delivery, summary: &str) -> Outcome {
+        self.fail_unprocessed(delivery, summary, summary).await
+    }
+
+    /// Report the run of `delivery` as failed with `summary` (nothing else
+    /// done); the outcome is an internal error saying `why`.
+    async fn fail_unprocessed(&self, delivery: &Delivery, summary: &str, why: &str) -> Outcome {
         let span = message_span(delivery);
         let work = async {
             let kind = match self.admit(delivery, &span) {
@@ -352,13 +372,13 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 Err(skipped) => return *skipped,
             };
             let run = self.run_reporter(&kind);
-            let calls = run.reports().failure(INTERNAL_ERROR_SUMMARY);
+            let calls = run.reports().failure(summary);
             run.send_chains(calls).await;
-            error!(panic = %panic, "the run was reported as failed after an internal error");
+            error!(reason = %why, "the run was reported as failed without being processed");
             let port_errors = run.into_errors();
             Outcome {
                 port_errors,
-                ..Outcome::of_run(Disposition::InternalError(panic.to_string()), kind)
+                ..Outcome::of_run(Disposition::InternalError(why.to_string()), kind)
             }
         };
         work.instrument(span.clone()).await
@@ -426,5 +446,19 @@ fn idempotency_key(kind: &Kind, delivery: &Delivery) -> String {
     match kind.run_id() {
         Some(id) => id.to_string(),
         None => format!("{}-{}-{}", delivery.topic, delivery.partition, delivery.offset),
+    }
+}
+
+/// Test builds only (`--features fault-injection`, which release builds and
+/// the image never enable): abort the process, as an OOM kill or a crash
+/// nobody foresaw would, when the run is the one named by
+/// `PORT_AGENT_FAULT_ABORT_RUN_ID` (the crash-loop test).
+#[cfg(feature = "fault-injection")]
+fn abort_on_chosen_run(run_id: Option<&str>) {
+    if let (Some(id), Ok(chosen)) = (run_id, std::env::var("PORT_AGENT_FAULT_ABORT_RUN_ID")) {
+        if id == chosen {
+            eprintln!("fault injection: aborting the process on run {id}");
+            std::process::abort();
+        }
     }
 }

@@ -70,6 +70,7 @@ struct Raw {
     agent_mapping_reload: Option<String>,
     agent_wf_unmatched_fail: Option<String>,
     agent_dlq_topic: Option<String>,
+    agent_crash_loop_limit: Option<String>,
     agent_drain_timeout_seconds: Option<String>,
     agent_log_format: Option<String>,
     agent_jq_timeout_ms: Option<String>,
@@ -243,7 +244,18 @@ fn kafka(
         username: present(r.kafka_consumer_username.take()),
         password: present(r.kafka_consumer_password.take()).map(Secret::new),
         dlq_topic: present(r.agent_dlq_topic.take()),
+        crash_loop_limit: crash_loop_limit(r.agent_crash_loop_limit.take())?,
     })
+}
+
+/// `AGENT_CRASH_LOOP_LIMIT`: at least 2 (the first death names a whole
+/// window of suspects, not one message).
+fn crash_loop_limit(value: Option<String>) -> Result<u32, SettingsError> {
+    let limit: u32 = number("AGENT_CRASH_LOOP_LIMIT", value, 3, "a whole number of deaths")?;
+    if limit < 2 {
+        return Err(err("AGENT_CRASH_LOOP_LIMIT", "expected at least 2"));
+    }
+    Ok(limit)
 }
 
 fn polling(r: &mut Raw) -> Result<PollingSettings, SettingsError> {
@@ -533,6 +545,22 @@ mod tests {
         assert_eq!(s.target.allowed_targets, None);
         assert_eq!(s.limits.max_message_age, None);
         assert!(s.warnings().is_empty());
+    }
+
+    #[test]
+    fn crash_loop_limit_is_at_least_two() {
+        assert_eq!(with(&[]).unwrap().kafka.crash_loop_limit, 3);
+        assert_eq!(
+            with(&[("AGENT_CRASH_LOOP_LIMIT", "5")])
+                .unwrap()
+                .kafka
+                .crash_loop_limit,
+            5
+        );
+        for bad in ["1", "0", "x"] {
+            let e = with(&[("AGENT_CRASH_LOOP_LIMIT", bad)]).unwrap_err().to_string();
+            assert!(e.contains("AGENT_CRASH_LOOP_LIMIT"), "{bad}: {e}");
+        }
     }
 
     #[test]

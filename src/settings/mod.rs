@@ -124,6 +124,9 @@ pub struct KafkaSettings {
     pub password: Option<Secret>,
     /// `AGENT_DLQ_TOPIC`.
     pub dlq_topic: Option<String>,
+    /// `AGENT_CRASH_LOOP_LIMIT`: a message found in flight at this many
+    /// deaths of the agent is not processed again.
+    pub crash_loop_limit: u32,
 }
 
 /// The polling source.

@@ -36,6 +36,13 @@ pub enum Trust {
 
 /// Handed back to the source when its delivery is done.
 pub trait Ack: Send + 'static {
+    /// The source will not have this delivery processed, and says why: the
+    /// summary its run is failed with instead (the Kafka source gives up a
+    /// message found in flight at too many deaths of the agent).
+    fn given_up(&self) -> Option<&str> {
+        None
+    }
+
     /// The message reached `outcome` (final: delivered and reported, failed
     /// and reported, or skipped by rule).
     fn done(self, delivery: &Delivery, outcome: &Outcome) -> impl Future<Output = ()> + Send;

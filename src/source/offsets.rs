@@ -15,6 +15,12 @@
 //! generation it started in, so a late completion for a partition that was
 //! revoked (and maybe reassigned since) is dropped instead of moving the new
 //! assignment's watermark.
+//!
+//! Each partition also has a [`Mode`]: how its messages may be taken (the
+//! crash-loop guard of the Kafka source, `kafka/guard.rs`, sets it). The
+//! periodic commits ([`Watermarks::take_committable`]) leave partitions in
+//! [`Mode::Suspect`] and [`Mode::Probe`] alone: the source commits those
+//! itself, with the metadata that says which message is running alone.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -33,9 +39,36 @@ pub struct Ticket {
     generation: u64,
 }
 
+/// How the messages of a partition may be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Just assigned: its committed offset and metadata are not read yet.
+    #[default]
+    Unchecked,
+    /// Concurrently, as usual.
+    Normal,
+    /// Its previous owner died: the next `remaining` messages are suspects,
+    /// each processed alone. `pending`: the offset at the committed position
+    /// and how many deaths it was already found in flight at.
+    Suspect {
+        /// Suspects left.
+        remaining: u32,
+        /// The message at the committed offset, with its deaths.
+        pending: Option<(i64, u32)>,
+    },
+    /// The suspect at `offset` runs alone; `remaining` counts it.
+    Probe {
+        /// Its offset.
+        offset: i64,
+        /// Suspects left, this one included.
+        remaining: u32,
+    },
+}
+
 #[derive(Debug, Default)]
 struct Partition {
     generation: u64,
+    mode: Mode,
     /// Offsets in flight, with how many deliveries of each are running
     /// (a broker may hand the same offset out twice).
     in_flight: BTreeMap<i64, u32>,
@@ -84,7 +117,50 @@ impl Watermarks {
     /// synchronously, whatever earlier commits did) and forgets it.
     /// Completions of its messages are dropped from now on.
     pub fn revoke(&mut self, topic: &str, partition: i32) -> Option<i64> {
-        self.parts.remove(&(topic.to_string(), partition))?.watermark()
+        self.revoke_with_mode(topic, partition).map(|(w, _)| w)
+    }
+
+    /// [`Self::revoke`], with the partition's mode.
+    pub fn revoke_with_mode(&mut self, topic: &str, partition: i32) -> Option<(i64, Mode)> {
+        let p = self.parts.remove(&(topic.to_string(), partition))?;
+        p.watermark().map(|w| (w, p.mode))
+    }
+
+    /// The partition's mode; `None` when it is not assigned.
+    pub fn mode(&self, topic: &str, partition: i32) -> Option<Mode> {
+        self.parts.get(&(topic.to_string(), partition)).map(|p| p.mode)
+    }
+
+    /// Set the partition's mode (nothing when it is not assigned).
+    pub fn set_mode(&mut self, topic: &str, partition: i32, mode: Mode) {
+        if let Some(p) = self.parts.get_mut(&(topic.to_string(), partition)) {
+            p.mode = mode;
+        }
+    }
+
+    /// Partitions whose suspect runs alone: `(partition, its offset,
+    /// suspects left, the partition's watermark)`.
+    pub fn probes(&self) -> Vec<(TopicPartition, i64, u32, Option<i64>)> {
+        let mut out: Vec<_> = self
+            .parts
+            .iter()
+            .filter_map(|(tp, p)| match p.mode {
+                Mode::Probe { offset, remaining } => Some((tp.clone(), offset, remaining, p.watermark())),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The broker confirmed a commit the source made itself (a suspect's):
+    /// as [`Self::commit_succeeded`], and the periodic commit need not
+    /// hand the same watermark out again.
+    pub fn committed_by_source(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.commit_succeeded(topic, partition, offset);
+        if let Some(p) = self.parts.get_mut(&(topic.to_string(), partition)) {
+            p.committed = Some(offset);
+        }
     }
 
     /// A commit of `offset` failed: hand the partition's watermark out again
@@ -159,6 +235,9 @@ impl Watermarks {
     pub fn take_committable(&mut self) -> Vec<(TopicPartition, i64)> {
         let mut out = Vec::new();
         for (tp, p) in self.parts.iter_mut() {
+            if matches!(p.mode, Mode::Suspect { .. } | Mode::Probe { .. }) {
+                continue;
+            }
             if let Some(w) = p.watermark() {
                 if p.committed != Some(w) {
                     p.committed = Some(w);
@@ -178,6 +257,17 @@ impl Watermarks {
             .filter_map(|(tp, p)| p.watermark().map(|w| (tp.clone(), w)))
             .collect();
         out.sort();
+        out
+    }
+
+    /// [`Self::current`], with each partition's mode.
+    pub fn current_with_modes(&self) -> Vec<(TopicPartition, i64, Mode)> {
+        let mut out: Vec<_> = self
+            .parts
+            .iter()
+            .filter_map(|(tp, p)| p.watermark().map(|w| (tp.clone(), w, p.mode)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 

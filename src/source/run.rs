@@ -31,6 +31,10 @@ pub trait Process: Send + Sync + 'static {
     /// Processing `delivery` panicked with `panic`: fail it (report it when
     /// it is a run that is ours) and give the outcome the source acks.
     fn internal_error(&self, delivery: &Delivery, panic: &str) -> impl Future<Output = Outcome> + Send;
+
+    /// The source gave `delivery` up (see [`Ack::given_up`]): fail its run
+    /// with `summary` without processing it.
+    fn given_up(&self, delivery: &Delivery, summary: &str) -> impl Future<Output = Outcome> + Send;
 }
 
 impl<I: Invoker + 'static, R: Reporter + 'static> Process for Pipeline<I, R> {
@@ -40,6 +44,10 @@ impl<I: Invoker + 'static, R: Reporter + 'static> Process for Pipeline<I, R> {
 
     async fn internal_error(&self, delivery: &Delivery, panic: &str) -> Outcome {
         Pipeline::internal_error(self, delivery, panic).await
+    }
+
+    async fn given_up(&self, delivery: &Delivery, summary: &str) -> Outcome {
+        Pipeline::given_up(self, delivery, summary).await
     }
 }
 
@@ -167,6 +175,14 @@ fn start<A: Ack, P: Process>(
     let chains = chains.clone();
     let delivery = Arc::new(delivery);
     tasks.spawn(async move {
+        if let Some(summary) = ack.given_up() {
+            let outcome = pipeline.given_up(&delivery, summary).await;
+            ack.done(&delivery, &outcome).await;
+            metrics::done(outcome.name());
+            release_key(&chains, &delivery, done_tx, chain_id);
+            drop(permit);
+            return;
+        }
         if let Some(prev) = prev {
             // An error only means the predecessor's task is gone; never
             // block on it.
@@ -193,17 +209,27 @@ fn start<A: Ack, P: Process>(
         };
         ack.done(&delivery, &outcome).await;
         metrics::done(outcome.name());
-        if let Some(tx) = done_tx {
-            let _ = tx.send(());
-            if let Some(key) = &delivery.key {
-                let mut c = chains.lock().unwrap_or_else(|e| e.into_inner());
-                if c.tails.get(key).is_some_and(|(id, _)| *id == chain_id) {
-                    c.tails.remove(key);
-                }
-            }
-        }
+        release_key(&chains, &delivery, done_tx, chain_id);
         drop(permit);
     });
+}
+
+/// The message of chain `chain_id` is done: its same-key successor may go.
+fn release_key(
+    chains: &Mutex<KeyChains>,
+    delivery: &Delivery,
+    done_tx: Option<oneshot::Sender<()>>,
+    chain_id: u64,
+) {
+    if let Some(tx) = done_tx {
+        let _ = tx.send(());
+        if let Some(key) = &delivery.key {
+            let mut c = chains.lock().unwrap_or_else(|e| e.into_inner());
+            if c.tails.get(key).is_some_and(|(id, _)| *id == chain_id) {
+                c.tails.remove(key);
+            }
+        }
+    }
 }
 
 /// What a failed task said (a panic's message, when it has one).

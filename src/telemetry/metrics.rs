@@ -55,6 +55,9 @@ pub const MAPPING_INFO: &str = "port_agent_mapping_info";
 pub const PARTITIONS_ASSIGNED: &str = "port_agent_partitions_assigned";
 /// Panics caught while processing a message (the message was failed).
 pub const PANICS: &str = "port_agent_panics_total";
+/// Messages not processed again because the agent died that many times
+/// while they were in flight (the crash-loop guard gave them up).
+pub const POISON: &str = "port_agent_poison_messages_total";
 /// Always 1; labels carry the version.
 pub const BUILD_INFO: &str = "port_agent_build_info";
 
@@ -84,6 +87,7 @@ fn zero() {
     gauge!(REPORTS_PENDING).set(0.0);
     gauge!(UNCOMMITTED).set(0.0);
     counter!(PANICS).absolute(0);
+    counter!(POISON).absolute(0);
     counter!(DEAD_LETTERED).absolute(0);
     counter!(PORT_RATE_LIMITED).absolute(0);
     for outcome in crate::pipeline::Outcome::NAMES {
@@ -155,6 +159,10 @@ fn describe() {
         "Port calls refused for good by Port (4xx other than 401/408/429), by kind."
     );
     describe_counter!(PANICS, "Panics caught while processing a message.");
+    describe_counter!(
+        POISON,
+        "Messages not processed again: the agent died that many times while they were in flight."
+    );
     describe_counter!(MAPPING_RELOADS, "Mapping file reloads, by result.");
     describe_gauge!(
         MAPPING_INFO,
@@ -237,6 +245,11 @@ pub fn uncommitted(n: usize) {
 /// A panic was caught while processing a message.
 pub fn panicked() {
     counter!(PANICS).increment(1);
+}
+
+/// The crash-loop guard gave a message up.
+pub fn poison() {
+    counter!(POISON).increment(1);
 }
 
 /// A mapping expression failed at runtime.

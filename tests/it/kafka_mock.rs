@@ -187,6 +187,7 @@ fn engine_reporting_to<R: Reporter + 'static>(
         drain_timeout: Duration::from_secs(10),
         commit_interval: Duration::from_millis(100),
         dlq_topic: dlq_topic.map(str::to_string),
+        crash_loop_limit: 3,
         extra: vec![("topic.metadata.refresh.interval.ms".into(), "500".into())],
     };
     KafkaEngine::new(opts, Arc::new(pipeline))
@@ -649,4 +650,49 @@ async fn a_panic_in_the_reporter_fails_only_its_run() {
         };
         assert_eq!(patches.get(id), Some(&expected), "{id}: {patches:?}");
     }
+}
+
+/// Issue 23's hang, made deterministic: the cluster goes away first, then
+/// the runtime is dropped with the Kafka source still running, so the last
+/// handle to the consumer is dropped by the runtime's shutdown. Closing the
+/// consumer runs the commit on revoke; before the fix that commit waited
+/// for the gone brokers with no deadline, on the thread dropping the
+/// runtime, for ever. Now the close runs on a thread of its own and every
+/// commit has a deadline: dropping the runtime ends within the commit
+/// timeout. The test turns a hang into a failure: the drop runs on a
+/// thread of its own, waited for 60 s.
+#[test]
+fn dropping_the_runtime_after_the_cluster_is_gone_does_not_hang() {
+    let (done, dropped) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cluster = cluster(1);
+        let brokers = cluster.bootstrap_servers();
+        let target = Arc::new(TestTarget::default());
+        let (trigger, stop) = shutdown::channel();
+        rt.block_on(async {
+            let msgs: Vec<_> = (0..3).map(|i| (0, None, run_msg(&format!("r_{i}")))).collect();
+            produce(brokers.clone(), msgs).await;
+            let engine = engine(&brokers, &target, 4);
+            // Never awaited: the source is still running when the runtime goes.
+            tokio::spawn(async move { engine.run(stop).await });
+            eventually("3 runs done", || target.ended().len() == 3).await;
+            eventually("committed", || committed(&brokers, 1).get(&0) == Some(&3)).await;
+        });
+        drop(cluster);
+        drop(rt);
+        drop(trigger);
+        let _ = done.send(());
+    });
+    dropped.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+        panic!(
+            "dropping the runtime did not end within 60 s of the start ({:?} ago): the consumer's close waits for brokers that are gone",
+            started.elapsed()
+        )
+    });
 }

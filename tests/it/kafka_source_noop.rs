@@ -59,6 +59,10 @@ impl Process for NoOp {
     async fn internal_error(&self, _delivery: &Delivery, _panic: &str) -> Outcome {
         delivered()
     }
+
+    async fn given_up(&self, _delivery: &Delivery, _summary: &str) -> Outcome {
+        delivered()
+    }
 }
 
 fn options(brokers: &str) -> KafkaOptions {
@@ -77,6 +81,7 @@ fn options(brokers: &str) -> KafkaOptions {
         drain_timeout: Duration::from_secs(10),
         commit_interval: Duration::from_millis(100),
         dlq_topic: None,
+        crash_loop_limit: 3,
         extra: Vec::new(),
     }
 }

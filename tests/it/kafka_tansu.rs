@@ -219,3 +219,33 @@ async fn record_copies_the_topics_without_committing_and_dry_run_reads_the_file(
         serde_json::from_str(String::from_utf8_lossy(&dry.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(summary["summary"]["by_outcome"], json!({"delivered": 6}));
 }
+
+/// tansu 0.6 answers every committed offset with empty metadata, so the
+/// crash-loop guard (which keeps what was in flight there) cannot work
+/// against it: the agent checks once, after its first commit, and says so
+/// (README "Running against Kafka", **A crash loop**).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_says_when_the_broker_drops_commit_metadata() {
+    let tansu = Tansu::start();
+    tansu.create_topic(RUNS, 3).await;
+    tansu.create_topic(CHANGES, 1).await;
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer(200, "");
+    produce(&tansu.bootstrap, RUNS, signed_runs(1, &target.url("/run"), false)).await;
+    let mapping = write_mapping("tansu-metadata");
+    let agent = AgentProcess::start(&agent_env(&tansu, &port, &mapping, &[]), "tansu-metadata");
+    eventually(
+        "the warning that the guard is off",
+        Duration::from_secs(60),
+        || {
+            agent.log_text().contains(
+                "the broker does not keep the metadata of committed offsets: the crash-loop guard is off",
+            )
+        },
+    )
+    .await;
+    eventually("the run still goes through", Duration::from_secs(60), || {
+        target.requests().len() == 1
+    })
+    .await;
+}

@@ -16,6 +16,7 @@ mod claims_cli;
 mod claims_polling;
 mod cli;
 mod cli_usage;
+mod crash_loop;
 mod failure;
 mod fuzz;
 mod jq_differential;

@@ -9,10 +9,12 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::support::agent::patches_of;
 use crate::support::broker::{
-    eventually, eventually_some, free_port, produce, signed_runs, AgentProcess, World,
+    agent_env, eventually, eventually_some, free_port, produce, signed_runs, write_mapping, AgentProcess,
+    Tansu, World,
 };
-use crate::support::http_get;
+use crate::support::{http_get, FakePort, FakeTarget};
 use serde_json::{json, Value};
 
 const RUNS: &str = "org_1.runs";
@@ -415,4 +417,69 @@ async fn the_agent_leaves_the_group_so_another_member_takes_over_before_the_sess
         || w.target.requests().len() == 3,
     )
     .await;
+}
+
+/// Issue 23: SIGTERM while every broker is unreachable (the relay in front
+/// of tansu cut). The commits before and after the drain and the one on
+/// revoke in the consumer's close each wait at most the commit timeout
+/// (5 s, or the drain timeout when shorter), and the close is waited for
+/// with the same bound: the agent exits 0 within the drain timeout plus
+/// 10 s, and says which offsets it could not commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_brokers_are_unreachable_exits_in_time_and_says_what_was_not_committed() {
+    let (tansu, relay) = Tansu::start_behind_relay().await;
+    tansu.create_topic(RUNS, 3).await;
+    tansu.create_topic(CHANGES, 1).await;
+    let port = FakePort::start().await;
+    let target = FakeTarget::start().await;
+    target.answer(200, "");
+    produce(&tansu.bootstrap, RUNS, signed_runs(3, &target.url("/run"), true)).await;
+    let mapping = write_mapping("unreachable");
+    let env = agent_env(
+        &tansu.bootstrap,
+        &port.base(),
+        &mapping,
+        "org_1.unreachable",
+        &[
+            ("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "6000"),
+            ("AGENT_DRAIN_TIMEOUT_SECONDS", "5"),
+            ("LOG_LEVEL", "info"),
+        ],
+    );
+    let mut agent = AgentProcess::start(&env, "unreachable");
+    eventually("the 3 runs reported", Duration::from_secs(60), || {
+        (0..3).all(|i| patches_of(&port, &format!("r_{i:04}")).len() == 1)
+    })
+    .await;
+
+    relay.stop();
+    let signalled = Instant::now();
+    agent.signal("-TERM");
+    // The test's own bound: an agent that hangs fails here, with its log.
+    let code = agent.wait(Duration::from_secs(60));
+    let took = signalled.elapsed();
+    eprintln!("SIGTERM with the brokers unreachable: exit after {took:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "exit took {took:?}, more than the drain timeout (5 s) + 10 s; log: {}",
+        agent.log_text()
+    );
+    assert_eq!(code, Some(0), "log: {}", agent.log_text());
+    let said = log_lines(&agent)
+        .into_iter()
+        .find(|l| {
+            l["level"] == "WARN"
+                && l["not_committed"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("org_1.runs["))
+        })
+        .unwrap_or_else(|| panic!("a warning names what was not committed: {}", agent.log_text()));
+    assert!(
+        said["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not committed"),
+        "{said}"
+    );
+    drop(tansu);
 }

@@ -10,6 +10,9 @@ use super::commit::COMMIT_TICK;
 use crate::secret::Secret;
 use crate::source::Limits;
 
+/// The longest wait for a commit's answer (see [`KafkaOptions::commit_timeout`]).
+const MAX_COMMIT_WAIT: Duration = Duration::from_secs(5);
+
 /// How to reach and consume the topics.
 #[derive(Debug, Clone)]
 pub struct KafkaOptions {
@@ -42,6 +45,9 @@ pub struct KafkaOptions {
     pub commit_interval: Duration,
     /// Dead-letter topic.
     pub dlq_topic: Option<String>,
+    /// A message found in flight at this many deaths of the agent is not
+    /// processed again (`AGENT_CRASH_LOOP_LIMIT`).
+    pub crash_loop_limit: u32,
     /// Extra librdkafka properties (tests, tuning).
     pub extra: Vec<(String, String)>,
 }
@@ -53,6 +59,13 @@ impl KafkaOptions {
             max_in_flight: self.max_in_flight,
             drain_timeout: self.drain_timeout,
         }
+    }
+
+    /// The longest wait for a commit's answer: 5 s, or the drain timeout
+    /// when it is shorter, so that the commits and the close after the
+    /// drain end within it.
+    pub fn commit_timeout(&self) -> Duration {
+        self.drain_timeout.min(MAX_COMMIT_WAIT)
     }
 
     pub(crate) fn client_config(&self) -> ClientConfig {
@@ -164,6 +177,7 @@ pub async fn resolve_options(
         drain_timeout: settings.limits.drain_timeout,
         commit_interval: COMMIT_TICK,
         dlq_topic: settings.kafka.dlq_topic.clone(),
+        crash_loop_limit: settings.kafka.crash_loop_limit,
         extra: ca_location(settings)?,
     })
 }
@@ -188,6 +202,7 @@ mod tests {
             drain_timeout: Duration::from_secs(30),
             commit_interval: COMMIT_TICK,
             dlq_topic: None,
+            crash_loop_limit: 3,
             extra: Vec::new(),
         }
     }

@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
-use crate::source::offsets::Watermarks;
+use super::commit::offsets_list;
+use super::guard::{Guard, Meta, Purpose};
+use super::native::commit_within;
+use crate::source::offsets::{TopicPartition, Watermarks};
 use crate::telemetry::metrics;
 use crate::telemetry::server::Health;
 
@@ -46,6 +48,9 @@ pub(super) struct EngineContext {
     pub(super) said_standby: AtomicBool,
     /// The source paused its assignment (shared with [`super::KafkaSource`]).
     pub(super) paused: Arc<AtomicBool>,
+    /// The longest wait for the answer to the commit on revoke.
+    pub(super) commit_timeout: std::time::Duration,
+    pub(super) guard: Guard,
 }
 
 impl ClientContext for EngineContext {
@@ -104,22 +109,32 @@ impl ConsumerContext for EngineContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
-            let mut finals = TopicPartitionList::new();
+            let mut finals: Vec<(TopicPartition, i64, Meta)> = Vec::new();
             {
                 let mut marks = lock(&self.marks);
                 for e in tpl.elements() {
-                    if let Some(off) = marks.revoke(e.topic(), e.partition()) {
-                        let _ = finals.add_partition_offset(e.topic(), e.partition(), Offset::Offset(off));
+                    if let Some((off, mode)) = marks.revoke_with_mode(e.topic(), e.partition()) {
+                        if let Some(meta) = self.guard.metadata(mode, off, Purpose::Leaving) {
+                            finals.push(((e.topic().to_string(), e.partition()), off, meta));
+                        }
                     }
                 }
             }
             info!(partitions = tpl.count(), "partitions revoked");
-            if finals.count() > 0 {
-                match consumer.commit(&finals, CommitMode::Sync) {
+            if !finals.is_empty() {
+                // Waits at most the commit timeout: this runs on the thread
+                // that polls the consumer, which is the closing thread at
+                // shutdown (a broker that is gone must not hold it).
+                match commit_within(consumer.client(), &offsets_list(&finals), self.commit_timeout) {
                     Ok(()) => metrics::commit(true),
                     Err(e) => {
                         metrics::commit(false);
-                        warn!(error = %e, "commit on revoke failed; those messages will be redelivered");
+                        let not_committed: Vec<String> = finals
+                            .iter()
+                            .map(|((t, p), o, _)| format!("{t}[{p}]@{o}"))
+                            .collect();
+                        warn!(error = %e, not_committed = %not_committed.join(","),
+                              "commit on revoke failed: these offsets were not committed, and the messages from them on will be delivered again");
                     }
                 }
             }
@@ -173,4 +188,59 @@ impl ConsumerContext for EngineContext {
     }
 }
 
-pub(super) type Consumer_ = StreamConsumer<EngineContext>;
+/// The agent's consumer. Dropping the last handle closes it (librdkafka
+/// revokes, the revoke commit runs, the group is left, its threads are
+/// joined), which blocks: so the close always runs on a thread of its own,
+/// `kafka-close`, whichever thread drops the last handle (a tokio worker,
+/// or the thread dropping the runtime), and exactly once. Whoever must know
+/// that the close is over waits for the signal given when it is, with a
+/// deadline ([`super::KafkaSource`]'s close does).
+pub(super) struct Consumer_ {
+    inner: Option<StreamConsumer<EngineContext>>,
+    closed: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Consumer_ {
+    /// Own `consumer`; `closed` is told when its close is over.
+    pub(super) fn new(
+        consumer: StreamConsumer<EngineContext>,
+        closed: tokio::sync::oneshot::Sender<()>,
+    ) -> Self {
+        Consumer_ {
+            inner: Some(consumer),
+            closed: Some(closed),
+        }
+    }
+}
+
+impl std::ops::Deref for Consumer_ {
+    type Target = StreamConsumer<EngineContext>;
+
+    #[allow(clippy::expect_used)] // `inner` is taken only by `drop`
+    fn deref(&self) -> &Self::Target {
+        self.inner.as_ref().expect("the consumer is there until dropped")
+    }
+}
+
+impl Drop for Consumer_ {
+    fn drop(&mut self) {
+        let Some(consumer) = self.inner.take() else {
+            return;
+        };
+        let closed = self.closed.take();
+        let close = move || {
+            drop(consumer);
+            if let Some(closed) = closed {
+                let _ = closed.send(());
+            }
+        };
+        // If no thread can be started, the closure (and the consumer) is
+        // dropped here instead: closed on this thread rather than never.
+        if let Err(e) = std::thread::Builder::new()
+            .name("kafka-close".into())
+            .spawn(close)
+        {
+            warn!(error = %e, "could not start the thread that closes the Kafka consumer");
+        }
+    }
+}

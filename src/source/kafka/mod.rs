@@ -6,10 +6,9 @@
 //!   is committable or the window is full, on revoke (the final watermark)
 //!   and at shutdown. The window counts every message not yet confirmed
 //!   committed *by the broker*, and fetching waits while it is full, so a
-//!   crash redelivers at most `AGENT_MAX_IN_FLIGHT` messages. Every commit is
-//!   synchronous (rust-rdkafka never delivers the result of an asynchronous
-//!   one: it installs no `offset_commit_cb`), made off the async workers, and
-//!   under the *commit gate*, which revocation holds too: a partition is never
+//!   crash redelivers at most `AGENT_MAX_IN_FLIGHT` messages. Every commit
+//!   waits for the broker's answer (with a deadline, [`native`]), made off
+//!   the async workers, and under the *commit gate*, which revocation holds too: a partition is never
 //!   committed after it was revoked, and a late completion for it is dropped.
 //!   The gate is not the tracker's lock, so completions never wait for a
 //!   commit's round trip.
@@ -20,13 +19,20 @@
 //!   report waits): after [`PAUSE_AFTER`] the assigned partitions are paused
 //!   and the consumer is still polled, so the group never evicts us for
 //!   exceeding `max.poll.interval.ms`; they resume with the next fetch.
+//! * **Crash loops.** A message that keeps killing the process is found
+//!   and given up after `AGENT_CRASH_LOOP_LIMIT` deaths ([`guard`]).
 //! * **Shutdown.** When fetching stops, commit what is done; after the drain,
-//!   commit again and close (leaving the group).
+//!   commit again and close (leaving the group). Every commit waits at most
+//!   [`KafkaOptions::commit_timeout`] for the broker, and the close runs on
+//!   a thread of its own, waited for with the same bound: brokers that are
+//!   unreachable at shutdown cannot hold the process.
 
 mod commit;
 mod config;
 mod context;
 mod dlq;
+mod guard;
+mod native;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,7 +42,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::Message;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use commit::COMMIT_TICK;
 use commit::{commit_loop, commit_now, Committer, Which};
@@ -45,7 +51,9 @@ pub use context::Status;
 use context::{lock, Consumer_, EngineContext, WAITING_FOR_ASSIGNMENT};
 use dlq::Dlq;
 
-use super::offsets::{Ticket, Watermarks};
+use guard::{given_up_summary, Guard, Meta, Verdict};
+
+use super::offsets::{Mode, Ticket, Watermarks};
 use super::{Ack, Source, Trust};
 use crate::pipeline::{Delivery, Outcome};
 use crate::shutdown::Shutdown;
@@ -74,8 +82,15 @@ pub struct KafkaSource {
     urgent: Arc<tokio::sync::Notify>,
     /// The assigned partitions are paused (blocked for long).
     paused: Arc<AtomicBool>,
-    /// Messages received while paused (a fetch that raced the pause).
+    /// Messages received but not handed out yet: a fetch that raced the
+    /// pause, or one waiting for its partition's crash-loop check or for
+    /// its turn to run alone.
     stash: std::collections::VecDeque<OwnedMessage>,
+    guard: Guard,
+    /// Told when the consumer's close is over (see [`Consumer_`]).
+    closed: tokio::sync::oneshot::Receiver<()>,
+    /// Whether the broker keeps commit metadata was checked (once).
+    metadata_checked: bool,
 }
 
 /// What a Kafka delivery needs back: its ticket, and what the DLQ needs.
@@ -85,6 +100,25 @@ pub struct KafkaAck {
     marks: Arc<Mutex<Watermarks>>,
     dlq: Option<Arc<Dlq>>,
     progress: Arc<tokio::sync::Notify>,
+    /// Not to be processed: the summary its run is failed with (a message
+    /// found in flight at too many deaths).
+    given_up: Option<String>,
+}
+
+/// Run `f` on a thread of its own (never waited for by the runtime's
+/// shutdown); its result when it is done.
+fn on_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let run = move || {
+        let _ = tx.send(f());
+    };
+    if let Err(e) = std::thread::Builder::new().name(name.to_string()).spawn(run) {
+        warn!(error = %e, thread = name, "could not start a thread");
+    }
+    rx
 }
 
 impl KafkaSource {
@@ -101,6 +135,10 @@ impl KafkaSource {
         let marks = Arc::new(Mutex::new(Watermarks::new()));
         let gate = Arc::new(Mutex::new(()));
         let paused: Arc<AtomicBool> = Arc::default();
+        let guard = Guard {
+            limit: opts.crash_loop_limit,
+            window: u32::try_from(opts.max_in_flight).unwrap_or(u32::MAX),
+        };
         let context = EngineContext {
             marks: marks.clone(),
             gate: gate.clone(),
@@ -108,8 +146,14 @@ impl KafkaSource {
             health: health.clone(),
             said_standby: AtomicBool::new(false),
             paused: paused.clone(),
+            commit_timeout: opts.commit_timeout(),
+            guard,
         };
-        let consumer: Arc<Consumer_> = Arc::new(opts.consumer_config().create_with_context(context)?);
+        let (told_closed, closed) = tokio::sync::oneshot::channel();
+        let consumer: Arc<Consumer_> = Arc::new(Consumer_::new(
+            opts.consumer_config().create_with_context(context)?,
+            told_closed,
+        ));
         metrics::partitions_assigned(0);
         let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
@@ -121,6 +165,8 @@ impl KafkaSource {
             marks: marks.clone(),
             gate,
             progress: progress.clone(),
+            timeout: opts.commit_timeout(),
+            guard,
         });
         let urgent: Arc<tokio::sync::Notify> = Arc::default();
         let loop_ = commit_loop(
@@ -150,6 +196,9 @@ impl KafkaSource {
             urgent,
             paused,
             stash: Default::default(),
+            guard,
+            closed,
+            metadata_checked: false,
         })
     }
 }
@@ -169,6 +218,7 @@ impl KafkaSource {
             match self.consumer.recv().await {
                 Ok(m) => {
                     let m = m.detach();
+                    self.status.received.fetch_add(1, Ordering::Relaxed);
                     self.stash.push_back(m);
                     // A partition assigned since the pause is not paused.
                     self.pause_assignment();
@@ -213,7 +263,13 @@ impl KafkaSource {
         loop {
             let next = match self.stash.pop_front() {
                 Some(m) => Ok(m),
-                None => self.consumer.recv().await.map(|m| m.detach()),
+                None => {
+                    let m = self.consumer.recv().await.map(|m| m.detach());
+                    if m.is_ok() {
+                        self.status.received.fetch_add(1, Ordering::Relaxed);
+                    }
+                    m
+                }
             };
             match next {
                 Ok(m) => {
@@ -234,7 +290,7 @@ impl KafkaSource {
 
     /// Start tracking `msg` and hand it out with its ack; `None` when its
     /// partition is no longer assigned here (it will be redelivered).
-    fn deliver(&mut self, msg: &OwnedMessage) -> Option<(Delivery, KafkaAck)> {
+    fn deliver(&mut self, msg: &OwnedMessage, given_up: Option<String>) -> Option<(Delivery, KafkaAck)> {
         let started = {
             let mut marks = lock(&self.marks);
             let ticket = marks.start(msg.topic(), msg.partition(), msg.offset());
@@ -272,6 +328,7 @@ impl KafkaSource {
             marks: self.marks.clone(),
             dlq: self.dlq.clone(),
             progress: self.progress.clone(),
+            given_up,
         };
         Some((delivery, ack))
     }
@@ -301,15 +358,36 @@ impl Source for KafkaSource {
     type Error = std::convert::Infallible;
 
     async fn next(&mut self, _room: usize) -> Option<(Delivery, KafkaAck)> {
-        self.wait_for_window().await;
-        if self.paused.load(Ordering::SeqCst) {
-            self.resume();
-        }
+        // Cancel-safe: a message waiting for a check or for its turn stays
+        // at the front of the stash until the moment it is handed out.
         loop {
+            self.wait_for_window().await;
+            self.finish_probes().await;
+            if self.paused.load(Ordering::SeqCst) {
+                self.resume();
+            }
             let msg = self.receive().await;
-            self.status.received.fetch_add(1, Ordering::Relaxed);
-            if let Some(started) = self.deliver(&msg) {
-                return Some(started);
+            let mode = lock(&self.marks).mode(msg.topic(), msg.partition());
+            match mode {
+                Some(Mode::Normal) | None => {
+                    // `deliver` drops a message of a partition no longer here.
+                    if let Some(started) = self.deliver(&msg, None) {
+                        return Some(started);
+                    }
+                }
+                Some(Mode::Unchecked) => {
+                    let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
+                    self.stash.push_front(msg);
+                    self.check_partition(&topic, partition, offset).await;
+                }
+                Some(Mode::Suspect { remaining, pending }) => {
+                    self.stash.push_front(msg);
+                    if let Some(started) = self.start_suspect(remaining, pending).await {
+                        return Some(started);
+                    }
+                }
+                // Its partition's suspect runs: wait for it (loop top).
+                Some(Mode::Probe { .. }) => self.stash.push_front(msg),
             }
         }
     }
@@ -320,25 +398,268 @@ impl Source for KafkaSource {
 
     fn stopping(&mut self) {
         // Commit what is done right away: if the process dies during the
-        // drain, only the in-flight messages come again.
+        // drain, only the in-flight messages come again. On a thread of its
+        // own, bounded by the commit timeout; the drain does not wait for it.
         self.committer.abort();
-        self.commits.commit(Which::All, "before draining");
+        let commits = self.commits.clone();
+        drop(on_thread("kafka-commit", move || {
+            commits.commit(Which::All, "before draining")
+        }));
     }
 
     async fn close(self) -> Result<(), Self::Error> {
-        let commits = self.commits.clone();
-        let _ = tokio::task::spawn_blocking(move || commits.commit(Which::All, "final")).await;
-        // Dropping the consumer closes it: librdkafka revokes, leaves the
-        // group and waits for its threads. That blocks, so do it off the
-        // async workers.
-        let consumer = self.consumer;
-        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
-        info!("left the consumer group");
+        let KafkaSource {
+            consumer,
+            commits,
+            committer,
+            closed,
+            ..
+        } = self;
+        committer.abort();
+        let wait = commits.timeout;
+        // The final commit waits at most the commit timeout for the broker
+        // (after the commit before the drain, if that one still runs); it
+        // is not waited for longer than that here.
+        let final_commit = {
+            let commits = commits.clone();
+            on_thread("kafka-commit", move || commits.commit(Which::Final, "final"))
+        };
+        if tokio::time::timeout(wait, final_commit).await.is_err() {
+            warn!(waited = ?wait, "the final commit got no answer in time; closing the consumer anyway");
+        }
+        // The last handle closes the consumer, on a thread of its own:
+        // revoke (its commit also bounded), leave the group.
+        drop(commits);
+        drop(consumer);
+        match tokio::time::timeout(wait, closed).await {
+            Ok(_) => info!("left the consumer group"),
+            Err(_) => warn!(
+                waited = ?wait,
+                "the Kafka consumer did not close in time (brokers unreachable?); not waiting for it any longer"
+            ),
+        }
         Ok(())
     }
 }
 
+impl KafkaSource {
+    /// Run `f` (a blocking call to the broker, bounded by the commit
+    /// timeout) off the async workers; `None` if it could not run.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Committer) -> T + Send + 'static,
+    ) -> Option<T> {
+        let commits = self.commits.clone();
+        tokio::task::spawn_blocking(move || f(&commits)).await.ok()
+    }
+
+    /// Wait a moment, or until progress is made; from [`PAUSE_AFTER`]
+    /// after `since` on, the consumer is served meanwhile (rebalances, the
+    /// poll interval).
+    async fn pause_a_moment(&mut self, since: tokio::time::Instant) {
+        let progress = self.progress.clone();
+        tokio::select! {
+            _ = progress.notified() => {}
+            _ = tokio::time::sleep(COMMIT_TICK) => {}
+            _ = self.serve_blocked(since) => {}
+        }
+    }
+
+    /// After a failed guard commit or read: wait a second, serving the
+    /// consumer meanwhile (a rebalance that makes the commits fail must be
+    /// able to finish).
+    async fn back_off(&mut self) {
+        let now = tokio::time::Instant::now();
+        let since = now.checked_sub(PAUSE_AFTER).unwrap_or(now);
+        tokio::select! {
+            _ = tokio::time::sleep(PAUSE_AFTER) => {}
+            _ = self.serve_blocked(since) => {}
+        }
+    }
+
+    /// Wait until no message is in flight (a suspect runs alone).
+    async fn wait_until_idle(&mut self) {
+        let since = tokio::time::Instant::now();
+        while lock(&self.marks).in_flight() > 0 {
+            self.pause_a_moment(since).await;
+        }
+    }
+
+    /// The first message of a newly assigned partition arrived: read how
+    /// its last owner left it (committed offset and metadata) and set its
+    /// mode. A partition that starts normally is first committed at
+    /// `first` with "live" metadata, so that a death before any other
+    /// commit is noticed too.
+    async fn check_partition(&mut self, topic: &str, partition: i32, first: i64) {
+        let (t, guard) = (topic.to_string(), self.guard);
+        let read = self.blocking(move |c| c.committed(&t, partition)).await;
+        let committed = match read {
+            Some(Ok(c)) => c,
+            other => {
+                let error = match other {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "the read did not finish".to_string(),
+                };
+                warn!(topic, partition, error = %error, "could not read the committed offset of a new partition; retrying");
+                self.back_off().await;
+                return;
+            }
+        };
+        let (committed_at, meta) = match &committed {
+            Some((o, m)) => (*o, Meta::parse(m)),
+            None => (first, Meta::Unknown),
+        };
+        let mode = guard.mode_after(meta, committed_at);
+        if let Mode::Suspect { remaining, pending } = mode {
+            warn!(topic, partition, offset = committed_at, suspects = remaining,
+                  deaths_of_the_first = pending.map(|(_, d)| d),
+                  "the previous owner of this partition stopped without leaving (a crash, kill or OOM kill?): its next messages are processed one at a time, each alone");
+            lock(&self.marks).set_mode(topic, partition, mode);
+            return;
+        }
+        let live = Meta::Live(guard.window);
+        let t = topic.to_string();
+        let done = self
+            .blocking(move |c| c.commit_one(&t, partition, first, live))
+            .await;
+        match done {
+            Some(Ok(())) => {
+                lock(&self.marks).set_mode(topic, partition, Mode::Normal);
+                if !self.metadata_checked {
+                    self.metadata_checked = true;
+                    self.check_metadata_kept(topic, partition, live).await;
+                }
+            }
+            other => {
+                let error = match other {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "the commit did not finish".to_string(),
+                };
+                warn!(topic, partition, error = %error, "could not mark a new partition as owned; retrying");
+                self.back_off().await;
+            }
+        }
+    }
+
+    /// Read back the metadata just committed: a broker that drops it
+    /// (tansu 0.6) turns the crash-loop guard off, which the log says.
+    async fn check_metadata_kept(&mut self, topic: &str, partition: i32, wrote: Meta) {
+        let t = topic.to_string();
+        if let Some(Ok(Some((_, read)))) = self.blocking(move |c| c.committed(&t, partition)).await {
+            if Meta::parse(&read) != wrote {
+                warn!(topic, partition, "the broker does not keep the metadata of committed offsets: the crash-loop guard is off (a message that crashes the agent will crash it again after every restart)");
+            }
+        }
+    }
+
+    /// The message at the front of the stash belongs to a partition with
+    /// suspects left: once nothing else is in flight, hand it out alone
+    /// (after a commit that names it), or give it up.
+    async fn start_suspect(
+        &mut self,
+        remaining: u32,
+        pending: Option<(i64, u32)>,
+    ) -> Option<(Delivery, KafkaAck)> {
+        self.wait_until_idle().await;
+        let (topic, partition, offset) = {
+            let msg = self.stash.front()?;
+            (msg.topic().to_string(), msg.partition(), msg.offset())
+        };
+        // A rebalance while waiting may have changed the partition's mode.
+        let mode = lock(&self.marks).mode(&topic, partition);
+        if mode != Some(Mode::Suspect { remaining, pending }) {
+            return None;
+        }
+        let probe = Mode::Probe { offset, remaining };
+        match self.guard.verdict(offset, remaining, pending) {
+            Verdict::GiveUp(deaths) => {
+                let msg = self.stash.pop_front()?;
+                error!(topic = %topic, partition, offset, deaths,
+                       "the agent stopped {deaths} times while this message was in flight: it is not processed again (failed, and dead-lettered when a DLQ is set)");
+                metrics::poison();
+                lock(&self.marks).set_mode(&topic, partition, probe);
+                self.deliver(&msg, Some(given_up_summary(deaths)))
+            }
+            Verdict::Probe(meta) => {
+                let t = topic.clone();
+                let done = self
+                    .blocking(move |c| c.commit_one(&t, partition, offset, meta))
+                    .await;
+                match done {
+                    Some(Ok(())) => {
+                        let msg = self.stash.pop_front()?;
+                        info!(topic = %topic, partition, offset, suspects_left = remaining, "processing a suspect message alone");
+                        lock(&self.marks).set_mode(&topic, partition, probe);
+                        self.deliver(&msg, None)
+                    }
+                    other => {
+                        let error = match other {
+                            Some(Err(e)) => e.to_string(),
+                            _ => "the commit did not finish".to_string(),
+                        };
+                        warn!(topic = %topic, partition, offset, error = %error, "could not commit before a suspect message; retrying");
+                        self.back_off().await;
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Once a suspect is done (nothing in flight), commit past it: the
+    /// next suspect, or normal operation, follows.
+    async fn finish_probes(&mut self) {
+        let since = tokio::time::Instant::now();
+        loop {
+            let probes = lock(&self.marks).probes();
+            if probes.is_empty() {
+                return;
+            }
+            if lock(&self.marks).in_flight() > 0 {
+                self.pause_a_moment(since).await;
+                continue;
+            }
+            for ((topic, partition), offset, remaining, watermark) in probes {
+                let (mode, meta) = match watermark {
+                    Some(w) if w > offset => self.guard.after_probe(remaining),
+                    // Not done (stopped): still a suspect, not blamed.
+                    _ => (
+                        Mode::Suspect {
+                            remaining,
+                            pending: None,
+                        },
+                        Meta::Suspect(remaining),
+                    ),
+                };
+                let at = watermark.unwrap_or(offset);
+                let t = topic.clone();
+                let done = self
+                    .blocking(move |c| c.commit_one(&t, partition, at, meta))
+                    .await;
+                match done {
+                    Some(Ok(())) => lock(&self.marks).set_mode(&topic, partition, mode),
+                    Some(Err(e)) if !lock(&self.marks).is_assigned(&topic, partition) => {
+                        debug!(error = %e, "partition revoked after its suspect")
+                    }
+                    other => {
+                        let error = match other {
+                            Some(Err(e)) => e.to_string(),
+                            _ => "the commit did not finish".to_string(),
+                        };
+                        warn!(topic = %topic, partition, offset = at, error = %error, "could not commit past a suspect message; retrying");
+                        self.back_off().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Ack for KafkaAck {
+    fn given_up(&self) -> Option<&str> {
+        self.given_up.as_deref()
+    }
+
     async fn done(self, delivery: &Delivery, outcome: &Outcome) {
         if let (Some(dlq), true) = (&self.dlq, outcome.needs_dead_letter()) {
             dlq.send(delivery, &self.headers, outcome).await;
