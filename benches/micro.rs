@@ -11,7 +11,11 @@
 //!   over 3 partitions completing in a scrambled order, committable offsets
 //!   taken every 32 completions (per message);
 //! * `context/*`: other per-message steps (parse, jq conversion, outgoing
-//!   signature), to see where the rest of a run's CPU goes.
+//!   signature), to see where the rest of a run's CPU goes;
+//! * `jq_bounds/gsub_2mb_field`: `gsub("\n"; " ")` over a 2 MB field of
+//!   400,000 lines (quadratic before issue 23: 15-43 s; goal: a few hundred
+//!   ms), and `jq_bounds/deep_tojson_bomb`: the time a nesting bomb takes to
+//!   be stopped.
 //!
 //! The end-to-end benchmark is `benches/load` (see `scripts/bench.sh`).
 
@@ -228,6 +232,30 @@ fn context(c: &mut Criterion) {
     g.finish();
 }
 
+fn jq_bounds(c: &mut Criterion) {
+    let mut g = c.benchmark_group("jq_bounds");
+    g.sample_size(10);
+    let field = jq::to_val(&json!("line\n".repeat(400_000)));
+    let budget = Budget {
+        time: Duration::from_secs(30),
+        ..Budget::default()
+    };
+    let env = JqEnv::default();
+    let gsub = jq::JqProgram::compile(r#"gsub("\n"; " ") | length"#).expect("compiles");
+    g.bench_function("gsub_2mb_field", |b| {
+        b.iter(|| {
+            let out = gsub.first(black_box(&field), &env, budget).expect("no error");
+            assert!(out.is_some_and(|v| jq::from_val(&v).ok() == Some(json!(2_000_000))));
+        })
+    });
+    let bomb =
+        jq::JqProgram::compile("reduce range(100000) as $i (null; [.]) | tojson | length").expect("compiles");
+    g.bench_function("deep_tojson_bomb", |b| {
+        b.iter(|| assert!(bomb.first(&jq::to_val(&json!(null)), &env, budget).is_err()))
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -237,6 +265,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = mapping, signature, decrypt, watermarks, context
+    targets = mapping, signature, decrypt, watermarks, context, jq_bounds
 }
 criterion_main!(benches);

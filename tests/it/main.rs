@@ -12,6 +12,7 @@
 mod support;
 
 mod binary_pipeline;
+mod bounds;
 mod claims_cli;
 mod claims_polling;
 mod cli;

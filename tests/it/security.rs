@@ -400,15 +400,6 @@ async fn a_long_answer_is_cut_at_the_cap_and_the_run_log_says_so() {
     assert!(patches(&port).contains(&("/v1/actions/runs/r_big".into(), json!({"status": "SUCCESS"}))));
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc status")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_runs_answered_with_200_mb_each_keep_the_agent_under_60_mib() {
     const RUNS_IN_FLIGHT: usize = 64;
@@ -447,7 +438,7 @@ async fn sixty_four_runs_answered_with_200_mb_each_keep_the_agent_under_60_mib()
         reported() == RUNS_IN_FLIGHT
     })
     .await;
-    let peak = peak_rss_kib(agent.child.id());
+    let peak = crate::support::agent::peak_rss_kib(agent.child.id());
     drop(agent);
     assert_eq!(hits.load(Ordering::SeqCst), RUNS_IN_FLIGHT);
     let responses: Vec<Value> = port

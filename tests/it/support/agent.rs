@@ -135,3 +135,13 @@ pub fn run_of(request: &Recorded) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// The peak resident set size (`VmHWM`) of a running process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc status")
+}
