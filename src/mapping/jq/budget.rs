@@ -125,18 +125,34 @@ pub(super) fn tick_native() -> Fun<D> {
     ("__tick", v(0), native)
 }
 
-/// Meter this thread's evaluation by `budget`; returns what it replaces,
-/// for [`finish`].
-pub(super) fn start(budget: Budget) -> meter::Saved {
-    meter::start(meter::Limits {
-        steps: budget.steps,
-        deadline: Instant::now() + budget.time,
-        stack_bytes: budget.stack_bytes,
-        max_bytes: budget.max_bytes,
-    })
+/// The meter of one evaluation on this thread, from [`Metered::start`] to
+/// [`Metered::finish`]. Dropped without `finish` (a panic inside the
+/// evaluation), it still ends the evaluation's meter, so that the thread's
+/// later allocations are not counted against a dead evaluation and the
+/// budget shared by all evaluations does not keep its bytes.
+pub(super) struct Metered(Option<meter::Saved>);
+
+impl Metered {
+    /// Meter this thread's evaluation by `budget`.
+    pub(super) fn start(budget: Budget) -> Metered {
+        Metered(Some(meter::start(meter::Limits {
+            steps: budget.steps,
+            deadline: Instant::now() + budget.time,
+            stack_bytes: budget.stack_bytes,
+            max_bytes: budget.max_bytes,
+        })))
+    }
+
+    /// End the evaluation: why it was stopped, if it was.
+    pub(super) fn finish(mut self) -> Result<(), &'static str> {
+        self.0.take().map_or(Ok(()), meter::finish)
+    }
 }
 
-/// End the evaluation [`start`] began: why it was stopped, if it was.
-pub(super) fn finish(saved: meter::Saved) -> Result<(), &'static str> {
-    meter::finish(saved)
+impl Drop for Metered {
+    fn drop(&mut self) {
+        if let Some(saved) = self.0.take() {
+            let _ = meter::finish(saved);
+        }
+    }
 }

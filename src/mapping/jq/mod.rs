@@ -221,7 +221,7 @@ impl JqProgram {
 
     /// Run on `input`; the first output, `None` when there is none.
     pub fn first(&self, input: &Val, env: &JqEnv, budget: Budget) -> Result<Option<Val>, RunError> {
-        let saved = budget::start(budget);
+        let metered = budget::Metered::start(budget);
         let vars = std::iter::once(env.vars.clone()).chain(self.locations.iter().cloned());
         let ctx = Ctx::<D>::new(&self.filter.lut, Vars::new(vars));
         let result = {
@@ -234,7 +234,7 @@ impl JqProgram {
         };
         // A stopped evaluation fails whatever it returned: an operation that
         // saw the budget run out may have cut its work short.
-        match budget::finish(saved) {
+        match metered.finish() {
             Err(why) => Err(RunError(format!("evaluation stopped: {why}"))),
             Ok(()) => result,
         }
@@ -705,6 +705,20 @@ mod tests {
         // A documented difference: jq 1.6 would print "1".
         let input: Value = serde_json::from_str(r#"{"x":1.0}"#).unwrap();
         assert_eq!(eval(".x | tostring", input).unwrap(), Some(json!("1.0")));
+    }
+
+    #[test]
+    fn a_panic_inside_an_evaluation_ends_its_meter() {
+        let panicked = std::panic::catch_unwind(|| {
+            let _m = budget::Metered::start(Budget::default());
+            assert!(jaq_core::meter::is_active());
+            panic!("inside the evaluation");
+        });
+        assert!(panicked.is_err());
+        // The thread is not metered any more: its allocations are nobody's.
+        assert!(!jaq_core::meter::is_active());
+        let _big = vec![0u8; 64 << 20];
+        assert_eq!(eval("1 + 1", json!(null)).unwrap(), Some(json!(2)));
     }
 
     #[test]

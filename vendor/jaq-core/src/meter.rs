@@ -94,6 +94,11 @@ mod imp {
         SHARED_LIMIT.store(bytes.min(isize::MAX as usize) as isize, Ordering::Relaxed);
     }
 
+    /// Is an evaluation metered on this thread now?
+    pub fn is_active() -> bool {
+        METER.try_with(|m| m.active.get()).unwrap_or(false)
+    }
+
     /// Bytes held now by all metered evaluations together.
     pub fn shared_used() -> isize {
         SHARED_USED.load(Ordering::Relaxed)
