@@ -254,6 +254,11 @@ pub(super) fn jq16_val(value: &Value) -> Val {
 
 pub(super) fn fromjson(v: &Val) -> Result<Val, String> {
     let text = str_of(v).ok_or_else(|| format!("{} ({v}) only strings can be parsed", type_name(v)))?;
+    // The parsed value, and jq's copy of it, take several times the text:
+    // ask the evaluation's memory budget first (the parser cannot stop
+    // half-way).
+    jaq_core::meter::reserve(text.len().saturating_mul(4))
+        .map_err(|why| format!("evaluation stopped: {why}"))?;
     serde_json::from_str::<Value>(text)
         .map(|parsed| jq16_val(&parsed))
         .map_err(|e| format!("{e} (while parsing '{text}')"))

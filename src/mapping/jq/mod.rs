@@ -520,6 +520,11 @@ mod tests {
                 "memory limit exceeded",
             ),
             ("\"ab\" * 1000000 | explode | length", "memory limit exceeded"),
+            ("\"ab\" * 2000000 | split(\"\") | length", "memory limit exceeded"),
+            (
+                "\"[\" + (\"0,\" * 5000000) + \"0]\" | fromjson | length",
+                "memory limit exceeded",
+            ),
             (
                 "reduce ([range(200000)] | .[]) as $x (0; . + 1) | [range(.)] | [.[] | [.]] | length",
                 "memory limit exceeded|time limit exceeded",

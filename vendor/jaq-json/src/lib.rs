@@ -860,8 +860,11 @@ fn split<'a>(s: &'a [u8], sep: &'a [u8]) -> Box<dyn Iterator<Item = &'a [u8]> + 
 impl core::ops::Div for Val {
     type Output = ValR;
     fn div(self, rhs: Self) -> Self::Output {
+        // port-agent patch: a split stops once the evaluation is over its
+        // budget (`"…2 MB…" / ""` makes two million strings).
         let fs = |x: Bytes, y: Bytes, into: BytesValFn| {
-            split(&x, &y).map(|s| into(x.slice_ref(s))).collect()
+            let parts = split(&x, &y).take_while(|_| jaq_core::meter::check().is_ok());
+            parts.map(|s| into(x.slice_ref(s))).collect()
         };
         match (self, rhs) {
             // port-agent patch: like jq, dividing by zero is an error
