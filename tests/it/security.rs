@@ -41,6 +41,7 @@ fn opts() -> ClientOptions {
         verify_tls: true,
         ca_bundle: None,
         pool_idle_per_host: 8,
+        proxies: Default::default(),
     }
 }
 
