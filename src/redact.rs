@@ -45,6 +45,11 @@ const MIN_BASE64_FRAGMENT_LEN: usize = 8;
 /// How many times a text is percent-decoded when it is searched.
 const DECODE_LEVELS: usize = 2;
 
+/// How many times JSON escapes are undone when a text is searched (a
+/// secret `@json`-encoded in a request body that a target echoes inside
+/// its JSON answer is three levels deep).
+const JSON_LEVELS: usize = 3;
+
 /// Does a header, query, body-key or variable name look like it holds a
 /// secret? `token|secret|passw|api[-_]?key|authorization|credential|private`,
 /// case-insensitive, anywhere in the name; plus `cookie` and Port's
@@ -71,7 +76,10 @@ pub struct Redactor {
     /// Every searched form of every secret, longest first, so a secret
     /// that contains another is replaced whole.
     needles: Vec<String>,
-    /// The secrets themselves (for [`Redactor::finds`]).
+    /// The forms searched for in the decoded views of a text (no escaped
+    /// forms: the view is unescaped), longest first.
+    decoded_needles: Vec<String>,
+    /// The secrets themselves.
     secrets: Vec<String>,
 }
 
@@ -148,37 +156,52 @@ fn base64_forms(s: &str) -> Vec<String> {
     forms
 }
 
-/// Every form of `s` that is searched for (see the module documentation);
-/// `s` itself first.
-fn forms(s: &str) -> Vec<String> {
-    let json = unquoted(serde_json::to_string(s).unwrap_or_default());
-    let ascii = unquoted(crate::json_canon::to_ascii_string(&Value::String(s.to_string())));
+/// `s` as JSON and Python's `json.dumps` write it inside a string, and as
+/// an echo that quotes such a string writes it again (JSON in JSON), each
+/// also with `/` escaped as `\/`.
+fn escaped_forms(s: &str) -> Vec<String> {
+    let json = |t: &str| unquoted(serde_json::to_string(t).unwrap_or_default());
+    let ascii = |t: &str| unquoted(crate::json_canon::to_ascii_string(&Value::String(t.to_string())));
+    let mut out = Vec::new();
+    for once in [json(s), ascii(s)] {
+        for form in [json(&once), ascii(&once), once] {
+            out.push(form.replace('/', "\\/"));
+            out.push(form);
+        }
+    }
+    out
+}
+
+/// Every form of `s` that is searched for in a text as it is (see the
+/// module documentation), `s` itself first; and the forms searched for in
+/// its decoded views (`s`, what a URL makes of it, its base64).
+fn forms(s: &str) -> (Vec<String>, Vec<String>) {
     let percent: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
-    let mut derived = vec![
-        json.replace('/', "\\/"),
-        ascii.replace('/', "\\/"),
-        json,
-        ascii,
-        percent.replace('+', "%20"),
-        percent,
+    let decoded_s = String::from_utf8_lossy(&percent_decode(s.as_bytes(), &[], false).0).into_owned();
+    // What a URL makes of `s` (also of its pieces around `#` and `?`).
+    let mut bases = vec![
+        s.to_string(),
+        decoded_s,
         url_path_form(s),
         // The URL parser drops tabs and line breaks everywhere, and makes
-        // `\` a `/` in paths only.
+        // `\\` a `/` in paths only.
         s.replace(['\t', '\n', '\r'], ""),
         s.replace('\\', "/"),
     ];
     for piece in s.split(['#', '?']).filter(|p| p.len() < s.len()) {
-        derived.push(piece.to_string());
-        derived.push(url_path_form(piece));
+        bases.push(piece.to_string());
+        bases.push(url_path_form(piece));
     }
-    derived.extend(base64_forms(s));
-    let mut all = vec![s.to_string()];
-    all.extend(
-        derived
-            .into_iter()
-            .filter(|f| f.chars().count() >= MIN_ENV_SECRET_LEN),
-    );
-    all
+    bases.extend(base64_forms(s));
+    let long_enough = |f: &String| f == s || f.chars().count() >= MIN_ENV_SECRET_LEN;
+    let mut all = vec![s.to_string(), percent.replace('+', "%20"), percent];
+    for base in &bases {
+        all.extend(escaped_forms(base));
+    }
+    all.extend(bases.iter().cloned());
+    let all = all.into_iter().filter(long_enough).collect();
+    let decoded = bases.into_iter().filter(long_enough).collect();
+    (all, decoded)
 }
 
 /// One percent-decoding of `text`, with the span of the original each
@@ -215,8 +238,79 @@ fn percent_decode(
     (out, out_spans)
 }
 
+/// One JSON-unescaping of `text` (`\\`, `\"`, `\/`, `\b`, `\f`, `\n`,
+/// `\r`, `\t`, `\uXXXX` with surrogate pairs), with spans as for
+/// [`percent_decode`]; anything else is kept as it is.
+fn json_unescape(text: &[u8], spans: &[(usize, usize)]) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let span = |from: usize, to: usize| {
+        (
+            spans.get(from).map_or(from, |s| s.0),
+            spans.get(to - 1).map_or(to, |s| s.1),
+        )
+    };
+    let hex4 = |at: usize| -> Option<u32> {
+        let digits = text.get(at..at + 4)?;
+        let digits = std::str::from_utf8(digits).ok()?;
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let mut out = Vec::with_capacity(text.len());
+    let mut out_spans = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while let Some(&b) = text.get(i) {
+        let simple = match (b, text.get(i + 1)) {
+            (b'\\', Some(b'\\')) => Some(b'\\'),
+            (b'\\', Some(b'"')) => Some(b'"'),
+            (b'\\', Some(b'/')) => Some(b'/'),
+            (b'\\', Some(b'b')) => Some(0x08),
+            (b'\\', Some(b'f')) => Some(0x0c),
+            (b'\\', Some(b'n')) => Some(b'\n'),
+            (b'\\', Some(b'r')) => Some(b'\r'),
+            (b'\\', Some(b't')) => Some(b'\t'),
+            _ => None,
+        };
+        if let Some(c) = simple {
+            out.push(c);
+            out_spans.push(span(i, i + 2));
+            i += 2;
+            continue;
+        }
+        if b == b'\\' && text.get(i + 1) == Some(&b'u') {
+            let (c, len) = match hex4(i + 2) {
+                Some(hi @ 0xD800..=0xDBFF) => match (text.get(i + 6..i + 8), hex4(i + 8)) {
+                    (Some(b"\\u"), Some(lo @ 0xDC00..=0xDFFF)) => (
+                        char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)),
+                        12,
+                    ),
+                    _ => (None, 0),
+                },
+                Some(code) => (char::from_u32(code), 6),
+                None => (None, 0),
+            };
+            if let Some(c) = c {
+                let mut buf = [0u8; 4];
+                for byte in c.encode_utf8(&mut buf).bytes() {
+                    out.push(byte);
+                    out_spans.push(span(i, i + len));
+                }
+                i += len;
+                continue;
+            }
+        }
+        out.push(b);
+        out_spans.push(spans.get(i).copied().unwrap_or((i, i + 1)));
+        i += 1;
+    }
+    (out, out_spans)
+}
+
 /// Start offsets of `needle` in `haystack`.
 fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
+    if let (Ok(h), Ok(n)) = (std::str::from_utf8(haystack), std::str::from_utf8(needle)) {
+        if n.is_empty() {
+            return Vec::new();
+        }
+        return h.match_indices(n).map(|(at, _)| at).collect();
+    }
     let Some(&first) = needle.first() else {
         return Vec::new();
     };
@@ -249,13 +343,20 @@ impl Redactor {
                 continue;
             }
             self.secrets.push(s.to_string());
-            for form in forms(s) {
+            let (all, decoded) = forms(s);
+            for form in all {
                 if !self.needles.contains(&form) {
                     self.needles.push(form);
                 }
             }
+            for form in decoded {
+                if !self.decoded_needles.contains(&form) {
+                    self.decoded_needles.push(form);
+                }
+            }
         }
         self.needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        self.decoded_needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
     }
 
     /// Does `text` hold a known secret in any form?
@@ -272,30 +373,35 @@ impl Redactor {
             .needles
             .iter()
             .fold(text.to_string(), |acc, n| acc.replace(n.as_str(), REDACTED));
-        if !plain.contains(['%', '+']) {
+        if !plain.contains(['%', '+', '\\']) {
             return plain;
         }
         // Compare after decoding: collect the spans of the text whose
-        // decoding holds a secret, then replace them.
+        // decodings hold a secret, then replace them. Views: JSON escapes
+        // undone 0 to 3 times, each then percent-decoded 0 to 2 times
+        // (`+` kept, or read as a space).
         let mut hits: Vec<(usize, usize)> = Vec::new();
-        for plus_as_space in [false, true] {
-            let mut view = plain.as_bytes().to_vec();
-            let mut spans: Vec<(usize, usize)> = (0..view.len()).map(|i| (i, i + 1)).collect();
-            for _ in 0..DECODE_LEVELS {
-                let (decoded, decoded_spans) = percent_decode(&view, &spans, plus_as_space);
-                if decoded == view {
+        let mut json_view = plain.as_bytes().to_vec();
+        let mut json_spans: Vec<(usize, usize)> = (0..json_view.len()).map(|i| (i, i + 1)).collect();
+        for json_level in 0..=JSON_LEVELS {
+            if json_level > 0 {
+                let (unescaped, spans) = json_unescape(&json_view, &json_spans);
+                if unescaped == json_view {
                     break;
                 }
-                for n in &self.needles {
-                    for at in find_all(&decoded, n.as_bytes()) {
-                        let start = decoded_spans.get(at).map(|s| s.0);
-                        let end = decoded_spans.get(at + n.len() - 1).map(|s| s.1);
-                        if let (Some(start), Some(end)) = (start, end) {
-                            hits.push((start, end));
-                        }
+                (json_view, json_spans) = (unescaped, spans);
+                self.search(&json_view, &json_spans, &mut hits);
+            }
+            for plus_as_space in [false, true] {
+                let (mut view, mut spans) = (json_view.clone(), json_spans.clone());
+                for _ in 0..DECODE_LEVELS {
+                    let (decoded, decoded_spans) = percent_decode(&view, &spans, plus_as_space);
+                    if decoded == view {
+                        break;
                     }
+                    self.search(&decoded, &decoded_spans, &mut hits);
+                    (view, spans) = (decoded, decoded_spans);
                 }
-                (view, spans) = (decoded, decoded_spans);
             }
         }
         if hits.is_empty() {
@@ -321,6 +427,20 @@ impl Redactor {
         }
         out.push_str(plain.get(at..).unwrap_or_default());
         out
+    }
+
+    /// Where the decoded-view needles occur in `view`: their spans in the
+    /// original text.
+    fn search(&self, view: &[u8], spans: &[(usize, usize)], hits: &mut Vec<(usize, usize)>) {
+        for n in &self.decoded_needles {
+            for at in find_all(view, n.as_bytes()) {
+                let start = spans.get(at).map(|s| s.0);
+                let end = spans.get(at + n.len() - 1).map(|s| s.1);
+                if let (Some(start), Some(end)) = (start, end) {
+                    hits.push((start, end));
+                }
+            }
+        }
     }
 
     /// Every string inside `v`, keys included, redacted.
