@@ -195,9 +195,9 @@ fn forms(s: &str) -> (Vec<String>, Vec<String>) {
     bases.extend(base64_forms(s));
     let long_enough = |f: &String| f == s || f.chars().count() >= MIN_ENV_SECRET_LEN;
     let mut all = vec![s.to_string(), percent.replace('+', "%20"), percent];
-    for base in &bases {
-        all.extend(escaped_forms(base));
-    }
+    // Escaped forms in the text as it is; the decoded views (escapes undone)
+    // find the others.
+    all.extend(escaped_forms(s));
     all.extend(bases.iter().cloned());
     let all = all.into_iter().filter(long_enough).collect();
     let decoded = bases.into_iter().filter(long_enough).collect();
@@ -369,10 +369,13 @@ impl Redactor {
         if self.needles.is_empty() {
             return text.to_string();
         }
-        let plain = self
-            .needles
-            .iter()
-            .fold(text.to_string(), |acc, n| acc.replace(n.as_str(), REDACTED));
+        let plain = self.needles.iter().fold(text.to_string(), |acc, n| {
+            if acc.contains(n.as_str()) {
+                acc.replace(n.as_str(), REDACTED)
+            } else {
+                acc
+            }
+        });
         if !plain.contains(['%', '+', '\\']) {
             return plain;
         }
@@ -385,6 +388,9 @@ impl Redactor {
         let mut json_spans: Vec<(usize, usize)> = (0..json_view.len()).map(|i| (i, i + 1)).collect();
         for json_level in 0..=JSON_LEVELS {
             if json_level > 0 {
+                if !json_view.contains(&b'\\') {
+                    break;
+                }
                 let (unescaped, spans) = json_unescape(&json_view, &json_spans);
                 if unescaped == json_view {
                     break;
@@ -395,6 +401,9 @@ impl Redactor {
             for plus_as_space in [false, true] {
                 let (mut view, mut spans) = (json_view.clone(), json_spans.clone());
                 for _ in 0..DECODE_LEVELS {
+                    if !(view.contains(&b'%') || plus_as_space && view.contains(&b'+')) {
+                        break;
+                    }
                     let (decoded, decoded_spans) = percent_decode(&view, &spans, plus_as_space);
                     if decoded == view {
                         break;
