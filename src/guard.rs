@@ -5,6 +5,8 @@
 
 use std::net::IpAddr;
 
+use crate::proxy::in_network;
+
 use url::Url;
 
 /// Which redirects of a target are followed (at most [`MAX_REDIRECTS`] hops).
@@ -15,7 +17,9 @@ pub enum RedirectPolicy {
     /// Only to the same host and port (an `http` → `https` upgrade of the
     /// same host is allowed; `https` → `http` never). The default.
     SameHost,
-    /// Any host; headers that look secret are dropped when the host changes.
+    /// Any host, unless the request carries a known secret value (then a
+    /// redirect to another host is the answer); another host gets none of
+    /// the mapping's headers nor the signature.
     Any,
 }
 
@@ -173,20 +177,6 @@ fn rule_allows(rule: &Rule, url: &Url) -> bool {
             }
         }
         Rule::Network { net, bits } => host.parse::<IpAddr>().is_ok_and(|ip| in_network(ip, *net, *bits)),
-    }
-}
-
-fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(ip), IpAddr::V4(net)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
-            u32::from(ip) & mask == u32::from(net) & mask
-        }
-        (IpAddr::V6(ip), IpAddr::V6(net)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
-            u128::from(ip) & mask == u128::from(net) & mask
-        }
-        _ => false,
     }
 }
 

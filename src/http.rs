@@ -1,13 +1,14 @@
 //! HTTP, built one way for targets and for Port: the one client builder
 //! (rustls with the `ring` provider, the trusted roots of [`crate::tls`],
-//! proxies from `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY`, which reqwest
-//! reads itself), the description of a failed request, and the response
+//! the proxies of [`crate::proxy`]; reqwest's own reading of the
+//! environment is off), the description of a failed request, and the response
 //! type the pipeline and the mappings see.
 
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::proxy::{percent_decoded, Proxies};
 use crate::tls::trusted_pem;
 
 /// A client could not be built.
@@ -37,6 +38,8 @@ pub struct ClientOptions {
     pub ca_bundle: Option<String>,
     /// Idle connections kept per host.
     pub pool_idle_per_host: usize,
+    /// `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`.
+    pub proxies: Proxies,
 }
 
 /// Build a client.
@@ -53,7 +56,26 @@ pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, ClientError
         // Never followed by reqwest: Port's API gets no redirect (a 3xx is
         // an error, and the client secret is never posted again elsewhere);
         // target redirects are followed by the invoker, by its policy.
-        .redirect(reqwest::redirect::Policy::none());
+        .redirect(reqwest::redirect::Policy::none())
+        // The agent reads the proxy settings itself (`crate::proxy`).
+        .no_proxy();
+    for (scheme, proxy) in [("http", &opts.proxies.http), ("https", &opts.proxies.https)] {
+        let Some(proxy_url) = proxy.clone() else {
+            continue;
+        };
+        let (user, password) = (
+            proxy_url.username().to_string(),
+            proxy_url.password().map(str::to_string),
+        );
+        let proxies = opts.proxies.clone();
+        let mut p = reqwest::Proxy::custom(move |url| {
+            (url.scheme() == scheme).then(|| proxies.for_url(url)).flatten()
+        });
+        if let Some(password) = password {
+            p = p.basic_auth(&percent_decoded(&user), &percent_decoded(&password));
+        }
+        builder = builder.proxy(p);
+    }
     if !opts.verify_tls {
         builder = builder.danger_accept_invalid_certs(true);
     }

@@ -70,6 +70,15 @@ pub struct HttpInvoker {
     allowed: Option<AllowList>,
 }
 
+/// The only headers a redirect to another host carries on (when the
+/// request holds no known secret): the content type of a kept body and the
+/// agent's run headers.
+const CROSS_HOST_HEADERS: [&str; 3] = [
+    "content-type",
+    request::RUN_ID_HEADER,
+    request::IDEMPOTENCY_HEADER,
+];
+
 /// One attempt's answer.
 struct Received {
     response: ResponseContext,
@@ -115,7 +124,14 @@ impl HttpInvoker {
     }
 
     /// Where a redirect answer points, when the policy lets it be followed.
-    fn redirect_target(&self, from: &url::Url, resp: &reqwest::Response) -> Option<url::Url> {
+    /// A request that carries a known secret never follows a redirect to
+    /// another host.
+    fn redirect_target(
+        &self,
+        from: &url::Url,
+        resp: &reqwest::Response,
+        carries_secret: bool,
+    ) -> Option<url::Url> {
         if !matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
             return None;
         }
@@ -124,6 +140,16 @@ impl HttpInvoker {
         let verdict = self
             .redirects
             .allows(from, &to)
+            .and_then(|()| {
+                if carries_secret && !same_host(from, &to) {
+                    Err(format!(
+                        "redirect to another host ({}) is not followed: the request carries a secret",
+                        host_port(&to)
+                    ))
+                } else {
+                    Ok(())
+                }
+            })
             .and_then(|()| match &self.allowed {
                 Some(list) if !list.allows(&to) => Err(format!(
                     "redirect to {} is not followed: not allowed by AGENT_ALLOWED_TARGETS",
@@ -176,7 +202,7 @@ impl HttpInvoker {
                 }
             };
             let next = (hops < MAX_REDIRECTS)
-                .then(|| self.redirect_target(&url, &resp))
+                .then(|| self.redirect_target(&url, &resp, request.carries_secret))
                 .flatten();
             let Some(next) = next else {
                 return Ok(Sent {
@@ -196,7 +222,9 @@ impl HttpInvoker {
                 headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
             }
             if !same_host(&url, &next) {
-                headers.retain(|(k, _)| !crate::redact::sensitive_name(k));
+                // Another host gets none of the mapping's headers, nor the
+                // signature: only what describes the body and the run.
+                headers.retain(|(k, _)| CROSS_HOST_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(k)));
             }
             tracing::debug!(status, to = %host_port(&next), "following the target's redirect");
             url = next;

@@ -28,6 +28,7 @@ pub mod mapping;
 pub mod message;
 pub mod pipeline;
 pub mod port;
+pub mod proxy;
 pub mod redact;
 pub mod report;
 pub mod retry;

@@ -122,14 +122,30 @@ impl Config {
 }
 
 /// Rules that keep messages and requests inside what the operator allows
-/// (`AGENT_MAX_MESSAGE_AGE_SECONDS`, `AGENT_ALLOWED_TARGETS`); both off by
-/// default.
-#[derive(Debug, Clone, Default)]
+/// (`AGENT_MAX_MESSAGE_AGE_SECONDS` with `AGENT_MAX_CLOCK_SKEW_SECONDS`,
+/// `AGENT_ALLOWED_TARGETS`); both off by default.
+#[derive(Debug, Clone)]
 pub struct Guard {
     /// Signed messages older than this are skipped as stale.
     pub max_message_age: Option<Duration>,
+    /// With `max_message_age`: signed messages dated further ahead than
+    /// this are stale too.
+    pub max_clock_skew: Duration,
     /// Target requests may only go to these URLs.
     pub allowed_targets: Option<AllowList>,
+}
+
+/// Default of `AGENT_MAX_CLOCK_SKEW_SECONDS`.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+impl Default for Guard {
+    fn default() -> Guard {
+        Guard {
+            max_message_age: None,
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
+            allowed_targets: None,
+        }
+    }
 }
 
 impl Guard {
@@ -137,8 +153,26 @@ impl Guard {
     pub fn from_settings(s: &Settings) -> Guard {
         Guard {
             max_message_age: s.limits.max_message_age,
+            max_clock_skew: s.limits.max_clock_skew,
             allowed_targets: s.target.allowed_targets.clone(),
         }
+    }
+
+    /// The replay window's verdict on a message signed at `signed_at`
+    /// (its `X-Port-Timestamp`, see [`signed_at_seconds`]) when the clock
+    /// says `now`: `None` when it may run.
+    fn replay_verdict(&self, signed_at: Result<Option<u64>, String>, now: u64) -> Option<Skip> {
+        let max = self.max_message_age?;
+        let at = match signed_at {
+            Ok(Some(at)) => at,
+            Ok(None) => return Some(Skip::InvalidTimestamp("(missing)".into())),
+            Err(text) => return Some(Skip::InvalidTimestamp(text)),
+        };
+        if at > now.saturating_add(self.max_clock_skew.as_secs()) {
+            return Some(Skip::Ahead(at - now));
+        }
+        let age = now.saturating_sub(at);
+        (age > max.as_secs()).then_some(Skip::Stale(age))
     }
 }
 
@@ -173,15 +207,26 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// `.headers["X-Port-Timestamp"]` (a number or a string of digits), in
-/// Unix seconds.
-fn signed_at_seconds(message: &Value) -> Option<u64> {
-    match message.pointer("/headers/X-Port-Timestamp")? {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+/// Longest timestamp text kept in a skip reason, a log line or a summary.
+const MAX_SHOWN_TIMESTAMP: usize = 64;
+
+/// `.headers["X-Port-Timestamp"]` in Unix seconds: `Ok(None)` when absent,
+/// `Err(the text as written, shortened)` when it is not a non-negative whole
+/// number of seconds (a JSON integer or a string of digits; no sign,
+/// fraction, exponent or spaces).
+fn signed_at_seconds(message: &Value) -> Result<Option<u64>, String> {
+    let Some(value) = message.pointer("/headers/X-Port-Timestamp") else {
+        return Ok(None);
+    };
+    let text = match value {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    match text.parse::<u64>() {
+        Ok(at) if digits => Ok(Some(at)),
+        _ => Err(text.chars().take(MAX_SHOWN_TIMESTAMP).collect()),
     }
 }
 
@@ -252,11 +297,22 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             #[cfg(not(feature = "fault-injection"))]
             Ok(admitted) => admitted,
             Err(mut skipped) => {
-                if let (Disposition::Skipped(Skip::Stale(age)), Some(kind)) = (&skipped.result, &skipped.kind)
-                {
-                    let max_age = self.guard.max_message_age.map(|d| d.as_secs()).unwrap_or(0);
+                let summary = match &skipped.result {
+                    Disposition::Skipped(Skip::Stale(age)) => Some(report::stale_summary(
+                        *age,
+                        self.guard.max_message_age.map(|d| d.as_secs()).unwrap_or(0),
+                    )),
+                    Disposition::Skipped(Skip::Ahead(ahead)) => {
+                        Some(report::ahead_summary(*ahead, self.guard.max_clock_skew.as_secs()))
+                    }
+                    Disposition::Skipped(Skip::InvalidTimestamp(value)) => {
+                        Some(report::invalid_timestamp_summary(value))
+                    }
+                    _ => None,
+                };
+                if let (Some(summary), Some(kind)) = (summary, &skipped.kind) {
                     let run = self.run_reporter(kind);
-                    let calls = run.reports().failure(&report::stale_summary(*age, max_age));
+                    let calls = run.reports().failure(&summary);
                     run.send_chains(calls).await;
                     skipped.port_errors = run.into_errors();
                 }
@@ -305,7 +361,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         // key, so anyone who could write to the runs topic could send an
         // unsigned request, signed by the agent, anywhere.
         let signed_topic = delivery.trust == Trust::Signed && topic != TopicKind::ChangeLog;
-        let signed_at = signed_topic.then(|| signed_at_seconds(&inv.message)).flatten();
+        let signed_at = signed_topic.then(|| signed_at_seconds(&inv.message));
         if signed_topic {
             let gitlab = inv.method_type() == Some("GITLAB");
             let checked = match &self.config.secret {
@@ -330,16 +386,27 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 }
             }
         }
-        if let (Some(max), Some(at)) = (self.guard.max_message_age, signed_at) {
-            let age = now_secs().saturating_sub(at);
-            if age > max.as_secs() {
-                warn!(
+        if let Some(skip) = signed_at.and_then(|at| self.guard.replay_verdict(at, now_secs())) {
+            let max_age = self.guard.max_message_age.map(|d| d.as_secs()).unwrap_or(0);
+            let skew = self.guard.max_clock_skew.as_secs();
+            match &skip {
+                Skip::Stale(age) => warn!(
                     age_seconds = age,
-                    max_age_seconds = max.as_secs(),
+                    max_age_seconds = max_age,
                     "skipping message: signed longer ago than AGENT_MAX_MESSAGE_AGE_SECONDS"
-                );
-                return Err(Box::new(skipped(Skip::Stale(age))));
+                ),
+                Skip::Ahead(ahead) => warn!(
+                    ahead_seconds = ahead,
+                    max_clock_skew_seconds = skew,
+                    "skipping message: dated further in the future than AGENT_MAX_CLOCK_SKEW_SECONDS"
+                ),
+                Skip::InvalidTimestamp(value) => warn!(
+                    timestamp = %value.escape_debug(),
+                    "skipping message: its X-Port-Timestamp is not a whole number of seconds"
+                ),
+                _ => {}
             }
+            return Err(Box::new(skipped(skip)));
         }
         let Some(kind) = kind.clone() else {
             warn!("skipping message: neither a run id nor an invocation URL");
@@ -384,9 +451,14 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         work.instrument(span.clone()).await
     }
 
+    /// The reporter of one run; its calls hide the client secret and the
+    /// secret-named environment values until [`Job::learn_secrets`] adds
+    /// the run's own.
     fn run_reporter<'a>(&'a self, kind: &'a Kind) -> RunReporter<'a, R> {
-        RunReporter::new(&self.reporter, kind, self.config.run_logs, &self.backlog)
-            .in_order(self.invoker.records_only())
+        let mut run = RunReporter::new(&self.reporter, kind, self.config.run_logs, &self.backlog)
+            .in_order(self.invoker.records_only());
+        run.redact_with(self.redactor.clone());
+        run
     }
 
     /// The run of an admitted message: select a mapping, decrypt, build the
@@ -399,8 +471,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 budget: self.config.budget,
             },
             warnings: Vec::new(),
-            // Set once the secrets of the message are known.
-            redactor: Redactor::default(),
+            redactor: self.redactor.clone(),
         };
         let input = jq::to_val(&inv.message);
         // The set in force now; a reload during this message does not
@@ -412,12 +483,11 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             info!("no suitable mapping for the message");
             let calls = job.port.reports().unmatched(self.config.wf_unmatched_fail);
             job.port.send_chains(calls).await;
-            job.redactor = self.redactor.clone();
             return job.finish(outcome);
         };
         outcome.mapping = Some(mapping.index);
         let input = self.decrypt(&mut inv, mapping, input, outcome);
-        job.redactor = self.redactor_for(outcome);
+        job.learn_secrets(self.redactor_for(outcome));
         // The request is built first (no I/O), so that the run logs that
         // precede it can travel while the target is called: their order
         // stays as it was, but a run no longer waits for three Port round
@@ -428,6 +498,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 if self.config.idempotency_headers {
                     request.add_idempotency_headers(kind.run_id(), &idempotency_key(kind, delivery));
                 }
+                request.note_secrets(&job.redactor);
                 self.deliver(&inv, mapping, &spec, &request, &mut job).await
             }
             Err(error) => {

@@ -45,6 +45,23 @@ pub fn stale_summary(age_seconds: u64, max_age_seconds: u64) -> String {
     )
 }
 
+/// The summary of a run whose message was dated too far in the future.
+pub fn ahead_summary(ahead_seconds: u64, max_skew_seconds: u64) -> String {
+    format!(
+        "The agent did not run this action: its message is dated {ahead_seconds} s in the future, \
+         more than AGENT_MAX_CLOCK_SKEW_SECONDS ({max_skew_seconds} s) allows. Check the clocks, then run it again from Port."
+    )
+}
+
+/// The summary of a run whose message's timestamp could not be checked
+/// against the replay window.
+pub fn invalid_timestamp_summary(value: &str) -> String {
+    format!(
+        "The agent did not run this action: its message's X-Port-Timestamp '{value}' is not a whole \
+         number of seconds, so AGENT_MAX_MESSAGE_AGE_SECONDS cannot be checked. Run it again from Port."
+    )
+}
+
 /// The status report that fails a run: `FAILURE` with `summary` for an
 /// action run, `COMPLETED`/`FAILED` for a node run (which has no summary).
 pub fn run_failed(run_id: &str, node_run: bool, summary: &str) -> PortCall {

@@ -515,6 +515,7 @@ impl Fakes {
             verify_tls: true,
             ca_bundle: None,
             pool_idle_per_host: 2,
+            proxies: Default::default(),
         })?;
         Ok(Fakes {
             child,

@@ -181,6 +181,7 @@ pub fn run(args: RefArgs) -> Result<()> {
             verify_tls: true,
             ca_bundle: None,
             pool_idle_per_host: pool,
+            proxies: Default::default(),
         };
         let port = port_agent::http::build_client(&opts(args.concurrency))?;
         let target = port_agent::http::build_client(&opts(args.concurrency))?;

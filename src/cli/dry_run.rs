@@ -456,6 +456,7 @@ mod tests {
                 ("X-Other".into(), "has plain-secret inside".into()),
             ],
             body: r#"{"t":"plain-secret","n":1}"#.into(),
+            carries_secret: false,
         };
         let shown = show_request(&r, &Redactor::new(["plain-secret"])).to_json();
         let text = shown.to_string();
@@ -485,6 +486,7 @@ mod tests {
             body:
                 r#"{"ref":"main","deep":{"client_secret":{"v":1},"list":[{"password":"p"}]},"pk":"a/b+c= d"}"#
                     .into(),
+            carries_secret: false,
         };
         let shown = show_request(&r, &Redactor::new(["a/b+c= d"])).to_json();
         assert_eq!(

@@ -208,6 +208,7 @@ fn port_client(settings: &Settings, idle_connections: usize) -> anyhow::Result<P
         verify_tls: true,
         ca_bundle: settings.ca_bundle.clone(),
         pool_idle_per_host: idle_connections,
+        proxies: settings.proxies.clone(),
     };
     Ok(PortClient::new(
         &settings.port.api_base_url,

@@ -92,6 +92,7 @@ fn agent(
         verify_tls: settings.target.verify_ssl,
         ca_bundle: settings.ca_bundle.clone(),
         pool_idle_per_host: settings.limits.max_in_flight,
+        proxies: settings.proxies.clone(),
     };
     let invoker = HttpInvoker::new(&target_http, settings.target.retry.clone())?.with_limits(
         settings.target.redirects,

@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::mapping::RequestSpec;
+use crate::redact::Redactor;
 use crate::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 /// A request ready to go on the wire.
@@ -18,6 +19,10 @@ pub struct OutgoingRequest {
     pub headers: Vec<(String, String)>,
     /// The exact bytes that were signed.
     pub body: String,
+    /// A known secret value is in the URL, a header or the body (set by the
+    /// pipeline, which knows the run's secrets): a redirect to another host
+    /// is then never followed, whatever `AGENT_TARGET_REDIRECTS` says.
+    pub carries_secret: bool,
 }
 
 impl OutgoingRequest {
@@ -25,6 +30,9 @@ impl OutgoingRequest {
     /// signature headers (which override mapped headers of the same name).
     pub fn build(spec: &RequestSpec, secret: &str, timestamp: u64) -> Result<OutgoingRequest, String> {
         let mut url = url::Url::parse(&spec.url).map_err(|e| format!("invalid URL '{}': {e}", spec.url))?;
+        // A fragment never goes on the wire; without it the URL shown by
+        // render and dry-run is the one requested.
+        url.set_fragment(None);
         let query = query_pairs(&spec.query);
         if !query.is_empty() {
             let mut pairs = url.query_pairs_mut();
@@ -50,18 +58,27 @@ impl OutgoingRequest {
             url: url.to_string(),
             headers,
             body: signed.body,
+            carries_secret: false,
         })
     }
 }
 
+/// Methods never sent, as if they were not valid: `CONNECT` asks for a
+/// tunnel (hyper would send `CONNECT host:port` with the path dropped, not
+/// the request shown), and `TRACE` makes the target echo the request, its
+/// credentials included, as its answer (and RFC 9110 forbids its body).
+pub const REFUSED_METHODS: [&str; 2] = ["CONNECT", "TRACE"];
+
 /// Check a request as the HTTP client would before sending it: the method
-/// is a valid token, the URL parses and is `http`/`https`, and every header
+/// is a valid token and not one of [`REFUSED_METHODS`], the URL parses and is `http`/`https`, and every header
 /// name and value is valid HTTP. [`HttpInvoker`] and [`RecordingInvoker`]
 /// both call this, so dry-run reports exactly the failure `run` would. The
 /// error never contains a header value (it may be a secret).
 pub fn validate(request: &OutgoingRequest) -> Result<(reqwest::Method, url::Url), String> {
     let method = reqwest::Method::from_bytes(request.method.as_bytes())
-        .map_err(|_| format!("invalid HTTP method '{}'", request.method))?;
+        .ok()
+        .filter(|m| !REFUSED_METHODS.iter().any(|r| r.eq_ignore_ascii_case(m.as_str())))
+        .ok_or_else(|| format!("invalid HTTP method '{}'", request.method))?;
     let url = url::Url::parse(&request.url).map_err(|e| format!("invalid URL '{}': {e}", request.url))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
@@ -93,6 +110,17 @@ pub const RUN_ID_HEADER: &str = "X-Port-Run-Id";
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
 impl OutgoingRequest {
+    /// Set [`OutgoingRequest::carries_secret`]: does a secret `redactor`
+    /// knows appear, in any form, in the URL, a header or the body?
+    pub fn note_secrets(&mut self, redactor: &Redactor) {
+        self.carries_secret = redactor.finds(&self.url)
+            || redactor.finds(&self.body)
+            || self
+                .headers
+                .iter()
+                .any(|(k, v)| redactor.finds(k) || redactor.finds(v));
+    }
+
     /// Add `X-Port-Run-Id: run_id` (runs only) and `Idempotency-Key: key`,
     /// unless the mapping set a header of that name (any case).
     pub fn add_idempotency_headers(&mut self, run_id: Option<&str>, key: &str) {

@@ -23,6 +23,14 @@ pub enum Skip {
     /// Signed longer ago than `AGENT_MAX_MESSAGE_AGE_SECONDS` (a replay, or
     /// a run that waited too long); its age in seconds.
     Stale(u64),
+    /// Signed further ahead of the agent's clock than
+    /// `AGENT_MAX_CLOCK_SKEW_SECONDS` allows (with the replay window on):
+    /// how many seconds ahead. Named `stale` too.
+    Ahead(u64),
+    /// With the replay window on, a signed message whose `X-Port-Timestamp`
+    /// is missing or not a non-negative whole number of seconds: the value
+    /// as written (at most 64 characters).
+    InvalidTimestamp(String),
 }
 
 impl Skip {
@@ -35,7 +43,8 @@ impl Skip {
             Skip::BadSignature => "bad_signature",
             Skip::NoMapping => "no_mapping",
             Skip::NoInvocation => "no_invocation",
-            Skip::Stale(_) => "stale",
+            Skip::Stale(_) | Skip::Ahead(_) => "stale",
+            Skip::InvalidTimestamp(_) => "invalid_timestamp",
         }
     }
 }
@@ -52,6 +61,14 @@ impl std::fmt::Display for Skip {
             Skip::Stale(age) => write!(
                 f,
                 "the message was signed {age} s ago, longer ago than AGENT_MAX_MESSAGE_AGE_SECONDS allows"
+            ),
+            Skip::Ahead(ahead) => write!(
+                f,
+                "the message is dated {ahead} s in the future, more than AGENT_MAX_CLOCK_SKEW_SECONDS allows"
+            ),
+            Skip::InvalidTimestamp(value) => write!(
+                f,
+                "its X-Port-Timestamp '{value}' is not a whole number of seconds (AGENT_MAX_MESSAGE_AGE_SECONDS is set)"
             ),
         }
     }
@@ -134,7 +151,7 @@ impl Outcome {
     }
 
     /// Every name [`Outcome::name`] can give (metrics start at 0 for each).
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "delivered",
         "target_error",
         "request_failed",
@@ -146,13 +163,16 @@ impl Outcome {
         "no_mapping",
         "no_invocation",
         "stale",
+        "invalid_timestamp",
     ];
 
     /// Could not be processed, or Port refused its report: a DLQ candidate.
     pub fn needs_dead_letter(&self) -> bool {
         matches!(
             self.result,
-            Disposition::Skipped(Skip::Unparsable(_) | Skip::Stale(_)) | Disposition::InternalError(_)
+            Disposition::Skipped(
+                Skip::Unparsable(_) | Skip::Stale(_) | Skip::Ahead(_) | Skip::InvalidTimestamp(_)
+            ) | Disposition::InternalError(_)
         ) || !self.port_errors.is_empty()
     }
 }
@@ -175,6 +195,7 @@ mod tests {
             Disposition::Skipped(Skip::NoMapping),
             Disposition::Skipped(Skip::NoInvocation),
             Disposition::Skipped(Skip::Stale(1)),
+            Disposition::Skipped(Skip::InvalidTimestamp(String::new())),
         ];
         let names: Vec<&str> = results
             .into_iter()

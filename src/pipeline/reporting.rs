@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use crate::message::Kind;
 use crate::port::{PendingReport, PortCall, ReportBacklog, Reporter};
+use crate::redact::Redactor;
 use crate::report::{Chains, RunLogs, RunReports};
 use crate::telemetry::metrics;
 
@@ -55,6 +56,9 @@ pub(super) struct RunReporter<'a, R> {
     /// ([`Chains::in_order`]): for recording reporters (dry-run, render),
     /// which show the calls in that order.
     in_order: bool,
+    /// Applied to every call before it is made: nothing goes to Port with
+    /// a known secret in it.
+    redactor: Redactor,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -76,7 +80,13 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
             backlog,
             pending: Mutex::default(),
             in_order: false,
+            redactor: Redactor::default(),
         }
+    }
+
+    /// Hide the secrets `redactor` knows in every call made from now on.
+    pub(super) fn redact_with(&mut self, redactor: Redactor) {
+        self.redactor = redactor;
     }
 
     /// Send the chains as one list in SPEC §7's order (see `in_order`).
@@ -134,6 +144,7 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
     /// backoff until Port accepts it. Only a refusal for good (a 4xx other
     /// than 401/408/429) ends it.
     async fn call(&self, call: PortCall) {
+        let call = call.redacted(&self.redactor);
         let mut pending = false;
         let mut pause = PENDING_RETRY_FIRST;
         loop {

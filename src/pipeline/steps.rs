@@ -209,11 +209,18 @@ pub(super) struct Job<'a, R> {
     pub(super) ctx: EvalCtx<'a>,
     /// Runtime warnings of the mapping's expressions.
     pub(super) warnings: Vec<Warning>,
-    /// What hides the secrets met so far.
+    /// What hides the secrets met so far (see [`Job::learn_secrets`]).
     pub(super) redactor: Redactor,
 }
 
 impl<R: Reporter> Job<'_, R> {
+    /// From now on, hide `redactor`'s secrets (the run's decrypted values
+    /// besides the agent's) in the warnings, errors and every Port call.
+    pub(super) fn learn_secrets(&mut self, redactor: Redactor) {
+        self.port.redact_with(redactor.clone());
+        self.redactor = redactor;
+    }
+
     /// The request was not sent: post the progress `lines`, fail the run
     /// with `error`.
     pub(super) async fn fail(&mut self, lines: &[LogLine], error: String) -> Disposition {

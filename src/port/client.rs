@@ -402,6 +402,7 @@ mod tests {
                 verify_tls: true,
                 ca_bundle: None,
                 pool_idle_per_host: 1,
+                proxies: Default::default(),
             },
             1,
         )

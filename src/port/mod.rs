@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::redact::Redactor;
 use crate::telemetry::metrics;
 
 pub mod api;
@@ -166,6 +167,36 @@ impl PortCall {
             PortCall::NodeRunLog { message, .. } => json!({"logs": [{"level": "INFO", "message": message}]}),
             PortCall::RunResponse { response, .. } => json!({ "response": response }),
             PortCall::RunPatch { body, .. } | PortCall::NodeRunPatch { body, .. } => body.clone(),
+        }
+    }
+
+    /// The call with every known secret in its body replaced (the one
+    /// redaction of what goes to Port; see [`crate::redact`]). The target's
+    /// answer forwarded as `/response` or a node run's output is redacted
+    /// the same way: known values only, its keys' names are not judged (an
+    /// action may return a new credential on purpose).
+    pub fn redacted(&self, r: &Redactor) -> PortCall {
+        match self {
+            PortCall::RunLog { run_id, message } => PortCall::RunLog {
+                run_id: run_id.clone(),
+                message: r.text(message),
+            },
+            PortCall::NodeRunLog { run_id, message } => PortCall::NodeRunLog {
+                run_id: run_id.clone(),
+                message: r.text(message),
+            },
+            PortCall::RunResponse { run_id, response } => PortCall::RunResponse {
+                run_id: run_id.clone(),
+                response: r.value(response),
+            },
+            PortCall::RunPatch { run_id, body } => PortCall::RunPatch {
+                run_id: run_id.clone(),
+                body: r.value(body),
+            },
+            PortCall::NodeRunPatch { run_id, body } => PortCall::NodeRunPatch {
+                run_id: run_id.clone(),
+                body: r.value(body),
+            },
         }
     }
 

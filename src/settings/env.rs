@@ -15,6 +15,7 @@ use super::{
     Requirement, Settings, SettingsError, Streamer, TargetSettings, TelemetrySettings,
 };
 use crate::guard::{AllowList, RedirectPolicy};
+use crate::proxy::{parse_proxy_url, NoProxy, Proxies};
 use crate::retry::{Backoff, Policy};
 use crate::secret::Secret;
 
@@ -79,6 +80,7 @@ struct Raw {
     agent_max_response_bytes: Option<String>,
     agent_allowed_targets: Option<String>,
     agent_max_message_age_seconds: Option<String>,
+    agent_max_clock_skew_seconds: Option<String>,
 }
 
 /// The process environment, for `env.X` in jq expressions.
@@ -100,6 +102,7 @@ impl Settings {
         // Only our own names are passed to envy, so unrelated variables can
         // never produce an error.
         let vars: HashMap<String, String> = vars.into_iter().collect();
+        let proxies = proxies(&vars)?;
         let mut raw: Raw = envy::from_iter(vars).map_err(|e| err("environment", e.to_string()))?;
         let port = port(&mut raw, req)?;
         let streamer = streamer(&mut raw)?;
@@ -124,10 +127,41 @@ impl Settings {
             limits: limits(&mut raw)?,
             telemetry: telemetry(&mut raw)?,
             ca_bundle: present(raw.ssl_cert_file.take()).or(present(raw.requests_ca_bundle.take())),
+            proxies,
             streamer,
             port,
         })
     }
+}
+
+/// The proxy variables: each name, upper case first (the lower-case one
+/// is read when the upper-case one is unset or empty).
+const HTTP_PROXY: [&str; 2] = ["HTTP_PROXY", "http_proxy"];
+const HTTPS_PROXY: [&str; 2] = ["HTTPS_PROXY", "https_proxy"];
+const ALL_PROXY: [&str; 2] = ["ALL_PROXY", "all_proxy"];
+const NO_PROXY: [&str; 2] = ["NO_PROXY", "no_proxy"];
+
+/// The proxies (outside envy: its names are case-insensitive, and both
+/// cases of these are in use).
+fn proxies(vars: &HashMap<String, String>) -> Result<Proxies, SettingsError> {
+    let get = |names: [&'static str; 2]| {
+        names.into_iter().find_map(|n| {
+            vars.get(n)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (n, v.clone()))
+        })
+    };
+    let url = |names| -> Result<Option<url::Url>, SettingsError> {
+        get(names)
+            .map(|(n, v)| parse_proxy_url(&v).map_err(|e| err(n, e)))
+            .transpose()
+    };
+    let all = url(ALL_PROXY)?;
+    Ok(Proxies {
+        http: url(HTTP_PROXY)?.or_else(|| all.clone()),
+        https: url(HTTPS_PROXY)?.or(all),
+        no_proxy: get(NO_PROXY).map(|(_, v)| NoProxy::parse(&v)).unwrap_or_default(),
+    })
 }
 
 fn port(r: &mut Raw, req: Requirement) -> Result<PortSettings, SettingsError> {
@@ -425,6 +459,11 @@ fn limits(r: &mut Raw) -> Result<Limits, SettingsError> {
         )?),
         jq_max_bytes: jq_max_bytes(r.agent_jq_max_bytes.take())?,
         max_message_age,
+        max_clock_skew: seconds(
+            "AGENT_MAX_CLOCK_SKEW_SECONDS",
+            r.agent_max_clock_skew_seconds.take(),
+            300.0,
+        )?,
     })
 }
 

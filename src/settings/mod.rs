@@ -72,6 +72,9 @@ pub struct Settings {
     /// `SSL_CERT_FILE` or `REQUESTS_CA_BUNDLE`: extra trusted CA certificates
     /// (for Port, the targets and Kafka).
     pub ca_bundle: Option<String>,
+    /// `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY` (or their
+    /// lower-case names), for Port's API and targets alike.
+    pub proxies: crate::proxy::Proxies,
 }
 
 /// Port's API and the agent's credentials.
@@ -204,6 +207,9 @@ pub struct Limits {
     pub jq_max_bytes: usize,
     /// `AGENT_MAX_MESSAGE_AGE_SECONDS`: older signed messages are skipped.
     pub max_message_age: Option<Duration>,
+    /// How far ahead of the clock a signed message may be dated when
+    /// `max_message_age` is set (`AGENT_MAX_CLOCK_SKEW_SECONDS`, 300 s).
+    pub max_clock_skew: Duration,
 }
 
 /// Logs, metrics and health.

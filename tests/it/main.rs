@@ -36,6 +36,7 @@ mod reload;
 mod report_path;
 mod retries;
 mod security;
+mod security_edges;
 mod settings_behaviour;
 mod shutdown;
 mod trust_store;

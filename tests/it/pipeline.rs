@@ -30,6 +30,7 @@ fn agent_with(port: &FakePort, mappings: Value, tweak: impl FnOnce(&mut Config))
         verify_tls: true,
         ca_bundle: None,
         pool_idle_per_host: 8,
+        proxies: Default::default(),
     };
     let retry = Policy {
         backoff: Backoff {

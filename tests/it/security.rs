@@ -41,6 +41,7 @@ fn opts() -> ClientOptions {
         verify_tls: true,
         ca_bundle: None,
         pool_idle_per_host: 8,
+        proxies: Default::default(),
     }
 }
 
@@ -246,18 +247,13 @@ async fn redirect_policies_none_and_any() {
     assert_eq!(outcome.result, Disposition::Delivered(307));
     assert_eq!(first.requests().len(), 1);
 
-    // `any` follows to another host, without the headers that look secret.
+    // `any` follows to another host only a request that carries no known
+    // secret (here `MY_TOKEN` in `Authorization`: the 307 is the answer),
+    // and never to a host outside AGENT_ALLOWED_TARGETS.
     let any = agent(&port, mapping, RedirectPolicy::Any, 1 << 20, Guard::default());
     redirect(&first, 307, &second.url("/elsewhere"));
     let outcome = run_signed(&any, action_run("r_any", &first.url("/deploy"), "POST", false)).await;
-    assert_eq!(outcome.result, Disposition::Delivered(200));
-    let got = second.requests();
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].header("x-trace"), Some("t-1"));
-    assert_eq!(got[0].header("authorization"), None);
-    assert_eq!(got[0].header("x-port-signature"), None);
-
-    // ... but never to a host outside AGENT_ALLOWED_TARGETS.
+    assert_eq!(outcome.result, Disposition::Delivered(307));
     let allowed = AllowList::parse(&format!("http://{}/", first.addr)).unwrap();
     let guarded = agent(
         &port,
@@ -276,11 +272,7 @@ async fn redirect_policies_none_and_any() {
     )
     .await;
     assert_eq!(outcome.result, Disposition::Delivered(307));
-    assert_eq!(
-        second.requests().len(),
-        1,
-        "no second request reached the other host"
-    );
+    assert!(second.requests().is_empty(), "no request reached the other host");
 }
 
 /// A server that answers every request with a redirect to `to`, and counts.

@@ -105,6 +105,8 @@ fn every_default_in_the_settings_table() {
     assert_eq!(s.target.redirects, RedirectPolicy::SameHost);
     assert_eq!(s.target.max_response_bytes, 1_048_576);
     assert_eq!(s.limits.max_message_age, None);
+    assert_eq!(s.limits.max_clock_skew, Duration::from_secs(300));
+    assert_eq!(s.proxies, port_agent::proxy::Proxies::default());
 }
 
 /// A timeout, a refused connection, a name that does not resolve and a
@@ -427,4 +429,78 @@ async fn agent_http_port_zero_turns_the_server_off() {
     }
     assert_eq!(seen[0], Vec::<String>::new(), "AGENT_HTTP_PORT=0");
     assert_eq!(seen[1], [format!("00000000:{free}")], "AGENT_HTTP_PORT={free}");
+}
+
+/// `NO_PROXY` as curl and Python `requests` read it: each form, for a
+/// target named by an IP literal (`127.0.0.1`) and by a name
+/// (`localhost`), and for Port's API (an IP literal here). reqwest alone
+/// sent IP-literal hosts through the proxy for `*` and `host:port`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_proxy_forms_for_ip_literals_and_names() {
+    let target = FakeTarget::start().await;
+    let proxy = Proxy::start().await;
+    let tport = target.addr.port();
+    let ip_url = format!("http://127.0.0.1:{tport}/ip");
+    let named_url = format!("http://localhost:{tport}/named");
+    // (NO_PROXY, the IP-literal target direct, the named one direct, Port direct)
+    let forms = [
+        ("*".to_string(), true, true, true),
+        ("127.0.0.1".to_string(), true, false, true),
+        (format!("127.0.0.1:{tport}"), true, false, false),
+        ("127.0.0.0/8".to_string(), true, false, true),
+        ("10.0.0.0/8".to_string(), false, false, false),
+        ("localhost".to_string(), false, true, false),
+        (".localhost".to_string(), false, true, false),
+        (format!("localhost:{tport}"), false, true, false),
+        ("other.example, 127.0.0.2".to_string(), false, false, false),
+    ];
+    for (i, (no_proxy, ip_direct, named_direct, port_direct)) in forms.iter().enumerate() {
+        let port = FakePort::start().await;
+        let (ip_run, named_run) = (format!("r_ip{i}"), format!("r_named{i}"));
+        offer(
+            &port,
+            [
+                claimable(&ip_run, &ip_url, true, json!({})),
+                claimable(&named_run, &named_url, true, json!({})),
+            ],
+        );
+        let before = proxy.seen().len();
+        let agent = start_polling(
+            &port,
+            "no-proxy-forms",
+            &json!([{"enabled": true}]),
+            &[("HTTP_PROXY", &proxy.url()), ("NO_PROXY", no_proxy)],
+        );
+        wait_until(Duration::from_secs(30), "both reports", &agent, || {
+            !patches_of(&port, &ip_run).is_empty() && !patches_of(&port, &named_run).is_empty()
+        });
+        stop(agent);
+        let seen: Vec<String> = proxy.seen().split_off(before);
+        let proxied = |needle: &str| seen.iter().any(|l| l.contains(needle));
+        assert_eq!(
+            !proxied(&ip_url),
+            *ip_direct,
+            "NO_PROXY={no_proxy}: {ip_url} in {seen:#?}"
+        );
+        assert_eq!(
+            !proxied(&named_url),
+            *named_direct,
+            "NO_PROXY={no_proxy}: {named_url} in {seen:#?}"
+        );
+        assert_eq!(
+            !proxied(&port.base()),
+            *port_direct,
+            "NO_PROXY={no_proxy}: Port in {seen:#?}"
+        );
+        assert_eq!(
+            only_patch(&port, &ip_run),
+            json!({"status": "SUCCESS"}),
+            "{no_proxy}"
+        );
+        assert_eq!(
+            only_patch(&port, &named_run),
+            json!({"status": "SUCCESS"}),
+            "{no_proxy}"
+        );
+    }
 }
