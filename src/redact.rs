@@ -78,7 +78,7 @@ pub struct Redactor {
     needles: Vec<String>,
     /// The forms searched for in the decoded views of a text (no escaped
     /// forms: the view is unescaped), longest first.
-    decoded_needles: Vec<String>,
+    decoded_needles: Vec<Vec<u8>>,
     /// The secrets themselves.
     secrets: Vec<String>,
 }
@@ -175,13 +175,11 @@ fn escaped_forms(s: &str) -> Vec<String> {
 /// Every form of `s` that is searched for in a text as it is (see the
 /// module documentation), `s` itself first; and the forms searched for in
 /// its decoded views (`s`, what a URL makes of it, its base64).
-fn forms(s: &str) -> (Vec<String>, Vec<String>) {
+fn forms(s: &str) -> (Vec<String>, Vec<Vec<u8>>) {
     let percent: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
-    let decoded_s = String::from_utf8_lossy(&percent_decode(s.as_bytes(), &[], false).0).into_owned();
     // What a URL makes of `s` (also of its pieces around `#` and `?`).
     let mut bases = vec![
         s.to_string(),
-        decoded_s,
         url_path_form(s),
         // The URL parser drops tabs and line breaks everywhere, and makes
         // `\\` a `/` in paths only.
@@ -200,7 +198,16 @@ fn forms(s: &str) -> (Vec<String>, Vec<String>) {
     all.extend(escaped_forms(s));
     all.extend(bases.iter().cloned());
     let all = all.into_iter().filter(long_enough).collect();
-    let decoded = bases.into_iter().filter(long_enough).collect();
+    // A view decodes the `%XX` that `s` holds itself too (the URL parser
+    // keeps them): each base also as decoded bytes.
+    let decoded = bases
+        .into_iter()
+        .filter(long_enough)
+        .flat_map(|b| {
+            let bytes = percent_decode(b.as_bytes(), &[], false).0;
+            [b.into_bytes(), bytes]
+        })
+        .collect();
     (all, decoded)
 }
 
@@ -369,21 +376,18 @@ impl Redactor {
         if self.needles.is_empty() {
             return text.to_string();
         }
-        let plain = self.needles.iter().fold(text.to_string(), |acc, n| {
-            if acc.contains(n.as_str()) {
-                acc.replace(n.as_str(), REDACTED)
-            } else {
-                acc
-            }
-        });
-        if !plain.contains(['%', '+', '\\']) {
-            return plain;
+        // Every match of every form, in the text as it is and in its
+        // decoded views, is collected first and replaced once: replacing one
+        // secret must not break the match of another that overlaps it.
+        let plain = text;
+        let mut hits: Vec<(usize, usize)> = Vec::new();
+        for n in &self.needles {
+            hits.extend(plain.match_indices(n.as_str()).map(|(at, m)| (at, at + m.len())));
         }
         // Compare after decoding: collect the spans of the text whose
         // decodings hold a secret, then replace them. Views: JSON escapes
         // undone 0 to 3 times, each then percent-decoded 0 to 2 times
         // (`+` kept, or read as a space).
-        let mut hits: Vec<(usize, usize)> = Vec::new();
         let mut json_view = plain.as_bytes().to_vec();
         let mut json_spans: Vec<(usize, usize)> = (0..json_view.len()).map(|i| (i, i + 1)).collect();
         for json_level in 0..=JSON_LEVELS {
@@ -414,7 +418,7 @@ impl Redactor {
             }
         }
         if hits.is_empty() {
-            return plain;
+            return plain.to_string();
         }
         hits.sort();
         let mut merged: Vec<(usize, usize)> = Vec::new();
@@ -442,7 +446,7 @@ impl Redactor {
     /// original text.
     fn search(&self, view: &[u8], spans: &[(usize, usize)], hits: &mut Vec<(usize, usize)>) {
         for n in &self.decoded_needles {
-            for at in find_all(view, n.as_bytes()) {
+            for at in find_all(view, n) {
                 let start = spans.get(at).map(|s| s.0);
                 let end = spans.get(at + n.len() - 1).map(|s| s.1);
                 if let (Some(start), Some(end)) = (start, end) {
