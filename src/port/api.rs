@@ -284,7 +284,7 @@ mod tests {
     fn an_answer_that_is_not_json_is_an_error_that_says_its_size() {
         let e = claimed_items("POST /claim", r#"{"runs": [{"id": "r_1"}"#, "runs").expect_err("cut short");
         assert!(
-            e.message.contains("22 bytes") && e.message.contains("not JSON"),
+            e.message.contains("23 bytes") && e.message.contains("not JSON"),
             "{e}"
         );
         assert!(!e.permanent);

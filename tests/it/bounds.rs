@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::support::agent::{claimable, offer, start_polling, stop, wait_until};
-use crate::support::cli::{all_output, arg, run_cli_measured, stdout, temp_file};
+use crate::support::cli::{all_output, arg, run_cli, stdout, temp_file};
 use crate::support::{FakePort, FakeTarget};
 
 /// A deep value serialised (overflowed the stack), a string doubled (4 GiB),
@@ -75,7 +75,12 @@ fn render_survives_each_bomb_with_a_warning_and_a_report() {
         "--format",
         "json",
     ];
-    let (o, peak_kib) = run_cli_measured(&args, &[("AGENT_JQ_TIMEOUT_MS", JQ_TIMEOUT_MS)]);
+    // Its peak RSS is not asserted here: a child started by posix_spawn
+    // reports the test process's own peak as its ru_maxrss (Linux records
+    // the shared address space at exec), and /proc forgets it at exit. The
+    // same pipeline in `run` is measured below; render in release, with
+    // `/usr/bin/time -f %M`: 28-48 MiB per bomb (closing note of issue 23).
+    let o = run_cli(&args, &[("AGENT_JQ_TIMEOUT_MS", JQ_TIMEOUT_MS)]);
     let text = all_output(&o);
     assert_eq!(o.status.code(), Some(0), "{text}");
     for (field, why) in [
@@ -93,11 +98,6 @@ fn render_survives_each_bomb_with_a_warning_and_a_report() {
     let rendered: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
     expect_body(&rendered["request"]["body"]);
     assert_eq!(rendered["report"], json!({"status": "SUCCESS"}), "{rendered}");
-    eprintln!("render's peak RSS: {peak_kib} KiB");
-    assert!(
-        peak_kib < PEAK_KIB,
-        "render's peak RSS {peak_kib} KiB, expected under {PEAK_KIB}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -534,6 +534,16 @@ mod tests {
                 "memory limit exceeded",
             ),
         ] {
+            // Time is not what a depth or memory bomb should meet first,
+            // even on a loaded machine: give those more of it.
+            let budget = if why.contains("time") {
+                budget
+            } else {
+                Budget {
+                    time: Duration::from_secs(10),
+                    ..budget
+                }
+            };
             // The stack of a main thread, not the runtime workers' 64 MiB.
             let (r, took) = eval_on_stack(code, json!(null), budget, 8 << 20);
             let message = r.expect_err(code).0;
