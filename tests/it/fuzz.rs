@@ -621,3 +621,12 @@ proptest! {
     }
 }
 
+/// Found by the child property: `split("")` of the 2 MB field builds its
+/// two million one-character strings inside one native, past
+/// AGENT_JQ_MAX_BYTES (32 MiB): the agent peaked at about 170 MiB (45 MiB
+/// with the same message and a trivial mapping).
+#[test]
+fn a_split_of_a_2_mb_field_keeps_the_agent_under_the_memory_ceiling() {
+    let split = r#".payload.properties.big | split("") | length"#;
+    child_agent_survives(split, "1", (2_000_000, 0, 0)).unwrap_or_else(|e| panic!("{e}"));
+}
