@@ -618,7 +618,10 @@ fn dry_run_reports_a_line_that_is_not_utf8_and_processes_the_others() {
         .map(|l| (l["line"].as_u64().unwrap(), l["run_id"].as_str().unwrap()))
         .collect();
     assert_eq!(delivered, [(1, "r_utf8_1"), (3, "r_utf8_3")]);
-    let bad: Vec<&Value> = lines.iter().filter(|l| l["outcome"] == "malformed_line").collect();
+    let bad: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["outcome"] == "malformed_line")
+        .collect();
     assert_eq!(bad.len(), 1, "{lines:?}");
     assert_eq!(bad[0]["line"], 2);
     let error = bad[0]["error"].as_str().unwrap_or_default();

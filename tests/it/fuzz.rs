@@ -277,8 +277,10 @@ const OVERRUN: Duration = Duration::from_millis(100);
 /// 64 strings of 256 KiB written by `tojson` or an interpolation pass
 /// between two readings; unoptimised, that took up to 182 ms past the
 /// deadline (482 ms against 300, `--test-threads 2` beside the child
-/// agents). A release build writes them about ten times faster.
-const DEBUG_OVERRUN: Duration = Duration::from_millis(300);
+/// agents), and `explode | implode` of the 2 MB field 368 ms past it
+/// (`--test-threads 4` on 2 shared cores). A release build is held to
+/// [`OVERRUN`].
+const DEBUG_OVERRUN: Duration = Duration::from_millis(500);
 /// The stack of the thread that evaluates a bomb in process: a default
 /// main-thread stack (the agent's workers have `EVAL_THREAD_STACK`, 64 MiB),
 /// so that only the evaluation's own stack guard stands between a deep

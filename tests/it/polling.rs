@@ -811,7 +811,10 @@ async fn t18_a_run_too_deep_to_read_is_reported_failure_and_the_others_run() {
         .iter()
         .map(|c| c.json()["runIds"].clone())
         .collect();
-    assert!(acked.contains(&json!(["r_deep"])), "the deep run is acked: {acked:?}");
+    assert!(
+        acked.contains(&json!(["r_deep"])),
+        "the deep run is acked: {acked:?}"
+    );
     assert!(acked.contains(&json!(["r_flat"])), "{acked:?}");
     // The normal run went to the target and succeeded; the deep one never
     // reached it.
@@ -870,7 +873,9 @@ async fn t19_a_claim_answer_that_is_not_json_is_logged_counted_and_backed_off() 
         .map(str::to_string)
         .unwrap_or_default();
     assert!(
-        line.contains("\"level\":\"WARN\"") && line.contains("backing off") && line.contains("EOF while parsing"),
+        line.contains("\"level\":\"WARN\"")
+            && line.contains("backing off")
+            && line.contains("EOF while parsing"),
         "{line}"
     );
     let (_, metrics) = http_get(&http, "/metrics").expect("/metrics answers");
