@@ -106,7 +106,8 @@ fn describe_mapping(m: &Mapping, settings: &Settings) -> bool {
     true
 }
 
-/// `check --messages`: print the coverage of `file`; true when a field failed.
+/// `check --messages`: print the coverage of `file`; true when a field failed
+/// or a line was malformed.
 fn check_messages(set: &MappingSet, file: &Path, topic: Option<&str>, settings: &Settings) -> Result<bool> {
     let text = std::fs::read(file).with_context(|| {
         format!(
@@ -136,7 +137,7 @@ fn check_messages(set: &MappingSet, file: &Path, topic: Option<&str>, settings: 
         cov.bad_lines.len()
     );
     print_coverage(&cov);
-    Ok(cov.has_failures())
+    Ok(cov.has_failures() || !cov.bad_lines.is_empty())
 }
 
 fn print_coverage(cov: &super::coverage::Coverage) {

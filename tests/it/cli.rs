@@ -569,3 +569,92 @@ fn check_messages_reports_coverage_of_the_example_topic() {
     );
     assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
 }
+
+/// A recorded topic whose second of three lines is not UTF-8 (a Latin-1
+/// `é`, byte 0xE9, in a value), written as bytes.
+fn topic_with_a_latin1_line() -> PathBuf {
+    let run = |id: &str| {
+        to_raw_string(&signed(
+            action_run(id, "http://t.internal/x", "POST", false),
+            SECRET,
+            1,
+        ))
+    };
+    let mut bytes = format!("{}\n", run("r_utf8_1")).into_bytes();
+    bytes.extend_from_slice(b"{\"value\": \"caf\xe9\"}\n");
+    bytes.extend_from_slice(format!("{}\n", run("r_utf8_3")).as_bytes());
+    let path = temp_file("latin1.jsonl", "");
+    std::fs::write(&path, bytes).expect("write the topic");
+    path
+}
+
+/// Issue 23, item 5: `dry-run` reports a line that is not UTF-8 with its
+/// number, processes the others and exits 1 (it ended with exit 3,
+/// "stream did not contain valid UTF-8", before reading any line).
+#[test]
+fn dry_run_reports_a_line_that_is_not_utf8_and_processes_the_others() {
+    let input = topic_with_a_latin1_line();
+    let mapping = temp_file("utf8-mapping.json", r#"[{"enabled": true}]"#);
+    let o = agent(
+        &[
+            "dry-run",
+            "--input",
+            arg(&input),
+            "--mapping",
+            arg(&mapping),
+            "--format",
+            "json",
+        ],
+        &[("PORT_CLIENT_SECRET", SECRET), ("PORT_ORG_ID", "org_1")],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let lines: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let delivered: Vec<(u64, &str)> = lines
+        .iter()
+        .filter(|l| l["outcome"] == "delivered")
+        .map(|l| (l["line"].as_u64().unwrap(), l["run_id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(delivered, [(1, "r_utf8_1"), (3, "r_utf8_3")]);
+    let bad: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["outcome"] == "malformed_line")
+        .collect();
+    assert_eq!(bad.len(), 1, "{lines:?}");
+    assert_eq!(bad[0]["line"], 2);
+    let error = bad[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("not UTF-8"), "{error}");
+    assert_eq!(lines.last().unwrap()["summary"]["malformed_lines"], 1);
+    // Text output names the line the same way.
+    let o = agent(
+        &["dry-run", "--input", arg(&input), "--mapping", arg(&mapping)],
+        &[("PORT_CLIENT_SECRET", SECRET), ("PORT_ORG_ID", "org_1")],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("line 2: malformed, skipped: not UTF-8"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// Issue 23, item 5: `check --messages` reports the line that is not UTF-8
+/// and exits 1, after evaluating the other lines.
+#[test]
+fn check_messages_reports_a_line_that_is_not_utf8() {
+    let input = topic_with_a_latin1_line();
+    let mapping = temp_file("utf8-check-mapping.json", r#"[{"enabled": true}]"#);
+    let o = agent(
+        &["check", "--mapping", arg(&mapping), "--messages", arg(&input)],
+        &[("PORT_ORG_ID", "org_1")],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(": 2 message(s), 2 evaluated, 1 malformed line(s)"),
+        "{out}"
+    );
+    assert!(out.contains("  line 2: malformed, skipped: not UTF-8"), "{out}");
+}

@@ -770,3 +770,131 @@ async fn t17_sigterm_interrupts_the_wait_between_iterations() {
     assert!(took < Duration::from_secs(2), "stopped after {took:?}");
     assert_eq!(calls_to(&port, CLAIM_RUNS).len(), 1, "no second iteration");
 }
+
+/// `value` nested `levels` deep in arrays.
+fn nested(levels: usize, value: Value) -> Value {
+    (0..levels).fold(value, |inner, _| json!([inner]))
+}
+
+/// Issue 23, item 4: a claim answer holding one run nested deeper than any
+/// JSON reader accepts (200 levels) and one normal run. The normal run is
+/// processed and reported; the deep one is acked and reported FAILURE with
+/// why, instead of the whole answer being read as nothing (neither acked,
+/// processed, reported nor logged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t18_a_run_too_deep_to_read_is_reported_failure_and_the_others_run() {
+    use port_agent::source::polling::UNREADABLE_SUMMARY;
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer_json(200, json!({"ok": true}));
+    offer(
+        &port,
+        [
+            claimable(
+                "r_deep",
+                &target.url("/deep"),
+                true,
+                json!({"deep": nested(200, json!(1))}),
+            ),
+            claimable("r_flat", &target.url("/flat"), true, json!({"v": 1})),
+        ],
+    );
+    let agent = start_polling(&port, "t18", &json!([{"enabled": true}]), &[]);
+    wait_until(Duration::from_secs(30), "both runs reported", &agent, || {
+        !patches_of(&port, "r_deep").is_empty() && !patches_of(&port, "r_flat").is_empty()
+    });
+    let log = agent.log_text();
+    stop(agent);
+    // Both came in one answer.
+    let claims = calls_to(&port, CLAIM_RUNS);
+    assert!(claims[0].status == 200, "{claims:?}");
+    let acked: Vec<Value> = calls_to(&port, ACK_RUN)
+        .iter()
+        .map(|c| c.json()["runIds"].clone())
+        .collect();
+    assert!(
+        acked.contains(&json!(["r_deep"])),
+        "the deep run is acked: {acked:?}"
+    );
+    assert!(acked.contains(&json!(["r_flat"])), "{acked:?}");
+    // The normal run went to the target and succeeded; the deep one never
+    // reached it.
+    let runs: Vec<String> = target.requests().iter().map(run_of).collect();
+    assert_eq!(runs, ["r_flat"]);
+    assert_eq!(patches_of(&port, "r_flat").last().unwrap()["status"], "SUCCESS");
+    let deep = patches_of(&port, "r_deep");
+    assert_eq!(deep.len(), 1, "one report of the deep run: {deep:?}");
+    assert_eq!(deep[0]["status"], "FAILURE");
+    let summary = deep[0]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.starts_with(UNREADABLE_SUMMARY) && summary.contains("nested deeper than"),
+        "{summary}"
+    );
+    assert!(log.contains("claimed run cannot be read"), "{log}");
+}
+
+/// Issue 23, item 4: a claim answer that is not JSON (cut short) is a
+/// failed claim: logged with its size and the parse error, counted in
+/// `port_agent_polling_claims_total{result="error"}`, and backed off (the
+/// next claim only after POLLING_INITIAL_BACKOFF_SECONDS, not after the
+/// 0.2 s interval). Before, it read as an empty answer: no log, no count,
+/// no backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t19_a_claim_answer_that_is_not_json_is_logged_counted_and_backed_off() {
+    const BACKOFF: Duration = Duration::from_secs(2);
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer_json(200, json!({"ok": true}));
+    let cut = r#"{"runs": [{"id": "r_cut", "payload": {"type": "WEBHOOK", "url": "http://"#;
+    port.state
+        .raw_claim_answers
+        .lock()
+        .unwrap()
+        .push_back(cut.to_string());
+    let http_port = free_port().to_string();
+    let agent = start_polling(
+        &port,
+        "t19",
+        &json!([{"enabled": true}]),
+        &[
+            ("AGENT_HTTP_PORT", &http_port),
+            ("POLLING_INTERVAL_SECONDS", "0.2"),
+            ("POLLING_INITIAL_BACKOFF_SECONDS", "2"),
+            ("POLLING_BACKOFF_JITTER_FACTOR", "0"),
+        ],
+    );
+    let http = format!("127.0.0.1:{http_port}");
+    let size = format!("the answer ({} bytes) is not JSON", cut.len());
+    wait_until(Duration::from_secs(30), "the failed claim logged", &agent, || {
+        agent.log_text().contains(&size)
+    });
+    let line = agent
+        .log_text()
+        .lines()
+        .find(|l| l.contains(&size))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        line.contains("\"level\":\"WARN\"")
+            && line.contains("backing off")
+            && line.contains("EOF while parsing"),
+        "{line}"
+    );
+    let (_, metrics) = http_get(&http, "/metrics").expect("/metrics answers");
+    assert!(
+        metrics.contains("port_agent_polling_claims_total{result=\"error\"} 1\n"),
+        "{metrics}"
+    );
+    // A run offered now is claimed after the backoff and processed.
+    offer(&port, [claimable("r_after", &target.url("/a"), true, json!({}))]);
+    wait_until(Duration::from_secs(30), "r_after reported", &agent, || {
+        !patches_of(&port, "r_after").is_empty()
+    });
+    stop(agent);
+    let claims = calls_to(&port, CLAIM_RUNS);
+    let gap = claims[1].at - claims[0].at;
+    assert!(
+        gap >= BACKOFF,
+        "the second claim came {gap:?} after the failed one, before the {BACKOFF:?} backoff"
+    );
+    assert_eq!(patches_of(&port, "r_after")[0]["status"], "SUCCESS");
+    assert!(!target.requests().iter().any(|r| run_of(r) == "r_cut"));
+}

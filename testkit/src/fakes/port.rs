@@ -61,6 +61,10 @@ pub struct PortState {
     /// Port's rate limit, when set: every answer carries the
     /// `x-ratelimit-*` headers and a call over the limit is answered 429.
     pub rate_limit: Mutex<Option<RateWindow>>,
+    /// Bodies for the next action-run claims (`claim-pending`), served as
+    /// they are with status 200 (an answer cut short, not JSON); then the
+    /// claims answer from `claimable_runs` again.
+    pub raw_claim_answers: Mutex<VecDeque<String>>,
 }
 
 /// A fixed-window rate limit like Port's: `limit` calls per `period`, the
@@ -283,6 +287,15 @@ async fn answer(
         Some(auth) if auth == latest && !expired => status,
         _ => 401,
     };
+    let raw = (status == 200 && uri.path() == "/v1/actions/runs/claim-pending")
+        .then(|| state.raw_claim_answers.lock().unwrap().pop_front())
+        .flatten();
+    if let Some(raw) = raw {
+        let mut call = record(&method, &uri, &headers, &body, 200);
+        call.at = arrived;
+        state.calls.lock().unwrap().push(call);
+        return (StatusCode::OK, [("content-type", "application/json")], raw).into_response();
+    }
     let (status, answer) = match status {
         200 => {
             let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
