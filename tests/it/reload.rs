@@ -214,7 +214,13 @@ async fn a_configmap_swap_is_reloaded_a_broken_file_is_refused_and_a_run_in_flig
         status_of(&port, "r_4").is_some()
     })
     .await;
-    assert_eq!(paths(&target).last().map(String::as_str), Some("/new"));
+    // r_4 ran on the version in force, not on what was refused: its own
+    // request to /new and the new version's link.
+    assert_eq!(paths(&target), ["/old", "/old", "/new", "/new"]);
+    assert_eq!(
+        status_of(&port, "r_4"),
+        Some(json!({"status": "SUCCESS", "link": "new"}))
+    );
 
     // SIGHUP reloads too (the file is still broken: refused again).
     agent.signal("-HUP");

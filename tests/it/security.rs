@@ -323,15 +323,31 @@ async fn the_port_client_follows_no_redirect_and_never_reposts_the_secret() {
 
 /// A target that answers every request 200 with `len` bytes of `a`, written
 /// as fast as the client reads them, and stops when the client goes away.
+/// What a streaming target did: connections taken, bytes of body written,
+/// connections finished (the whole body written, or the client gone).
+#[derive(Clone, Default)]
+struct Streamed {
+    hits: Arc<AtomicUsize>,
+    sent: Arc<AtomicUsize>,
+    finished: Arc<AtomicUsize>,
+}
+
 async fn streaming_target(len: u64) -> (SocketAddr, Arc<AtomicUsize>) {
+    let (addr, streamed) = counted_streaming_target(len).await;
+    (addr, streamed.hits)
+}
+
+async fn counted_streaming_target(len: u64) -> (SocketAddr, Streamed) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
+    let streamed = Streamed::default();
+    let seen = streamed.clone();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
+            seen.hits.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
             tokio::spawn(async move {
+                let _finished = Finished(seen.finished.clone());
                 let mut buf = vec![0u8; 8192];
                 let mut head = Vec::new();
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -353,18 +369,30 @@ async fn streaming_target(len: u64) -> (SocketAddr, Arc<AtomicUsize>) {
                     if sock.write_all(&chunk[..n]).await.is_err() {
                         return;
                     }
+                    seen.sent.fetch_add(n, Ordering::SeqCst);
                     left -= n as u64;
                 }
             });
         }
     });
-    (addr, hits)
+    (addr, streamed)
+}
+
+/// Counts a connection as finished when its task ends, however it ends.
+struct Finished(Arc<AtomicUsize>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 #[tokio::test]
 async fn a_long_answer_is_cut_at_the_cap_and_the_run_log_says_so() {
     let port = FakePort::start().await;
-    let (addr, hits) = streaming_target(50 * 1024 * 1024).await;
+    const BODY: usize = 50 * 1024 * 1024;
+    let (addr, streamed) = counted_streaming_target(BODY as u64).await;
+    let hits = streamed.hits.clone();
     let agent = agent(
         &port,
         json!([{"enabled": true}]),
@@ -390,6 +418,22 @@ async fn a_long_answer_is_cut_at_the_cap_and_the_run_log_says_so() {
             .to_string()
     ));
     assert!(patches(&port).contains(&("/v1/actions/runs/r_big".into(), json!({"status": "SUCCESS"}))));
+    // The rest is not read: the agent lets the connection go, and the
+    // target's writes stop once the socket buffers are full (a few MiB on
+    // loopback), far short of the 50 MiB body.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while streamed.finished.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the target's connection never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = streamed.sent.load(Ordering::SeqCst);
+    assert!(
+        sent < BODY / 2,
+        "the target wrote {sent} of {BODY} bytes: the agent read past its cap"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
