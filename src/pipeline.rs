@@ -174,6 +174,29 @@ impl Guard {
         let age = now.saturating_sub(at);
         (age > max.as_secs()).then_some(Skip::Stale(age))
     }
+
+    /// The warning for a message the replay window skipped.
+    fn log_replay_skip(&self, skip: &Skip) {
+        let max_age = self.max_message_age.map(|d| d.as_secs()).unwrap_or(0);
+        let skew = self.max_clock_skew.as_secs();
+        match skip {
+            Skip::Stale(age) => warn!(
+                age_seconds = age,
+                max_age_seconds = max_age,
+                "skipping message: signed longer ago than AGENT_MAX_MESSAGE_AGE_SECONDS"
+            ),
+            Skip::Ahead(ahead) => warn!(
+                ahead_seconds = ahead,
+                max_clock_skew_seconds = skew,
+                "skipping message: dated further in the future than AGENT_MAX_CLOCK_SKEW_SECONDS"
+            ),
+            Skip::InvalidTimestamp(value) => warn!(
+                timestamp = %value.escape_debug(),
+                "skipping message: its X-Port-Timestamp is not a whole number of seconds"
+            ),
+            _ => {}
+        }
+    }
 }
 
 /// The pipeline: shared, immutable state plus the two edges.
@@ -387,25 +410,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             }
         }
         if let Some(skip) = signed_at.and_then(|at| self.guard.replay_verdict(at, now_secs())) {
-            let max_age = self.guard.max_message_age.map(|d| d.as_secs()).unwrap_or(0);
-            let skew = self.guard.max_clock_skew.as_secs();
-            match &skip {
-                Skip::Stale(age) => warn!(
-                    age_seconds = age,
-                    max_age_seconds = max_age,
-                    "skipping message: signed longer ago than AGENT_MAX_MESSAGE_AGE_SECONDS"
-                ),
-                Skip::Ahead(ahead) => warn!(
-                    ahead_seconds = ahead,
-                    max_clock_skew_seconds = skew,
-                    "skipping message: dated further in the future than AGENT_MAX_CLOCK_SKEW_SECONDS"
-                ),
-                Skip::InvalidTimestamp(value) => warn!(
-                    timestamp = %value.escape_debug(),
-                    "skipping message: its X-Port-Timestamp is not a whole number of seconds"
-                ),
-                _ => {}
-            }
+            self.guard.log_replay_skip(&skip);
             return Err(Box::new(skipped(skip)));
         }
         let Some(kind) = kind.clone() else {

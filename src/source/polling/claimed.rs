@@ -3,6 +3,9 @@
 //! topic would have carried (SPEC §2.2).
 
 use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use crate::port::ClaimedItem;
 
 /// A claimed run, as the pipeline will see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +96,39 @@ pub fn node_run_message(run: &Value) -> Option<ClaimedRun> {
         for_agent,
         unreadable: None,
     })
+}
+
+/// The runs of a claim answer's items (node runs when `node_runs`) that
+/// are ours to process: each run for the agent, and each run that cannot
+/// be read but whose id can (to be reported FAILURE). Every item left out
+/// is logged with why.
+pub fn runs_to_process(items: Vec<ClaimedItem>, node_runs: bool) -> Vec<ClaimedRun> {
+    let (key, build): (_, fn(&Value) -> Option<ClaimedRun>) = if node_runs {
+        ("nodeRuns", node_run_message)
+    } else {
+        ("runs", action_run_message)
+    };
+    let mut runs = Vec::new();
+    for item in items {
+        let item = match item {
+            ClaimedItem::Run(item) => item,
+            ClaimedItem::Unreadable { id: Some(id), error } if crate::port::is_usable_run_id(&id) => {
+                warn!(run_id = %id, error = %error, "claimed run cannot be read; it will be reported FAILURE");
+                runs.push(ClaimedRun::unreadable(id, node_runs, error));
+                continue;
+            }
+            ClaimedItem::Unreadable { error, .. } => {
+                warn!(kind = key, error = %error, "claimed item cannot be read and has no usable id; skipped");
+                continue;
+            }
+        };
+        match build(&item) {
+            Some(run) if run.for_agent => runs.push(run),
+            Some(run) => info!(run_id = %run.id, "claimed run is not for the agent; skipped"),
+            None => warn!(kind = key, "claimed item without an id or payload; skipped"),
+        }
+    }
+    runs
 }
 
 fn set_path(map: &mut serde_json::Map<String, Value>, path: &[&str], value: Value) {

@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -35,7 +34,7 @@ pub use claimed::{action_run_message, node_run_message, ClaimedRun};
 
 use super::{Ack, Limits, Source, Trust};
 use crate::pipeline::{Delivery, Disposition, Outcome, Skip};
-use crate::port::{ClaimedItem, PortCall, PortClient, Reporter};
+use crate::port::{PortCall, PortClient, Reporter};
 use crate::settings::Settings;
 use crate::telemetry::metrics;
 use crate::telemetry::server::Health;
@@ -143,11 +142,7 @@ async fn iterate(port: PortClient, batch: u32, room: usize) -> Iteration {
         full: false,
         error: None,
     };
-    type Build = fn(&Value) -> Option<ClaimedRun>;
-    for (node_runs, key, build) in [
-        (false, "runs", action_run_message as Build),
-        (true, "nodeRuns", node_run_message as Build),
-    ] {
+    for node_runs in [false, true] {
         let left = room.saturating_sub(it.claimed.len());
         let limit = u32::try_from(left).unwrap_or(u32::MAX).min(batch);
         if limit == 0 {
@@ -164,28 +159,7 @@ async fn iterate(port: PortClient, batch: u32, room: usize) -> Iteration {
         match answer {
             Ok(list) => {
                 it.full |= list.len() >= limit as usize;
-                for item in &list {
-                    let item = match item {
-                        ClaimedItem::Run(item) => item,
-                        ClaimedItem::Unreadable { id: Some(id), error }
-                            if crate::port::is_usable_run_id(id) =>
-                        {
-                            warn!(run_id = %id, error = %error, "claimed run cannot be read; it will be reported FAILURE");
-                            it.claimed
-                                .push(ClaimedRun::unreadable(id.clone(), node_runs, error.clone()));
-                            continue;
-                        }
-                        ClaimedItem::Unreadable { error, .. } => {
-                            warn!(kind = key, error = %error, "claimed item cannot be read and has no usable id; skipped");
-                            continue;
-                        }
-                    };
-                    match build(item) {
-                        Some(run) if run.for_agent => it.claimed.push(run),
-                        Some(run) => info!(run_id = %run.id, "claimed run is not for the agent; skipped"),
-                        None => warn!(kind = key, "claimed item without an id or payload; skipped"),
-                    }
-                }
+                it.claimed.extend(claimed::runs_to_process(list, node_runs));
             }
             Err(e) => {
                 it.error.get_or_insert_with(|| e.to_string());
