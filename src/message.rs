@@ -122,6 +122,17 @@ mod tests {
     }
 
     #[test]
+    fn a_message_nested_deeper_than_128_levels_is_unparsable() {
+        let nested = |depth: usize| {
+            let deep = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            format!(r#"{{"context": {{"runId": "r_1"}}, "payload": {{"x": {deep}}}}}"#)
+        };
+        // 2 levels are the message and its payload.
+        assert!(Invocation::parse(nested(120).as_bytes(), TopicKind::Runs).is_ok());
+        assert!(Invocation::parse(nested(200).as_bytes(), TopicKind::Runs).is_err());
+    }
+
+    #[test]
     fn invocation_method_depends_on_the_topic() {
         let m = json!({"payload": {"action": {"invocationMethod": {"agent": true, "url": "http://a"}}},
                        "changelogDestination": {"agent": true, "url": "http://c"}});
