@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::{describe_mapping_error, mapping_path, offline_settings, pipeline_config, Result, EXIT_PROBLEMS};
-use crate::mapping::{JqEnv, Mapping, MappingSet};
+use crate::mapping::{JqEnv, Mapping, MappingError, MappingSet};
 use crate::settings::Settings;
 
 /// The arguments of `check`.
@@ -26,31 +26,52 @@ pub struct CheckArgs {
     topic: Option<String>,
 }
 
-/// Run `check`: exit 1 when a mapping fails to compile, a literal URL is not
-/// allowed, or a field fails over `--messages`.
+/// Run `check`: exit 1 when a mapping fails to compile, a URL or method
+/// is known to be of the wrong type, a literal URL is not allowed, or a
+/// field fails over `--messages`; every error of the file is listed. Exit 3
+/// when the mapping file cannot be read, as in every command.
 pub fn command(args: CheckArgs) -> Result {
     let settings = offline_settings()?;
     let path = mapping_path(args.mapping, &settings);
     print_setting_notes(&settings);
-    let set = match MappingSet::load(&path) {
-        Ok(set) => set,
+    let (set, mut errors) = match MappingSet::load_all(&path) {
+        Ok(loaded) => loaded,
+        Err(e @ MappingError::Read { .. }) => {
+            return Err(anyhow::anyhow!("{}", describe_mapping_error(&path, &e)).into())
+        }
         Err(e) => {
             println!("error: {}", describe_mapping_error(&path, &e));
             return Ok(ExitCode::from(EXIT_PROBLEMS));
         }
     };
-    println!("{}: {} mapping(s) compiled", path.display(), set.mappings.len());
+    let compiled = errors.is_empty();
+    errors.extend(set.mappings.iter().flat_map(Mapping::literal_errors));
+    // By mapping, then in the order found (the sort is stable).
+    errors.sort_by_key(|e| match e {
+        MappingError::Field { index, .. } => *index,
+        _ => usize::MAX,
+    });
+    if compiled {
+        println!("{}: {} mapping(s) compiled", path.display(), set.mappings.len());
+    }
+    if !errors.is_empty() {
+        println!("{}: {} error(s)", path.display(), errors.len());
+        for e in &errors {
+            println!("error: {}", describe_mapping_error(&path, e));
+        }
+    }
     let mut not_allowed = 0;
-    for m in &set.mappings {
+    // A mapping in error is shown by its errors only.
+    for m in set.mappings.iter().filter(|_| compiled) {
         if !describe_mapping(m, &settings) {
             not_allowed += 1;
         }
     }
     let mut failed = false;
-    if let Some(file) = &args.messages {
+    if let (Some(file), true) = (&args.messages, errors.is_empty()) {
         failed = check_messages(&set, file, args.topic.as_deref(), &settings)?;
     }
-    Ok(if not_allowed == 0 && !failed {
+    Ok(if errors.is_empty() && not_allowed == 0 && !failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_PROBLEMS)

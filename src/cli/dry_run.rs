@@ -10,12 +10,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use serde_json::{json, Map, Value};
+use tracing::Instrument;
 
 use super::{load_mappings, mapping_path, quiet_offline_settings, Assume, Format, Recording, EXIT_PROBLEMS};
 use crate::port::Endpoint;
 
 use crate::invoke::{OutgoingRequest, RecordingInvoker};
 use crate::mapping::{JqEnv, MappingSet};
+use crate::message::{Invocation, TopicKind};
 use crate::pipeline::{Config, Delivery, Disposition, Outcome, Pipeline};
 use crate::port::{PortCall, RecordingReporter};
 use crate::redact::{sensitive_name, Redactor};
@@ -195,9 +197,15 @@ pub fn pipeline(config: Config, mappings: MappingSet, env: JqEnv, status: u16, b
     )
 }
 
-/// Run one delivery and collect what the edges saw.
+/// Run one delivery and collect what the edges saw. Its log lines carry
+/// the input line and the run id (a `warn` span, so that they do at the
+/// default `warn` level too, where the pipeline's `info` span is off).
 pub async fn run_one(p: &DryPipeline, line: usize, delivery: Delivery) -> Entry {
-    let outcome = p.process(&delivery).await;
+    let run_id = Invocation::parse(&delivery.payload, TopicKind::Other)
+        .ok()
+        .and_then(|inv| inv.run_id().map(str::to_string));
+    let span = tracing::warn_span!("dry_run", line, run_id = %run_id.as_deref().unwrap_or("-"));
+    let outcome = p.process(&delivery).instrument(span).await;
     let redactor = p.redactor_for(&outcome);
     let request = p.invoker().take().first().map(|r| show_request(r, &redactor));
     let port_calls = p

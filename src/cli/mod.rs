@@ -34,9 +34,12 @@ pub mod run;
 /// before the commands moved into the library.
 const LOG_TARGET: &str = "port_agent";
 
-/// Exit code: problems found (check errors, malformed input lines).
+/// Exit code: problems found in what could be read (`check`: mapping
+/// errors, failing fields; `dry-run`: malformed input lines).
 pub const EXIT_PROBLEMS: u8 = 1;
-/// Exit code: invalid settings, mapping file or input.
+/// Exit code: cannot run: invalid settings, a file that cannot be read
+/// (the mapping file in every command), a mapping file that does not
+/// compile (`run`, `render`, `dry-run`).
 pub const EXIT_CONFIG: u8 = 3;
 /// Exit code: `run` gave up (the polling API failed for too long).
 pub const EXIT_GAVE_UP: u8 = 4;
@@ -79,8 +82,9 @@ pub type Result<T = ExitCode> = std::result::Result<T, Error>;
 builds each HTTP request with a jq mapping file, signs and sends it to your internal service, \
 and reports the result back to Port.\n\nWith no command, `run` is assumed.",
     after_help = "Exit codes: 0 success; 1 problems found (mapping errors in `check`, malformed lines in \
-`dry-run`); 2 invalid command line; 3 invalid settings or mapping file; 4 `run` gave up \
-(Port's polling API failed for POLLING_MAX_FAILURE_DURATION_SECONDS).\n\n\
+`dry-run`); 2 invalid command line; 3 cannot run: invalid settings, a file that cannot be read (a \
+missing mapping file, in every command), or a mapping file that does not compile (`run`, `render`, \
+`dry-run`); 4 `run` gave up (Port's polling API failed for POLLING_MAX_FAILURE_DURATION_SECONDS).\n\n\
 Example: PORT_CLIENT_SECRET=example-client-secret-0123456789abcdef port-agent dry-run --input examples/recorded-topic.jsonl --mapping examples/mapping.json"
 )]
 pub struct Cli {

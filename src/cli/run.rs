@@ -46,7 +46,7 @@ pub async fn command() -> Result {
         "port-agent starting"
     );
     let health = Health::new("starting: connecting to Port and the message source");
-    serve_telemetry(&settings, &health).await?;
+    serve_telemetry(&settings, &health, &mappings, &mapping_sha).await?;
     let port = port_client(&settings, settings.limits.max_in_flight)?;
     if let Err(e) = port.record_streamer(settings.streamer.as_str()).await {
         tracing::warn!(target: LOG_TARGET, error = %e, "could not record the streamer name on the organization; continuing");
@@ -68,11 +68,30 @@ pub async fn command() -> Result {
 }
 
 /// `/healthz`, `/readyz` and `/metrics` on `AGENT_HTTP_PORT` (0: none).
-async fn serve_telemetry(settings: &Settings, health: &Arc<Health>) -> anyhow::Result<()> {
+async fn serve_telemetry(
+    settings: &Settings,
+    health: &Arc<Health>,
+    mappings: &crate::mapping::MappingSet,
+    mapping_sha: &str,
+) -> anyhow::Result<()> {
     if settings.telemetry.http_port == 0 {
         return Ok(());
     }
-    let handle = telemetry::metrics::install().context("cannot set up metrics")?;
+    let polling = settings.streamer == Streamer::Polling;
+    let known = telemetry::metrics::Known {
+        polling,
+        topics: if polling {
+            vec![settings.kafka.runs_topic.as_str()]
+        } else {
+            vec![
+                settings.kafka.runs_topic.as_str(),
+                settings.kafka.change_log_topic.as_str(),
+            ]
+        },
+        mappings,
+        mapping_sha,
+    };
+    let handle = telemetry::metrics::install(&known).context("cannot set up metrics")?;
     let addr = std::net::SocketAddr::from(([0, 0, 0, 0], settings.telemetry.http_port));
     let bound = telemetry::server::serve(addr, health.clone(), Some(handle))
         .await

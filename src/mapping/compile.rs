@@ -49,47 +49,93 @@ impl MappingSet {
         })
     }
 
-    /// Compile mappings from a parsed JSON array.
+    /// Compile mappings from a parsed JSON array. Every error of the file
+    /// is found: one is returned as [`MappingError::Field`], several as
+    /// [`MappingError::Fields`] (in file order).
     pub fn from_value(value: &Value) -> Result<MappingSet, MappingError> {
+        let (set, mut errors) = Self::compile_all(value)?;
+        match errors.len() {
+            0 => Ok(set),
+            1 => Err(errors.remove(0)),
+            _ => Err(MappingError::Fields(errors)),
+        }
+    }
+
+    /// Compile every mapping of a parsed JSON array, and list every field
+    /// error (in file order) instead of stopping at the first: a field in
+    /// error stands as null (`enabled` as false) in the set returned, so
+    /// that `check` can look at the rest. `Err` only when `value` is not an
+    /// array.
+    pub fn compile_all(value: &Value) -> Result<(MappingSet, Vec<MappingError>), MappingError> {
         let items = value.as_array().ok_or_else(|| MappingError::Format {
             path: "<value>".into(),
             reason: "expected a JSON array of mappings".into(),
         })?;
+        let mut errors = Vec::new();
         let mappings = items
             .iter()
             .enumerate()
-            .map(|(index, item)| compile_mapping(index, item))
-            .collect::<Result<_, _>>()?;
-        Ok(MappingSet { mappings })
+            .filter_map(|(index, item)| compile_mapping(index, item, &mut errors))
+            .collect();
+        Ok((MappingSet { mappings }, errors))
+    }
+
+    /// [`MappingSet::compile_all`] of a file: `Err` when the file cannot
+    /// be read or is not a JSON array.
+    pub fn load_all(path: &Path) -> Result<(MappingSet, Vec<MappingError>), MappingError> {
+        let text = std::fs::read_to_string(path).map_err(|e| MappingError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let format = |reason: String| MappingError::Format {
+            path: path.display().to_string(),
+            reason,
+        };
+        let value: Value = serde_json::from_str(&text).map_err(|e| format(format!("not JSON: {e}")))?;
+        Self::compile_all(&value).map_err(|e| match e {
+            MappingError::Format { reason, .. } => format(reason),
+            other => other,
+        })
     }
 }
 
 impl Template {
     /// Compile a template from its JSON form: strings are jq, containers
-    /// are walked, other values are literals.
-    pub(crate) fn compile(value: &Value, index: usize, field: &str) -> Result<Template, MappingError> {
-        Ok(match value {
-            Value::String(code) => {
-                Template::Jq(JqProgram::compile(code).map_err(|e| MappingError::Field {
-                    index,
-                    field: field.to_string(),
-                    reason: e.message,
-                })?)
-            }
+    /// are walked, other values are literals. A jq string that does not
+    /// compile adds its error to `errors` (and stands as null).
+    pub(crate) fn compile(
+        value: &Value,
+        index: usize,
+        field: &str,
+        errors: &mut Vec<MappingError>,
+    ) -> Template {
+        match value {
+            Value::String(code) => match JqProgram::compile(code) {
+                Ok(p) => Template::Jq(p),
+                Err(e) => {
+                    errors.push(field_error(index, field, e.message));
+                    Template::Literal(Value::Null)
+                }
+            },
             Value::Object(map) => Template::Object(
                 map.iter()
-                    .map(|(k, v)| Ok((k.clone(), Template::compile(v, index, &format!("{field}.{k}"))?)))
-                    .collect::<Result<_, _>>()?,
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            Template::compile(v, index, &format!("{field}.{k}"), errors),
+                        )
+                    })
+                    .collect(),
             ),
             Value::Array(items) => Template::Array(
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| Template::compile(v, index, &format!("{field}[{i}]")))
-                    .collect::<Result<_, _>>()?,
+                    .map(|(i, v)| Template::compile(v, index, &format!("{field}[{i}]"), errors))
+                    .collect(),
             ),
             other => Template::Literal(other.clone()),
-        })
+        }
     }
 }
 
@@ -108,30 +154,44 @@ fn template(
     index: usize,
     name: &str,
     field: &str,
-) -> Result<Option<Template>, MappingError> {
+    errors: &mut Vec<MappingError>,
+) -> Option<Template> {
     match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => Template::compile(v, index, field).map(Some),
+        None | Some(Value::Null) => None,
+        Some(v) => Some(Template::compile(v, index, field, errors)),
     }
 }
 
-fn compile_mapping(index: usize, item: &Value) -> Result<Mapping, MappingError> {
-    let obj = item
-        .as_object()
-        .ok_or_else(|| field_error(index, "(mapping)", "expected an object"))?;
+/// Compile mapping `index`; its errors are added to `errors`, and a field
+/// in error stands as null (`enabled` as false). `None` when the item is
+/// not an object.
+fn compile_mapping(index: usize, item: &Value, errors: &mut Vec<MappingError>) -> Option<Mapping> {
+    let Some(obj) = item.as_object() else {
+        errors.push(field_error(index, "(mapping)", "expected an object"));
+        return None;
+    };
     // In this order, so that the first error reported stays the same.
-    let enabled = compile_enabled(index, obj.get("enabled"))?;
-    let report = compile_report(index, obj.get("report"))?;
-    let decrypt_paths = compile_decrypt_paths(index, obj.get("fieldsToDecryptPaths"))?;
-    let field = |name: &str| template(obj, index, name, name);
-    Ok(Mapping {
+    let enabled = compile_enabled(index, obj.get("enabled")).unwrap_or_else(|e| {
+        errors.push(e);
+        Enabled::Literal(false)
+    });
+    let report = compile_report(index, obj.get("report"), errors).unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
+    let decrypt_paths = compile_decrypt_paths(index, obj.get("fieldsToDecryptPaths")).unwrap_or_else(|e| {
+        errors.push(e);
+        Vec::new()
+    });
+    let mut field = |name: &str| template(obj, index, name, name, errors);
+    Some(Mapping {
         index,
         enabled,
-        method: field("method")?,
-        url: field("url")?,
-        body: field("body")?,
-        headers: field("headers")?,
-        query: field("query")?,
+        method: field("method"),
+        url: field("url"),
+        body: field("body"),
+        headers: field("headers"),
+        query: field("query"),
         report,
         decrypt_paths,
         unknown_keys: obj
@@ -162,18 +222,23 @@ fn compile_enabled(index: usize, value: Option<&Value>) -> Result<Enabled, Mappi
     })
 }
 
-/// `report`: an object of `report.*` templates.
-fn compile_report(index: usize, value: Option<&Value>) -> Result<Option<ReportMapping>, MappingError> {
+/// `report`: an object of `report.*` templates; their jq errors go to
+/// `errors`.
+fn compile_report(
+    index: usize,
+    value: Option<&Value>,
+    errors: &mut Vec<MappingError>,
+) -> Result<Option<ReportMapping>, MappingError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(r)) => {
-            let part = |name: &str| template(r, index, name, &format!("report.{name}"));
+            let mut part = |name: &str| template(r, index, name, &format!("report.{name}"), errors);
             Ok(Some(ReportMapping {
-                status: part("status")?,
-                link: part("link")?,
-                summary: part("summary")?,
-                external_run_id: part("externalRunId")?,
-                status_label: part("statusLabel")?,
+                status: part("status"),
+                link: part("link"),
+                summary: part("summary"),
+                external_run_id: part("externalRunId"),
+                status_label: part("statusLabel"),
             }))
         }
         Some(_) => Err(field_error(
@@ -226,6 +291,42 @@ mod tests {
         let e = MappingSet::from_value(&json!([{"enabled": ".a == "}])).unwrap_err();
         assert!(e.to_string().starts_with("mapping #0, field 'enabled'"), "{e}");
         assert!(MappingSet::parse("{").is_err());
+
+        // Every error of the file, in order, each with its mapping and field.
+        let bad = json!([
+            {"enabled": ".a ==", "body": {"x": ".b |", "ok": ".c", "y": "(("}},
+            {"enabled": true},
+            "not an object",
+            {"report": {"status": ".s +"}, "fieldsToDecryptPaths": [1], "headers": {"H": "]"}}
+        ]);
+        let e = MappingSet::from_value(&bad).unwrap_err();
+        let found: Vec<(usize, String)> = e
+            .each()
+            .iter()
+            .map(|e| match e {
+                MappingError::Field { index, field, .. } => (*index, field.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let want = [
+            (0, "enabled"),
+            (0, "body.x"),
+            (0, "body.y"),
+            (2, "(mapping)"),
+            (3, "report.status"),
+            (3, "fieldsToDecryptPaths"),
+            (3, "headers.H"),
+        ];
+        assert_eq!(
+            found,
+            want.iter().map(|(i, f)| (*i, f.to_string())).collect::<Vec<_>>()
+        );
+        assert!(
+            e.to_string().starts_with("7 errors: mapping #0, field 'enabled'"),
+            "{e}"
+        );
+        let (set, errors) = MappingSet::compile_all(&bad).unwrap();
+        assert_eq!((set.mappings.len(), errors.len()), (3, 7));
         assert!(MappingSet::parse("{}").unwrap_err().to_string().contains("array"));
     }
 }

@@ -49,6 +49,21 @@ pub enum MappingError {
         /// The jq error (with position) or the type problem.
         reason: String,
     },
+    /// Several fields do not compile: every [`MappingError::Field`], in
+    /// file order (`check` lists them one a line).
+    #[error("{} errors: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Fields(Vec<MappingError>),
+}
+
+impl MappingError {
+    /// The errors one a line: each field error of [`MappingError::Fields`],
+    /// or this error alone.
+    pub fn each(&self) -> Vec<&MappingError> {
+        match self {
+            MappingError::Fields(all) => all.iter().collect(),
+            one => vec![one],
+        }
+    }
 }
 
 /// A runtime problem met while evaluating a mapping: the field becomes null
@@ -134,6 +149,22 @@ impl Template {
         }
     }
 
+    /// The path of each jq expression in the template (`field`, `field.k`,
+    /// `field[i]`), as [`Template::render`] names them in its warnings.
+    fn jq_paths(&self, field: &str, out: &mut Vec<String>) {
+        match self {
+            Template::Jq(_) => out.push(field.to_string()),
+            Template::Literal(_) => {}
+            Template::Object(fields) => fields
+                .iter()
+                .for_each(|(k, t)| t.jq_paths(&format!("{field}.{k}"), out)),
+            Template::Array(items) => items
+                .iter()
+                .enumerate()
+                .for_each(|(i, t)| t.jq_paths(&format!("{field}[{i}]"), out)),
+        }
+    }
+
     /// The expression text, for display (`check`, `render`).
     pub fn describe(&self) -> String {
         match self {
@@ -195,6 +226,46 @@ pub struct Mapping {
 }
 
 impl Mapping {
+    /// Every `field` a runtime error of this mapping can name (a
+    /// [`Warning`], a [`BuildError`]): `enabled` when it is jq, each jq
+    /// expression of the templates by its path (`body.ref`,
+    /// `report.status`), `url`, and `method` when the mapping sets one. The
+    /// metrics export each at 0 from start-up.
+    pub fn error_fields(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if matches!(self.enabled, Enabled::Jq(_)) {
+            out.push("enabled".to_string());
+        }
+        let report = self.report.as_ref();
+        let templates = [
+            ("method", self.method.as_ref()),
+            ("url", self.url.as_ref()),
+            ("body", self.body.as_ref()),
+            ("headers", self.headers.as_ref()),
+            ("query", self.query.as_ref()),
+            ("report.status", report.and_then(|r| r.status.as_ref())),
+            ("report.link", report.and_then(|r| r.link.as_ref())),
+            ("report.summary", report.and_then(|r| r.summary.as_ref())),
+            (
+                "report.externalRunId",
+                report.and_then(|r| r.external_run_id.as_ref()),
+            ),
+            ("report.statusLabel", report.and_then(|r| r.status_label.as_ref())),
+        ];
+        for (name, t) in templates {
+            if let Some(t) = t {
+                t.jq_paths(name, &mut out);
+            }
+        }
+        let built = ["url"].into_iter().chain(self.method.as_ref().map(|_| "method"));
+        for field in built {
+            if !out.iter().any(|f| f == field) {
+                out.push(field.to_string());
+            }
+        }
+        out
+    }
+
     /// The fields this mapping sets, for `check`.
     pub fn fields_set(&self) -> Vec<&'static str> {
         let mut out = Vec::new();

@@ -71,7 +71,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// field and the jq error with its position.
 pub fn describe_error(path: &Path, e: &MappingError) -> String {
     match e {
-        MappingError::Field { .. } => format!("{}: {e}", path.display()),
+        MappingError::Field { .. } | MappingError::Fields(_) => format!("{}: {e}", path.display()),
         _ => e.to_string(),
     }
 }
@@ -136,6 +136,7 @@ impl Reloader {
                     warn!(mapping = m.index, keys = ?m.unknown_keys, "unknown mapping keys are ignored");
                 }
                 let count = set.mappings.len();
+                metrics::mapping_fields(&set);
                 self.slot.swap(Arc::new(set));
                 metrics::mapping_reload(true);
                 metrics::mapping_info(&sha, Some(&self.sha));

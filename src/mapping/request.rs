@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{jq, EvalCtx, Mapping, Template, Warning};
+use super::{jq, EvalCtx, Mapping, MappingError, Template, Warning};
 
 /// The request a mapping builds, before signing.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +90,59 @@ fn url_string(v: &Value) -> Result<Option<String>, BuildError> {
     })
 }
 
+/// The URL to request: present, not empty, absolute http(s).
+fn checked_url(url: Option<String>) -> Result<String, BuildError> {
+    let url = url.filter(|u| !u.is_empty()).ok_or(BuildError::NoUrl)?;
+    match url::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(url),
+        _ => Err(BuildError::BadUrl(url)),
+    }
+}
+
+/// A template's value when it is known without a message: a literal, a jq
+/// expression that is a JSON literal (`5`, `true`, `"\"https://…\""`), or
+/// an object or array template (its leaves as written). `None` when it
+/// depends on the message.
+fn known_value(t: &Template) -> Option<Value> {
+    let as_written = |t: &Template| known_value(t).unwrap_or_else(|| Value::String(t.describe()));
+    match t {
+        Template::Literal(v) => Some(v.clone()),
+        Template::Jq(p) => serde_json::from_str(p.source().trim()).ok(),
+        Template::Object(fields) => Some(Value::Object(
+            fields.iter().map(|(k, t)| (k.clone(), as_written(t))).collect(),
+        )),
+        Template::Array(items) => Some(Value::Array(items.iter().map(as_written).collect())),
+    }
+}
+
+impl Mapping {
+    /// What `render` would report for every message, found without one
+    /// (`check`): a URL or method known in advance ([`known_value`]) of the
+    /// wrong type, and a known URL that is empty or not an absolute http(s)
+    /// URL. The texts are [`BuildError`]'s, as `render` reports them.
+    pub fn literal_errors(&self) -> Vec<MappingError> {
+        let error = |field: &str, e: BuildError| MappingError::Field {
+            index: self.index,
+            field: field.to_string(),
+            reason: e.to_string(),
+        };
+        let mut out = Vec::new();
+        // In the order `render` builds them.
+        if let Some(method) = self.method.as_ref().and_then(known_value) {
+            if !matches!(method, Value::String(_) | Value::Null) {
+                out.push(error("method", BuildError::BadMethod(method.to_string())));
+            }
+        }
+        if let Some(url) = self.url.as_ref().and_then(known_value) {
+            // null: the invocation method's URL is used.
+            if let Err(e) = url_string(&url).and_then(|u| u.map(|u| checked_url(Some(u))).transpose()) {
+                out.push(error("url", e));
+            }
+        }
+        out
+    }
+}
+
 /// Build the request for `message` (already decrypted) with `mapping`.
 pub fn build_request(
     mapping: &Mapping,
@@ -121,16 +174,10 @@ pub fn build_request_from(
         Some(Value::Null) | None => defaults.method.unwrap_or("POST").to_string(),
         Some(other) => return Err(BuildError::BadMethod(other.to_string())),
     };
-    let url = match render(&mapping.url, "url", warnings) {
+    let url = checked_url(match render(&mapping.url, "url", warnings) {
         Some(v) => url_string(&v)?,
         None => defaults.url.map(str::to_string),
-    }
-    .filter(|u| !u.is_empty())
-    .ok_or(BuildError::NoUrl)?;
-    match url::Url::parse(&url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-        _ => return Err(BuildError::BadUrl(url)),
-    }
+    })?;
     Ok(RequestSpec {
         method: method.to_ascii_uppercase(),
         url,
@@ -199,6 +246,103 @@ mod tests {
             build_request(&s.mappings[0], &msg, &d, &ctx, &mut w),
             Err(BuildError::BadUrl(_))
         ));
+    }
+
+    #[test]
+    fn literal_errors_are_the_errors_render_reports() {
+        let env = ctx_env();
+        let ctx = EvalCtx {
+            env: &env,
+            budget: Budget::default(),
+        };
+        let d = Defaults {
+            method: None,
+            url: Some("http://t.local/"),
+        };
+        for mapping in [
+            json!({"url": 5}),
+            json!({"url": "5"}),
+            json!({"url": true}),
+            json!({"url": {"a": ".x"}}),
+            json!({"url": [".x"]}),
+            json!({"url": "\"not a url\""}),
+            json!({"url": "\"ftp://x/\""}),
+            json!({"url": "\"\""}),
+            json!({"method": 5}),
+            json!({"method": "[\"GET\"]"}),
+            json!({"method": {"m": "\"GET\""}}),
+        ] {
+            let s = set(json!([mapping]));
+            let m = &s.mappings[0];
+            let rendered = build_request(m, &json!({"x": "y"}), &d, &ctx, &mut Vec::new()).unwrap_err();
+            let found = m.literal_errors();
+            assert_eq!(found.len(), 1, "{mapping}: {found:?}");
+            match &found[0] {
+                MappingError::Field { index, field, reason } => {
+                    assert_eq!((*index, field.as_str()), (0, rendered.field()), "{mapping}");
+                    if !matches!(mapping["url"], Value::Object(_) | Value::Array(_))
+                        && !matches!(mapping["method"], Value::Object(_))
+                    {
+                        assert_eq!(reason, &rendered.to_string(), "{mapping}");
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        for fine in [
+            json!({}),
+            json!({"url": null, "method": null}),
+            json!({"url": "null", "method": "null"}),
+            json!({"url": ".payload.url", "method": ".m"}),
+            json!({"url": "\"https://ci.example.com/hook\"", "method": "\"put\""}),
+        ] {
+            assert_eq!(set(json!([fine])).mappings[0].literal_errors(), vec![], "{fine}");
+        }
+    }
+
+    #[test]
+    fn error_fields_are_the_fields_warnings_name() {
+        let env = ctx_env();
+        let ctx = EvalCtx {
+            env: &env,
+            budget: Budget::default(),
+        };
+        let e = |x: &str| format!("error(\"{x}\")");
+        let s = set(
+            json!([{"enabled": ".a", "method": e("m"), "url": "\"http://t.local/\"",
+            "body": {"a": e("b"), "n": 1, "l": [1, e("c")]}, "headers": {"H": e("h")}, "query": {"q": e("q")},
+            "report": {"status": e("s"), "externalRunId": e("x")}}]),
+        );
+        let fields = s.mappings[0].error_fields();
+        let want = [
+            "enabled",
+            "method",
+            "url",
+            "body.a",
+            "body.l[1]",
+            "headers.H",
+            "query.q",
+            "report.status",
+            "report.externalRunId",
+        ];
+        assert_eq!(fields, want);
+        let d = Defaults {
+            method: None,
+            url: Some("http://t.local/"),
+        };
+        let mut w = Vec::new();
+        build_request(&s.mappings[0], &json!({}), &d, &ctx, &mut w).unwrap();
+        let named: Vec<&str> = w.iter().map(|w| w.field.as_str()).collect();
+        assert_eq!(named, ["method", "body.a", "body.l[1]", "headers.H", "query.q"]);
+        // A URL that fails: its warning and the build error both name `url`.
+        let s = set(json!([{"url": e("u")}]));
+        let mut w = Vec::new();
+        let built = build_request(&s.mappings[0], &json!({}), &d, &ctx, &mut w);
+        assert_eq!(built.map_err(|e| e.field()), Err("url"));
+        assert_eq!(w[0].field, "url");
+        assert_eq!(s.mappings[0].error_fields(), ["url"]);
+        // `url` always (no URL at all); `method` only when the mapping sets it.
+        assert_eq!(set(json!([{}])).mappings[0].error_fields(), ["url"]);
     }
 
     #[test]

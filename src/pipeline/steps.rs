@@ -126,6 +126,11 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         let decrypted = decrypt_fields(&mut inv.message, &mapping.decrypt_paths, self.secret());
         for (path, error) in &decrypted.failures {
             warn!(path = %path, error = %error, "could not decrypt a field; it is left unchanged");
+            // Also in the message's warnings (dry-run and render show them).
+            outcome.warnings.push(format!(
+                "mapping #{}, fieldsToDecryptPaths '{path}': could not decrypt: {error}; the field is left unchanged",
+                mapping.index
+            ));
         }
         let changed = !decrypted.plaintexts.is_empty();
         outcome.secrets = decrypted.plaintexts.into_iter().map(Secret::new).collect();
@@ -242,11 +247,10 @@ impl<R: Reporter> Job<'_, R> {
             let error = self.redactor.text(&w.message);
             warn!(mapping = w.index, field = %w.field, error = %error, "mapping expression failed; using null");
         }
-        outcome.warnings = self
+        // After the warnings already there (a field that failed to decrypt).
+        outcome
             .warnings
-            .iter()
-            .map(|w| self.redactor.text(&w.to_string()))
-            .collect();
+            .extend(self.warnings.iter().map(|w| self.redactor.text(&w.to_string())));
         outcome.port_errors = self.port.into_errors();
     }
 }

@@ -60,6 +60,21 @@ pub const PANICS: &str = "port_agent_panics_total";
 pub const POISON: &str = "port_agent_poison_messages_total";
 /// Always 1; labels carry the version.
 pub const BUILD_INFO: &str = "port_agent_build_info";
+/// Polling: Unix time of the last successful claim (0 before the first).
+pub const LAST_CLAIM: &str = "port_agent_polling_last_claim_timestamp_seconds";
+
+/// What start-up knows: the transport, and the label values of the series
+/// exported at 0 from the first scrape.
+pub struct Known<'a> {
+    /// Polling (`STREAMER_NAME=POLLING`); else Kafka.
+    pub polling: bool,
+    /// The topics whose messages are counted (`messages_consumed_total`).
+    pub topics: Vec<&'a str>,
+    /// The mapping file in force.
+    pub mappings: &'a crate::mapping::MappingSet,
+    /// Its SHA-256 (`mapping_info`).
+    pub mapping_sha: &'a str,
+}
 
 /// Target latency buckets (seconds): from a local service to a slow CI API.
 const DURATION_BUCKETS: &[f64] = &[
@@ -68,28 +83,50 @@ const DURATION_BUCKETS: &[f64] = &[
 
 /// Install the global recorder and return the handle that renders the text
 /// format. Call once, from the binary.
-pub fn install() -> Result<PrometheusHandle, BuildError> {
+pub fn install(known: &Known<'_>) -> Result<PrometheusHandle, BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(TARGET_DURATION.to_string()), DURATION_BUCKETS)?
         .install_recorder()?;
     describe();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    zero();
+    zero(known);
     Ok(handle)
 }
 
-/// Every series whose labels have a known, small set of values starts at 0,
-/// so that `rate()`, `increase()` and `absent()` work from the first scrape
-/// (series labelled by topic, partition, mapping or field appear with their
-/// first sample).
-fn zero() {
+/// Every family of the transport is exported from the first scrape: each
+/// series whose labels have a known set of values (outcomes, status classes,
+/// Port endpoint kinds, results, the topics, each mapping's fields) at 0, so
+/// that `rate()`, `increase()` and `absent()` work at once. Only
+/// `consumer_lag` waits for its partitions (Kafka), and Port's rate-limit
+/// budget is NaN (unknown) until Port states it.
+fn zero(known: &Known<'_>) {
     gauge!(IN_FLIGHT).set(0.0);
     gauge!(REPORTS_PENDING).set(0.0);
-    gauge!(UNCOMMITTED).set(0.0);
     counter!(PANICS).absolute(0);
-    counter!(POISON).absolute(0);
-    counter!(DEAD_LETTERED).absolute(0);
     counter!(PORT_RATE_LIMITED).absolute(0);
+    // Not 0: that would say the budget is spent.
+    gauge!(PORT_RATE_LIMIT_REMAINING).set(f64::NAN);
+    // Registered: the buckets, sum and count are exported at 0.
+    drop(histogram!(TARGET_DURATION));
+    for topic in &known.topics {
+        counter!(CONSUMED, "topic" => topic.to_string()).absolute(0);
+    }
+    mapping_fields(known.mappings);
+    mapping_info(known.mapping_sha, None);
+    if known.polling {
+        gauge!(LAST_CLAIM).set(0.0);
+        for result in ["ok", "error"] {
+            counter!(CLAIMS, "result" => result).absolute(0);
+        }
+    } else {
+        gauge!(UNCOMMITTED).set(0.0);
+        gauge!(PARTITIONS_ASSIGNED).set(0.0);
+        counter!(POISON).absolute(0);
+        counter!(DEAD_LETTERED).absolute(0);
+        for result in ["ok", "error"] {
+            counter!(COMMITS, "result" => result).absolute(0);
+        }
+    }
     for outcome in crate::pipeline::Outcome::NAMES {
         counter!(DONE, "outcome" => outcome).absolute(0);
     }
@@ -117,8 +154,16 @@ fn zero() {
     }
     for result in ["ok", "error"] {
         counter!(MAPPING_RELOADS, "result" => result).absolute(0);
-        counter!(COMMITS, "result" => result).absolute(0);
-        counter!(CLAIMS, "result" => result).absolute(0);
+    }
+}
+
+/// Each field of each mapping that a runtime error can name, at 0 (kept
+/// when already counted): at start-up and for each new mapping version.
+pub fn mapping_fields(set: &crate::mapping::MappingSet) {
+    for m in &set.mappings {
+        for field in m.error_fields() {
+            counter!(MAPPING_ERRORS, "mapping" => m.index.to_string(), "field" => field).increment(0);
+        }
     }
 }
 
@@ -185,6 +230,11 @@ fn describe() {
         "Messages started and not yet confirmed committed: what a crash now would re-run."
     );
     describe_gauge!(BUILD_INFO, "Build information; the value is always 1.");
+    describe_gauge!(
+        LAST_CLAIM,
+        Unit::Seconds,
+        "Polling: Unix time of the last successful claim from Port (0 before the first)."
+    );
 }
 
 /// A delivery was handed to the pipeline.
@@ -318,9 +368,16 @@ pub fn dead_lettered() {
     counter!(DEAD_LETTERED).increment(1);
 }
 
-/// A polling claim finished.
+/// A polling claim finished (a success is the last claim's time).
 pub fn claim(ok: bool) {
     counter!(CLAIMS, "result" => if ok { "ok" } else { "error" }).increment(1);
+    if ok {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        gauge!(LAST_CLAIM).set(now);
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +406,54 @@ mod tests {
         ];
         for (status, class) in cases {
             assert_eq!(status_class(status), class, "{status:?}");
+        }
+    }
+
+    /// Each transport's families from the start, and not the other's.
+    #[test]
+    fn zero_exports_the_families_of_the_transport() {
+        let set = crate::mapping::MappingSet::parse(r#"[{"body": {"ref": ".r", "n": 1}}]"#).unwrap();
+        for polling in [false, true] {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(TARGET_DURATION.to_string()), DURATION_BUCKETS)
+                .map(PrometheusBuilder::build_recorder)
+                .unwrap();
+            let handle = recorder.handle();
+            let known = Known {
+                polling,
+                topics: vec!["o.runs"],
+                mappings: &set,
+                mapping_sha: "abc",
+            };
+            metrics::with_local_recorder(&recorder, || zero(&known));
+            let text = handle.render();
+            let has = |line: &str| text.lines().any(|l| l == line);
+            for line in [
+                "port_agent_messages_consumed_total{topic=\"o.runs\"} 0",
+                "port_agent_mapping_errors_total{mapping=\"0\",field=\"body.ref\"} 0",
+                "port_agent_mapping_errors_total{mapping=\"0\",field=\"url\"} 0",
+                "port_agent_target_request_duration_seconds_count 0",
+                "port_agent_port_rate_limit_remaining NaN",
+                "port_agent_mapping_info{sha256=\"abc\"} 1",
+            ] {
+                assert!(has(line), "{line} in:\n{text}");
+            }
+            assert!(
+                !text.contains("field=\"body.n\""),
+                "a literal cannot fail:\n{text}"
+            );
+            for (family, kafka) in [
+                (LAST_CLAIM, false),
+                (CLAIMS, false),
+                (PARTITIONS_ASSIGNED, true),
+                (COMMITS, true),
+                (UNCOMMITTED, true),
+                (DEAD_LETTERED, true),
+                (POISON, true),
+            ] {
+                let present = text.lines().any(|l| l.starts_with(family));
+                assert_eq!(present, kafka != polling, "{family}, polling {polling}:\n{text}");
+            }
         }
     }
 

@@ -42,11 +42,13 @@ pub fn init_logging(filter: &str, format: Option<LogFormat>, target: LogTarget) 
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
+        // The offline commands: every span, so that a dry-run line keeps
+        // its input line (the `dry_run` span) inside the pipeline's own.
         (LogFormat::Json, LogTarget::Stderr) => builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .with_writer(std::io::stderr)
             .try_init(),
         (LogFormat::Text, LogTarget::Stdout) => builder.with_ansi(terminal).try_init(),

@@ -679,9 +679,10 @@ def metric_names(expr: str) -> set[str]:
 
 
 def cmd_promql(scrape_dir: str) -> None:
-    # Metric names the built binary exported: start-up scrape and after traffic.
+    # Metric names the built binary exported: start-up scrape and after
+    # traffic (Kafka), and a polling agent's scrape.
     exported: set[str] = set()
-    for name in ("startup.prom", "traffic.prom"):
+    for name in ("startup.prom", "traffic.prom", "polling.prom"):
         path = os.path.join(scrape_dir, name)
         ensure(os.path.exists(path), f"{path} is missing: run cargo test --test it metrics_scrape::")
         with open(path, encoding="utf-8") as f:

@@ -65,9 +65,10 @@ fn check_names_file_mapping_field_and_position_of_a_jq_error() {
         "{out}"
     );
 
+    // A file that cannot be read is exit 3, as in every command (issue 28).
     let o = agent(&["check", "--mapping", "/nonexistent/mapping.json"], &[]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).contains("cannot read mapping file /nonexistent/mapping.json"));
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read mapping file /nonexistent/mapping.json"));
 }
 
 #[test]

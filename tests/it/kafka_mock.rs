@@ -469,7 +469,14 @@ fn read_topic(brokers: &str, topic: &str, n: usize) -> Vec<BTreeMap<String, Stri
 async fn a_panic_fails_only_its_run_and_stalls_nothing() {
     // The panic counter is process-wide: no other panic test runs meanwhile.
     let _serial = PANIC_TESTS.lock().await;
-    let handle = port_agent::telemetry::metrics::install().expect("the only recorder of this process");
+    let mappings = port_agent::mapping::MappingSet::parse("[]").expect("no mapping");
+    let known = port_agent::telemetry::metrics::Known {
+        polling: false,
+        topics: vec!["org_1.runs"],
+        mappings: &mappings,
+        mapping_sha: "",
+    };
+    let handle = port_agent::telemetry::metrics::install(&known).expect("the only recorder of this process");
     let cluster = cluster(1);
     cluster.create_topic("org_1.dlq", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();

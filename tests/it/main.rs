@@ -16,6 +16,7 @@ mod bounds;
 mod claims_cli;
 mod claims_polling;
 mod cli;
+mod cli_problems;
 mod cli_usage;
 mod crash_loop;
 mod failure;

@@ -799,3 +799,262 @@ async fn slack_change_log() {
     .unwrap();
     assert_eq!(r.url, "http://audit.internal/changes");
 }
+
+/// A file of `mappings/`, a message its mapping selects, the environment it
+/// reads, and its target's answer when the call works.
+struct Sample {
+    file: &'static str,
+    topic: &'static str,
+    message: Value,
+    env: Vec<(&'static str, &'static str)>,
+    ok_status: u16,
+    ok_body: String,
+}
+
+/// One [`Sample`] per file of `mappings/` (the messages and answers of the
+/// tests above).
+fn samples() -> Vec<Sample> {
+    let sample = |file, message, env: &[(&'static str, &'static str)], ok_status, ok_body: Value| Sample {
+        file,
+        topic: "org_1.runs",
+        message,
+        env: env.to_vec(),
+        ok_status,
+        ok_body: if ok_body.is_null() {
+            String::new()
+        } else {
+            ok_body.to_string()
+        },
+    };
+    let mut gitlab = post_run("r_t1", "https://gitlab.example.com/");
+    gitlab["payload"]["action"]["invocationMethod"] = json!({"type": "GITLAB", "agent": true,
+        "groupName": "acme", "projectName": "svc-a", "omitUserInputs": false});
+    let mut azure = post_run("r_t2", "https://dev.azure.com/acme/web/_apis/pipelines/7/runs");
+    azure["payload"]["entity"]["properties"] =
+        json!({"organization": "acme", "project": "web", "pipeline_id": 7});
+    let mut terraform = post_run("r_t3", "https://app.terraform.io/");
+    terraform["action"] = json!("terraform_plan");
+    terraform["payload"]["entity"] = json!({"identifier": "net", "properties": {"workspace_id": "ws-abc"}});
+    let argo = with(
+        post_run("r_t4", "https://argo.internal:2746/"),
+        "/payload/entity/properties",
+        json!({"argo_template": "deploy", "namespace": "ci"}),
+    );
+    let circleci = with(
+        post_run(
+            "r_t5",
+            "https://circleci.com/api/v2/project/gh/acme/svc-a/pipeline",
+        ),
+        "/payload/entity/properties/project_slug",
+        json!("gh/acme/svc-a"),
+    );
+    let windmill = post_run_with(
+        "r_t6",
+        "https://windmill.example.com/api/w/ops/jobs/run/p/f/ops/deploy",
+        json!({"workspace": "ops", "file_path": "f/ops/deploy", "job_data": {}}),
+    );
+    let github = with(
+        post_run_with("r_t7", "https://api.github.com/", json!({"workflow": "r.yml"})),
+        "/payload/entity/properties/repo",
+        json!("acme/svc-a"),
+    );
+    let mut out = vec![
+        sample(
+            "argo-workflows-submit.json",
+            argo,
+            &[("ARGO_SERVER_URL", "https://argo.internal:2746")],
+            200,
+            json!({"metadata": {"name": "svc-a-x7k2", "namespace": "ci"}}),
+        ),
+        sample(
+            "azure-devops-pipeline.json",
+            azure,
+            &[("AZURE_DEVOPS_PAT", "pat-123")],
+            200,
+            json!({"id": 42, "state": "inProgress", "_links": {"web": {"href": "https://dev.azure.com/r/42"}}}),
+        ),
+        sample(
+            "circleci-pipeline.json",
+            circleci,
+            &[("CIRCLE_CI_TOKEN", "cc-tok")],
+            201,
+            json!({"id": "p-uuid", "number": 42}),
+        ),
+        sample(
+            "generic-webhook.json",
+            post_run("r_t8", "http://hooks.internal/port"),
+            &[],
+            200,
+            json!({"id": 17, "url": "https://x/17"}),
+        ),
+        sample(
+            "github-workflow-dispatch.json",
+            github,
+            &[("GITHUB_TOKEN", "gh-tok")],
+            204,
+            Value::Null,
+        ),
+        sample(
+            "gitlab-pipeline.json",
+            gitlab,
+            &[("acme_svc-a", "trig-tok")],
+            201,
+            json!({"id": 991, "web_url": "https://gl/p/991"}),
+        ),
+        sample(
+            "jenkins-build-with-parameters.json",
+            post_run("r_t9", "https://jenkins.internal/job/deploy/buildWithParameters"),
+            &[],
+            201,
+            Value::Null,
+        ),
+        sample(
+            "opsgenie-alert.json",
+            post_run_with(
+                "r_t10",
+                "https://api.opsgenie.com/v2/alerts",
+                json!({"message": "m"}),
+            ),
+            &[("OPSGENIE_API_KEY", "og-key")],
+            202,
+            json!({"requestId": "req-1"}),
+        ),
+        sample(
+            "pagerduty-incident.json",
+            post_run_with(
+                "r_t11",
+                "https://events.pagerduty.com/v2/enqueue",
+                json!({"summary": "s"}),
+            ),
+            &[("PAGERDUTY_ROUTING_KEY", "R0UT1NG")],
+            202,
+            json!({"status": "success", "dedup_key": "port-r_t11"}),
+        ),
+        sample(
+            "slack-change-log.json",
+            json!({"changelogDestination": {"type": "WEBHOOK", "agent": true, "url": "http://audit.internal/c"},
+            "action": "UPDATE", "resourceType": "entity", "diff": {"after": {"identifier": "svc-a"}}}),
+            &[],
+            200,
+            Value::Null,
+        ),
+        sample(
+            "terraform-cloud-run.json",
+            terraform,
+            &[("TF_TOKEN", "tf-tok"), ("TF_ORGANIZATION", "acme")],
+            201,
+            json!({"data": {"id": "run-XYZ"}}),
+        ),
+        sample(
+            "windmill-job.json",
+            windmill,
+            &[("WINDMILL_URL", "https://windmill.example.com")],
+            201,
+            Value::Null,
+        ),
+        sample(
+            "workflow-node-only.json",
+            post_run("wfnr_t12", "http://runner.internal/node"),
+            &[],
+            200,
+            Value::Null,
+        ),
+    ];
+    out[9].topic = "org_1.change.log";
+    // Windmill answers the job id as plain text.
+    out[11].ok_body = "0192-uuid".into();
+    out
+}
+
+/// A report value no one can use: "null", "undefined", empty, or a link
+/// with such a piece (`…/pipelines/x/null`).
+fn unusable(s: &str) -> bool {
+    let t = s.trim();
+    t.is_empty()
+        || ["null", "undefined"].contains(&t)
+        || t.split(['/', '?', '=', '&', '#'])
+            .any(|piece| piece == "null" || piece == "undefined")
+}
+
+/// Every string in `v`, with its JSON path.
+fn strings(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::String(s) => out.push((at.to_string(), s.clone())),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, x)| strings(x, &format!("{at}[{i}]"), out)),
+        Value::Object(m) => m.iter().for_each(|(k, x)| strings(x, &format!("{at}.{k}"), out)),
+        _ => {}
+    }
+}
+
+/// Issue 28: every shipped mapping, rendered by the binary with its target
+/// answering a success, an error and nothing, reports no value that is
+/// "null", "undefined" or "" (the GitLab mapping reported
+/// `"externalRunId":"null"` on every error or empty answer).
+#[test]
+fn no_shipped_mapping_reports_null_undefined_or_empty() {
+    let samples = samples();
+    let mut files: Vec<String> = std::fs::read_dir(mappings_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        samples.iter().map(|s| s.file.to_string()).collect::<Vec<_>>(),
+        "one sample per file"
+    );
+    let mut bad = Vec::new();
+    let mut reports = 0;
+    for s in &samples {
+        let message = crate::support::cli::temp_file("null-table", s.file, &s.message.to_string());
+        let ok_status = s.ok_status.to_string();
+        let answers: [(&str, &str); 5] = [
+            (&ok_status, &s.ok_body),
+            (&ok_status, ""),
+            ("500", r#"{"message":"internal error"}"#),
+            ("502", ""),
+            ("404", "Not Found"),
+        ];
+        for (status, body) in answers {
+            let path = mappings_dir().join(s.file);
+            let mut args = vec![
+                "render",
+                "--format",
+                "json",
+                "--timestamp",
+                "1",
+                "--topic",
+                s.topic,
+            ];
+            args.extend(["--mapping", crate::support::cli::arg(&path)]);
+            args.extend(["--message", crate::support::cli::arg(&message)]);
+            args.extend(["--assume-status", status, "--assume-body", body]);
+            let envs: Vec<String> = s.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            for e in &envs {
+                args.extend(["--env", e]);
+            }
+            let out = crate::support::cli::run_cli(&args, &[]);
+            let text = crate::support::cli::all_output(&out);
+            assert!(out.status.success(), "{} {status}: {text}", s.file);
+            let shown: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {text}"));
+            assert!(
+                shown["mapping_index"].is_number(),
+                "{}: not selected: {text}",
+                s.file
+            );
+            let mut found = Vec::new();
+            strings(&shown["report"], "report", &mut found);
+            reports += usize::from(!shown["report"].is_null());
+            for (at, v) in found.into_iter().filter(|(_, v)| unusable(v)) {
+                bad.push(format!("{} answered {status} {body:?}: {at} = {v:?}", s.file));
+            }
+        }
+        let _ = std::fs::remove_file(message);
+    }
+    assert!(bad.is_empty(), "unusable report values:\n{}", bad.join("\n"));
+    assert!(reports >= 40, "the table reaches the reports ({reports})");
+}

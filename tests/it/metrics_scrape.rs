@@ -48,6 +48,60 @@ fn names(text: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// The metric families of an exposition (a histogram's `_bucket`, `_sum`
+/// and `_count` are its family).
+fn families(text: &str) -> std::collections::BTreeSet<String> {
+    names(text)
+        .into_iter()
+        .map(|n| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s).filter(|f| f.ends_with("_seconds")))
+                .map(str::to_string)
+                .unwrap_or(n)
+        })
+        .collect()
+}
+
+/// The families the README's metrics table lists, with the transport each
+/// exists in (`both`, `Kafka`, `polling`).
+fn readme_families() -> Vec<(String, String)> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let rows: Vec<(String, String)> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| metric | transport | type | labels |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (
+                format!("port_agent_{}", cells[1].trim_matches('`')),
+                cells[2].to_string(),
+            )
+        })
+        .collect();
+    assert!(rows.len() >= 20, "the README's metrics table: {rows:?}");
+    rows
+}
+
+/// README: every family of the transport is in the first scrape, and none
+/// of the other transport's.
+fn assert_every_family_of(transport: &str, first_scrape: &str, except: &[&str]) {
+    let seen = families(first_scrape);
+    for (family, exists_in) in readme_families() {
+        let ours = exists_in == "both" || exists_in == transport;
+        if except.contains(&family.as_str()) {
+            continue;
+        }
+        assert_eq!(
+            seen.contains(&family),
+            ours,
+            "{family} ({exists_in}) in the first scrape of a {transport} agent:\n{first_scrape}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrape_of_the_binary_with_every_kafka_metric() {
     let cluster = MockCluster::new(1).expect("mock cluster");
@@ -107,8 +161,14 @@ async fn scrape_of_the_binary_with_every_kafka_metric() {
         "port_agent_retries_total{to=\"port\"} 0",
         "port_agent_commits_total{result=\"ok\"} 0",
         "port_agent_commits_total{result=\"error\"} 0",
-        "port_agent_polling_claims_total{result=\"ok\"} 0",
-        "port_agent_polling_claims_total{result=\"error\"} 0",
+        // Issue 28: these appeared only after the first run.
+        "port_agent_messages_consumed_total{topic=\"org_1.runs\"} 0",
+        "port_agent_messages_consumed_total{topic=\"org_1.change.log\"} 0",
+        "port_agent_mapping_errors_total{mapping=\"0\",field=\"body.ref\"} 0",
+        "port_agent_mapping_errors_total{mapping=\"0\",field=\"url\"} 0",
+        "port_agent_target_request_duration_seconds_count 0",
+        "port_agent_target_request_duration_seconds_bucket{le=\"+Inf\"} 0",
+        "port_agent_partitions_assigned 0",
         // The alert on increase(…{result="error"}) must see the first refusal.
         "port_agent_mapping_reloads_total{result=\"ok\"} 0",
         "port_agent_mapping_reloads_total{result=\"error\"} 0",
@@ -120,6 +180,9 @@ async fn scrape_of_the_binary_with_every_kafka_metric() {
     ] {
         assert!(sample(line), "{line} in:\n{startup}");
     }
+    // Every family the README lists for Kafka but the per-partition lag,
+    // which waits for an assignment (checked after the traffic below).
+    assert_every_family_of("Kafka", &startup, &["port_agent_consumer_lag"]);
     wait_for(
         Duration::from_secs(60),
         "/readyz 200 (partition assigned)",
@@ -212,4 +275,83 @@ async fn scrape_of_the_binary_with_every_kafka_metric() {
         text.contains("port_agent_target_requests_total{method=\"POST\",status_class=\"error\"}"),
         "{text}"
     );
+}
+
+/// Issue 28: a polling agent's first scrape has every family the README
+/// lists for polling (and none of Kafka's), the last-claim gauge at 0 while
+/// claims fail, then the time of the first successful claim. The scrape is
+/// written beside the Kafka ones for `tests/deploy/deploy_check.py promql`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_of_a_polling_agent_from_the_first_scrape() {
+    let port = FakePort::start().await;
+    // Every Port call but the token fails until the test lets them through.
+    port.fail_next(&vec![503; 100_000]);
+    let http_port = free_port().to_string();
+    let http = format!("127.0.0.1:{http_port}");
+    let env = crate::support::agent::polling_env(
+        &port,
+        "scrape-polling",
+        &json!([{"enabled": ".payload.action.invocationMethod.type == \"WEBHOOK\"",
+                 "report": {"link": ".response.json.url"}}]),
+        &[
+            ("AGENT_HTTP_PORT", &http_port),
+            ("POLLING_INITIAL_BACKOFF_SECONDS", "0.05"),
+            ("POLLING_MAX_BACKOFF_SECONDS", "0.1"),
+        ],
+    );
+    let agent = AgentProcess::start(&env, "scrape-polling");
+    let first = wait_for(Duration::from_secs(30), "/metrics", || {
+        http_get(&http, "/metrics").and_then(|(s, t)| (s == 200).then_some(t))
+    });
+    assert_every_family_of("polling", &first, &[]);
+    let sample = |text: &str, line: &str| text.lines().any(|l| l == line);
+    for line in [
+        "port_agent_polling_last_claim_timestamp_seconds 0",
+        "port_agent_polling_claims_total{result=\"ok\"} 0",
+        "port_agent_messages_consumed_total{topic=\"org_1.runs\"} 0",
+        "port_agent_mapping_errors_total{mapping=\"0\",field=\"enabled\"} 0",
+        "port_agent_mapping_errors_total{mapping=\"0\",field=\"report.link\"} 0",
+        "port_agent_target_request_duration_seconds_count 0",
+        // Unknown until Port states it (0 would say the budget is spent).
+        "port_agent_port_rate_limit_remaining NaN",
+    ] {
+        assert!(sample(&first, line), "{line} in:\n{first}");
+    }
+    // Claims fail: the gauge stays 0 while the error counter grows.
+    let failing = wait_for(Duration::from_secs(30), "failed claims", || {
+        let (_, t) = http_get(&http, "/metrics")?;
+        (total(&t, "port_agent_polling_claims_total") >= 4.0).then_some(t)
+    });
+    assert!(
+        sample(&failing, "port_agent_polling_last_claim_timestamp_seconds 0"),
+        "{failing}"
+    );
+    assert!(
+        sample(&failing, "port_agent_polling_claims_total{result=\"ok\"} 0"),
+        "{failing}"
+    );
+
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default()
+    };
+    let before = unix();
+    port.state.fail_next.lock().unwrap().clear();
+    let claimed = wait_for(Duration::from_secs(30), "a successful claim", || {
+        let (_, t) = http_get(&http, "/metrics")?;
+        (total(&t, "port_agent_polling_last_claim_timestamp_seconds") > 0.0).then_some(t)
+    });
+    let after = unix();
+    let at = total(&claimed, "port_agent_polling_last_claim_timestamp_seconds");
+    assert!(
+        before - 1.0 <= at && at <= after + 1.0,
+        "last claim at {at}, between {before} and {after}"
+    );
+    drop(agent);
+    assert_every_family_of("polling", &claimed, &[]);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("metrics-scrape");
+    std::fs::create_dir_all(&dir).expect("scrape dir");
+    std::fs::write(dir.join("polling.prom"), &claimed).expect("write polling scrape");
 }
