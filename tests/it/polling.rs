@@ -996,3 +996,37 @@ async fn t21_credentials_refused_after_start_make_readyz_503_with_the_reason() {
     assert!(!agent.log_text().contains(SECRET));
     stop(agent);
 }
+
+/// Issue 28: a start-up token call that fails otherwise than by a refusal
+/// (here 503) is only a warning: the agent keeps running and claims once
+/// Port answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t22_a_token_call_that_fails_at_start_up_is_only_a_warning() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    *port.state.credentials_refused.lock().unwrap() = Some((503, json!({"ok": false})));
+    offer(&port, [claimable("r_1", &target.url("/run"), true, json!({}))]);
+    let mut agent = start_polling(
+        &port,
+        "t22",
+        &json!([{"enabled": true}]),
+        &[
+            ("POLLING_INITIAL_BACKOFF_SECONDS", "0.2"),
+            ("POLLING_MAX_BACKOFF_SECONDS", "0.5"),
+        ],
+    );
+    wait_until(Duration::from_secs(10), "the warning", &agent, || {
+        agent
+            .log_text()
+            .contains("could not get a token from Port; continuing")
+    });
+    assert!(
+        agent.exited().expect("try_wait").is_none(),
+        "{}",
+        agent.log_text()
+    );
+    *port.state.credentials_refused.lock().unwrap() = None;
+    wait_until(Duration::from_secs(30), "r_1's report", &agent, || {
+        patches_of(&port, "r_1") == vec![json!({"status": "SUCCESS"})]
+    });
+    stop(agent);
+}

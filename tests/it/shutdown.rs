@@ -573,3 +573,31 @@ async fn a_second_signal_exits_130_in_bounded_time_when_port_holds_the_reports()
     );
     assert_eq!(port.state.held.lock().unwrap().len(), 2, "both reports were sent");
 }
+
+/// Issue 28: a third signal exits at once (130), without waiting for the
+/// failure reports of the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_signal_exits_at_once_without_the_reports() {
+    let port = FakePort::start().await;
+    port.state.holds.lock().unwrap().extend(
+        ["/v1/actions/runs/r_p1", "/v1/actions/runs/r_p2"].map(|p| (p.to_string(), Duration::from_secs(60))),
+    );
+    let (mut agent, _) = two_polled_runs_then_two_signals("third-signal", &port).await;
+    crate::support::agent::wait_until(Duration::from_secs(5), "the held reports", &agent, || {
+        port.state.held.lock().unwrap().len() == 2
+    });
+    let third = Instant::now();
+    agent.signal("-TERM");
+    assert_eq!(
+        agent.wait(Duration::from_secs(10)),
+        Some(130),
+        "{}",
+        agent.log_text()
+    );
+    assert!(third.elapsed() < Duration::from_secs(2), "{:?}", third.elapsed());
+    assert!(
+        agent.log_text().contains("third signal: exiting at once"),
+        "{}",
+        agent.log_text()
+    );
+}
