@@ -16,8 +16,10 @@
 //! that interrupts the runner hands its run over through
 //! [`Source::undispatched`] for the drain; and a run still in flight when
 //! the drain times out is reported as failed ([`STOPPED_SUMMARY`]) instead
-//! of being left `IN_PROGRESS`. Claimed runs not yet acked are let go: Port
-//! hands them out again.
+//! of being left `IN_PROGRESS`; so is every acked run without a final
+//! status when a second stop signal exits at once ([`InFlight`], through
+//! [`crate::shutdown::LastWords`]). Claimed runs not yet acked are let go:
+//! Port hands them out again.
 
 mod claimed;
 mod in_flight;
