@@ -1,6 +1,12 @@
 //! Shutdown as a small explicit type handed to every long-running task
 //! (mini-redis style): the first SIGTERM/SIGINT asks everything to stop and
-//! drain; a second one exits at once.
+//! drain; a second one reports what would otherwise be lost
+//! ([`LastWords`], bounded) and exits 130; a third exits at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -43,21 +49,65 @@ impl Shutdown {
     }
 }
 
-/// Fire `trigger` on the first SIGTERM or SIGINT; exit with 130 on a second.
-pub fn on_signals(trigger: Trigger) {
-    tokio::spawn(async move {
-        let mut count = 0;
-        loop {
-            wait_for_signal().await;
-            count += 1;
-            if count == 1 {
-                tracing::info!("shutdown requested: draining (send the signal again to exit at once)");
-                trigger.fire();
-            } else {
-                tracing::warn!("second signal: exiting now");
-                std::process::exit(130);
-            }
+/// What a second signal does before the process exits: set once the source
+/// is known (polling: fail the runs Port handed us that are in flight).
+/// Each call is bounded by its own deadline ([`LAST_WORDS_TIMEOUT`] at most).
+#[derive(Clone, Default)]
+pub struct LastWords {
+    action: Arc<Mutex<Option<LastWordsFn>>>,
+}
+
+type LastWordsFn = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// How long the last words of a second signal may take before the process
+/// exits anyway.
+pub const LAST_WORDS_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl LastWords {
+    /// What to do on a second signal (replaces what was set before).
+    pub fn set<F>(&self, action: impl Fn() -> F + Send + Sync + 'static)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let boxed: LastWordsFn = Box::new(move || Box::pin(action()));
+        *self.action.lock().unwrap_or_else(|p| p.into_inner()) = Some(boxed);
+    }
+
+    /// Say them, within `timeout`; `false` when that ran out.
+    pub async fn say(&self, timeout: Duration) -> bool {
+        let words = {
+            let action = self.action.lock().unwrap_or_else(|p| p.into_inner());
+            action.as_ref().map(|a| a())
+        };
+        match words {
+            Some(words) => tokio::time::timeout(timeout, words).await.is_ok(),
+            None => true,
         }
+    }
+}
+
+/// Fire `trigger` on the first SIGTERM or SIGINT; on a second, say
+/// `last_words` (within [`LAST_WORDS_TIMEOUT`]) and exit with 130; a third
+/// exits at once.
+pub fn on_signals(trigger: Trigger, last_words: LastWords) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: draining (send the signal again to exit at once)");
+        trigger.fire();
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now (a third exits without reporting the runs in flight)");
+        tokio::spawn(async {
+            wait_for_signal().await;
+            tracing::warn!("third signal: exiting at once");
+            std::process::exit(130);
+        });
+        if !last_words.say(LAST_WORDS_TIMEOUT).await {
+            tracing::error!(
+                timeout_s = LAST_WORDS_TIMEOUT.as_secs(),
+                "reporting the runs in flight took too long; exiting anyway"
+            );
+        }
+        std::process::exit(130);
     });
 }
 

@@ -95,8 +95,15 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent (the default): consume invocations and act on them.
-    #[command(after_help = "Settings come from the environment (see the README); e.g.\n  \
-PORT_ORG_ID=org_1 PORT_CLIENT_ID=… PORT_CLIENT_SECRET=… KAFKA_CONSUMER_GROUP_ID=org_1.agent port-agent run")]
+    #[command(
+        after_help = "Settings come from the environment (see the README); STREAMER_NAME is KAFKA \
+(the default) or POLLING, in upper case. US organisations add PORT_API_BASE_URL=https://api.us.getport.io.\n\n\
+Examples:\n  \
+# Kafka\n  \
+PORT_ORG_ID=org_1 PORT_CLIENT_ID=… PORT_CLIENT_SECRET=… KAFKA_CONSUMER_GROUP_ID=org_1.agent port-agent run\n  \
+# Polling (Port's API instead of Kafka; POLLING_INTERVAL_SECONDS is 1 or more, default 10)\n  \
+PORT_ORG_ID=org_1 PORT_CLIENT_ID=… PORT_CLIENT_SECRET=… STREAMER_NAME=POLLING port-agent run"
+    )]
     Run,
     /// Validate the settings that are present and compile every mapping.
     #[command(

@@ -61,7 +61,7 @@ pub async fn command(args: RecordArgs) -> super::Result {
     let file = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut writer = std::io::BufWriter::new(file);
     let (trigger, shutdown) = crate::shutdown::channel();
-    crate::shutdown::on_signals(trigger);
+    crate::shutdown::on_signals(trigger, crate::shutdown::LastWords::default());
     let (count, stopped) = record(&kafka, &opts, &mut writer, shutdown).await?;
     eprintln!(
         "{count} message(s) written to {} (stopped: {stopped:?})",

@@ -48,12 +48,13 @@ pub async fn command() -> Result {
     let health = Health::new("starting: connecting to Port and the message source");
     serve_telemetry(&settings, &health, &mappings, &mapping_sha).await?;
     let port = port_client(&settings, settings.limits.max_in_flight)?;
-    if let Err(e) = port.record_streamer(settings.streamer.as_str()).await {
-        tracing::warn!(target: LOG_TARGET, error = %e, "could not record the streamer name on the organization; continuing");
-    }
+    authenticate(&settings, &port).await?;
+    health.watch_credentials(port.auth_status());
+    tokio::spawn(crate::port::auth::log_refusals(port.auth_status()));
     let pipeline = Arc::new(agent(&settings, mappings, port.clone())?);
     health.watch_reports(pipeline.report_backlog());
-    let shutdown = shutdown_on_signals(&health);
+    let last_words = crate::shutdown::LastWords::default();
+    let shutdown = shutdown_on_signals(&health, &last_words);
     if settings.mapping.reload {
         let reloader = crate::mapping::reload::Reloader::new(
             PathBuf::from(&settings.mapping.path),
@@ -62,9 +63,30 @@ pub async fn command() -> Result {
         );
         tokio::spawn(crate::mapping::reload::watch(reloader, shutdown.clone()));
     }
-    consume(&settings, port, pipeline, health, shutdown).await?;
+    consume(&settings, port, pipeline, health, shutdown, &last_words).await?;
     tracing::info!(target: LOG_TARGET, "port-agent stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A token first: credentials Port refuses (401 or 403) can never heal, as
+/// settings are read once, so the agent stops (exit 3) with one line that
+/// names the base URL and the region. Any other failure is left to the
+/// calls that follow (they retry); then the streamer name is recorded on
+/// the organization (a warning when that fails).
+async fn authenticate(settings: &Settings, port: &PortClient) -> anyhow::Result<()> {
+    match port.authenticate().await {
+        Err(Ok(refusal)) => return Err(anyhow!(refusal.startup_line())),
+        Err(Err(e)) => {
+            tracing::warn!(target: LOG_TARGET, error = %e,
+                "could not get a token from Port; continuing (the calls that follow retry), the streamer name is not recorded");
+        }
+        Ok(()) => {
+            if let Err(e) = port.record_streamer(settings.streamer.as_str()).await {
+                tracing::warn!(target: LOG_TARGET, error = %e, "could not record the streamer name on the organization; continuing");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `/healthz`, `/readyz` and `/metrics` on `AGENT_HTTP_PORT` (0: none).
@@ -131,10 +153,10 @@ fn agent(
 }
 
 /// A shutdown that SIGTERM or SIGINT triggers; `/readyz` says "stopping"
-/// from then on.
-fn shutdown_on_signals(health: &Arc<Health>) -> Shutdown {
+/// from then on. A second signal runs `last_words` (bounded) and exits 130.
+fn shutdown_on_signals(health: &Arc<Health>, last_words: &crate::shutdown::LastWords) -> Shutdown {
     let (trigger, shutdown) = crate::shutdown::channel();
-    crate::shutdown::on_signals(trigger);
+    crate::shutdown::on_signals(trigger, last_words.clone());
     let (health, stopping) = (health.clone(), shutdown.clone());
     tokio::spawn(async move {
         stopping.wait().await;
@@ -150,6 +172,7 @@ async fn consume(
     pipeline: Arc<Agent>,
     health: Arc<Health>,
     shutdown: Shutdown,
+    last_words: &crate::shutdown::LastWords,
 ) -> Result<()> {
     match settings.streamer {
         Streamer::Kafka => {
@@ -163,6 +186,17 @@ async fn consume(
         Streamer::Polling => {
             let opts = polling::PollingOptions::from_settings(settings);
             let claims = polling::PollingSource::new(port, opts.clone(), health);
+            // A second signal exits at once: the runs Port handed us that
+            // are still in flight are failed first (Kafka redelivers what
+            // was not committed, so it needs nothing of the kind).
+            let in_flight = claims.in_flight();
+            last_words.set(move || {
+                let in_flight = in_flight.clone();
+                async move {
+                    let summary = polling::SIGNAL_STOPPED_SUMMARY;
+                    in_flight.fail_all(summary, polling::SIGNAL_REPORT_TIMEOUT).await;
+                }
+            });
             source::run(claims, pipeline, opts.limits(), shutdown)
                 .await
                 .map_err(|e| Error::GaveUp(e.to_string()))?;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::auth::{AuthStatus, Refusal};
 use super::ratelimit::{Observed, RateBudget};
 use super::{is_usable_run_id, Endpoint, PortCall, PortError, Reporter};
 use crate::http::{build_client, describe_error, ClientError, ClientOptions};
@@ -55,12 +56,15 @@ pub struct PortClient {
     backoff: Backoff,
     /// Port's rate limit, shared by every clone.
     budget: Arc<RateBudget>,
+    /// Whether Port refuses the credentials, shared by every clone.
+    auth: Arc<AuthStatus>,
 }
 
 /// What one HTTP exchange with Port gave: the body of a success, as text.
 enum Exchange {
     Ok(String),
-    Unauthorized,
+    /// 401 (or 403 on the token call), with the answer's status and body.
+    Unauthorized(u16, String),
 }
 
 /// The largest answer read from Port's API. A claim of 100 runs of a few
@@ -101,6 +105,7 @@ impl PortClient {
             token: Arc::default(),
             refresh: Arc::default(),
             budget: Arc::default(),
+            auth: Arc::default(),
             backoff: Backoff {
                 max_attempts,
                 max_elapsed: Duration::from_secs(120),
@@ -108,6 +113,21 @@ impl PortClient {
                 max: Duration::from_secs(10),
             },
         })
+    }
+
+    /// Fetch a token now: at start-up, so that credentials Port refuses stop
+    /// the agent before anything else. `Err(Ok(refusal))` when Port refused
+    /// them (401, or 403); `Err(Err(e))` for any other failure.
+    pub async fn authenticate(&self) -> Result<(), Result<Refusal, PortError>> {
+        match self.token().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.auth.refused().ok_or(e)),
+        }
+    }
+
+    /// Whether Port refuses the credentials now (for `/readyz`).
+    pub fn auth_status(&self) -> Arc<AuthStatus> {
+        self.auth.clone()
     }
 
     /// Override the retry limits (tests use short ones).
@@ -144,13 +164,22 @@ impl PortClient {
             )
             .await;
         metrics::port_call(Endpoint::Token.label(), matches!(answer, Ok(Exchange::Ok(_))));
-        let answer = answer?;
-        let Exchange::Ok(answer) = answer else {
-            return Err(PortError {
-                call: "POST /v1/auth/access_token".into(),
-                message: "401 Unauthorized: check PORT_CLIENT_ID and PORT_CLIENT_SECRET".into(),
-                permanent: false,
-            });
+        let answer = match answer? {
+            Exchange::Ok(answer) => answer,
+            Exchange::Unauthorized(status, body) => {
+                let refusal = Refusal::new(status, &body, &self.base, self.secret.expose());
+                let message = format!(
+                    "{}: Port refuses PORT_CLIENT_ID and PORT_CLIENT_SECRET at PORT_API_BASE_URL={}",
+                    refusal.answer(),
+                    self.base
+                );
+                self.auth.set_refused(refusal);
+                return Err(PortError {
+                    call: "POST /v1/auth/access_token".into(),
+                    message,
+                    permanent: false,
+                });
+            }
         };
         let answer = lenient_json("POST /v1/auth/access_token", &answer);
         let value: Arc<str> = answer
@@ -162,6 +191,7 @@ impl PortClient {
                 permanent: false,
             })?
             .into();
+        self.auth.set_accepted();
         let refresh_at = refresh_time(Instant::now(), answer.get("expiresIn").and_then(Value::as_f64));
         if let Ok(mut slot) = self.token.write() {
             *slot = Some(Token {
@@ -236,7 +266,7 @@ impl PortClient {
                     });
                 }
             };
-            self.read_answer(resp, &call).await
+            self.read_answer(resp, &call, endpoint).await
         };
         with_retries(self.backoff, attempt, |_, delay| {
             metrics::retry("port");
@@ -251,6 +281,7 @@ impl PortClient {
         &self,
         mut resp: reqwest::Response,
         call: &str,
+        endpoint: Endpoint,
     ) -> Result<Exchange, Attempt<Exchange, PortError>> {
         let status = resp.status();
         let rate = Observed::from_headers(resp.headers());
@@ -276,8 +307,8 @@ impl PortClient {
             }
             return Ok(Exchange::Ok(text));
         }
-        if status.as_u16() == 401 {
-            return Ok(Exchange::Unauthorized);
+        if status.as_u16() == 401 || (status.as_u16() == 403 && endpoint == Endpoint::Token) {
+            return Ok(Exchange::Unauthorized(status.as_u16(), text));
         }
         let snippet: String = text.chars().take(300).collect();
         if status.as_u16() == 429 {
@@ -341,11 +372,11 @@ impl PortClient {
             let token = self.token().await?;
             match self.exchange(endpoint, method, path, body, Some(&token)).await? {
                 Exchange::Ok(v) => return Ok(v),
-                Exchange::Unauthorized if !refreshed => {
+                Exchange::Unauthorized(..) if !refreshed => {
                     refreshed = true;
                     self.forget_token(&token);
                 }
-                Exchange::Unauthorized => {
+                Exchange::Unauthorized(..) => {
                     return Err(PortError {
                         call: format!("{method} {path}"),
                         message: "401 Unauthorized after a token refresh".into(),

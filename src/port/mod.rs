@@ -7,6 +7,7 @@
 //! - [`client`]: the real [`PortClient`] (token cache, retries);
 //! - [`api`]: the typed endpoints the sources and the command line call
 //!   (claim, ack, Kafka credentials, the streamer name);
+//! - [`auth`]: Port refusing the credentials (start-up, `/readyz`);
 //! - [`ratelimit`]: Port's rate limit, one budget shared by every task;
 //! - [`recording`]: a [`RecordingReporter`] for dry-run, render and tests.
 
@@ -20,6 +21,7 @@ use crate::redact::Redactor;
 use crate::telemetry::metrics;
 
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod ratelimit;
 pub mod recording;

@@ -175,7 +175,7 @@ fn port(r: &mut Raw, req: Requirement) -> Result<PortSettings, SettingsError> {
     let org_id = required("PORT_ORG_ID", r.port_org_id.take())?;
     let client_id = required("PORT_CLIENT_ID", r.port_client_id.take())?;
     let client_secret = Secret::new(required("PORT_CLIENT_SECRET", r.port_client_secret.take())?);
-    let base = present(r.port_api_base_url.take()).unwrap_or_else(|| "https://api.getport.io".into());
+    let base = present(r.port_api_base_url.take()).unwrap_or_else(|| super::DEFAULT_API_BASE_URL.into());
     let base = base.trim().trim_end_matches('/').to_string();
     if url::Url::parse(&base).is_err() || !(base.starts_with("http://") || base.starts_with("https://")) {
         return Err(err(
@@ -203,11 +203,20 @@ fn port(r: &mut Raw, req: Requirement) -> Result<PortSettings, SettingsError> {
     })
 }
 
+/// `STREAMER_NAME`: exactly `KAFKA` or `POLLING`, upper case, as Port's
+/// Python agent reads it (surrounding spaces are ignored, like every
+/// setting's); another case is refused with the spelling to use.
 fn streamer(r: &mut Raw) -> Result<Streamer, SettingsError> {
     match present(r.streamer_name.take()).as_deref().map(str::trim) {
-        None => Ok(Streamer::Kafka),
-        Some(s) if s.eq_ignore_ascii_case("KAFKA") => Ok(Streamer::Kafka),
-        Some(s) if s.eq_ignore_ascii_case("POLLING") => Ok(Streamer::Polling),
+        None | Some("KAFKA") => Ok(Streamer::Kafka),
+        Some("POLLING") => Ok(Streamer::Polling),
+        Some(s) if s.eq_ignore_ascii_case("KAFKA") || s.eq_ignore_ascii_case("POLLING") => Err(err(
+            "STREAMER_NAME",
+            format!(
+                "expected KAFKA or POLLING in upper case (as Port's agent reads it), got '{s}': write '{}'",
+                s.to_ascii_uppercase()
+            ),
+        )),
         Some(s) => Err(err(
             "STREAMER_NAME",
             format!("expected KAFKA or POLLING, got '{s}'"),
@@ -292,13 +301,29 @@ fn crash_loop_limit(value: Option<String>) -> Result<u32, SettingsError> {
     Ok(limit)
 }
 
+/// The shortest `POLLING_INTERVAL_SECONDS`: each iteration makes two claim
+/// calls, and Port rate-limits them.
+pub const MIN_POLLING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `POLLING_INTERVAL_SECONDS`: at least [`MIN_POLLING_INTERVAL`].
+fn polling_interval(value: Option<String>) -> Result<Duration, SettingsError> {
+    let interval = seconds("POLLING_INTERVAL_SECONDS", value, 10.0)?;
+    if interval < MIN_POLLING_INTERVAL {
+        return Err(err(
+            "POLLING_INTERVAL_SECONDS",
+            format!(
+                "expected at least 1 second (accepted: 1 and up, e.g. 10, the default), got {}: \
+each iteration makes two claim calls, and a shorter pause runs into Port's rate limit",
+                interval.as_secs_f64()
+            ),
+        ));
+    }
+    Ok(interval)
+}
+
 fn polling(r: &mut Raw) -> Result<PollingSettings, SettingsError> {
     Ok(PollingSettings {
-        interval: seconds(
-            "POLLING_INTERVAL_SECONDS",
-            r.polling_interval_seconds.take(),
-            10.0,
-        )?,
+        interval: polling_interval(r.polling_interval_seconds.take())?,
         batch_size: number(
             "POLLING_RUNS_BATCH_SIZE",
             r.polling_runs_batch_size.take(),
@@ -699,10 +724,20 @@ mod tests {
             ("AGENT_MAX_RESPONSE_BYTES", "1MB"),
             ("AGENT_ALLOWED_TARGETS", "10.0.0.0/40"),
             ("AGENT_MAX_MESSAGE_AGE_SECONDS", "0"),
+            ("POLLING_INTERVAL_SECONDS", "0"),
+            ("POLLING_INTERVAL_SECONDS", "0.999"),
+            ("STREAMER_NAME", "polling"),
+            ("STREAMER_NAME", "Kafka"),
         ] {
             let e = with(&[(var, value)]).unwrap_err();
             assert_eq!(e.variable, var);
         }
+        let e = with(&[("STREAMER_NAME", "kafka")]).unwrap_err();
+        assert!(e.problem.contains("write 'KAFKA'"), "{e}");
+        let e = with(&[("POLLING_INTERVAL_SECONDS", "0")]).unwrap_err();
+        assert!(e.problem.contains("at least 1 second"), "{e}");
+        let s = with(&[("POLLING_INTERVAL_SECONDS", "1")]).unwrap();
+        assert_eq!(s.polling.interval, Duration::from_secs(1));
     }
 
     #[test]
@@ -710,7 +745,7 @@ mod tests {
         let s = with(&[
             ("PORT_API_BASE_URL", "https://api.us.getport.io/"),
             ("KAFKA_CONSUMER_AUTO_OFFSET_RESET", "largest"),
-            ("STREAMER_NAME", "polling"),
+            ("STREAMER_NAME", " POLLING "),
             ("KAFKA_CONSUMER_AUTHENTICATION_MECHANISM", "SCRAM-SHA-512"),
             ("REQUESTS_CA_BUNDLE", "/etc/ca.pem"),
         ])

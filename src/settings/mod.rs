@@ -20,6 +20,9 @@ mod parse;
 pub use env::process_env;
 pub use parse::parse_bool;
 
+/// `PORT_API_BASE_URL`'s default: Port's EU region.
+pub const DEFAULT_API_BASE_URL: &str = "https://api.getport.io";
+
 /// Which source feeds the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Streamer {

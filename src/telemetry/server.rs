@@ -30,6 +30,8 @@ pub struct Health {
     stopping: AtomicBool,
     /// Runs whose reports wait for Port (not ready while there are any).
     reports: OnceLock<Arc<crate::port::ReportBacklog>>,
+    /// Whether Port refuses the credentials (not ready while it does).
+    credentials: OnceLock<Arc<crate::port::auth::AuthStatus>>,
 }
 
 impl Health {
@@ -40,12 +42,19 @@ impl Health {
             dead: Mutex::new(None),
             stopping: AtomicBool::new(false),
             reports: OnceLock::new(),
+            credentials: OnceLock::new(),
         })
     }
 
     /// Say "not ready" while `backlog` has runs whose reports wait for Port.
     pub fn watch_reports(&self, backlog: Arc<crate::port::ReportBacklog>) {
         let _ = self.reports.set(backlog);
+    }
+
+    /// Say "not ready", with Port's answer, while Port refuses the
+    /// credentials.
+    pub fn watch_credentials(&self, status: Arc<crate::port::auth::AuthStatus>) {
+        let _ = self.credentials.set(status);
     }
 
     /// The source is connected and has work (or is a declared standby).
@@ -72,6 +81,9 @@ impl Health {
     pub fn readiness(&self) -> Result<(), String> {
         if self.stopping.load(Ordering::Relaxed) {
             return Err("shutting down: draining in-flight messages".to_string());
+        }
+        if let Some(refusal) = self.credentials.get().and_then(|c| c.refused()) {
+            return Err(refusal.reason());
         }
         let pending = self.reports.get().map_or(0, |b| b.pending());
         if pending > 0 {

@@ -50,6 +50,22 @@ fn every_command_has_help_with_an_example() {
     assert!(help.contains("Example: "), "{help}");
 }
 
+/// Issue 28: `run --help` shows a polling example as well as a Kafka one,
+/// and says how `STREAMER_NAME` is spelled.
+#[test]
+fn run_help_has_a_kafka_and_a_polling_example() {
+    let out = agent(&["run", "--help"]);
+    let help = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let example = |needle: &str| {
+        help.lines()
+            .any(|l| l.contains(needle) && l.trim_end().ends_with("port-agent run"))
+    };
+    assert!(example("KAFKA_CONSUMER_GROUP_ID=org_1.agent"), "{help}");
+    assert!(example("STREAMER_NAME=POLLING"), "{help}");
+    assert!(help.contains("in upper case"), "{help}");
+}
+
 #[test]
 fn an_invalid_command_line_exits_2_for_every_command() {
     let mut cases: Vec<Vec<&str>> = vec![vec!["no-such-command"], vec!["--no-such-flag"]];

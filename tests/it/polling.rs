@@ -176,7 +176,7 @@ async fn t4_claim_failures_back_off_and_the_backoff_resets_after_a_success() {
         "t4",
         &json!([{"enabled": true}]),
         &[
-            ("POLLING_INTERVAL_SECONDS", "0.3"),
+            ("PORT_AGENT_TEST_POLLING_INTERVAL_MS", "300"),
             ("POLLING_INITIAL_BACKOFF_SECONDS", "0.5"),
             ("POLLING_BACKOFF_FACTOR", "2"),
             ("POLLING_BACKOFF_JITTER_FACTOR", "0"),
@@ -856,7 +856,6 @@ async fn t19_a_claim_answer_that_is_not_json_is_logged_counted_and_backed_off() 
         &json!([{"enabled": true}]),
         &[
             ("AGENT_HTTP_PORT", &http_port),
-            ("POLLING_INTERVAL_SECONDS", "0.2"),
             ("POLLING_INITIAL_BACKOFF_SECONDS", "2"),
             ("POLLING_BACKOFF_JITTER_FACTOR", "0"),
         ],
@@ -897,4 +896,137 @@ async fn t19_a_claim_answer_that_is_not_json_is_logged_counted_and_backed_off() 
     );
     assert_eq!(patches_of(&port, "r_after")[0]["status"], "SUCCESS");
     assert!(!target.requests().iter().any(|r| run_of(r) == "r_cut"));
+}
+
+/// Issue 28: the claim `limit` is the free slots when the claim is made:
+/// a run that finished during the pause between claims frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t20_the_claim_limit_equals_the_free_slots_after_a_run_finished() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    offer(&port, [claimable("r_1", &target.url("/run"), true, json!({}))]);
+    let agent = start_polling(
+        &port,
+        "t20",
+        &json!([{"enabled": true}]),
+        &[("AGENT_MAX_IN_FLIGHT", "3"), ("AGENT_RUN_LOGS", "false")],
+    );
+    wait_until(Duration::from_secs(30), "r_1's report", &agent, || {
+        !patches_of(&port, "r_1").is_empty()
+    });
+    let before = calls_to(&port, CLAIM_RUNS).len();
+    wait_until(Duration::from_secs(30), "two more claims", &agent, || {
+        calls_to(&port, CLAIM_RUNS).len() >= before + 2
+    });
+    stop(agent);
+    let claims = calls_to(&port, CLAIM_RUNS);
+    let limits: Vec<u64> = claims
+        .iter()
+        .map(|c| c.json()["limit"].as_u64().expect("a limit"))
+        .collect();
+    assert_eq!(limits[0], 3, "the first claim asks for every slot: {limits:?}");
+    // The second claim after the report was made with r_1 done for at
+    // least one pause: every slot is free.
+    assert_eq!(limits[before + 1], 3, "claims after r_1 finished: {limits:?}");
+}
+
+/// Issue 28: credentials Port refuses after a successful start (rotated or
+/// revoked) make `/readyz` 503 with the reason (Port's error and the base
+/// URL) and an error line in the log; `/healthz` stays 200, nothing exits,
+/// and once Port accepts them again the agent is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t21_credentials_refused_after_start_make_readyz_503_with_the_reason() {
+    let port = FakePort::start().await;
+    let http_port = free_port().to_string();
+    let agent = start_polling(
+        &port,
+        "t21",
+        &json!([{"enabled": true}]),
+        &[
+            ("AGENT_HTTP_PORT", &http_port),
+            ("POLLING_INITIAL_BACKOFF_SECONDS", "0.2"),
+            ("POLLING_MAX_BACKOFF_SECONDS", "0.5"),
+        ],
+    );
+    let http = format!("127.0.0.1:{http_port}");
+    let readyz = || http_get(&http, "/readyz");
+    wait_until(Duration::from_secs(30), "ready", &agent, || {
+        readyz().is_some_and(|(s, _)| s == 200)
+    });
+    port.refuse_credentials(401, "invalid_credentials");
+    let mut reason = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "/readyz 503 naming the refusal",
+        &agent,
+        || match readyz() {
+            Some((503, body)) if body.contains("Port refuses the credentials") => {
+                reason = body;
+                true
+            }
+            _ => false,
+        },
+    );
+    let reason: Value = serde_json::from_str(&reason).expect("JSON");
+    let reason = reason["reason"].as_str().expect("a reason");
+    for part in [
+        &format!("PORT_API_BASE_URL={}", port.base()),
+        "answered 401 \"invalid_credentials: The provided client id or secret is invalid\"",
+    ] {
+        assert!(reason.contains(part), "'{part}' in {reason}");
+    }
+    assert_eq!(http_get(&http, "/healthz").map(|(s, _)| s), Some(200));
+    wait_until(Duration::from_secs(10), "the refusal in the log", &agent, || {
+        agent.log_text().lines().any(|l| {
+            l.contains("\"level\":\"ERROR\"")
+                && l.contains("Port refuses the credentials")
+                && l.contains("Credentials refused after start-up")
+        })
+    });
+    // Logged at once, then once a minute: one line within this test.
+    let logged = agent
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("Credentials refused after start-up"))
+        .count();
+    assert_eq!(logged, 1, "{}", agent.log_text());
+    *port.state.credentials_refused.lock().unwrap() = None;
+    wait_until(Duration::from_secs(30), "ready again", &agent, || {
+        readyz().is_some_and(|(s, _)| s == 200)
+    });
+    assert!(!agent.log_text().contains(SECRET));
+    stop(agent);
+}
+
+/// Issue 28: a start-up token call that fails otherwise than by a refusal
+/// (here 503) is only a warning: the agent keeps running and claims once
+/// Port answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t22_a_token_call_that_fails_at_start_up_is_only_a_warning() {
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    *port.state.credentials_refused.lock().unwrap() = Some((503, json!({"ok": false})));
+    offer(&port, [claimable("r_1", &target.url("/run"), true, json!({}))]);
+    let mut agent = start_polling(
+        &port,
+        "t22",
+        &json!([{"enabled": true}]),
+        &[
+            ("POLLING_INITIAL_BACKOFF_SECONDS", "0.2"),
+            ("POLLING_MAX_BACKOFF_SECONDS", "0.5"),
+        ],
+    );
+    wait_until(Duration::from_secs(10), "the warning", &agent, || {
+        agent
+            .log_text()
+            .contains("could not get a token from Port; continuing")
+    });
+    assert!(
+        agent.exited().expect("try_wait").is_none(),
+        "{}",
+        agent.log_text()
+    );
+    *port.state.credentials_refused.lock().unwrap() = None;
+    wait_until(Duration::from_secs(30), "r_1's report", &agent, || {
+        patches_of(&port, "r_1") == vec![json!({"status": "SUCCESS"})]
+    });
+    stop(agent);
 }

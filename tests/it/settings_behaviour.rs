@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::support::agent::*;
-use crate::support::broker::free_port;
+use crate::support::broker::{free_port, AgentProcess};
 use crate::support::proxy::Proxy;
 use crate::support::tls::{TlsTarget, TLS_ANSWER};
 use crate::support::{closed_port, FakePort, FakeTarget};
@@ -501,6 +501,127 @@ async fn no_proxy_forms_for_ip_literals_and_names() {
             only_patch(&port, &named_run),
             json!({"status": "SUCCESS"}),
             "{no_proxy}"
+        );
+    }
+}
+
+/// The agent `run` with `env` only: its exit code and output, within 10 s.
+fn run_briefly(env: &[(&str, String)], tag: &str) -> (Option<i32>, String) {
+    let mut agent = AgentProcess::start(env, tag);
+    let code = agent.wait(Duration::from_secs(10));
+    (code, agent.log_text())
+}
+
+/// Issue 28: `POLLING_INTERVAL_SECONDS` below 1 is refused at start-up
+/// (exit 3) with the accepted range, before any call to Port; 1 is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polling_interval_below_one_second_is_refused_at_start_up() {
+    let port = FakePort::start().await;
+    for value in ["0", "0.5"] {
+        let env = polling_env(
+            &port,
+            "interval-0",
+            &json!([]),
+            &[("POLLING_INTERVAL_SECONDS", value)],
+        );
+        let (code, log) = run_briefly(&env, "interval-0");
+        assert_eq!(code, Some(3), "{value}: {log}");
+        let line = log
+            .lines()
+            .find(|l| l.starts_with("error: ") && l.contains("POLLING_INTERVAL_SECONDS"))
+            .unwrap_or_else(|| panic!("{value}: no error line naming the setting in {log}"));
+        assert!(
+            line.contains("expected at least 1 second (accepted: 1 and up"),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("got {}", value.parse::<f64>().unwrap())),
+            "{line}"
+        );
+    }
+    assert!(
+        port.all_calls().is_empty(),
+        "no call to Port: {:?}",
+        port.all_calls()
+    );
+    let agent = start_polling(
+        &port,
+        "interval-1",
+        &json!([]),
+        &[("POLLING_INTERVAL_SECONDS", "1")],
+    );
+    wait_until(Duration::from_secs(10), "a claim", &agent, || {
+        !calls_to(&port, CLAIM_RUNS).is_empty()
+    });
+    stop(agent);
+}
+
+/// Issue 28: `STREAMER_NAME` is `KAFKA` or `POLLING` in upper case, as Port's
+/// Python agent reads it (and as the README says); another case is refused
+/// at start-up with the spelling to use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamer_name_in_another_case_is_refused_with_the_spelling_to_use() {
+    let port = FakePort::start().await;
+    for (value, spelled) in [("kafka", "KAFKA"), ("Polling", "POLLING")] {
+        let env = polling_env(&port, "streamer-case", &json!([]), &[("STREAMER_NAME", value)]);
+        let (code, log) = run_briefly(&env, "streamer-case");
+        assert_eq!(code, Some(3), "{value}: {log}");
+        assert!(
+            log.contains("STREAMER_NAME: expected KAFKA or POLLING in upper case")
+                && log.contains(&format!("got '{value}': write '{spelled}'")),
+            "{value}: {log}"
+        );
+    }
+    assert!(port.all_calls().is_empty());
+}
+
+/// Issue 28: credentials Port refuses on the token call at start-up (401,
+/// or 403) stop the agent in both transports with exit 3 and one line that
+/// names `PORT_API_BASE_URL`, quotes Port's error and names the US region;
+/// nothing else is called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_refused_at_start_up_stop_either_transport_with_exit_3() {
+    let kafka: [(&str, &str); 2] = [
+        ("STREAMER_NAME", "KAFKA"),
+        ("KAFKA_CONSUMER_GROUP_ID", "org_1.creds"),
+    ];
+    for (transport, status) in [("POLLING", 401), ("KAFKA", 401), ("POLLING", 403)] {
+        let port = FakePort::start().await;
+        port.refuse_credentials(status, "invalid_credentials");
+        let extra: &[(&str, &str)] = if transport == "KAFKA" { &kafka } else { &[] };
+        let env = polling_env(&port, "creds", &json!([]), extra);
+        let started = std::time::Instant::now();
+        let (code, log) = run_briefly(&env, "creds");
+        assert_eq!(code, Some(3), "{transport} {status}: {log}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("Port refused the credentials"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{transport} {status}: one line in {log}");
+        let line = lines[0];
+        assert!(line.starts_with("error: "), "{line}");
+        for part in [
+            format!("PORT_API_BASE_URL={}", port.base()),
+            format!("answered {status} \"invalid_credentials: The provided client id or secret is invalid\""),
+            "US organisations use https://api.us.getport.io".to_string(),
+            "PORT_CLIENT_ID and PORT_CLIENT_SECRET".to_string(),
+        ] {
+            assert!(line.contains(&part), "{transport} {status}: '{part}' in {line}");
+        }
+        assert!(
+            !log.contains(crate::support::SECRET),
+            "the secret is never logged"
+        );
+        let paths: Vec<String> = port.all_calls().iter().map(|c| c.path().to_string()).collect();
+        assert_eq!(
+            paths,
+            vec!["/v1/auth/access_token"],
+            "{transport} {status}: only the token call"
         );
     }
 }

@@ -483,3 +483,121 @@ async fn sigterm_while_the_brokers_are_unreachable_exits_in_time_and_says_what_w
     );
     drop(tansu);
 }
+
+/// Polling: two runs acked and held at the target, then SIGTERM (the drain
+/// starts, with a long drain timeout) and a second SIGTERM; the agent and
+/// its fake Port API.
+async fn two_polled_runs_then_two_signals(tag: &str, port: &FakePort) -> (AgentProcess, Instant) {
+    use crate::support::agent::{claimable, offer, start_polling, wait_until};
+    let target = FakeTarget::start().await;
+    target.answer_after(200, Duration::from_secs(60));
+    offer(
+        port,
+        ["r_p1", "r_p2"].map(|id| claimable(id, &target.url("/slow"), true, json!({}))),
+    );
+    let agent = start_polling(
+        port,
+        tag,
+        &json!([{"enabled": true}]),
+        &[("AGENT_DRAIN_TIMEOUT_SECONDS", "60"), ("AGENT_RUN_LOGS", "false")],
+    );
+    wait_until(Duration::from_secs(30), "both runs at the target", &agent, || {
+        target.requests().len() == 2
+    });
+    agent.signal("-TERM");
+    wait_until(Duration::from_secs(10), "the drain", &agent, || {
+        agent.log_text().contains("stopping: draining in-flight messages")
+    });
+    let second = Instant::now();
+    agent.signal("-TERM");
+    (agent, second)
+}
+
+/// Issue 28: a second signal while polled runs are in flight (acked, so
+/// Port will not hand them out again) reports each FAILURE, "stopped before
+/// the run finished", before exiting 130, within a bounded time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_fails_the_polled_runs_in_flight_then_exits_130() {
+    use port_agent::source::polling::SIGNAL_STOPPED_SUMMARY;
+    let port = FakePort::start().await;
+    let (mut agent, second) = two_polled_runs_then_two_signals("second-signal-polling", &port).await;
+    assert_eq!(
+        agent.wait(Duration::from_secs(10)),
+        Some(130),
+        "{}",
+        agent.log_text()
+    );
+    assert!(
+        second.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        second.elapsed()
+    );
+    for run in ["r_p1", "r_p2"] {
+        assert_eq!(
+            patches_of(&port, run),
+            vec![json!({"status": "FAILURE", "summary": SIGNAL_STOPPED_SUMMARY})],
+            "{run}: {}",
+            agent.log_text()
+        );
+    }
+    assert!(SIGNAL_STOPPED_SUMMARY.starts_with("The agent was stopped before the run finished"));
+}
+
+/// Issue 28: the failure reports of a second signal have their own
+/// deadline: with Port holding them, the agent still exits 130 within the
+/// 5 s bound and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_130_in_bounded_time_when_port_holds_the_reports() {
+    let port = FakePort::start().await;
+    port.state.holds.lock().unwrap().extend(
+        ["/v1/actions/runs/r_p1", "/v1/actions/runs/r_p2"].map(|p| (p.to_string(), Duration::from_secs(60))),
+    );
+    let (mut agent, second) = two_polled_runs_then_two_signals("second-signal-held", &port).await;
+    assert_eq!(
+        agent.wait(Duration::from_secs(10)),
+        Some(130),
+        "{}",
+        agent.log_text()
+    );
+    let took = second.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(7),
+        "{took:?}"
+    );
+    assert!(
+        agent
+            .log_text()
+            .contains("reporting the stopped runs took too long"),
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(port.state.held.lock().unwrap().len(), 2, "both reports were sent");
+}
+
+/// Issue 28: a third signal exits at once (130), without waiting for the
+/// failure reports of the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_signal_exits_at_once_without_the_reports() {
+    let port = FakePort::start().await;
+    port.state.holds.lock().unwrap().extend(
+        ["/v1/actions/runs/r_p1", "/v1/actions/runs/r_p2"].map(|p| (p.to_string(), Duration::from_secs(60))),
+    );
+    let (mut agent, _) = two_polled_runs_then_two_signals("third-signal", &port).await;
+    crate::support::agent::wait_until(Duration::from_secs(5), "the held reports", &agent, || {
+        port.state.held.lock().unwrap().len() == 2
+    });
+    let third = Instant::now();
+    agent.signal("-TERM");
+    assert_eq!(
+        agent.wait(Duration::from_secs(10)),
+        Some(130),
+        "{}",
+        agent.log_text()
+    );
+    assert!(third.elapsed() < Duration::from_secs(2), "{:?}", third.elapsed());
+    assert!(
+        agent.log_text().contains("third signal: exiting at once"),
+        "{}",
+        agent.log_text()
+    );
+}

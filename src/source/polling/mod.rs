@@ -16,13 +16,16 @@
 //! that interrupts the runner hands its run over through
 //! [`Source::undispatched`] for the drain; and a run still in flight when
 //! the drain times out is reported as failed ([`STOPPED_SUMMARY`]) instead
-//! of being left `IN_PROGRESS`. Claimed runs not yet acked are let go: Port
-//! hands them out again.
+//! of being left `IN_PROGRESS`; so is every acked run without a final
+//! status when a second stop signal exits at once ([`InFlight`], through
+//! [`crate::shutdown::LastWords`]). Claimed runs not yet acked are let go:
+//! Port hands them out again.
 
 mod claimed;
+mod in_flight;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -31,10 +34,12 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 pub use claimed::{action_run_message, node_run_message, ClaimedRun};
+pub use in_flight::InFlight;
+use in_flight::{ack_into, failure_call};
 
 use super::{Ack, Limits, Source, Trust};
 use crate::pipeline::{Delivery, Disposition, Outcome, Skip};
-use crate::port::{PortCall, PortClient, Reporter};
+use crate::port::{PortClient, Reporter};
 use crate::settings::Settings;
 use crate::telemetry::metrics;
 use crate::telemetry::server::Health;
@@ -46,8 +51,15 @@ pub const UNREADABLE_SUMMARY: &str = "The agent could not read the run Port hand
 /// The summary reported for a run still running when the drain timed out.
 pub const STOPPED_SUMMARY: &str =
     "The agent stopped before the run finished (shutdown drain timeout); the request may have reached the target";
+/// The summary reported, on a second stop signal, for a run acked and
+/// still in flight.
+pub const SIGNAL_STOPPED_SUMMARY: &str =
+    "The agent was stopped before the run finished (a second stop signal); the request may have reached the target";
 /// How long the failure reports of the close may take at most.
 const CLOSE_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the failure reports of a second signal may take at most (the
+/// process exits at [`crate::shutdown::LAST_WORDS_TIMEOUT`] anyway).
+pub const SIGNAL_REPORT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// How the polling source claims work and backs off.
 #[derive(Debug, Clone)]
@@ -82,7 +94,7 @@ impl PollingOptions {
     pub fn from_settings(s: &Settings) -> PollingOptions {
         PollingOptions {
             batch_size: s.polling.batch_size,
-            interval: s.polling.interval,
+            interval: test_interval().unwrap_or(s.polling.interval),
             initial_backoff: s.polling.initial_backoff,
             max_backoff: s.polling.max_backoff,
             backoff_factor: s.polling.backoff_factor,
@@ -112,6 +124,21 @@ impl PollingOptions {
         let jittered = base * (1.0 + self.backoff_jitter * jitter_draw.clamp(-1.0, 1.0));
         Duration::from_secs_f64(jittered.max(0.0))
     }
+}
+
+/// Test builds only (`--features fault-injection`, which release builds and
+/// the image never enable): `PORT_AGENT_TEST_POLLING_INTERVAL_MS` paces the
+/// claims faster than the 1 s that `POLLING_INTERVAL_SECONDS` allows, so
+/// that the polling tests do not wait a second per iteration.
+fn test_interval() -> Option<Duration> {
+    #[cfg(feature = "fault-injection")]
+    if let Some(ms) = std::env::var("PORT_AGENT_TEST_POLLING_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Some(Duration::from_millis(ms));
+    }
+    None
 }
 
 /// Claims kept failing for longer than allowed.
@@ -169,29 +196,6 @@ async fn iterate(port: PortClient, batch: u32, room: usize) -> Iteration {
     it
 }
 
-/// Ack one run; `true` when Port confirmed it.
-async fn ack(port: &PortClient, run: &ClaimedRun) -> bool {
-    let answer = if run.node_run {
-        port.ack_node_run(&run.id).await
-    } else {
-        port.ack_run(&run.id).await
-    };
-    match answer {
-        Ok(a) if a.confirmed => true,
-        Ok(a) => {
-            warn!(run_id = %run.id, answer = %a.answer, "Port did not confirm the ack; the run is not processed");
-            false
-        }
-        Err(e) => {
-            warn!(run_id = %run.id, error = %e, "ack failed; the run is not processed");
-            false
-        }
-    }
-}
-
-/// Runs acked and handed out, not done yet (by delivery sequence number).
-type Running = Arc<Mutex<HashMap<i64, ClaimedRun>>>;
-
 /// The polling source.
 pub struct PollingSource {
     port: PortClient,
@@ -201,8 +205,8 @@ pub struct PollingSource {
     queue: VecDeque<ClaimedRun>,
     iteration: Option<JoinHandle<Iteration>>,
     /// An ack in progress (a task, so that a shutdown cannot lose its run).
-    acking: Option<JoinHandle<Option<ClaimedRun>>>,
-    running: Running,
+    acking: Option<JoinHandle<Option<(i64, ClaimedRun)>>>,
+    running: InFlight,
     next_poll: Instant,
     failures: u32,
     failing_since: Option<Instant>,
@@ -217,7 +221,7 @@ pub struct PollingAck {
     run: ClaimedRun,
     port: PortClient,
     wf_unmatched_fail: bool,
-    running: Running,
+    running: InFlight,
     sequence: i64,
 }
 
@@ -227,13 +231,13 @@ impl PollingSource {
         health.set_not_ready("waiting for the first claim from Port");
         debug!(batch = opts.batch_size, "polling Port for runs");
         PollingSource {
+            running: InFlight::new(port.clone()),
             port,
             opts,
             health,
             queue: VecDeque::new(),
             iteration: None,
             acking: None,
-            running: Arc::default(),
             next_poll: Instant::now(),
             failures: 0,
             failing_since: None,
@@ -242,26 +246,27 @@ impl PollingSource {
         }
     }
 
-    fn delivery(&mut self, run: ClaimedRun) -> (Delivery, PollingAck) {
-        self.sequence += 1;
+    /// The runs acked and in flight (for a second signal to fail them).
+    pub fn in_flight(&self) -> InFlight {
+        self.running.clone()
+    }
+
+    /// Delivery `sequence` of acked `run` (already in flight).
+    fn delivery(&self, sequence: i64, run: ClaimedRun) -> (Delivery, PollingAck) {
         let delivery = Delivery {
             topic: self.opts.runs_topic.clone(),
             partition: -1,
-            offset: self.sequence,
+            offset: sequence,
             key: None,
             payload: run.message.to_string().into_bytes(),
             trust: Trust::Claimed,
         };
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(self.sequence, run.clone());
         let ack = PollingAck {
             run,
             port: self.port.clone(),
             wf_unmatched_fail: self.opts.wf_unmatched_fail,
             running: self.running.clone(),
-            sequence: self.sequence,
+            sequence,
         };
         (delivery, ack)
     }
@@ -314,26 +319,31 @@ impl Source for PollingSource {
     type Error = PollingError;
 
     async fn next(&mut self, room: usize) -> Option<(Delivery, PollingAck)> {
+        // `room` is the free slots now; each run of ours that finishes
+        // while this waits (the pause between claims) frees one more.
+        let running_now = self.running.len();
         loop {
             // Cancel-safe: the handle stays in `self` if this is dropped.
             if let Some(handle) = self.acking.as_mut() {
                 let acked = handle.await;
                 self.acking = None;
                 match acked {
-                    Ok(Some(run)) if run.unreadable.is_some() => self.fail_unreadable(run),
-                    Ok(Some(run)) => return Some(self.delivery(run)),
+                    Ok(Some((seq, run))) if run.unreadable.is_some() => self.fail_unreadable(seq, run),
+                    Ok(Some((seq, run))) => return Some(self.delivery(seq, run)),
                     _ => {}
                 }
                 continue;
             }
             if let Some(run) = self.queue.pop_front() {
                 // Acked only now that a slot is free for it.
-                let port = self.port.clone();
-                self.acking = Some(tokio::spawn(async move { ack(&port, &run).await.then_some(run) }));
+                self.sequence += 1;
+                let ack = ack_into(self.port.clone(), run, self.running.clone(), self.sequence);
+                self.acking = Some(tokio::spawn(ack));
                 continue;
             }
             if self.iteration.is_none() {
                 tokio::time::sleep_until(self.next_poll).await;
+                let room = room + running_now.saturating_sub(self.running.len());
                 let (port, batch) = (self.port.clone(), self.opts.batch_size);
                 self.iteration = Some(tokio::spawn(iterate(port, batch, room)));
             }
@@ -374,10 +384,10 @@ impl Source for PollingSource {
         let mut handed_over = Vec::new();
         if let Some(handle) = self.acking.take() {
             match handle.await {
-                Ok(Some(run)) if run.unreadable.is_some() => self.fail_unreadable(run),
-                Ok(Some(run)) => {
+                Ok(Some((seq, run))) if run.unreadable.is_some() => self.fail_unreadable(seq, run),
+                Ok(Some((seq, run))) => {
                     info!(run_id = %run.id, "processing an acked run before stopping");
-                    handed_over.push(self.delivery(run));
+                    handed_over.push(self.delivery(seq, run));
                 }
                 _ => {}
             }
@@ -402,15 +412,17 @@ impl Source for PollingSource {
 
 impl PollingSource {
     /// An acked run that cannot be read is reported FAILURE at once (in a
-    /// task of its own; the client's retries bound it).
-    fn fail_unreadable(&self, run: ClaimedRun) {
+    /// task of its own; the client's retries bound it); it is in flight
+    /// until that report is done.
+    fn fail_unreadable(&self, sequence: i64, run: ClaimedRun) {
         let why = run.unreadable.clone().unwrap_or_default();
         let call = failure_call(&run, &format!("{UNREADABLE_SUMMARY}: {why}"));
-        let port = self.port.clone();
+        let (port, running) = (self.port.clone(), self.running.clone());
         tokio::spawn(async move {
             if let Err(e) = port.send(&call).await {
                 error!(run_id = %run.id, error = %e, "could not report the unreadable run to Port");
             }
+            running.finished(sequence);
         });
     }
 
@@ -419,40 +431,14 @@ impl PollingSource {
         // Whatever was still running outlived the drain and was stopped by
         // the runner (it can report nothing more): report it failed, so
         // that no acked run stays IN_PROGRESS in Port.
-        let left: Vec<ClaimedRun> = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, run)| run)
-            .collect();
-        if left.is_empty() {
-            return;
+        if !self.running.is_empty() {
+            warn!(
+                runs = self.running.len(),
+                "runs still in flight after the drain timeout are reported as failed"
+            );
         }
-        warn!(
-            runs = left.len(),
-            "runs still in flight after the drain timeout are reported as failed"
-        );
-        let mut reports = tokio::task::JoinSet::new();
-        for run in left {
-            let call = failure_call(&run, STOPPED_SUMMARY);
-            let port = self.port.clone();
-            reports.spawn(async move {
-                if let Err(e) = port.send(&call).await {
-                    error!(run_id = %run.id, error = %e, "could not report the stopped run to Port");
-                }
-            });
-        }
-        let all = async { while reports.join_next().await.is_some() {} };
-        if tokio::time::timeout(CLOSE_REPORT_TIMEOUT, all).await.is_err() {
-            error!("reporting the stopped runs took too long; some stay IN_PROGRESS in Port");
-        }
+        self.running.fail_all(STOPPED_SUMMARY, CLOSE_REPORT_TIMEOUT).await;
     }
-}
-
-/// The Port call that fails `run` with `summary`.
-fn failure_call(run: &ClaimedRun, summary: &str) -> PortCall {
-    crate::report::run_failed(&run.id, run.node_run, summary)
 }
 
 /// A claimed, acked run was not processed (no mapping, or not a run the
@@ -467,18 +453,16 @@ fn unreported_failure(outcome: &Outcome, node_run: bool, wf_unmatched_fail: bool
 
 impl Ack for PollingAck {
     async fn done(self, _delivery: &Delivery, outcome: &Outcome) {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.sequence);
-        if !unreported_failure(outcome, self.run.node_run, self.wf_unmatched_fail) {
-            return;
+        // In flight until its final status is sent (a second signal fails
+        // it meanwhile; Port keeps the first final status).
+        if unreported_failure(outcome, self.run.node_run, self.wf_unmatched_fail) {
+            let call = failure_call(&self.run, FAILED_SUMMARY);
+            warn!(run_id = %self.run.id, outcome = outcome.name(), "the run could not be processed; reporting failure");
+            if let Err(e) = self.port.send(&call).await {
+                error!(run_id = %self.run.id, error = %e, "could not report the failure to Port");
+            }
         }
-        let call = failure_call(&self.run, FAILED_SUMMARY);
-        warn!(run_id = %self.run.id, outcome = outcome.name(), "the run could not be processed; reporting failure");
-        if let Err(e) = self.port.send(&call).await {
-            error!(run_id = %self.run.id, error = %e, "could not report the failure to Port");
-        }
+        self.running.finished(self.sequence);
     }
 }
 

@@ -65,6 +65,9 @@ pub struct PortState {
     /// they are with status 200 (an answer cut short, not JSON); then the
     /// claims answer from `claimable_runs` again.
     pub raw_claim_answers: Mutex<VecDeque<String>>,
+    /// Port refuses the credentials: the token call is answered with this
+    /// `(status, body)`, and every token issued before is refused (401).
+    pub credentials_refused: Mutex<Option<(u16, Value)>>,
 }
 
 /// A fixed-window rate limit like Port's: `limit` calls per `period`, the
@@ -223,7 +226,17 @@ async fn answer(
     body: Bytes,
 ) -> Response {
     let arrived = Instant::now();
+    let refused = state.credentials_refused.lock().unwrap().clone();
     if uri.path() == "/v1/auth/access_token" {
+        if let Some((status, answer)) = refused {
+            state
+                .calls
+                .lock()
+                .unwrap()
+                .push(record(&method, &uri, &headers, &body, status));
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
+            return (code, axum::Json(answer)).into_response();
+        }
         let n = {
             let mut t = state.tokens_issued.lock().unwrap();
             *t += 1;
@@ -284,7 +297,7 @@ async fn answer(
             .last()
             .is_some_and(|at| at.elapsed() >= Duration::from_secs(*state.token_lifetime.lock().unwrap()));
     let status = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        Some(auth) if auth == latest && !expired => status,
+        Some(auth) if auth == latest && !expired && refused.is_none() => status,
         _ => 401,
     };
     let raw = (status == 200 && uri.path() == "/v1/actions/runs/claim-pending")
@@ -362,6 +375,16 @@ impl Fake<PortState> {
     /// Enforce a rate limit of `limit` calls per `period` from now on.
     pub fn rate_limit(&self, limit: u64, period: Duration) {
         *self.state.rate_limit.lock().unwrap() = Some(RateWindow::new(limit, period));
+    }
+
+    /// Refuse the credentials from now on, as Port does for a wrong client
+    /// id or secret (or region): the token call answers `status` with
+    /// `{"ok":false,"error":error,"message":…}`, and tokens issued before
+    /// are refused.
+    pub fn refuse_credentials(&self, status: u16, error: &str) {
+        let body =
+            json!({"ok": false, "error": error, "message": "The provided client id or secret is invalid"});
+        *self.state.credentials_refused.lock().unwrap() = Some((status, body));
     }
 
     /// Answer the next non-token calls with `statuses`, in order.
