@@ -333,6 +333,10 @@ impl Source for PollingSource {
                 continue;
             }
             if self.iteration.is_none() {
+                let wait = self.next_poll.saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    debug!(wait_ms = wait.as_millis() as u64, "waiting for the next claim");
+                }
                 tokio::time::sleep_until(self.next_poll).await;
                 let (port, batch) = (self.port.clone(), self.opts.batch_size);
                 self.iteration = Some(tokio::spawn(iterate(port, batch, room)));
