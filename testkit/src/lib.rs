@@ -10,7 +10,15 @@
 //!   (an implementation independent of the agent's, so that it checks it).
 //! * [`fakes`]: the fake Port API and the fake target, real HTTP servers on
 //!   127.0.0.1 that record every call and can be told to fail.
-//! * [`wait`]: polling a condition with a deadline.
+//! * [`wait`]: polling a condition with a deadline, and [`wait::bounded`],
+//!   the harness of tests that run the Kafka source in-process.
+//!
+//! **No test can hang.** Every wait on a broker, a child process or a
+//! runtime's shutdown has a deadline that turns it into a failure naming
+//! what was awaited: conditions are polled with [`wait::eventually`];
+//! [`agent::AgentProcess`] is killed when dropped and waited for with a
+//! deadline; a test that drops a runtime still holding a Kafka consumer
+//! runs under [`wait::bounded`].
 //!
 //! testkit does not depend on the `port-agent` library: a dev-dependency
 //! cycle would make distinct copies of the crate's types in its unit tests.

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::support::agent::{claimable, offer, start_polling, stop, wait_until};
 use crate::support::cli::{all_output, arg, run_cli, stdout, temp_file};
-use crate::support::{FakePort, FakeTarget};
+use crate::support::{action_run, signed, FakePort, FakeTarget, SECRET};
 
 /// A deep value serialised (overflowed the stack), a string doubled (4 GiB),
 /// a value whose parts are shared printed (ran far past its time limit),
@@ -191,4 +191,101 @@ async fn sixty_four_bombs_in_flight_stay_inside_the_pod_memory_limit() {
         peak_kib < POD_LIMIT_KIB,
         "peak RSS {peak_kib} KiB, expected under {POD_LIMIT_KIB}"
     );
+}
+
+/// README: the Kafka prefetch is capped (`queued.max.messages.kbytes` 4096,
+/// `queued.min.messages` 1000), so memory does not grow with the lag.
+/// Through the binary against the mock cluster: the agent idles on an empty
+/// topic, then a backlog of about 60 MB arrives while the target holds
+/// every request, so nothing is consumed past the in-flight slots. The
+/// agent's peak RSS grows by much less than the backlog: librdkafka's
+/// defaults (64 MiB, 100,000 messages) fetch all of it within a second on
+/// loopback, which the 5 s watch after the slots fill would see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_backlog_does_not_grow_the_memory_past_the_prefetch_cap() {
+    use crate::support::broker::{agent_env, produce_with, AgentProcess};
+    use rdkafka::config::ClientConfig;
+    use rdkafka::mocking::MockCluster;
+    use std::sync::atomic::Ordering;
+
+    const PARTITIONS: i32 = 16;
+    const MESSAGES: usize = 48_000;
+    const IN_FLIGHT: usize = 8;
+    /// The cap (4 MiB) plus one fetch (`fetch.max.bytes`, 4 MiB) plus the
+    /// runs in flight and the allocator's slack.
+    const GROWTH_KIB: u64 = 20 * 1024;
+
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster
+        .create_topic("org_1.runs", PARTITIONS, 1)
+        .expect("runs topic");
+    cluster
+        .create_topic("org_1.change.log", 1, 1)
+        .expect("change log topic");
+    let brokers = cluster.bootstrap_servers();
+    let (port, target) = (FakePort::start().await, FakeTarget::start().await);
+    target.answer_after(200, Duration::from_secs(600));
+    let mapping = crate::support::agent::mapping_file("prefetch", &json!([{"enabled": true}]));
+    let http_port = testkit::net::free_port().to_string();
+    let env = agent_env(
+        &brokers,
+        &port.base(),
+        &mapping,
+        "org_1.prefetch",
+        &[
+            ("AGENT_MAX_IN_FLIGHT", &IN_FLIGHT.to_string()),
+            ("AGENT_HTTP_PORT", &http_port),
+            ("AGENT_RUN_LOGS", "off"),
+            ("LOG_LEVEL", "warn"),
+        ],
+    );
+    let agent = AgentProcess::start(&env, "prefetch");
+    let http = format!("127.0.0.1:{http_port}");
+    crate::support::broker::eventually("the agent is ready", Duration::from_secs(60), || {
+        crate::support::http_get(&http, "/readyz").is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+    let idle_kib = crate::support::agent::peak_rss_kib(agent.pid());
+
+    let pad = "p".repeat(1000);
+    let url = target.url("/held");
+    let messages: Vec<_> = (0..MESSAGES)
+        .map(|i| {
+            let mut run = action_run(&format!("r_{i:05}"), &url, "POST", false);
+            run["payload"]["properties"]["pad"] = json!(pad);
+            ((i % PARTITIONS as usize) as i32, None, signed(run, SECRET, 1))
+        })
+        .collect();
+    let backlog_kib = messages
+        .iter()
+        .map(|(_, _, m)| m.to_string().len() as u64)
+        .sum::<u64>()
+        / 1024;
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &brokers);
+    produce_with(config, "org_1.runs", messages).await;
+    crate::support::broker::eventually(
+        "the in-flight slots full at the target",
+        Duration::from_secs(60),
+        || target.state.in_flight.load(Ordering::SeqCst) == IN_FLIGHT,
+    )
+    .await;
+    // Watch the memory while librdkafka fetches what it is allowed to.
+    let watch_until = std::time::Instant::now() + Duration::from_secs(5);
+    let mut peak_kib = idle_kib;
+    while std::time::Instant::now() < watch_until {
+        peak_kib = crate::support::agent::peak_rss_kib(agent.pid());
+        assert!(
+            peak_kib - idle_kib < GROWTH_KIB,
+            "peak RSS {peak_kib} KiB, idle {idle_kib} KiB: the prefetch of a {backlog_kib} KiB backlog is not capped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        target.requests().len(),
+        IN_FLIGHT,
+        "nothing consumed past the slots"
+    );
+    eprintln!("idle {idle_kib} KiB, peak {peak_kib} KiB with a {backlog_kib} KiB backlog");
+    drop(agent);
 }

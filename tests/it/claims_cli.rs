@@ -358,9 +358,20 @@ fn stale_node_runs_are_reported_failed_and_change_log_events_are_not_checked() {
         own("org_1.runs", 0, node("wfnr_old", old)),
         own("org_1.runs", 1, node("wfnr_new", now())),
         own("org_1.runs", 2, signed_run("r_old", old)),
-        // Change-log events carry no timestamp; a recorded one a day old
-        // (the record's timestamp is 1) is still delivered.
-        own("org_1.change.log", 0, change_log_event("http://t.internal/cl")),
+        // Change-log events are not checked against the age: one signed an
+        // hour ago (and recorded long ago: the record's timestamp is 1) is
+        // still delivered. Were the check applied to change-log events, its
+        // X-Port-Timestamp would make it stale.
+        own(
+            "org_1.change.log",
+            0,
+            serde_json::from_str::<Value>(&to_raw_string(&signed(
+                change_log_event("http://t.internal/cl"),
+                SECRET,
+                old,
+            )))
+            .unwrap(),
+        ),
     ];
     let out = dry_run_json(
         "stale",

@@ -12,13 +12,18 @@ use crate::support::{encrypt, FakePort, FakeTarget, SECRET};
 use serde_json::json;
 
 /// Claim 20: at LOG_LEVEL=debug, with a decrypted field and a mapped
-/// `Authorization` header, none of the secrets appear in the log.
+/// `Authorization` header, none of the secrets appear in the log, nor in
+/// what is posted to Port, though the target echoes both in its answer
+/// (the run's response, reported to Port and logged at debug).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_logs_at_debug_show_no_secret() {
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
-    target.answer_json(200, json!({"ok": true}));
     let decrypted = "decrypted-polling-value-7f3a";
     let header_token = "mapped-bearer-token-c41d";
+    target.answer_json(
+        200,
+        json!({"ok": true, "echo": format!("{decrypted} {header_token}")}),
+    );
     offer(
         &port,
         [claimable(
@@ -49,6 +54,28 @@ async fn polling_logs_at_debug_show_no_secret() {
             assert!(!log.contains(secret), "{secret} in the log:\n{log}");
         }
     }));
+    // The echoed answer reached Port with both values hidden.
+    let response = port
+        .accepted()
+        .into_iter()
+        .find(|c| c.path() == "/v1/actions/runs/r_secret/response")
+        .expect("the run's response reported");
+    assert_eq!(
+        response.json()["response"]["echo"],
+        "<redacted> <redacted>",
+        "{:?}",
+        response.json()
+    );
+    for call in port.all_calls() {
+        let text = String::from_utf8_lossy(&call.body).to_string();
+        for secret in [decrypted, header_token] {
+            assert!(
+                !text.contains(secret),
+                "{secret} sent to Port: {} {text}",
+                call.path()
+            );
+        }
+    }
     // The secrets were used: the target got the decrypted value and the header.
     let req = &target.requests()[0];
     assert_eq!(req.json()["t"], decrypted);

@@ -283,10 +283,11 @@ async fn the_binary_rides_out_a_broker_that_goes_away_and_comes_back() {
 
     relay.stop();
     let gone = Instant::now();
-    let (_, body) = eventually_some("/readyz says the broker is gone", Duration::from_secs(30), || {
+    let (status, body) = eventually_some("/readyz says the broker is gone", Duration::from_secs(30), || {
         http_get(&http, "/readyz").filter(|(_, b)| b.contains("no Kafka broker is reachable"))
     })
     .await;
+    assert_eq!(status, 503, "/readyz fails while no broker is reachable: {body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
         json!({"status": "unavailable", "reason": "no Kafka broker is reachable"})

@@ -31,6 +31,9 @@ static PANIC_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const RUNS: &str = "org_1.runs";
 const CHANGES: &str = "org_1.change.log";
+/// The longest a test may take, its runtime's shutdown included
+/// ([`testkit::wait::bounded`]): a hang fails the test with a message.
+const TEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 enum Event {
@@ -235,8 +238,16 @@ fn cluster(partitions: i32) -> MockCluster<'static, rdkafka::producer::DefaultPr
     c
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_key_runs_in_order_while_keyless_messages_overlap() {
+#[test]
+fn same_key_runs_in_order_while_keyless_messages_overlap() {
+    testkit::wait::bounded(
+        stringify!(same_key_runs_in_order_while_keyless_messages_overlap),
+        TEST_LIMIT,
+        same_key_runs_in_order_while_keyless_messages_overlap_body,
+    )
+}
+
+async fn same_key_runs_in_order_while_keyless_messages_overlap_body() {
     let cluster = cluster(1);
     let brokers = cluster.bootstrap_servers();
     let mut msgs = Vec::new();
@@ -279,8 +290,16 @@ async fn same_key_runs_in_order_while_keyless_messages_overlap() {
     assert_eq!(committed(&brokers, 1)[&0], 30);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unfinished_message_holds_the_commit_back() {
+#[test]
+fn an_unfinished_message_holds_the_commit_back() {
+    testkit::wait::bounded(
+        stringify!(an_unfinished_message_holds_the_commit_back),
+        TEST_LIMIT,
+        an_unfinished_message_holds_the_commit_back_body,
+    )
+}
+
+async fn an_unfinished_message_holds_the_commit_back_body() {
     let cluster = cluster(1);
     let brokers = cluster.bootstrap_servers();
     let msgs: Vec<_> = (0..10).map(|i| (0, None, run_msg(&format!("r_{i}")))).collect();
@@ -307,8 +326,16 @@ async fn an_unfinished_message_holds_the_commit_back() {
     assert_eq!(target.ended().len(), 10);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_consumers_split_the_partitions_and_a_rebalance_loses_nothing() {
+#[test]
+fn two_consumers_split_the_partitions_and_a_rebalance_loses_nothing() {
+    testkit::wait::bounded(
+        stringify!(two_consumers_split_the_partitions_and_a_rebalance_loses_nothing),
+        TEST_LIMIT,
+        two_consumers_split_the_partitions_and_a_rebalance_loses_nothing_body,
+    )
+}
+
+async fn two_consumers_split_the_partitions_and_a_rebalance_loses_nothing_body() {
     let cluster = cluster(4);
     let brokers = cluster.bootstrap_servers();
     let first: Vec<_> = (0..200)
@@ -367,8 +394,16 @@ async fn two_consumers_split_the_partitions_and_a_rebalance_loses_nothing() {
     assert!(target.ended().len() >= 300, "at least once");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn injected_errors_and_a_broker_outage_lose_nothing() {
+#[test]
+fn injected_errors_and_a_broker_outage_lose_nothing() {
+    testkit::wait::bounded(
+        stringify!(injected_errors_and_a_broker_outage_lose_nothing),
+        TEST_LIMIT,
+        injected_errors_and_a_broker_outage_lose_nothing_body,
+    )
+}
+
+async fn injected_errors_and_a_broker_outage_lose_nothing_body() {
     let cluster = cluster(3);
     let brokers = cluster.bootstrap_servers();
     let msgs: Vec<_> = (0..90)
@@ -465,8 +500,16 @@ fn read_topic(brokers: &str, topic: &str, n: usize) -> Vec<BTreeMap<String, Stri
 /// (COMPLETED/FAILED for a node run), counted, dead-lettered, and acked, so
 /// the partition's commit moves past it and nothing stalls, even with a
 /// window of 4 in flight.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_fails_only_its_run_and_stalls_nothing() {
+#[test]
+fn a_panic_fails_only_its_run_and_stalls_nothing() {
+    testkit::wait::bounded(
+        stringify!(a_panic_fails_only_its_run_and_stalls_nothing),
+        TEST_LIMIT,
+        a_panic_fails_only_its_run_and_stalls_nothing_body,
+    )
+}
+
+async fn a_panic_fails_only_its_run_and_stalls_nothing_body() {
     // The panic counter is process-wide: no other panic test runs meanwhile.
     let _serial = PANIC_TESTS.lock().await;
     let mappings = port_agent::mapping::MappingSet::parse("[]").expect("no mapping");
@@ -608,8 +651,16 @@ impl Reporter for PanickyReporter {
 /// alone, here in the reporter: the run is reported failed with the
 /// internal-error summary, the others are reported as usual, and the
 /// partition is committed to its end.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_in_the_reporter_fails_only_its_run() {
+#[test]
+fn a_panic_in_the_reporter_fails_only_its_run() {
+    testkit::wait::bounded(
+        stringify!(a_panic_in_the_reporter_fails_only_its_run),
+        TEST_LIMIT,
+        a_panic_in_the_reporter_fails_only_its_run_body,
+    )
+}
+
+async fn a_panic_in_the_reporter_fails_only_its_run_body() {
     let _serial = PANIC_TESTS.lock().await;
     let cluster = cluster(1);
     let brokers = cluster.bootstrap_servers();

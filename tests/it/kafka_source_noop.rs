@@ -24,6 +24,9 @@ use serde_json::json;
 const RUNS: &str = "org_1.runs";
 const CHANGES: &str = "org_1.change.log";
 const PARTITIONS: i32 = 3;
+/// The longest a test may take, its runtime's shutdown included
+/// ([`testkit::wait::bounded`]): a hang fails the test with a message.
+const TEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Counts deliveries, notes the first and the last, and answers
 /// "delivered" at once.
@@ -86,8 +89,16 @@ fn options(brokers: &str) -> KafkaOptions {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backlog_drains_and_commits_through_a_no_op_pipeline() {
+#[test]
+fn a_backlog_drains_and_commits_through_a_no_op_pipeline() {
+    testkit::wait::bounded(
+        stringify!(a_backlog_drains_and_commits_through_a_no_op_pipeline),
+        TEST_LIMIT,
+        a_backlog_drains_and_commits_through_a_no_op_pipeline_body,
+    )
+}
+
+async fn a_backlog_drains_and_commits_through_a_no_op_pipeline_body() {
     // 4,500 messages of about 1 KB (the mock keeps 5 MiB per partition).
     const N: usize = 4_500;
     let cluster = MockCluster::new(1).unwrap();

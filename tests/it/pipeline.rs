@@ -368,6 +368,12 @@ impl Write for Captured {
     }
 }
 
+/// The decrypted value is used (it reaches the target) and then met where
+/// a careless agent would show it: the target echoes it in a refusal (the
+/// FAILURE summary and the run-log line quote the answer with detailed
+/// logging), and a header's expression fails with a jq error that quotes
+/// it (the run's warning and the agent's log). Everywhere it is replaced by
+/// `<redacted>`, and nowhere, in the log or in a Port call, does it appear.
 #[tokio::test]
 async fn s12_decrypted_fields_reach_the_target_and_never_the_logs() {
     let captured = Captured::default();
@@ -379,25 +385,64 @@ async fn s12_decrypted_fields_reach_the_target_and_never_the_logs() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
-    let agent = agent(
+    let agent = agent_with(
         &port,
-        json!([{"fieldsToDecryptPaths": ["payload.properties.token", ".payload.properties.bad"]}]),
+        json!([{
+            "fieldsToDecryptPaths": ["payload.properties.token", ".payload.properties.bad"],
+            "headers": {"X-Token-Number": ".payload.properties.token | tonumber"}
+        }]),
+        |c| c.detailed_logging = true,
     );
     // Encrypted with SECRET's first 32 bytes: IV 00..0f, plaintext below.
     let plaintext = "ghp_SuperSecretValue_42";
     let encrypted = crate::support::encrypt(plaintext);
-    let mut message = action_run("r_12", &target.url("/d"), "POST", false);
+    target.answer(403, &format!("denied for {plaintext}"));
+    let mut message = action_run("r_12", &target.url("/d"), "POST", true);
     message["payload"]["properties"]["token"] = json!(encrypted);
     message["payload"]["properties"]["bad"] = json!("%%%");
-    run(&agent, message).await;
+    let outcome = run(&agent, message).await;
 
     let req = &target.requests()[0];
     assert_eq!(req.json()["payload"]["properties"]["token"], plaintext);
     assert_eq!(req.json()["payload"]["properties"]["bad"], "%%%");
+
+    // The refusal, quoted with the value hidden.
+    let (_, body) = patches(&port).pop().expect("a status report");
+    assert_eq!(
+        body["summary"],
+        "Failed to invoke the webhook with status code: 403. Response: denied for <redacted>"
+    );
+    assert!(
+        log_lines(&port, "r_12").contains(
+            &"Action invocation failed with status code: 403 and response: denied for <redacted>".to_string()
+        ),
+        "{:?}",
+        log_lines(&port, "r_12")
+    );
+    // The header's jq error quoted the value: the warning hides it.
+    let header_warning = outcome
+        .warnings
+        .iter()
+        .find(|w| w.contains("X-Token-Number"))
+        .unwrap_or_else(|| panic!("a warning for the header: {:?}", outcome.warnings));
+    assert!(header_warning.contains("<redacted>"), "{header_warning}");
+    for call in port.all_calls() {
+        let text = String::from_utf8_lossy(&call.body).to_string();
+        assert!(
+            !text.contains(plaintext),
+            "plaintext sent to Port: {} {text}",
+            call.path()
+        );
+    }
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(
         logs.contains("could not decrypt"),
         "the failure is logged: {logs}"
+    );
+    assert!(
+        logs.contains("X-Token-Number"),
+        "the header's failure is logged: {logs}"
     );
     assert!(!logs.contains(plaintext), "plaintext leaked into logs");
     assert!(!logs.contains(SECRET), "secret leaked into logs");

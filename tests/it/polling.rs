@@ -752,12 +752,21 @@ async fn t17_sigterm_interrupts_the_wait_between_iterations() {
         &[
             ("POLLING_INTERVAL_SECONDS", "600"),
             ("AGENT_DRAIN_TIMEOUT_SECONDS", "1"),
+            ("LOG_LEVEL", "debug"),
         ],
     );
-    wait_until(Duration::from_secs(30), "the first iteration", &agent, || {
-        calls_to(&port, CLAIM_NODES).iter().any(|c| c.status == 200)
-    });
-    std::thread::sleep(Duration::from_millis(200));
+    // The source logs this right before it waits: the signal comes during
+    // the wait (or just before it, which the wait must notice too).
+    wait_until(
+        Duration::from_secs(30),
+        "the wait after the first iteration",
+        &agent,
+        || agent.log_text().contains("waiting for the next claim"),
+    );
+    assert!(
+        calls_to(&port, CLAIM_NODES).iter().any(|c| c.status == 200),
+        "the first iteration claimed"
+    );
     let signalled = Instant::now();
     agent.signal("-TERM");
     assert_eq!(

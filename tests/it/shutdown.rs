@@ -262,17 +262,21 @@ async fn a_run_whose_report_waits_for_port_at_the_drain_timeout_is_stopped_and_l
         ("AGENT_PORT_RETRY_MAX_ATTEMPTS", "2"),
     ]);
     let mut agent = AgentProcess::start(&env, "drain-port-down-1");
+    // The report proper (the status PATCH or the response), not a run-log
+    // line, is refused: the target has answered and the run waits for Port.
     eventually(
         "the run's report pending on Port",
         Duration::from_secs(60),
         || {
-            w.port
-                .all_calls()
-                .iter()
-                .any(|c| c.path().starts_with("/v1/actions/runs/r_0000") && c.status == 503)
+            w.port.all_calls().iter().any(|c| {
+                let path = c.path();
+                (path == "/v1/actions/runs/r_0000" || path == "/v1/actions/runs/r_0000/response")
+                    && c.status == 503
+            })
         },
     )
     .await;
+    assert_eq!(w.target.requests().len(), 1, "the target answered the run once");
     let signalled = Instant::now();
     agent.signal("-TERM");
     assert_eq!(
@@ -298,7 +302,7 @@ async fn a_run_whose_report_waits_for_port_at_the_drain_timeout_is_stopped_and_l
         "Port accepted nothing for the run"
     );
     let at_target = w.target.requests().len();
-    assert!(at_target <= 1, "{at_target}");
+    assert_eq!(at_target, 1, "stopping sent nothing more to the target");
     let committed = w.tansu.committed(GROUP, RUNS, 3);
     for (p, end) in &ends {
         assert!(

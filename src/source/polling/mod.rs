@@ -342,6 +342,10 @@ impl Source for PollingSource {
                 continue;
             }
             if self.iteration.is_none() {
+                let wait = self.next_poll.saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    debug!(wait_ms = wait.as_millis() as u64, "waiting for the next claim");
+                }
                 tokio::time::sleep_until(self.next_poll).await;
                 let room = room + running_now.saturating_sub(self.running.len());
                 let (port, batch) = (self.port.clone(), self.opts.batch_size);
