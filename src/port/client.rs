@@ -66,6 +66,9 @@ enum Exchange {
 /// The largest answer read from Port's API. A claim of 100 runs of a few
 /// KiB each is well under a MiB; more is a fault, not a batch.
 const MAX_ANSWER_BYTES: usize = 32 << 20;
+/// The most of an error answer a [`PortError`] keeps (for the run-log line
+/// that quotes Port's refusal).
+const MAX_QUOTED_ANSWER_CHARS: usize = 64 << 10;
 
 /// A success's body as JSON where the caller only reads a field or two
 /// (`ackedCount`, `accessToken`): an empty body, or one that does not
@@ -150,6 +153,7 @@ impl PortClient {
                 call: "POST /v1/auth/access_token".into(),
                 message: "401 Unauthorized: check PORT_CLIENT_ID and PORT_CLIENT_SECRET".into(),
                 permanent: false,
+                ..PortError::default()
             });
         };
         let answer = lenient_json("POST /v1/auth/access_token", &answer);
@@ -160,6 +164,7 @@ impl PortClient {
                 call: "POST /v1/auth/access_token".into(),
                 message: "answer has no accessToken".into(),
                 permanent: false,
+                ..PortError::default()
             })?
             .into();
         let refresh_at = refresh_time(Instant::now(), answer.get("expiresIn").and_then(Value::as_f64));
@@ -179,6 +184,7 @@ impl PortClient {
                 call: path.to_string(),
                 message: format!("PORT_API_BASE_URL '{}' is not a usable base URL", self.base),
                 permanent: false,
+                ..PortError::default()
             });
         };
         let mut url = base.clone();
@@ -231,6 +237,7 @@ impl PortClient {
                             call: call.clone(),
                             message,
                             permanent: false,
+                            ..PortError::default()
                         }),
                         retry_after: None,
                     });
@@ -272,6 +279,7 @@ impl PortClient {
                     call: call.to_string(),
                     message: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes; not read"),
                     permanent: false,
+                    ..PortError::default()
                 }));
             }
             return Ok(Exchange::Ok(text));
@@ -291,6 +299,9 @@ impl PortClient {
             call: call.to_string(),
             message: format!("status {}: {}", status.as_u16(), snippet),
             permanent: !retryable,
+            status: Some(status.as_u16()),
+            // Quoted in a run-log line: bounded, like the rest of the line.
+            answer: text.chars().take(MAX_QUOTED_ANSWER_CHARS).collect(),
         };
         if retryable {
             Err(Attempt::Retryable {
@@ -350,6 +361,7 @@ impl PortClient {
                         call: format!("{method} {path}"),
                         message: "401 Unauthorized after a token refresh".into(),
                         permanent: false,
+                        ..PortError::default()
                     })
                 }
             }
@@ -367,6 +379,7 @@ impl Reporter for PortClient {
                     call.run_id()
                 ),
                 permanent: true,
+                ..PortError::default()
             });
         }
         self.call(call.endpoint(), call.method(), &call.path(), Some(&call.body()))

@@ -80,6 +80,7 @@ impl Reporter for SlowPort {
                 call: format!("{} {}", call.method(), call.path()),
                 message: "injected".into(),
                 permanent: fault == Fault::Permanent,
+                ..PortError::default()
             });
         }
         let end = Instant::now();
