@@ -486,3 +486,130 @@ async fn each_kind_of_run_posts_the_python_agents_lines_in_its_order() {
     check(&plain_port, plain_agent, &plain);
     check_lines_follow_their_calls(&detailed_port);
 }
+
+/// The Port calls `render` and `dry-run` show for `message` (the target
+/// assumed to answer 200 with a body), each as `(method, path, body)`.
+fn shown_calls(message: &Value) -> (Vec<Value>, Vec<Value>) {
+    use crate::support::cli::{arg, run_cli, stdout, temp_file};
+    let id = message["context"]["runId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mapping = temp_file(
+        "run_logs",
+        &format!("{id}-mapping.json"),
+        r#"[{"enabled": true}]"#,
+    );
+    let file = temp_file("run_logs", &format!("{id}-message.json"), &message.to_string());
+    let record = json!({"topic": "org_1.runs", "partition": 0, "offset": 0, "timestamp": 1,
+                        "key": null, "headers": {}, "value": message});
+    let input = temp_file("run_logs", &format!("{id}-topic.jsonl"), &format!("{record}\n"));
+    let env = [
+        ("PORT_CLIENT_SECRET", crate::support::SECRET),
+        ("PORT_ORG_ID", "org_1"),
+    ];
+    let body = r#"{"ok":true}"#;
+    let render = run_cli(
+        &[
+            "render",
+            "--mapping",
+            arg(&mapping),
+            "--message",
+            arg(&file),
+            "--assume-body",
+            body,
+            "--format",
+            "json",
+        ],
+        &env,
+    );
+    assert_eq!(
+        render.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&render.stderr)
+    );
+    let rendered: Value = serde_json::from_str(stdout(&render).trim()).expect("render's JSON");
+    let dry = run_cli(
+        &[
+            "dry-run",
+            "--input",
+            arg(&input),
+            "--mapping",
+            arg(&mapping),
+            "--assume-body",
+            body,
+            "--format",
+            "json",
+        ],
+        &env,
+    );
+    assert_eq!(
+        dry.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let entry: Value = stdout(&dry)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("one JSON object per line"))
+        .find(|l| l["run_id"] == id.as_str())
+        .expect("the run's entry");
+    let calls = |v: &Value| v["port_calls"].as_array().cloned().unwrap_or_default();
+    (calls(&rendered), calls(&entry))
+}
+
+/// `render` and `dry-run` show the lines of the table, around the calls
+/// they follow, in the Python agent's order.
+#[test]
+fn render_and_dry_run_show_the_same_lines() {
+    use crate::support::{action_run, signed, SECRET};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let run = "/v1/actions/runs/r_rl_sync";
+    let log = |m: &str| json!({"method": "POST", "path": format!("{run}/logs"), "body": {"message": m}});
+    let action = signed(
+        action_run("r_rl_sync", "http://target.internal/x", "POST", true),
+        SECRET,
+        now,
+    );
+    let want = vec![
+        log(RECEIVED),
+        log(PREPARING),
+        log(SENDING),
+        log(&succeeded(200)),
+        log(REPORTING),
+        json!({"method": "PATCH", "path": format!("{run}/response"), "body": {"response": {"ok": true}}}),
+        log(REPORTED),
+        json!({"method": "PATCH", "path": run, "body": {"status": "SUCCESS"}}),
+        log(FINISHED),
+    ];
+    let (rendered, dry) = shown_calls(&action);
+    assert_eq!(rendered, want);
+    assert_eq!(dry, want);
+
+    let node_run = "/v1/workflows/nodes/runs/wfnr_rl_sync";
+    let node_log = |m: &str| {
+        json!({"method": "POST", "path": format!("{node_run}/logs"),
+               "body": {"logs": [{"level": "INFO", "message": m}]}})
+    };
+    let node = signed(
+        action_run("wfnr_rl_sync", "http://target.internal/x", "POST", true),
+        SECRET,
+        now,
+    );
+    let want = vec![
+        node_log(NODE_RECEIVED),
+        node_log(SENDING),
+        node_log(&succeeded(200)),
+        json!({"method": "PATCH", "path": node_run,
+               "body": {"status": "COMPLETED", "result": "SUCCESS",
+                        "output": {"response": {"status": 200, "data": {"ok": true}}}}}),
+        node_log(NODE_FINISHED),
+    ];
+    let (rendered, dry) = shown_calls(&node);
+    assert_eq!(rendered, want);
+    assert_eq!(dry, want);
+}
