@@ -87,14 +87,13 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
         reporter: &'a R,
         kind: &'a Kind,
         logs: RunLogs,
-        detailed: bool,
         backlog: &'a Arc<ReportBacklog>,
     ) -> Self {
         RunReporter {
             reporter,
             kind,
             logs,
-            detailed,
+            detailed: false,
             errors: Mutex::default(),
             backlog,
             pending: Mutex::default(),
@@ -108,7 +107,13 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
         self.redactor = redactor;
     }
 
-    /// Send the chains as one list in SPEC §7's order (see `in_order`).
+    /// Quote Port's answer in the line about a refusal (`DETAILED_LOGGING`).
+    pub(super) fn detailed(mut self, detailed: bool) -> Self {
+        self.detailed = detailed;
+        self
+    }
+
+    /// Send the chains as one sequence, in the Python agent's order (see `in_order`).
     pub(super) fn in_order(mut self, in_order: bool) -> Self {
         self.in_order = in_order;
         self
