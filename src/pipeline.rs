@@ -461,7 +461,8 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     /// the run's own.
     fn run_reporter<'a>(&'a self, kind: &'a Kind) -> RunReporter<'a, R> {
         let mut run = RunReporter::new(&self.reporter, kind, self.config.run_logs, &self.backlog)
-            .in_order(self.invoker.records_only());
+            .in_order(self.invoker.records_only())
+            .detailed(self.config.detailed_logging);
         run.redact_with(self.redactor.clone());
         run
     }

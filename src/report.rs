@@ -3,24 +3,30 @@
 //! bodies and the run-log lines, each turned into the [`PortCall`]s to make,
 //! in order. Pure: no I/O here; the pipeline sends the calls.
 //!
-//! A run's calls form two chains ([`Chains`]), each sent in order, the two
-//! side by side (SPEC §7): the log lines (before the request
+//! A run's calls form two chains ([`Chains`]), side by side (SPEC §7):
+//! the log lines, and the result (the run's response for synchronous
+//! action runs, then its status). With `AGENT_RUN_LOGS=all` the lines are
+//! the Python agent's (v0.8.9), in its order: before the request
 //! [`LogLine::Received`], [`LogLine::Preparing`], [`LogLine::Sending`],
-//! then the line that tells how the target answered, and
-//! [`LogLine::Finished`] last), and the result: the run's response
-//! (synchronous action runs), then its status. The log lines never delay
-//! the status. [`RunLogs`] (`AGENT_RUN_LOGS`) says which lines are posted.
+//! then the line that tells how the target answered, the lines about the
+//! response call ([`LogLine::ReportingResponse`], then whether Port took
+//! it), a line when Port refused the status, and [`LogLine::Finished`]
+//! last. A line about a result call waits for that call's outcome; the
+//! status never waits for a log line. [`RunLogs`] (`AGENT_RUN_LOGS`) says
+//! which lines are posted.
 
 use serde_json::{json, Map, Value};
 
 use crate::http::ResponseContext;
 use crate::mapping::{jq, EvalCtx, Mapping, RequestSpec, Warning};
 use crate::message::Kind;
-use crate::port::PortCall;
+use crate::port::{PortCall, PortError};
 
+mod chains;
 mod lines;
 
-pub use lines::{LogLine, RunLogs};
+pub use chains::{Chains, Refused, ResultCall};
+pub use lines::{LogLine, Refusal, RunLogs};
 
 /// The summary reported for a run whose processing panicked.
 pub const INTERNAL_ERROR_SUMMARY: &str = "Internal error in the agent while processing this run";
@@ -82,76 +88,50 @@ fn node_run_failed() -> Value {
     json!({"status": "COMPLETED", "result": "FAILED"})
 }
 
-/// A run's Port calls as two chains: each is sent in order, the two side
-/// by side, and the run is done when both are.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Chains {
-    /// Run-log lines, in order.
-    pub logs: Vec<PortCall>,
-    /// The result: the response (synchronous action runs), then the status.
-    pub result: Vec<PortCall>,
-}
-
-impl Chains {
-    /// Both chains as one list in SPEC §7's order, which keeps each chain's
-    /// order: the log lines, the result, then [`LogLine::Finished`] last
-    /// (what dry-run and render show; it is the order of one run's calls
-    /// before they were split in two chains).
-    pub fn in_order(mut self) -> Vec<PortCall> {
-        let finished = LogLine::Finished.text();
-        let last = match self.logs.last() {
-            Some(PortCall::RunLog { message, .. } | PortCall::NodeRunLog { message, .. })
-                if *message == finished =>
-            {
-                self.logs.pop()
-            }
-            _ => None,
-        };
-        let mut calls = self.logs;
-        calls.extend(self.result);
-        calls.extend(last);
-        calls
-    }
-}
-
 /// The Port calls about one run: its kind says where they go, `logs`
 /// which log lines are posted (`AGENT_RUN_LOGS`).
 ///
-/// With [`RunLogs::Minimal`] a run gets the one line that says how it
-/// ended: how the target answered ([`LogLine::answered`]), why the request
-/// could not be delivered ([`LogLine::InvocationFailed`]), or else the
-/// summary it was failed with ([`LogLine::Summary`]: request not built or
-/// not allowed, stale message, internal error). Runs that get no line with
-/// [`RunLogs::All`] (an unmatched node run, change-log events) get none.
+/// With [`RunLogs::All`] the lines are the Python agent's for that kind of
+/// run and outcome (a node run gets no [`LogLine::Finished`] when it
+/// failed). With [`RunLogs::Minimal`] a run gets the one line that says how
+/// it ended: how the target answered ([`LogLine::answered`]), why the
+/// request could not be delivered ([`LogLine::InvocationFailed`]), or else
+/// the summary it was failed with ([`LogLine::Summary`]: request not built
+/// or not allowed, stale message, internal error). Runs that get no line
+/// with [`RunLogs::All`] (an unmatched node run, change-log events) get
+/// none.
 #[derive(Debug, Clone, Copy)]
 pub struct RunReports<'a> {
     /// The run.
     pub kind: &'a Kind,
     /// Which log lines are posted.
     pub logs: RunLogs,
+    /// `DETAILED_LOGGING`: a line about Port's refusal quotes its answer.
+    pub detailed: bool,
 }
 
 impl RunReports<'_> {
     /// The calls that post `lines` whatever [`RunLogs`] says (none for
-    /// change-log events).
+    /// change-log events), in the words of the run's kind.
     fn post(&self, lines: &[LogLine]) -> Vec<PortCall> {
         lines
             .iter()
-            .filter_map(|line| {
-                let message = line.text();
-                match self.kind {
-                    Kind::ActionRun(id) => Some(PortCall::RunLog {
-                        run_id: id.clone(),
-                        message,
-                    }),
-                    Kind::NodeRun(id) => Some(PortCall::NodeRunLog {
-                        run_id: id.clone(),
-                        message,
-                    }),
-                    Kind::ChangeLog => None,
-                }
+            .filter_map(|line| match self.kind {
+                Kind::ActionRun(id) => Some(PortCall::RunLog {
+                    run_id: id.clone(),
+                    message: line.text_for(false)?,
+                }),
+                Kind::NodeRun(id) => Some(PortCall::NodeRunLog {
+                    run_id: id.clone(),
+                    message: line.text_for(true)?,
+                }),
+                Kind::ChangeLog => None,
             })
             .collect()
+    }
+
+    fn is_node_run(&self) -> bool {
+        matches!(self.kind, Kind::NodeRun(_))
     }
 
     /// The calls that post the progress `lines` (only with [`RunLogs::All`]).
@@ -162,46 +142,82 @@ impl RunReports<'_> {
         }
     }
 
-    /// The closing lines: `outcome` (the line that says how the run ended),
-    /// then [`LogLine::Finished`] with [`RunLogs::All`]; `outcome` alone
-    /// with [`RunLogs::Minimal`].
-    fn closing(&self, outcome: LogLine) -> Vec<PortCall> {
+    /// The line that says how the run ended (with `all` and `minimal`).
+    fn outcome(&self, line: LogLine) -> Vec<PortCall> {
         match self.logs {
-            RunLogs::All => self.post(&[outcome, LogLine::Finished]),
-            RunLogs::Minimal => self.post(&[outcome]),
+            RunLogs::All | RunLogs::Minimal => self.post(&[line]),
             RunLogs::Off => Vec::new(),
         }
     }
 
-    /// Fail the run with `summary`; its log closes with [`LogLine::Finished`]
-    /// (the summary itself with [`RunLogs::Minimal`]).
+    /// [`LogLine::Finished`] of a run that did not succeed: an action run's
+    /// (a difference from the Python agent, which stops without it); none
+    /// for a node run, as with the Python agent.
+    fn finished_after_failure(&self) -> Vec<PortCall> {
+        if self.is_node_run() {
+            Vec::new()
+        } else {
+            self.log(&[LogLine::Finished])
+        }
+    }
+
+    /// The line that says Port refused `call` for good (with `all`, when
+    /// Port answered with a status).
+    pub fn refused(&self, call: Refused, error: &PortError) -> Vec<PortCall> {
+        let Some(status) = error.status else {
+            return Vec::new();
+        };
+        let refusal = Refusal {
+            status,
+            response: self.detailed.then(|| error.answer.clone()),
+        };
+        self.log(&[match call {
+            Refused::Response => LogLine::ResponseNotReported(refusal),
+            Refused::State => LogLine::StateNotReported(refusal),
+        }])
+    }
+
+    /// Fail the run with `summary`. With `all`, an action run's log closes
+    /// with [`LogLine::Finished`] (its summary is in its status); a node
+    /// run, which has no summary, gets the summary as a line. With
+    /// `minimal`, the summary is the line.
     pub fn failure(&self, summary: &str) -> Chains {
+        let summary_line = || self.post(&[LogLine::Summary(summary.to_string())]);
         let logs = match self.logs {
-            RunLogs::All => self.post(&[LogLine::Finished]),
-            RunLogs::Minimal => self.post(&[LogLine::Summary(summary.to_string())]),
-            RunLogs::Off => Vec::new(),
+            RunLogs::All if self.is_node_run() => summary_line(),
+            RunLogs::Minimal => summary_line(),
+            RunLogs::All | RunLogs::Off => Vec::new(),
         };
         Chains {
             logs,
             result: self.failed(summary),
+            closing: self.finished_after_failure(),
         }
     }
 
     /// The request could not be delivered: `line` (see
-    /// [`LogLine::InvocationFailed`]) then [`LogLine::Finished`], and the
-    /// run failed with `summary`.
+    /// [`LogLine::InvocationFailed`]), and the run failed with `summary`.
     pub fn request_failed(&self, line: LogLine, summary: &str) -> Chains {
         Chains {
-            logs: self.closing(line),
+            logs: self.outcome(line),
             result: self.failed(summary),
+            closing: self.finished_after_failure(),
+        }
+    }
+
+    /// An action run's status call: with `all`, a refusal gets its line.
+    fn status_call(&self, call: PortCall) -> ResultCall {
+        ResultCall {
+            refused: (self.logs == RunLogs::All).then_some(Refused::State),
+            ..ResultCall::quiet(call)
         }
     }
 
     /// The status report that fails the run (none for change-log events).
-    fn failed(&self, summary: &str) -> Vec<PortCall> {
+    fn failed(&self, summary: &str) -> Vec<ResultCall> {
         match self.kind {
-            Kind::ActionRun(id) => vec![run_failed(id, false, summary)],
-            Kind::NodeRun(id) => vec![run_failed(id, true, summary)],
+            Kind::ActionRun(id) => vec![self.status_call(run_failed(id, false, summary))],
+            Kind::NodeRun(id) => vec![ResultCall::quiet(run_failed(id, true, summary))],
             Kind::ChangeLog => Vec::new(),
         }
     }
@@ -210,23 +226,22 @@ impl RunReports<'_> {
     /// (`AGENT_WF_UNMATCHED_FAIL`); nothing else is reported.
     pub fn unmatched(&self, fail_node_runs: bool) -> Chains {
         let result = match self.kind {
-            Kind::NodeRun(id) if fail_node_runs => vec![PortCall::NodeRunPatch {
+            Kind::NodeRun(id) if fail_node_runs => vec![ResultCall::quiet(PortCall::NodeRunPatch {
                 run_id: id.clone(),
                 body: node_run_failed(),
-            }],
+            })],
             _ => Vec::new(),
         };
         Chains {
-            logs: Vec::new(),
             result,
+            ..Chains::default()
         }
     }
 
-    /// The target answered: the log closes with `line` (see
-    /// [`LogLine::answered`]) and [`LogLine::Finished`]; the result is the
-    /// response of a synchronous action run, then the run's status
-    /// (`report` for an action run, see [`default_report`] and
-    /// [`apply_report_mapping`]).
+    /// The target answered: the log says so with `line` (see
+    /// [`LogLine::answered`]); the result is the response of a synchronous
+    /// action run, then the run's status (`report` for an action run, see
+    /// [`default_report`] and [`apply_report_mapping`]).
     pub fn answered(
         &self,
         line: LogLine,
@@ -234,35 +249,56 @@ impl RunReports<'_> {
         response: &ResponseContext,
         report: Option<RunReport>,
     ) -> Chains {
-        let mut result = Vec::new();
+        let mut chains = Chains {
+            logs: self.outcome(line),
+            ..Chains::default()
+        };
         match self.kind {
             Kind::ActionRun(id) => {
                 if synchronized && !response.text.trim().is_empty() {
-                    result.push(PortCall::RunResponse {
-                        run_id: id.clone(),
-                        response: response_value(response),
+                    chains.logs.extend(self.log(&[LogLine::ReportingResponse]));
+                    chains.result.push(ResultCall {
+                        call: PortCall::RunResponse {
+                            run_id: id.clone(),
+                            response: response_value(response),
+                        },
+                        accepted: self.log(&[LogLine::ResponseReported]),
+                        refused: (self.logs == RunLogs::All).then_some(Refused::Response),
                     });
                 }
                 if let Some(report) = report.filter(|r| !r.is_empty()) {
-                    result.push(PortCall::RunPatch {
+                    chains.result.push(self.status_call(PortCall::RunPatch {
                         run_id: id.clone(),
                         body: report.to_body(),
-                    });
+                    }));
                 }
+                chains.closing = self.log(&[LogLine::Finished]);
             }
-            Kind::NodeRun(id) => {
-                if let Some(body) = node_run_answered(synchronized, response) {
-                    result.push(PortCall::NodeRunPatch {
-                        run_id: id.clone(),
-                        body,
-                    });
-                }
-            }
+            Kind::NodeRun(id) => self.node_run_answered(id, synchronized, response, &mut chains),
             Kind::ChangeLog => {}
         }
-        Chains {
-            logs: self.closing(line),
-            result,
+        chains
+    }
+
+    /// A node run's status and closing line: [`LogLine::Finished`] only
+    /// after a success (once Port accepted its status, when one is sent).
+    fn node_run_answered(
+        &self,
+        id: &str,
+        synchronized: bool,
+        response: &ResponseContext,
+        chains: &mut Chains,
+    ) {
+        let finished = || self.log(&[LogLine::Finished]);
+        match node_run_answered(synchronized, response) {
+            Some(body) => chains.result.push(ResultCall {
+                accepted: if response.ok() { finished() } else { Vec::new() },
+                ..ResultCall::quiet(PortCall::NodeRunPatch {
+                    run_id: id.to_string(),
+                    body,
+                })
+            }),
+            None => chains.closing = finished(),
         }
     }
 }
@@ -486,9 +522,16 @@ mod tests {
             .collect()
     }
 
-    /// The log chain, then the result chain.
+    /// The log chain when Port accepts every call, then the result chain.
     fn chains(c: Chains) -> (Vec<Call>, Vec<Call>) {
-        (calls(&c.logs), calls(&c.result))
+        let mut logs = c.logs;
+        let mut result = Vec::new();
+        for r in c.result {
+            result.push(r.call);
+            logs.extend(r.accepted);
+        }
+        logs.extend(c.closing);
+        (calls(&logs), calls(&result))
     }
 
     fn log(path: &str, message: &str) -> (String, String, Value) {
@@ -534,8 +577,29 @@ mod tests {
                 "Action invocation failed with status code: 500",
             ),
             (
-                LogLine::answered(&answer(302, ""), false, true, &none),
+                LogLine::answered(&answer(302, ""), false, false, &none),
                 "Action invocation failed with status code: 302 redirecting to http://elsewhere/x",
+            ),
+            // As the Python agent: the suffix with an empty answer too.
+            (
+                LogLine::answered(&answer(502, ""), false, true, &none),
+                "Action invocation failed with status code: 502 and response: ",
+            ),
+            (LogLine::ReportingResponse, "Reporting the run response"),
+            (LogLine::ResponseReported, "The run response was reported successfully "),
+            (
+                LogLine::ResponseNotReported(Refusal {
+                    status: 422,
+                    response: None,
+                }),
+                "The run response failed to be reported with status code: 422",
+            ),
+            (
+                LogLine::StateNotReported(Refusal {
+                    status: 404,
+                    response: Some("{\"ok\":false}".into()),
+                }),
+                "The run state failed to be reported with status code: 404 and response: {\"ok\":false}",
             ),
         ];
         for (line, text) in cases {
@@ -544,7 +608,11 @@ mod tests {
     }
 
     fn reports(kind: &Kind, logs: RunLogs) -> RunReports<'_> {
-        RunReports { kind, logs }
+        RunReports {
+            kind,
+            logs,
+            detailed: false,
+        }
     }
 
     #[test]
@@ -570,7 +638,7 @@ mod tests {
             (reports(&action, off).failure("boom"), vec![], vec![boom()]),
             (
                 reports(&node, all).failure("boom"),
-                vec![log(node_run, FINISHED)],
+                vec![log(node_run, "boom")],
                 vec![patch(node_run, failed.clone())],
             ),
             (
@@ -670,7 +738,12 @@ mod tests {
         let cases = [
             (
                 reports(&action, all).answered(line(&ok), true, &ok, success()),
-                vec![log(run, succeeded), log(run, FINISHED)],
+                vec![
+                    log(run, succeeded),
+                    log(run, "Reporting the run response"),
+                    log(run, "The run response was reported successfully "),
+                    log(run, FINISHED),
+                ],
                 sync_result(),
             ),
             (
@@ -747,13 +820,16 @@ mod tests {
         let line = LogLine::answered(&ok, false, false, &Redactor::default());
         let got =
             reports(&action, RunLogs::All).answered(line, true, &ok, Some(default_report(true, &ok, false)));
-        // The list before: answered line, response, status, finished.
+        // The Python agent's sequence: answered line, the response and its
+        // lines, status, finished.
         let before = vec![
             log(
                 run,
                 "Action invocation has completed successfully with status code: 200",
             ),
+            log(run, "Reporting the run response"),
             patch(&format!("{run}/response"), json!({"response": {"id": 7}})),
+            log(run, "The run response was reported successfully "),
             patch(run, json!({"status": "SUCCESS"})),
             log(run, FINISHED),
         ];
@@ -768,6 +844,46 @@ mod tests {
             result,
             before.iter().filter(|c| !is_log(c)).cloned().collect::<Vec<_>>()
         );
+    }
+
+    /// A refusal's line quotes Port's status, and its answer only with
+    /// detailed logging; no line without a status, nor without `all`.
+    #[test]
+    fn refusal_lines() {
+        let action = Kind::ActionRun("r1".into());
+        let run = "/v1/actions/runs/r1";
+        let refused = PortError {
+            status: Some(422),
+            answer: "{\"ok\":false}".into(),
+            permanent: true,
+            ..PortError::default()
+        };
+        let detailed = RunReports {
+            detailed: true,
+            ..reports(&action, RunLogs::All)
+        };
+        assert_eq!(
+            calls(&detailed.refused(Refused::Response, &refused)),
+            vec![log(
+                run,
+                "The run response failed to be reported with status code: 422 and response: {\"ok\":false}"
+            )]
+        );
+        assert_eq!(
+            calls(&reports(&action, RunLogs::All).refused(Refused::State, &refused)),
+            vec![log(
+                run,
+                "The run state failed to be reported with status code: 422"
+            )]
+        );
+        let no_status = PortError {
+            permanent: true,
+            ..PortError::default()
+        };
+        assert!(detailed.refused(Refused::State, &no_status).is_empty());
+        assert!(reports(&action, RunLogs::Minimal)
+            .refused(Refused::State, &refused)
+            .is_empty());
     }
 
     #[test]

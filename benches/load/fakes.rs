@@ -12,7 +12,8 @@
 //!   whatever their order. `/reset` gives the number of calls a run makes
 //!   (`expected_calls`, from the run kind and the agent's `AGENT_RUN_LOGS`,
 //!   see `Session::expected_calls`): its target call, plus its run log
-//!   lines (5 with `all`, 1 with `minimal`, 0 with `off`), plus for a
+//!   lines (5 with `all`, 7 for a synchronized run, whose answer has a
+//!   body; 1 with `minimal`, 0 with `off`), plus for a
 //!   synchronized run `PATCH …/response` and the status PATCH. Each of these
 //!   counts once for the run (by its `r<index>` id, not by text or order);
 //!   the run is done when its count reaches `expected_calls`. So an async
@@ -55,10 +56,11 @@ pub fn unix_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// The run log lines the agent posts for a delivered action run with
-/// `AGENT_RUN_LOGS=all`: received, preparing the payload, sending the
-/// request, the invocation's result, finished processing (the reference
-/// client posts the same).
+/// The run log lines the agent posts for a delivered asynchronous action
+/// run with `AGENT_RUN_LOGS=all`: received, preparing the payload, sending
+/// the request, the invocation's result, finished processing (the
+/// reference client posts the same); a synchronous one with a body gets two
+/// more, about its response.
 pub const RUN_LOG_LINES: u8 = 5;
 
 // ------------------------------------------------------------- child side

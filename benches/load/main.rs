@@ -93,9 +93,12 @@ impl RunLogs {
         }
     }
 
-    /// Run log calls per delivered action run.
-    pub fn lines(self) -> u8 {
+    /// Run log calls per delivered action run (`synchronized`: the
+    /// target's answer has a body, so with `all` the run also gets the
+    /// Python agent's two lines about its response).
+    pub fn lines(self, synchronized: bool) -> u8 {
         match self {
+            RunLogs::All if synchronized => fakes::RUN_LOG_LINES + 2,
             RunLogs::All => fakes::RUN_LOG_LINES,
             RunLogs::Minimal => 1,
             RunLogs::Off => 0,

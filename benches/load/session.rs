@@ -154,7 +154,7 @@ impl Session {
     /// the target call, the run log lines of `--run-logs`, and for a
     /// synchronized run `/response` and the status PATCH.
     pub fn expected_calls(&self, synchronized: bool) -> u8 {
-        1 + self.opts.run_logs.lines() + if synchronized { 2 } else { 0 }
+        1 + self.opts.run_logs.lines(synchronized) + if synchronized { 2 } else { 0 }
     }
 
     /// Now plus `--timeout-s`.

@@ -1,7 +1,11 @@
 //! Sending a run's Port calls: two chains side by side (the run logs, and
 //! the response then the status), each in order, and never given up on
-//! while Port is unreachable (the message's offset waits for both).
+//! while Port is unreachable (the message's offset waits for both). A log
+//! line about a result call (Port took the response, or refused it or the
+//! status) waits on the log chain for that call's outcome; the result
+//! chain never waits for a log line.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -10,9 +14,9 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::message::Kind;
-use crate::port::{PendingReport, PortCall, ReportBacklog, Reporter};
+use crate::port::{PendingReport, PortCall, PortError, ReportBacklog, Reporter};
 use crate::redact::Redactor;
-use crate::report::{Chains, RunLogs, RunReports};
+use crate::report::{Chains, Refused, RunLogs, RunReports};
 use crate::telemetry::metrics;
 
 /// First pause before a Port call that failed after its retries is sent
@@ -40,6 +44,17 @@ struct Pending {
     report: Option<PendingReport>,
 }
 
+/// How a result call ended: accepted, or refused for good.
+type Answer = Result<(), PortError>;
+
+/// The log chain after its first lines: `logs`, then for each result call
+/// the lines its outcome brings (once it arrives), then `closing`.
+struct LogTail {
+    logs: Vec<PortCall>,
+    after: Vec<(Vec<PortCall>, Option<Refused>, oneshot::Receiver<Answer>)>,
+    closing: Vec<PortCall>,
+}
+
 /// A run's reporting target. Calls of one chain keep their order because
 /// they are awaited one after another; [`RunReporter::send_chains`] runs a
 /// run's two chains side by side.
@@ -48,13 +63,15 @@ pub(super) struct RunReporter<'a, R> {
     kind: &'a Kind,
     /// Which log lines are posted (`AGENT_RUN_LOGS`).
     logs: RunLogs,
+    /// `DETAILED_LOGGING`.
+    detailed: bool,
     /// Calls Port refused for good.
     errors: Mutex<Vec<String>>,
     backlog: &'a Arc<ReportBacklog>,
     pending: Mutex<Pending>,
-    /// Send the two chains as one, in SPEC §7's order
-    /// ([`Chains::in_order`]): for recording reporters (dry-run, render),
-    /// which show the calls in that order.
+    /// Send the two chains as one sequence, in the Python agent's order
+    /// (as [`Chains::in_order`] lists them): for recording reporters
+    /// (dry-run, render), which show the calls in that order.
     in_order: bool,
     /// Applied to every call before it is made: nothing goes to Port with
     /// a known secret in it.
@@ -76,6 +93,7 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
             reporter,
             kind,
             logs,
+            detailed: false,
             errors: Mutex::default(),
             backlog,
             pending: Mutex::default(),
@@ -89,15 +107,16 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
         self.redactor = redactor;
     }
 
-    /// Send the chains as one list in SPEC §7's order (see `in_order`).
-    pub(super) fn in_order(mut self, in_order: bool) -> Self {
-        self.in_order = in_order;
+    /// Quote Port's answer in the line about a refusal (`DETAILED_LOGGING`).
+    pub(super) fn detailed(mut self, detailed: bool) -> Self {
+        self.detailed = detailed;
         self
     }
 
-    /// Whether the chains go as one list.
-    pub(super) fn sends_in_order(&self) -> bool {
-        self.in_order
+    /// Send the chains as one sequence, in the Python agent's order (see `in_order`).
+    pub(super) fn in_order(mut self, in_order: bool) -> Self {
+        self.in_order = in_order;
+        self
     }
 
     /// What to report about this run.
@@ -105,6 +124,7 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
         RunReports {
             kind: self.kind,
             logs: self.logs,
+            detailed: self.detailed,
         }
     }
 
@@ -116,25 +136,96 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
     /// Make `calls`, one after another.
     pub(super) async fn send(&self, calls: Vec<PortCall>) {
         for call in calls {
-            self.call(call).await;
+            // A refusal is counted and kept by `call`; the chain goes on.
+            let _ = self.call(call).await;
         }
     }
 
     /// Send the run's two chains side by side; done when both are.
     pub(super) async fn send_chains(&self, chains: Chains) {
-        if self.in_order {
-            self.send(chains.in_order()).await;
-        } else {
-            tokio::join!(self.send(chains.logs), self.send(chains.result));
-        }
+        self.send_after(Vec::new(), async { (chains, ()) }).await
     }
 
-    /// The log chain of a run whose closing lines are known later: `first`,
-    /// then what `rest` brings (nothing when it is dropped).
-    pub(super) async fn send_logs(&self, first: Vec<PortCall>, rest: oneshot::Receiver<Vec<PortCall>>) {
-        self.send(first).await;
-        if let Ok(rest) = rest.await {
-            self.send(rest).await;
+    /// Post `first` on the log chain while `answered` works out the run's
+    /// chains (the request to the target travels meanwhile); then send
+    /// them, the log chain going on after `first` and the result chain
+    /// starting at once. In order (recording reporters): one sequence.
+    pub(super) async fn send_after<T>(
+        &self,
+        first: Vec<PortCall>,
+        answered: impl Future<Output = (Chains, T)>,
+    ) -> T {
+        if self.in_order {
+            self.send(first).await;
+            let (chains, value) = answered.await;
+            self.send_in_order(chains).await;
+            return value;
+        }
+        let (tail_to_logs, tail) = oneshot::channel::<LogTail>();
+        let logs = async {
+            self.send(first).await;
+            if let Ok(tail) = tail.await {
+                self.send_tail(tail).await;
+            }
+        };
+        let result = async {
+            let (chains, value) = answered.await;
+            let mut calls = Vec::new();
+            let mut after = Vec::new();
+            for r in chains.result {
+                let (answer, answered) = oneshot::channel();
+                calls.push((r.call, answer));
+                after.push((r.accepted, r.refused, answered));
+            }
+            let _ = tail_to_logs.send(LogTail {
+                logs: chains.logs,
+                after,
+                closing: chains.closing,
+            });
+            for (call, answer) in calls {
+                let _ = answer.send(self.call(call).await);
+            }
+            value
+        };
+        let ((), value) = tokio::join!(logs, result);
+        value
+    }
+
+    /// The chains as one sequence: each result call followed by its lines.
+    async fn send_in_order(&self, chains: Chains) {
+        self.send(chains.logs).await;
+        for r in chains.result {
+            let answer = self.call(r.call).await;
+            self.send(self.lines_after(r.accepted, r.refused, answer)).await;
+        }
+        self.send(chains.closing).await;
+    }
+
+    /// The log chain after its first lines; it waits for each result
+    /// call's outcome before the lines that follow it.
+    async fn send_tail(&self, tail: LogTail) {
+        self.send(tail.logs).await;
+        for (accepted, refused, answered) in tail.after {
+            let Ok(answer) = answered.await else {
+                return;
+            };
+            self.send(self.lines_after(accepted, refused, answer)).await;
+        }
+        self.send(tail.closing).await;
+    }
+
+    /// The lines a result call's `answer` brings: `accepted`, or the line
+    /// that says Port refused it.
+    fn lines_after(
+        &self,
+        accepted: Vec<PortCall>,
+        refused: Option<Refused>,
+        answer: Answer,
+    ) -> Vec<PortCall> {
+        match (answer, refused) {
+            (Ok(()), _) => accepted,
+            (Err(e), Some(which)) => self.reports().refused(which, &e),
+            (Err(_), None) => Vec::new(),
         }
     }
 
@@ -142,8 +233,8 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
     /// client's own retries are spent, the call (and so the rest of its
     /// chain, and the message's offset) waits and is sent again with capped
     /// backoff until Port accepts it. Only a refusal for good (a 4xx other
-    /// than 401/408/429) ends it.
-    async fn call(&self, call: PortCall) {
+    /// than 401/408/429) ends it, and is returned.
+    async fn call(&self, call: PortCall) -> Answer {
         let call = call.redacted(&self.redactor);
         let mut pending = false;
         let mut pause = PENDING_RETRY_FIRST;
@@ -154,7 +245,7 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
                         info!(call = %call.kind(), "Port accepted the pending call");
                         self.leave_pending();
                     }
-                    return;
+                    return Ok(());
                 }
                 Err(e) if e.permanent => {
                     warn!(run_id = self.kind.run_id().unwrap_or(""), error = %e,
@@ -164,7 +255,7 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
                     if pending {
                         self.leave_pending();
                     }
-                    return;
+                    return Err(e);
                 }
                 Err(e) => {
                     if !pending {

@@ -3,7 +3,6 @@
 //! [`Job`] is what they share.
 
 use serde_json::Value;
-use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::reporting::RunReporter;
@@ -21,7 +20,7 @@ use crate::telemetry::metrics;
 impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     /// Send the request while its first run-log lines travel, then report
     /// how the target answered: the response and the status go out at
-    /// once, while the log chain posts its closing lines after the first
+    /// once, while the log chain posts its other lines after the first
     /// ones (SPEC §7: each chain in order; the logs never delay the status).
     pub(super) async fn deliver(
         &self,
@@ -33,11 +32,9 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     ) -> Disposition {
         let port = &job.port;
         let reports = port.reports();
-        let (closing, closing_lines) = oneshot::channel();
         let first = reports.log(&[LogLine::Received, LogLine::Preparing, LogLine::Sending]);
-        let logs = port.send_logs(first, closing_lines);
         let (ctx, warnings, redactor) = (&job.ctx, &mut job.warnings, &job.redactor);
-        let result = async {
+        let answered = async {
             let sent = self.invoker.send(request).await;
             let answered = Answered {
                 reports,
@@ -48,21 +45,9 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 ctx,
                 redactor,
             };
-            let (chains, disposition) = self.answered(&answered, sent, warnings);
-            if port.sends_in_order() {
-                // A recording reporter took the first lines at once (the
-                // log chain is polled first); the rest follow as one list.
-                drop(closing);
-                port.send(chains.in_order()).await;
-            } else {
-                // To the log chain, joined below: after its first lines.
-                let _ = closing.send(chains.logs);
-                port.send(chains.result).await;
-            }
-            disposition
+            self.answered(&answered, sent, warnings)
         };
-        let ((), disposition) = tokio::join!(logs, result);
-        disposition
+        port.send_after(first, answered).await
     }
 
     /// What to report once the target answered (or could not be reached).

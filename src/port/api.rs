@@ -113,6 +113,7 @@ fn claimed_items(call: &str, text: &str, key: &str) -> Result<Vec<ClaimedItem>, 
                     call: call.to_string(),
                     message: format!("the answer ({} bytes) is not JSON: {e}", text.len()),
                     permanent: false,
+                    ..PortError::default()
                 }),
             };
         }
@@ -213,6 +214,7 @@ impl PortClient {
                 call: format!("GET {path}"),
                 message: "the answer has no brokers".into(),
                 permanent: true,
+                ..PortError::default()
             });
         }
         Ok(KafkaCredentials {

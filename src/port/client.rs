@@ -70,6 +70,9 @@ enum Exchange {
 /// The largest answer read from Port's API. A claim of 100 runs of a few
 /// KiB each is well under a MiB; more is a fault, not a batch.
 const MAX_ANSWER_BYTES: usize = 32 << 20;
+/// The most of an error answer a [`PortError`] keeps (for the run-log line
+/// that quotes Port's refusal).
+const MAX_QUOTED_ANSWER_CHARS: usize = 64 << 10;
 
 /// A success's body as JSON where the caller only reads a field or two
 /// (`ackedCount`, `accessToken`): an empty body, or one that does not
@@ -178,6 +181,7 @@ impl PortClient {
                     call: "POST /v1/auth/access_token".into(),
                     message,
                     permanent: false,
+                    ..PortError::default()
                 });
             }
         };
@@ -189,6 +193,7 @@ impl PortClient {
                 call: "POST /v1/auth/access_token".into(),
                 message: "answer has no accessToken".into(),
                 permanent: false,
+                ..PortError::default()
             })?
             .into();
         self.auth.set_accepted();
@@ -209,6 +214,7 @@ impl PortClient {
                 call: path.to_string(),
                 message: format!("PORT_API_BASE_URL '{}' is not a usable base URL", self.base),
                 permanent: false,
+                ..PortError::default()
             });
         };
         let mut url = base.clone();
@@ -261,6 +267,7 @@ impl PortClient {
                             call: call.clone(),
                             message,
                             permanent: false,
+                            ..PortError::default()
                         }),
                         retry_after: None,
                     });
@@ -303,6 +310,7 @@ impl PortClient {
                     call: call.to_string(),
                     message: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes; not read"),
                     permanent: false,
+                    ..PortError::default()
                 }));
             }
             return Ok(Exchange::Ok(text));
@@ -322,6 +330,9 @@ impl PortClient {
             call: call.to_string(),
             message: format!("status {}: {}", status.as_u16(), snippet),
             permanent: !retryable,
+            status: Some(status.as_u16()),
+            // Quoted in a run-log line: bounded, like the rest of the line.
+            answer: text.chars().take(MAX_QUOTED_ANSWER_CHARS).collect(),
         };
         if retryable {
             Err(Attempt::Retryable {
@@ -381,6 +392,7 @@ impl PortClient {
                         call: format!("{method} {path}"),
                         message: "401 Unauthorized after a token refresh".into(),
                         permanent: false,
+                        ..PortError::default()
                     })
                 }
             }
@@ -398,6 +410,7 @@ impl Reporter for PortClient {
                     call.run_id()
                 ),
                 permanent: true,
+                ..PortError::default()
             });
         }
         self.call(call.endpoint(), call.method(), &call.path(), Some(&call.body()))

@@ -244,7 +244,7 @@ fn enc(segment: &str) -> String {
 }
 
 /// A Port API call failed after retries.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
 #[error("Port API {call}: {message}")]
 pub struct PortError {
     /// Which call (`PATCH /v1/actions/runs/r_1`).
@@ -254,6 +254,11 @@ pub struct PortError {
     /// Port refused the call for good (a 4xx other than 401, 408 and 429):
     /// sending it again cannot help.
     pub permanent: bool,
+    /// Port's HTTP status, when Port answered (with an error status).
+    pub status: Option<u16>,
+    /// Port's answer text with that status (what a run-log line about the
+    /// refusal quotes with `DETAILED_LOGGING`); empty otherwise.
+    pub answer: String,
 }
 
 /// Sends the pipeline's calls to Port.

@@ -8,7 +8,9 @@ use crate::redact::Redactor;
 /// Which run-log lines are posted (`AGENT_RUN_LOGS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunLogs {
-    /// Every line (`all`, or a true boolean): five per answered run.
+    /// Every line the Python agent posts, in its order (`all`, or a true
+    /// boolean): five per answered asynchronous action run, seven for a
+    /// synchronous one with a response body, four for a node run.
     All,
     /// Only the line that says how the run ended (`minimal`): one per run
     /// that `All` posts lines for (see [`RunReports`]).
@@ -33,12 +35,16 @@ impl RunLogs {
     }
 }
 
-/// A line of a run's log (`POST …/logs`).
+/// A line of a run's log (`POST …/logs`). The texts are the Python
+/// agent's (v0.8.9, `app/invokers/webhook_invoker.py`), to the character;
+/// an action run and a node run word [`LogLine::Received`] and
+/// [`LogLine::Finished`] differently, and a node run has no
+/// [`LogLine::Preparing`] ([`LogLine::text_for`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogLine {
     /// The message was accepted for the agent.
     Received,
-    /// The request is being built.
+    /// The request is being built (action runs only).
     Preparing,
     /// The request is being sent.
     Sending,
@@ -62,12 +68,39 @@ pub enum LogLine {
         /// `Some(bytes read)` when the answer was cut at `AGENT_MAX_RESPONSE_BYTES`.
         truncated_at: Option<usize>,
     },
-    /// The last line of every run the agent reported on.
+    /// A synchronous action run's response is being reported.
+    ReportingResponse,
+    /// Port accepted the run's response.
+    ResponseReported,
+    /// Port refused the run's response for good.
+    ResponseNotReported(Refusal),
+    /// Port refused the run's status for good.
+    StateNotReported(Refusal),
+    /// The last line of a run the agent reported on (a node run's only
+    /// when it succeeded, as with the Python agent).
     Finished,
     /// The run was failed without an answer from the target (request not
     /// built or not allowed, stale message, internal error): its summary.
     /// Posted only with [`RunLogs::Minimal`], as the run's one line.
     Summary(String),
+}
+
+/// Port's refusal of a call, as a run-log line quotes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Port's HTTP status.
+    pub status: u16,
+    /// Port's answer, with `DETAILED_LOGGING`.
+    pub response: Option<String>,
+}
+
+impl Refusal {
+    fn suffix(&self) -> String {
+        self.response
+            .as_ref()
+            .map(|r| format!(" and response: {r}"))
+            .unwrap_or_default()
+    }
 }
 
 impl LogLine {
@@ -89,12 +122,25 @@ impl LogLine {
         LogLine::Failed {
             status: response.status,
             location: redirect_location(response).map(|l| redactor.text(l)),
-            response: (detailed && !response.text.is_empty()).then(|| redactor.text(&response.text)),
+            // The Python agent appends " and response: {text}" with
+            // DETAILED_LOGGING, an empty text too.
+            response: detailed.then(|| redactor.text(&response.text)),
             truncated_at,
         }
     }
 
-    /// The text posted to Port.
+    /// The text posted to Port about a node run (`node`) or an action run;
+    /// `None` for a line that kind of run does not get.
+    pub fn text_for(&self, node: bool) -> Option<String> {
+        match (self, node) {
+            (LogLine::Received, true) => Some("A workflow node run has been received".into()),
+            (LogLine::Preparing, true) => None,
+            (LogLine::Finished, true) => Some("Port agent finished processing the workflow node run".into()),
+            _ => Some(self.text()),
+        }
+    }
+
+    /// The text posted to Port (about an action run).
     pub fn text(&self) -> String {
         let note = |at: &Option<usize>| match at {
             Some(n) => {
@@ -130,6 +176,19 @@ impl LogLine {
                     note(truncated_at)
                 )
             }
+            LogLine::ReportingResponse => "Reporting the run response".into(),
+            // The trailing space is the Python agent's.
+            LogLine::ResponseReported => "The run response was reported successfully ".into(),
+            LogLine::ResponseNotReported(r) => format!(
+                "The run response failed to be reported with status code: {}{}",
+                r.status,
+                r.suffix()
+            ),
+            LogLine::StateNotReported(r) => format!(
+                "The run state failed to be reported with status code: {}{}",
+                r.status,
+                r.suffix()
+            ),
             LogLine::Finished => "Port agent finished processing the action run".into(),
             LogLine::Summary(summary) => summary.clone(),
         }

@@ -149,7 +149,10 @@ fn render_json_for_a_fixed_case() {
             logs("Preparing the payload for the request"),
             logs("Sending the request"),
             logs("Action invocation has completed successfully with status code: 200"),
+            // The Python agent's lines about the response, around its call.
+            logs("Reporting the run response"),
             {"method": "PATCH", "path": "/v1/actions/runs/r_render1/response", "body": {"response": {"ok": true}}},
+            logs("The run response was reported successfully "),
             {"method": "PATCH", "path": "/v1/actions/runs/r_render1",
              "body": {"status": "SUCCESS", "link": "https://deployer.internal/runs/r_render1"}},
             logs("Port agent finished processing the action run")

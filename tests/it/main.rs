@@ -36,6 +36,7 @@ mod rate_limits;
 mod reload;
 mod report_path;
 mod retries;
+mod run_logs;
 mod security;
 mod security_edges;
 mod settings_behaviour;

@@ -298,7 +298,7 @@ async fn s09_workflow_node_runs() {
         .collect();
     assert_eq!(
         logs[0].json(),
-        json!({"logs": [{"level": "INFO", "message": "An action message has been received"}]})
+        json!({"logs": [{"level": "INFO", "message": "A workflow node run has been received"}]})
     );
     // 503 is retried (3 attempts) before FAILED is reported.
     assert_eq!(target.requests().len(), 2 + 3);

@@ -80,6 +80,7 @@ impl Reporter for SlowPort {
                 call: format!("{} {}", call.method(), call.path()),
                 message: "injected".into(),
                 permanent: fault == Fault::Permanent,
+                ..PortError::default()
             });
         }
         let end = Instant::now();
@@ -257,6 +258,8 @@ async fn a_synchronous_run_shows_its_status_two_round_trips_after_the_answer() {
         log("Preparing the payload for the request"),
         log("Sending the request"),
         log("Action invocation has completed successfully with status code: 200"),
+        log("Reporting the run response"),
+        log("The run response was reported successfully "),
         log(FINISHED),
         (
             "PATCH".into(),
@@ -279,6 +282,8 @@ async fn a_synchronous_run_shows_its_status_two_round_trips_after_the_answer() {
             "Preparing the payload for the request",
             "Sending the request",
             "Action invocation has completed successfully with status code: 200",
+            "Reporting the run response",
+            "The run response was reported successfully ",
             FINISHED,
         ]
     );
@@ -301,7 +306,7 @@ async fn a_synchronous_run_shows_its_status_two_round_trips_after_the_answer() {
     assert_eq!(depth(&seen, status, target.answered_at()), 2);
     assert_eq!(depth(&seen, status, started), 2);
     // The status was in flight while a log line was: the logs did not
-    // hold it back; the run ended with its fifth log, 5 round trips in.
+    // hold it back; the run ended with its seventh log, 7 round trips in.
     assert!(logs
         .iter()
         .any(|l| l.start < seen[status].end && seen[status].start < l.end));
@@ -310,7 +315,7 @@ async fn a_synchronous_run_shows_its_status_two_round_trips_after_the_answer() {
         .iter()
         .position(|s| s.end == last && is_log(&s.call))
         .unwrap();
-    assert_eq!(depth(&seen, finished, started), 5);
+    assert_eq!(depth(&seen, finished, started), 7);
 }
 
 #[tokio::test(start_paused = true)]
@@ -413,7 +418,8 @@ async fn failures_without_an_answer_show_their_status_after_one_round_trip() {
 
 #[tokio::test(start_paused = true)]
 async fn run_logs_minimal_posts_one_line_and_off_none() {
-    let cases = [(RunLogs::All, 5), (RunLogs::Minimal, 1), (RunLogs::Off, 0)];
+    // A synchronous run with a response body: seven lines with `all`.
+    let cases = [(RunLogs::All, 7), (RunLogs::Minimal, 1), (RunLogs::Off, 0)];
     for (run_logs, lines) in cases {
         let agent = pipeline_with(
             QuickTarget::answering(200, r#"{"id":7}"#),
@@ -482,7 +488,7 @@ async fn a_pending_response_holds_the_status_and_the_run_until_port_accepts_it()
     assert!(outcome.port_errors.is_empty());
     // Every call was accepted in the end, each chain in order.
     let seen = port.seen();
-    assert_eq!(seen.len(), 7);
+    assert_eq!(seen.len(), 9);
     let response = seen
         .iter()
         .position(|s| matches!(s.call, PortCall::RunResponse { .. }))
@@ -491,7 +497,7 @@ async fn a_pending_response_holds_the_status_and_the_run_until_port_accepts_it()
     assert!(seen[response].end <= seen[status].start);
     let texts = log_texts(&seen);
     assert_eq!(texts[0], "An action message has been received");
-    assert_eq!(texts[4], FINISHED);
+    assert_eq!(texts[6], FINISHED);
     // The run (and so the message's offset) was done only after the last
     // accepted call.
     assert_eq!(agent.report_backlog().pending(), 0);

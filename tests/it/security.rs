@@ -176,8 +176,10 @@ async fn a_redirect_to_another_host_is_not_followed_and_is_reported_with_its_loc
             "{:?}",
             patches(&port)
         );
+        // DETAILED_LOGGING (on here) appends the answer, an empty one too,
+        // as the Python agent does.
         assert!(run_logs(&port, &id).contains(&format!(
-            "Action invocation failed with status code: {status} redirecting to {elsewhere}"
+            "Action invocation failed with status code: {status} redirecting to {elsewhere} and response: "
         )));
     }
     assert_eq!(first.requests().len(), 5);

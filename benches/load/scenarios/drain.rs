@@ -119,7 +119,7 @@ async fn reference(
         "--concurrency",
         &s.opts.max_in_flight.to_string(),
         "--run-log-lines",
-        &s.opts.run_logs.lines().to_string(),
+        &s.opts.run_logs.lines(spec.synchronized).to_string(),
     ]);
     if spec.synchronized {
         cmd.arg("--synchronized");
