@@ -473,10 +473,8 @@ async fn each_kind_of_run_posts_the_python_agents_lines_in_its_order() {
     let (detailed, plain) = (detailed_cases(), plain_cases());
     let _targets = set_up(&detailed_port, &detailed).await;
     let _plain_targets = set_up(&plain_port, &plain).await;
-    let settings = [
-        ("AGENT_RETRY_MAX_ATTEMPTS", "1"),
-        ("POLLING_INTERVAL_SECONDS", "0.1"),
-    ];
+    // The claims follow each other at the test interval of start_polling.
+    let settings = [("AGENT_RETRY_MAX_ATTEMPTS", "1")];
     let mapping = json!([{"enabled": true}]);
     let detailed_agent = start_polling(&detailed_port, "runlogs-detailed", &mapping, &settings);
     let mut plain_settings = settings.to_vec();
