@@ -50,7 +50,8 @@ impl Refusal {
             .take(300)
             .collect();
         if !secret.is_empty() {
-            said = said.replace(secret, "[REDACTED]");
+            // Every encoding of it, with the marker the rest of the agent uses.
+            said = crate::redact::Redactor::new([secret]).text(&said);
         }
         if said.trim().is_empty() {
             said = "(no answer body)".into();
@@ -161,7 +162,7 @@ mod tests {
     fn port_words_are_quoted_on_one_line_without_the_secret() {
         let body = r#"{"ok":false,"error":"invalid_credentials","message":"bad id\nor s3cr3t"}"#;
         let r = Refusal::new(401, body, "https://api.getport.io", "s3cr3t");
-        assert_eq!(r.port_says, "invalid_credentials: bad id or [REDACTED]");
+        assert_eq!(r.port_says, "invalid_credentials: bad id or <redacted>");
         let line = r.startup_line();
         assert!(!line.contains('\n') && !line.contains("s3cr3t"), "{line}");
         for part in [
