@@ -133,7 +133,7 @@ fn c_int(f: f64) -> i32 {
 
 /// [`c_int`] for a C `long`.
 fn c_long(f: f64) -> i64 {
-    if f.is_nan() || !(-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&f) {
+    if f.is_nan() || !(-(i64::MAX as f64)..(i64::MAX as f64)).contains(&f) {
         i64::MIN
     } else {
         f as i64
@@ -167,9 +167,12 @@ fn math_natives() -> Vec<Fun<D>> {
             (
                 stringify!($name),
                 v(0),
-                // SAFETY: a libm function of one double, pure and thread-safe.
                 Native::<D>::new(|cv| match num(&cv.1) {
-                    Ok(x) => box_once(Ok(num_val(unsafe { c_fn!($name: F1)(x) }))),
+                    Ok(x) => {
+                        let f = c_fn!($name: F1);
+                        // SAFETY: a libm function of one double, pure and thread-safe.
+                        box_once(Ok(num_val(unsafe { f(x) })))
+                    }
                     Err(e) => err(e),
                 }),
             )
@@ -184,8 +187,11 @@ fn math_natives() -> Vec<Fun<D>> {
                     let b = cv.0.pop_var();
                     let a = cv.0.pop_var();
                     match num(&a).and_then(|a| Ok((a, num(&b)?))) {
-                        // SAFETY: a libm function of two doubles, pure and thread-safe.
-                        Ok((a, b)) => box_once(Ok(num_val(unsafe { c_fn!($f: F2)(a, b) }))),
+                        Ok((a, b)) => {
+                            let f = c_fn!($f: F2);
+                            // SAFETY: a libm function of two doubles, pure and thread-safe.
+                            box_once(Ok(num_val(unsafe { f(a, b) })))
+                        }
                         Err(e) => err(e),
                     }
                 }),
@@ -258,8 +264,10 @@ fn special_math() -> Vec<Fun<D>> {
             let (e, x) = (cv.0.pop_var(), cv.0.pop_var());
             match num(&x).and_then(|x| Ok((x, num(&e)?))) {
                 // SAFETY: libm's ldexp, pure.
-                Ok((x, e)) => box_once(Ok(num_val(unsafe {
-                    c_fn!(ldexp: unsafe extern "C" fn(f64, i32) -> f64)(x, c_int(e))
+                Ok((x, e)) => box_once(Ok(num_val({
+                    let f = c_fn!(ldexp: unsafe extern "C" fn(f64, i32) -> f64);
+                    // SAFETY: a pure libm function of these C types.
+                    unsafe { f(x, c_int(e)) }
                 }))),
                 Err(e) => err(e),
             }
@@ -268,8 +276,10 @@ fn special_math() -> Vec<Fun<D>> {
             let (e, x) = (cv.0.pop_var(), cv.0.pop_var());
             match num(&x).and_then(|x| Ok((x, num(&e)?))) {
                 // SAFETY: libm's scalbln, pure.
-                Ok((x, e)) => box_once(Ok(num_val(unsafe {
-                    c_fn!(scalbln: unsafe extern "C" fn(f64, i64) -> f64)(x, c_long(e))
+                Ok((x, e)) => box_once(Ok(num_val({
+                    let f = c_fn!(scalbln: unsafe extern "C" fn(f64, i64) -> f64);
+                    // SAFETY: a pure libm function of these C types.
+                    unsafe { f(x, c_long(e)) }
                 }))),
                 Err(e) => err(e),
             }
@@ -302,8 +312,10 @@ fn special_math() -> Vec<Fun<D>> {
             let (z, y, x) = (cv.0.pop_var(), cv.0.pop_var(), cv.0.pop_var());
             match num(&x).and_then(|x| Ok((x, num(&y)?, num(&z)?))) {
                 // SAFETY: libm's fma, pure.
-                Ok((x, y, z)) => box_once(Ok(num_val(unsafe {
-                    c_fn!(fma: unsafe extern "C" fn(f64, f64, f64) -> f64)(x, y, z)
+                Ok((x, y, z)) => box_once(Ok(num_val({
+                    let f = c_fn!(fma: unsafe extern "C" fn(f64, f64, f64) -> f64);
+                    // SAFETY: a pure libm function of these C types.
+                    unsafe { f(x, y, z) }
                 }))),
                 Err(e) => err(e),
             }
@@ -312,7 +324,10 @@ fn special_math() -> Vec<Fun<D>> {
             Ok(x) => {
                 let mut e = 0i32;
                 // SAFETY: libm's frexp writes one int through a valid pointer.
-                let m = unsafe { c_fn!(frexp: unsafe extern "C" fn(f64, *mut i32) -> f64)(x, &mut e) };
+                let m = {
+                    let f = c_fn!(frexp: unsafe extern "C" fn(f64, *mut i32) -> f64);
+                    unsafe { f(x, &mut e) }
+                };
                 box_once(Ok([num_val(m), Val::from(e as isize)].into_iter().collect()))
             }
             Err(e) => err(e),
@@ -321,7 +336,10 @@ fn special_math() -> Vec<Fun<D>> {
             Ok(x) => {
                 let mut i = 0f64;
                 // SAFETY: libm's modf writes one double through a valid pointer.
-                let f = unsafe { c_fn!(modf: unsafe extern "C" fn(f64, *mut f64) -> f64)(x, &mut i) };
+                let f = {
+                    let f = c_fn!(modf: unsafe extern "C" fn(f64, *mut f64) -> f64);
+                    unsafe { f(x, &mut i) }
+                };
                 box_once(Ok([num_val(f), num_val(i)].into_iter().collect()))
             }
             Err(e) => err(e),
