@@ -178,26 +178,6 @@ fn math_natives() -> Vec<Fun<D>> {
             )
         };
     }
-    macro_rules! two {
-        ($name:ident, $f:ident) => {
-            (
-                stringify!($name),
-                v(2),
-                Native::<D>::new(|mut cv| {
-                    let b = cv.0.pop_var();
-                    let a = cv.0.pop_var();
-                    match num(&a).and_then(|a| Ok((a, num(&b)?))) {
-                        Ok((a, b)) => {
-                            let f = c_fn!($f: F2);
-                            // SAFETY: a libm function of two doubles, pure and thread-safe.
-                            box_once(Ok(num_val(unsafe { f(a, b) })))
-                        }
-                        Err(e) => err(e),
-                    }
-                }),
-            )
-        };
-    }
     let mut funs: Vec<Fun<D>> = vec![
         one!(acos),
         one!(acosh),
@@ -235,7 +215,36 @@ fn math_natives() -> Vec<Fun<D>> {
         one!(y0),
         one!(y1),
     ];
-    funs.extend([
+    funs.extend(two_argument_math());
+    funs.extend(special_math());
+    funs.extend(multi_result_math());
+    funs
+}
+
+macro_rules! two {
+    ($name:ident, $f:ident) => {
+        (
+            stringify!($name),
+            v(2),
+            Native::<D>::new(|mut cv| {
+                let b = cv.0.pop_var();
+                let a = cv.0.pop_var();
+                match num(&a).and_then(|a| Ok((a, num(&b)?))) {
+                    Ok((a, b)) => {
+                        let f = c_fn!($f: F2);
+                        // SAFETY: a libm function of two doubles, pure and thread-safe.
+                        box_once(Ok(num_val(unsafe { f(a, b) })))
+                    }
+                    Err(e) => err(e),
+                }
+            }),
+        )
+    };
+}
+
+/// jq 1.6's two-argument math builtins (`LIBM_DDD`).
+fn two_argument_math() -> Vec<Fun<D>> {
+    vec![
         two!(atan2, atan2),
         two!(copysign, copysign),
         two!(drem, drem),
@@ -249,12 +258,10 @@ fn math_natives() -> Vec<Fun<D>> {
         two!(pow, pow),
         two!(remainder, remainder),
         two!(scalb, scalb),
-    ]);
-    funs.extend(special_math());
-    funs
+    ]
 }
 
-/// Math builtins with integer arguments or several results.
+/// Math builtins with integer arguments.
 fn special_math() -> Vec<Fun<D>> {
     fn nat(name: &'static str, arity: usize, f: jaq_core::RunPtr<D>) -> Fun<D> {
         (name, v(arity), Native::<D>::new(f))
@@ -298,6 +305,15 @@ fn special_math() -> Vec<Fun<D>> {
                 c_fn!(yn: unsafe extern "C" fn(i32, f64) -> f64),
             )
         }),
+    ]
+}
+
+/// Math builtins with several results or three arguments.
+fn multi_result_math() -> Vec<Fun<D>> {
+    fn nat(name: &'static str, arity: usize, f: jaq_core::RunPtr<D>) -> Fun<D> {
+        (name, v(arity), Native::<D>::new(f))
+    }
+    vec![
         nat("lgamma_r", 0, |cv| match num(&cv.1) {
             Ok(x) => {
                 let mut sign = 0i32;
