@@ -113,8 +113,8 @@ def @csv: if type != "array" then __type_error("cannot be csv-formatted, only ar
 def @tsv: if type != "array" then __type_error("cannot be tsv-formatted, only array") else map(if type == "string" then gsub("\\\\"; "\\\\") | gsub("\t"; "\\t") | gsub("\n"; "\\n") | gsub("\r"; "\\r") elif type == "null" then "" elif type == "boolean" or type == "number" then tostring else __type_error("is not valid in a csv row") end) | join("\t") end;
 def fromdateiso8601: if type != "string" then error("strptime/1 requires string inputs and arguments") else . as $d | try __fromdateiso8601 catch error("date \"\($d)\" does not match format \"%Y-%m-%dT%H:%M:%SZ\"") end;
 def fromdate: if type != "string" then error("strptime/1 requires string inputs and arguments") else . as $d | try __fromdateiso8601 catch error("date \"\($d)\" does not match format \"%Y-%m-%dT%H:%M:%SZ\"") end;
-def todateiso8601: (if type == "array" then mktime else floor end) | strftime("%Y-%m-%dT%H:%M:%SZ");
-def todate: (if type == "array" then mktime else floor end) | strftime("%Y-%m-%dT%H:%M:%SZ");
+def todateiso8601: if type == "number" then (if . < 0 then -(-. | floor) else floor end) elif type == "array" then mktime else error("strftime/1 requires parsed datetime inputs") end | strftime("%Y-%m-%dT%H:%M:%SZ");
+def todate: if type == "number" then (if . < 0 then -(-. | floor) else floor end) elif type == "array" then mktime else error("strftime/1 requires parsed datetime inputs") end | strftime("%Y-%m-%dT%H:%M:%SZ");
 def leaf_paths: paths(scalars);
 def recurse_down: recurse;
 def scalars_or_empty: select(. == null or . == true or . == false or type == "number" or type == "string" or ((type == "array" or type == "object") and length == 0));

@@ -213,8 +213,6 @@ enum Type {
     Arr,
     /// `0 | .[]` or `0 | .[0]` or `0 | keys` (array or object)
     Iter,
-    /// `{}[0:1]` (string or array)
-    Range,
 }
 
 impl Type {
@@ -225,7 +223,6 @@ impl Type {
             Self::Str => "string",
             Self::Arr => "array",
             Self::Iter => "iterable (array or object)",
-            Self::Range => "rangeable (array or string)",
         }
     }
 }
@@ -307,7 +304,13 @@ impl jaq_core::ValT for Val {
             Val::Arr(a) => Self::range_int(range)
                 .map(|range| skip_take(range, a.len()))
                 .map(|(skip, take)| a.iter().skip(skip).take(take).cloned().collect()),
-            _ => Err(Error::typ(self, Type::Range.as_str())),
+            // port-agent patch: like jq, a slice of null is null, and of
+            // anything else not sliceable an indexing error.
+            Val::Null => Ok(Val::Null),
+            _ => Err(Error::str(alloc::format!(
+                "Cannot index {} with object",
+                jqerr::kind_name(&self)
+            ))),
         }
     }
 
@@ -347,6 +350,12 @@ impl jaq_core::ValT for Val {
                 Val::Num(_) => Val::Arr(Rc::default()),
                 _ => Val::obj(Map::default()),
             };
+        }
+        // port-agent patch: like jq, an object's keys are strings and an
+        // array's indices numbers; anything else is jq's indexing error.
+        match (&self, index) {
+            (Val::Obj(_), Val::TStr(_) | Val::BStr(_)) | (Val::Arr(_), Val::Num(_)) => {}
+            (v, _) => return opt.fail(self.clone(), |_| Exn::from(jqerr::index_error(v, index))),
         }
         match self {
             Val::Obj(ref mut o) => {
