@@ -289,3 +289,60 @@ async fn a_kafka_backlog_does_not_grow_the_memory_past_the_prefetch_cap() {
     eprintln!("idle {idle_kib} KiB, peak {peak_kib} KiB with a {backlog_kib} KiB backlog");
     drop(agent);
 }
+
+/// Recursive definitions run as in jq 1.6 (issue 26); one that never ends
+/// costs its field (null with a warning naming the bound), not the agent:
+/// through the built binary, on the stack of its runtime workers.
+#[test]
+fn render_runs_recursive_definitions_and_stops_runaway_ones() {
+    let body = json!({
+        "fact": "def fact: if . <= 1 then 1 else . * (. - 1 | fact) end; 10 | fact",
+        "walk": "def n: if type == \"object\" then [.[] | n] | add + 1 else 0 end; .payload | n",
+        "runaway": "def f: 1 + f; f",
+        "nested": "def f: [f]; f",
+        "loop": "def f: f; f",
+    });
+    let mapping = json!([{"enabled": true, "url": "\"http://127.0.0.1:9/hook\"", "body": body}]);
+    let message = json!({
+        "action": {"identifier": "deploy"},
+        "context": {"runId": "r_rec", "blueprint": "svc"},
+        "payload": {"a": {"b": {}}, "action": {"invocationMethod": {"type": "WEBHOOK", "agent": true,
+                     "synchronized": true, "url": "http://127.0.0.1:9/hook", "method": "POST"}}},
+    });
+    let mapping = temp_file("bounds-rec", "mapping.json", &mapping.to_string());
+    let msg = temp_file("bounds-rec", "msg.json", &message.to_string());
+    let args = [
+        "render",
+        "--mapping",
+        arg(&mapping),
+        "--message",
+        arg(&msg),
+        "--no-verify",
+        "--format",
+        "json",
+    ];
+    let o = run_cli(&args, &[("AGENT_JQ_TIMEOUT_MS", JQ_TIMEOUT_MS)]);
+    let text = all_output(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    for (field, why) in [
+        ("runaway", "nesting too deep"),
+        ("nested", "nesting too deep"),
+        ("loop", "step limit exceeded"),
+    ] {
+        assert!(
+            text.contains(&format!("field 'body.{field}'"))
+                || text.contains(&format!("\"field\":\"body.{field}\"")),
+            "a warning names body.{field}: {text}"
+        );
+        assert!(text.contains(why), "{why}: {text}");
+    }
+    let rendered: Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    let got = &rendered["request"]["body"];
+    assert_eq!(got["fact"], json!(3_628_800), "{rendered}");
+    // jq 1.6 gives 5 for this payload (`jq` on the same message).
+    assert_eq!(got["walk"], json!(5), "{rendered}");
+    for field in ["runaway", "nested", "loop"] {
+        assert_eq!(got[field], Value::Null, "{rendered}");
+    }
+    assert_eq!(rendered["report"], json!({"status": "SUCCESS"}), "{rendered}");
+}

@@ -107,8 +107,9 @@ pub(super) fn budget_error<'a>(why: &'static str) -> Exn<'a, Val> {
     Exn::from(JaqError::new(Val::from(format!("evaluation stopped: {why}"))))
 }
 
-/// The identity filter `__tick`, spending one step; usable in paths and
-/// updates so that it can prefix any definition.
+/// The identity filter `__tick`, spending one step (after each output of
+/// `range`; calls of definitions spend theirs in the interpreter); usable in
+/// paths and updates.
 pub(super) fn tick_native() -> Fun<D> {
     let native = Native::<D>::new(|cv| match meter::tick() {
         Ok(()) => box_once(Ok(cv.1)),

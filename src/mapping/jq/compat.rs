@@ -4,15 +4,15 @@
 
 use jaq_core::box_iter::box_once;
 use jaq_core::load;
-use jaq_core::load::parse::{BinaryOp, Def, Term};
+use jaq_core::load::parse::Def;
 use jaq_core::native::{v, Fun};
 use jaq_core::{Bind, Error as JaqError, Exn, Native};
+use jaq_json::jqerr::dump_trunc;
 use jaq_json::Num;
 use jaq_std::ValT as _;
 use serde_json::{Number, Value};
 
 use super::budget::tick_native;
-use super::syntax::walk;
 use super::{regex, to_val, Val, D};
 
 /// jaq natives that are replaced: `env` by `$ENV`; the rest by natives below
@@ -37,26 +37,35 @@ pub(super) const REPLACED_NATIVES: &[(&str, usize)] = &[
 /// Natives: jaq's, minus [`REPLACED_NATIVES`], with `range/3` and `limit/2`
 /// renamed so that definitions can wrap them, plus ours.
 pub(super) fn natives() -> Vec<Fun<D>> {
+    let jq16 = super::jq16::jq16_natives();
+    let ours: Vec<(&str, usize)> = jq16.iter().map(|(n, a, _)| (*n, a.len())).collect();
     let mut funs: Vec<Fun<D>> = jaq_core::funs::<D>()
         .chain(jaq_std::funs::<D>())
         .chain(jaq_json::funs::<D>())
         .filter(|(name, args, _)| !REPLACED_NATIVES.contains(&(*name, args.len())))
+        .filter(|(name, args, _)| !ours.contains(&(*name, args.len())))
         .map(|(name, args, f)| match (name, args.len()) {
             ("range", 3) => ("__range", args, f),
             ("limit", 2) => ("__limit", args, f),
             ("explode", 0) => ("__explode", args, f),
+            ("sort_by", 1) => ("__sort_by", args, f),
+            ("fromdateiso8601", 0) => ("__fromdateiso8601", args, f),
+            ("group_by", 1) => ("__group_by", args, f),
             _ => (name, args, f),
         })
         .collect();
     funs.push(tick_native());
     funs.extend(compat_natives());
+    funs.extend(jq16);
     funs
 }
 
 pub(super) const PRELUDE: &str = r#"
 def range($from; $upto; $by): __range($from; $upto; $by) | __tick;
+def sort_by(f): [.[] | [f]] as $k | __array_or($k; "cannot be sorted, as they are not both arrays") | __sort_by(f);
+def group_by(f): [.[] | [f]] as $k | __array_or($k; "cannot be sorted, as they are not both arrays") | __group_by(f);
 def limit($n; f): if $n < 0 then f else __limit($n; f) end;
-def explode: __reserve_codepoints | __explode;
+def explode: __explode_check | __reserve_codepoints | __explode;
 "#;
 
 /// Definitions that replace jaq's where jq 1.6 behaves differently, or add
@@ -72,10 +81,19 @@ def error(msgs): msgs | error;
 def join($x): reduce .[] as $i ([][0]; (if . == [][0] then "" else . + $x end) + ($i | if . == [][0] then "" elif . < "" then tojson else . end)) // "";
 def delpaths($paths): reduce ($paths | sort | reverse)[] as $p (.; getpath($p) |= empty);
 def del(f): delpaths([path(f)]);
-def from_entries: reduce (.[] | {(.key // .k // .name // .Name // .K // .Key | if tojson == tostring then tojson else . end): (if has("value") then .value elif has("Value") then .Value else .v end)}) as $x ({}; . + $x);
-def tonumber: if type == "number" then . elif type == "string" then __parse_number else error("cannot parse as number") end;
-def flatten: if isarray or isobject then reduce .[] as $i ([]; if $i | isarray then . + ($i | flatten) else . + [$i] end) else error("Cannot iterate over \(type)") end;
-def flatten($d): if $d < 0 then error("flatten depth must not be negative") elif isarray or isobject then reduce .[] as $i ([]; if ($i | isarray) and $d > 0 then . + ($i | flatten($d - 1)) else . + [$i] end) else error("Cannot iterate over \(type)") end;
+def range($from; $upto): __numeric_bounds($from; $upto) | range($from; $upto; 1);
+def to_entries: [keys_unsorted[] as $k | {key: $k, value: .[$k]}];
+def from_entries: map({(.key // .Key // .name // .Name): (if has("value") then .value else .Value end)}) | reduce .[] as $x ([][0]; . + $x) | . //= {};
+def with_entries(f): to_entries | map(f) | from_entries;
+def tonumber: if type == "number" then . elif type == "string" then __parse_number else __type_error("cannot be parsed as a number") end;
+def flatten($x): if $x < 0 then error("flatten depth must not be negative") else def f($x): reduce .[] as $i ([]; if $i | type == "array" and $x != 0 then . + ($i | f($x - 1)) else . + [$i] end); f($x) end;
+def flatten: def f($x): reduce .[] as $i ([]; if $i | type == "array" and $x != 0 then . + ($i | f($x - 1)) else . + [$i] end); f(-1);
+def reverse: [.[length - 1 - range(0; length)]];
+def @sh: (if type == "array" then . else [.] end) | map(if type == "string" then "'" + (split("'") | join("'\\''")) + "'" elif type == "array" or type == "object" then __type_error("can not be escaped for shell") else tostring end) | join(" ");
+def min: __array_or(.; "cannot be iterated over") | min_by(.);
+def max: __array_or(.; "cannot be iterated over") | max_by(.);
+def min_by(f): map([f]) as $k | __array_or($k; "cannot be iterated over") | reduce min_by_or_empty(f) as $x ([][0]; $x);
+def max_by(f): map([f]) as $k | __array_or($k; "cannot be iterated over") | reduce max_by_or_empty(f) as $x ([][0]; $x);
 def capture_of_match: reduce (.captures[] | select(.name != null)) as $c ({}; . + {($c.name): $c.string});
 def test(re; flags): __test(re; flags);
 def scan_(re; flags): __matches(re; "g" + flags) | if (.captures | length) > 0 then [.captures[].string] else .string end;
@@ -91,10 +109,12 @@ def scan(re): scan(re; null);
 def splits(re): splits(re; null);
 def sub(re; str): sub(re; str; "");
 def gsub(re; str): sub(re; str; "g");
-def @csv: if type != "array" then error("cannot be csv-formatted, only an array can be") else map(if type == "string" then "\"" + gsub("\""; "\"\"") + "\"" elif type == "null" then "" elif type == "boolean" or type == "number" then tostring else error("is not valid in a csv row") end) | join(",") end;
-def @tsv: if type != "array" then error("cannot be tsv-formatted, only an array can be") else map(if type == "string" then gsub("\\\\"; "\\\\") | gsub("\t"; "\\t") | gsub("\n"; "\\n") | gsub("\r"; "\\r") elif type == "null" then "" elif type == "boolean" or type == "number" then tostring else error("is not valid in a tsv row") end) | join("\t") end;
-def todateiso8601: (if type == "array" then mktime else floor end) | strftime("%Y-%m-%dT%H:%M:%SZ");
-def todate: (if type == "array" then mktime else floor end) | strftime("%Y-%m-%dT%H:%M:%SZ");
+def @csv: if type != "array" then __type_error("cannot be csv-formatted, only array") else map(if type == "string" then "\"" + gsub("\""; "\"\"") + "\"" elif type == "null" then "" elif type == "boolean" or type == "number" then tostring else __type_error("is not valid in a csv row") end) | join(",") end;
+def @tsv: if type != "array" then __type_error("cannot be tsv-formatted, only array") else map(if type == "string" then gsub("\\\\"; "\\\\") | gsub("\t"; "\\t") | gsub("\n"; "\\n") | gsub("\r"; "\\r") elif type == "null" then "" elif type == "boolean" or type == "number" then tostring else __type_error("is not valid in a csv row") end) | join("\t") end;
+def fromdateiso8601: if type != "string" then error("strptime/1 requires string inputs and arguments") else . as $d | try __fromdateiso8601 catch error("date \"\($d)\" does not match format \"%Y-%m-%dT%H:%M:%SZ\"") end;
+def fromdate: if type != "string" then error("strptime/1 requires string inputs and arguments") else . as $d | try __fromdateiso8601 catch error("date \"\($d)\" does not match format \"%Y-%m-%dT%H:%M:%SZ\"") end;
+def todateiso8601: if type == "number" then (if . < 0 then -(-. | floor) else floor end) elif type == "array" then mktime else error("strftime/1 requires parsed datetime inputs") end | strftime("%Y-%m-%dT%H:%M:%SZ");
+def todate: if type == "number" then (if . < 0 then -(-. | floor) else floor end) elif type == "array" then mktime else error("strftime/1 requires parsed datetime inputs") end | strftime("%Y-%m-%dT%H:%M:%SZ");
 def leaf_paths: paths(scalars);
 def recurse_down: recurse;
 def scalars_or_empty: select(. == null or . == true or . == false or type == "number" or type == "string" or ((type == "array" or type == "object") and length == 0));
@@ -110,7 +130,6 @@ def fromstream(f): {x: null, e: false} as $init | foreach f as $i ($init; if .e 
 def truncate_stream(stream): . as $n | null | stream | . as $input | if (.[0] | length) > $n then setpath([0]; .[0][$n:]) else empty end;
 def nan: __nan;
 def infinite: __infinite;
-def lgamma_r: [lgamma, (if . > 0 or (floor % 2 == 0) then 1 else -1 end)];
 def format($f): if $f == "text" then @text elif $f == "json" then @json elif $f == "csv" then @csv elif $f == "tsv" then @tsv elif $f == "html" then @html elif $f == "uri" then @uri elif $f == "sh" then @sh elif $f == "base64" then @base64 elif $f == "base64d" then @base64d else error("\($f) is not a valid format") end;
 def input_filename: null;
 def input_line_number: 0;
@@ -148,28 +167,6 @@ pub(super) fn parse_defs(code: &'static str) -> Vec<Def<&'static str>> {
     load::parse(code, |p| p.defs()).unwrap_or_default()
 }
 
-/// Prefix `body` with `__tick |`.
-pub(super) fn tick_first(body: &mut Term<&'static str>) {
-    let inner = std::mem::take(body);
-    *body = Term::BinOp(
-        Box::new(Term::Call("__tick", Vec::new())),
-        BinaryOp::Pipe(None),
-        Box::new(inner),
-    );
-}
-
-/// Meter a definition and every definition nested in it (`repeat` loops
-/// through a local `def rec`).
-pub(super) fn metered(mut def: Def<&'static str>) -> Def<&'static str> {
-    walk(&mut def.body, &mut |t| {
-        if let Term::Def(defs, _) = t {
-            defs.iter_mut().for_each(|d| tick_first(&mut d.body));
-        }
-    });
-    tick_first(&mut def.body);
-    def
-}
-
 pub(super) fn prelude_defs() -> Vec<Def<&'static str>> {
     let mut compat = parse_defs(compat_source());
     let mut defs: Vec<Def<&'static str>> = parse_defs(PRELUDE)
@@ -187,7 +184,14 @@ pub(super) fn prelude_defs() -> Vec<Def<&'static str>> {
         .collect();
     defs.extend(compat);
     defs.extend(parse_defs(POSTLUDE));
-    defs.into_iter().map(metered).collect()
+    // A native of jq 1.6's (`jq16`) takes the place of jaq's definition of
+    // the same builtin (`significand`, `logb`, `drem`, …).
+    let natives: Vec<(&str, usize)> = super::jq16::jq16_natives()
+        .iter()
+        .map(|(n, a, _)| (*n, a.len()))
+        .collect();
+    defs.retain(|d| !natives.contains(&(d.name, d.args.len())));
+    defs
 }
 
 /// [`JQ_COMPAT`] with the `builtins` list filled in (built once).
@@ -253,7 +257,8 @@ pub(super) fn jq16_val(value: &Value) -> Val {
 }
 
 pub(super) fn fromjson(v: &Val) -> Result<Val, String> {
-    let text = str_of(v).ok_or_else(|| format!("{} ({v}) only strings can be parsed", type_name(v)))?;
+    let text = str_of(v)
+        .ok_or_else(|| format!("{} ({}) only strings can be parsed", type_name(v), dump_trunc(v)))?;
     // The parsed value, and jq's copy of it, take several times the text:
     // ask the evaluation's memory budget first (the parser cannot stop
     // half-way).
@@ -279,7 +284,7 @@ pub(super) fn rounded(v: &Val, round: fn(f64) -> f64) -> Result<Val, String> {
     match v {
         Val::Num(Num::Int(_)) => Ok(v.clone()),
         Val::Num(_) => Ok(jq_number(round(v.as_f64().unwrap_or(f64::NAN)))),
-        _ => Err(format!("{} ({v}) number required", type_name(v))),
+        _ => Err(format!("{} ({}) number required", type_name(v), dump_trunc(v))),
     }
 }
 
@@ -303,7 +308,7 @@ pub(super) fn trim_fix(v: Val, fix: &Val, prefix: bool) -> Val {
 /// `@uri`: jq 1.6 keeps `A-Za-z0-9-_.!~*'()` and percent-encodes every other
 /// byte.
 pub(super) fn encode_uri(v: &Val) -> Result<Val, String> {
-    let s = str_of(v).ok_or_else(|| format!("{} ({v}) cannot be URI-encoded", type_name(v)))?;
+    let s = str_of(v).ok_or_else(|| format!("{} ({}) cannot be URI-encoded", type_name(v), dump_trunc(v)))?;
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
@@ -320,10 +325,11 @@ pub(super) fn encode_uri(v: &Val) -> Result<Val, String> {
 pub(super) fn decode_base64(v: &Val) -> Result<Val, String> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     use base64::Engine;
-    let s = str_of(v).ok_or_else(|| format!("{} ({v}) cannot be base64-decoded", type_name(v)))?;
+    let s =
+        str_of(v).ok_or_else(|| format!("{} ({}) cannot be base64-decoded", type_name(v), dump_trunc(v)))?;
     let data = s.split('=').next().unwrap_or_default();
     if data.len() % 4 == 1 {
-        return Err(format!("string ({v}) trailing base64 byte found"));
+        return Err(format!("string ({}) trailing base64 byte found", dump_trunc(v)));
     }
     let engine = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
@@ -333,7 +339,7 @@ pub(super) fn decode_base64(v: &Val) -> Result<Val, String> {
     );
     let bytes = engine
         .decode(data)
-        .map_err(|_| format!("string ({v}) is not valid base64 data"))?;
+        .map_err(|_| format!("string ({}) is not valid base64 data", dump_trunc(v)))?;
     Ok(Val::from(String::from_utf8_lossy(&bytes).into_owned()))
 }
 

@@ -4,6 +4,7 @@
 
 use super::compat::{str_of, type_name};
 use super::Val;
+use jaq_json::jqerr::dump_trunc;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -140,7 +141,11 @@ pub(super) struct Scan {
 }
 
 fn not_a_string(v: &Val) -> String {
-    format!("{} ({v}) cannot be matched, as it is not a string", type_name(v))
+    format!(
+        "{} ({}) cannot be matched, as it is not a string",
+        type_name(v),
+        dump_trunc(v)
+    )
 }
 
 impl Scan {

@@ -1,5 +1,5 @@
 //! Checks and rewrites of a parsed expression before it is compiled:
-//! `$__loc__`, constant division by zero, recursive definitions.
+//! `$__loc__`, constant division by zero.
 
 use jaq_core::load;
 use jaq_core::load::parse::{BinaryOp, Pattern, Term};
@@ -70,38 +70,6 @@ pub(super) fn reject_constant_division_by_zero(
         }
     });
     found.map_or(Ok(()), Err)
-}
-
-/// Reject definitions that call themselves: the budget cannot be checked
-/// inside user code, and a mapping never needs recursion.
-pub(super) fn reject_recursion(term: &mut Term<&str>) -> Result<(), CompileError> {
-    let mut found = None;
-    walk(term, &mut |t| {
-        if let Term::Def(defs, _) = t {
-            for d in defs {
-                if found.is_none() && calls(&mut d.body, d.name) {
-                    found = Some(d.name.to_string());
-                }
-            }
-        }
-    });
-    match found {
-        Some(name) => Err(CompileError {
-            message: format!("recursive definition '{name}' is not allowed in a mapping"),
-            offset: None,
-        }),
-        None => Ok(()),
-    }
-}
-
-pub(super) fn calls(term: &mut Term<&str>, name: &str) -> bool {
-    let mut hit = false;
-    walk(term, &mut |t| {
-        if let Term::Call(n, _) = t {
-            hit |= *n == name;
-        }
-    });
-    hit
 }
 
 /// Visit `term` and every term inside it, parents first.

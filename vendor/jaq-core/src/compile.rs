@@ -130,6 +130,9 @@ pub(crate) enum Term<T = TermId> {
     Logic(T, bool, T),
     /// Arithmetical operation (`f + g`, `f - g`, `f * g`, `f / g`, `f % g`)
     Math(T, ops::Math, T),
+    /// port-agent patch: addition with `f` as the outer loop, for object
+    /// construction (`{a: f, b: g}`); `Math` has `g` outer, as in jq.
+    Sum(T, T),
     /// Comparison operation (`f < g`, `f <= g`, `f > g`, `f >= g`, `f == g`, `f != g`)
     Cmp(T, ops::Cmp, T),
     /// Alternation (`f // g`)
@@ -749,7 +752,7 @@ impl<'s, F> Compiler<&'s str, F> {
             }
             Obj(o) => {
                 let kvs = o.into_iter().map(|(k, v)| self.obj_entry(k, v)).collect();
-                self.sum_or(|| Term::ObjEmpty, kvs)
+                self.obj_sum(kvs)
             }
         };
         (t, Tr::new())
@@ -883,6 +886,16 @@ impl<'s, F> Compiler<&'s str, F> {
             (k, Some(v)) => (self.iterm(k), self.iterm(v)),
         };
         Term::ObjSingle(k, v)
+    }
+
+    /// port-agent patch: the entries of an object construction, added with
+    /// the first entry as the outer loop ([`Term::Sum`]).
+    fn obj_sum(&mut self, terms: Vec<Term>) -> Term {
+        let mut iter = terms.into_iter().rev();
+        let last = iter.next().unwrap_or(Term::ObjEmpty);
+        iter.fold(last, |acc, x| {
+            Term::Sum(self.lut.insert_term(x), self.lut.insert_term(acc))
+        })
     }
 
     fn sum_or(&mut self, f: impl FnOnce() -> Term, terms: Vec<Term>) -> Term {

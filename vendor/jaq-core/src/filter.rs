@@ -308,6 +308,16 @@ fn cartesian<'a, D: DataT>(l: &'a Id, r: &'a Id, cv: Cv<'a, D>) -> Pairs<'a, Val
     })
 }
 
+/// port-agent patch: the cartesian product with `r` as the outer loop, as
+/// jq evaluates arithmetic and comparisons: `(1,2) + (10,20)` is
+/// `11, 12, 21, 22`, and in `"\(f)-\(g)"` the last interpolation varies
+/// slowest.
+fn cartesian_rl<'a, D: DataT>(l: &'a Id, r: &'a Id, cv: Cv<'a, D>) -> Pairs<'a, ValX<'a, D::V<'a>>> {
+    flat_map_with(r.run(cv.clone()), cv, move |r, cv| {
+        map_with(l.run(cv), r, |l, r| (l, r))
+    })
+}
+
 fn fold_update<'a, D: DataT>(
     fold_type: &'a Fold<Id>,
     path: &'a Id,
@@ -351,12 +361,21 @@ fn def_run<'a, D: DataT, T: 'a>(
     from: fn(exn::CallInput<D::V<'a>>) -> T,
 ) -> ValXs<'a, T, D::V<'a>> {
     use core::ops::ControlFlow;
-    let outs = |cvs| flat_map_then(cvs, move |cv| run(id, cv));
+    // port-agent patch: every call of a definition, including a tail call
+    // and a call of a user's recursive definition, spends one step of the
+    // evaluation's budget (`meter::tick`).
+    let outs = |cvs| {
+        flat_map_then(cvs, move |cv| match crate::meter::tick() {
+            Ok(()) => run(id, cv),
+            Err(why) => box_once(Err(Exn::from(Error::str(why)))),
+        })
+    };
     let catch = |all: bool| {
         move |r| match r {
-            Err(Exn(exn::Inner::TailCall(tc))) if all || tc.0 == id => {
-                ControlFlow::Continue(run(tc.0, (with_vars(tc.1), from(tc.2))))
-            }
+            Err(Exn(exn::Inner::TailCall(tc))) if all || tc.0 == id => match crate::meter::tick() {
+                Ok(()) => ControlFlow::Continue(run(tc.0, (with_vars(tc.1), from(tc.2)))),
+                Err(why) => ControlFlow::Break(Err(Exn::from(Error::str(why)))),
+            },
             Ok(_) | Err(_) => ControlFlow::Break(r),
         }
     };
@@ -550,9 +569,14 @@ impl Id {
                     Box::new(r.run(cv).map(|r| Ok(D::V::from(r?.as_bool()))))
                 }
             }),
-            Ast::Math(l, op, r) => Box::new(cartesian(l, r, cv).map(|(x, y)| Ok(op.run(x?, y?)?))),
+            // port-agent patch: `r` is the outer loop (see `cartesian_rl`);
+            // object construction (`Sum`) keeps `l` outer, as jq does.
+            Ast::Math(l, op, r) => Box::new(cartesian_rl(l, r, cv).map(|(x, y)| Ok(op.run(x?, y?)?))),
+            Ast::Sum(l, r) => {
+                Box::new(cartesian(l, r, cv).map(|(x, y)| Ok(crate::ops::Math::Add.run(x?, y?)?)))
+            }
             Ast::Cmp(l, op, r) => {
-                Box::new(cartesian(l, r, cv).map(|(x, y)| Ok(D::V::from(op.run(&x?, &y?)))))
+                Box::new(cartesian_rl(l, r, cv).map(|(x, y)| Ok(D::V::from(op.run(&x?, &y?)))))
             }
 
             Ast::Fold(xs, pat, init, update, fold_type) => {
@@ -600,7 +624,7 @@ impl Id {
             Ast::ToString => err(cv.1 .0),
             Ast::Int(_) | Ast::Num(_) | Ast::Str(_) => err(cv.1 .0),
             Ast::Arr(_) | Ast::ObjEmpty | Ast::ObjSingle(..) => err(cv.1 .0),
-            Ast::Neg(_) | Ast::Logic(..) | Ast::Math(..) | Ast::Cmp(..) => err(cv.1 .0),
+            Ast::Neg(_) | Ast::Logic(..) | Ast::Math(..) | Ast::Sum(..) | Ast::Cmp(..) => err(cv.1 .0),
             Ast::Update(..) | Ast::Assign(..) => err(cv.1 .0),
             Ast::UpdateMath(..) | Ast::UpdateAlt(..) => err(cv.1 .0),
             Ast::Id => box_once(Ok(cv.1)),
@@ -688,7 +712,7 @@ impl Id {
             Ast::ToString => err(cv.1),
             Ast::Int(_) | Ast::Num(_) | Ast::Str(_) => err(cv.1),
             Ast::Arr(_) | Ast::ObjEmpty | Ast::ObjSingle(..) => err(cv.1),
-            Ast::Neg(_) | Ast::Logic(..) | Ast::Math(..) | Ast::Cmp(..) => err(cv.1),
+            Ast::Neg(_) | Ast::Logic(..) | Ast::Math(..) | Ast::Sum(..) | Ast::Cmp(..) => err(cv.1),
             Ast::Update(..) | Ast::Assign(..) => err(cv.1),
             Ast::UpdateMath(..) | Ast::UpdateAlt(..) => err(cv.1),
             // jq implements updates on `try ... catch` and `label`, but
@@ -742,7 +766,11 @@ impl Id {
             Ast::CallDef(id, args, skip, _call_typ) => {
                 let init = cv.1.clone();
                 let cvs = bind_vars(args, cv.0.clone().skip_vars(*skip), cv, Clone::clone);
-                reduce(cvs, init, move |cv, v| id.update((cv.0, v), f.clone()))
+                // port-agent patch: a call spends a step (see `def_run`).
+                reduce(cvs, init, move |cv, v| match crate::meter::tick() {
+                    Ok(()) => id.update((cv.0, v), f.clone()),
+                    Err(why) => box_once(Err(Exn::from(Error::str(why)))),
+                })
             }
             Ast::Native(id, args) => {
                 let init = cv.1.clone();

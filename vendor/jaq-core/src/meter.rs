@@ -272,3 +272,10 @@ pub fn check() -> Result<(), &'static str> {
 pub fn reserve(_bytes: usize) -> Result<(), &'static str> {
     Ok(())
 }
+
+/// Without `std`, nothing is metered.
+#[cfg(not(feature = "std"))]
+#[inline]
+pub fn tick() -> Result<(), &'static str> {
+    Ok(())
+}

@@ -27,7 +27,8 @@ impl Val {
             Val::BStr(b) => Ok(Val::from(b.len())),
             Val::Arr(a) => Ok(Val::from(a.len())),
             Val::Obj(o) => Ok(Val::from(o.len())),
-            Val::Bool(_) => Err(Error::str(format_args!("{self} has no length"))),
+            // port-agent patch: jq's text (`jqerr`).
+            Val::Bool(_) => Err(crate::jqerr::type_error(self, "has no length")),
         }
     }
 
@@ -174,11 +175,30 @@ fn base<D: for<'a> DataT<V<'a> = Val>>() -> Box<[Filter<RunPtr<D>>]> {
             bome(cv.1.to_bytes().map(Val::byte_str).map_err(fail))
         }),
         ("length", v(0), |cv| bome(cv.1.length())),
+        // port-agent patch: jq 1.6's checks and texts (`jqerr`): values of
+        // different kinds have no containment, and only an object has
+        // string keys and only an array number keys.
         ("contains", v(1), |cv| {
-            unary(cv, |x, y| Ok(Val::from(x.contains(&y))))
+            unary(cv, |x, y| {
+                use crate::jqerr::{kind_name, type_error2};
+                if kind_name(&x) != kind_name(&y) {
+                    return Err(type_error2(&x, &y, "cannot have their containment checked"));
+                }
+                Ok(Val::from(x.contains(&y)))
+            })
         }),
         ("has", v(1), |cv| {
-            unary(cv, |v, k| v.index_opt(&k).map(|o| o.is_some().into()))
+            unary(cv, |v, k| match (&v, &k) {
+                (Val::Null, _) => Ok(Val::Bool(false)),
+                (Val::Obj(_), Val::TStr(_) | Val::BStr(_)) | (Val::Arr(_), Val::Num(_)) => {
+                    v.index_opt(&k).map(|o| o.is_some().into())
+                }
+                _ => Err(Error::str(alloc::format!(
+                    "Cannot check whether {} has a {} key",
+                    crate::jqerr::kind_name(&v),
+                    crate::jqerr::kind_name(&k)
+                ))),
+            })
         }),
         ("indices", v(1), |cv| {
             let to_int = |i: usize| Val::from(i as isize);

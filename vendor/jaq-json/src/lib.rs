@@ -12,6 +12,7 @@ extern crate alloc;
 extern crate std;
 
 mod funs;
+pub mod jqerr;
 mod num;
 #[macro_use]
 pub mod write;
@@ -24,7 +25,7 @@ use core::cmp::Ordering;
 use core::fmt;
 use core::hash::{Hash, Hasher};
 use jaq_core::box_iter::box_once;
-use jaq_core::{load, ops, path, val, Exn};
+use jaq_core::{load, path, val, Exn};
 use num_bigint::BigInt;
 use num_traits::{cast::ToPrimitive, Signed};
 
@@ -206,16 +207,12 @@ enum Type {
     /// `"1" | sin` or `pow(2; "3")` or `fma(2; 3; "4")`
     Float,
     */
-    /// `-"a"`, `"a" | round`
-    Num,
     /// `{(0): 1}` or `0 | fromjson` or `0 | explode` or `"a b c" | split(0)`
     Str,
     /// `0 | sort` or `0 | implode` or `[] | .[0:] = 0`
     Arr,
     /// `0 | .[]` or `0 | .[0]` or `0 | keys` (array or object)
     Iter,
-    /// `{}[0:1]` (string or array)
-    Range,
 }
 
 impl Type {
@@ -223,11 +220,9 @@ impl Type {
         match self {
             Self::Int => "integer",
             //Self::Float => "floating-point number",
-            Self::Num => "number",
             Self::Str => "string",
             Self::Arr => "array",
             Self::Iter => "iterable (array or object)",
-            Self::Range => "rangeable (array or string)",
         }
     }
 }
@@ -263,7 +258,16 @@ impl jaq_core::ValT for Val {
     }
 
     fn from_map<I: IntoIterator<Item = (Self, Self)>>(iter: I) -> ValR {
-        Ok(Self::obj(iter.into_iter().collect()))
+        // port-agent patch: like jq, object keys are strings.
+        let check = |(k, v): (Self, Self)| match k {
+            Val::TStr(_) | Val::BStr(_) => Ok((k, v)),
+            k => Err(Error::str(alloc::format!(
+                "Cannot use {} ({}) as object key",
+                jqerr::kind_name(&k),
+                jqerr::dump_trunc(&k)
+            ))),
+        };
+        Ok(Self::obj(iter.into_iter().map(check).collect::<Result<_, _>>()?))
     }
 
     fn key_values(self) -> Box<dyn Iterator<Item = Result<(Val, Val), Error>>> {
@@ -271,7 +275,8 @@ impl jaq_core::ValT for Val {
         match self {
             Self::Arr(a) => Box::new(rc_unwrap_or_clone(a).into_iter().enumerate().map(arr_idx)),
             Self::Obj(o) => Box::new(rc_unwrap_or_clone(o).into_iter().map(Ok)),
-            _ => box_once(Err(Error::typ(self, Type::Iter.as_str()))),
+            // port-agent patch: jq's text (`jqerr`).
+            _ => box_once(Err(jqerr::iterate_error(&self))),
         }
     }
 
@@ -279,7 +284,7 @@ impl jaq_core::ValT for Val {
         match self {
             Self::Arr(a) => Box::new(rc_unwrap_or_clone(a).into_iter().map(Ok)),
             Self::Obj(o) => Box::new(rc_unwrap_or_clone(o).into_iter().map(|(_k, v)| Ok(v))),
-            _ => box_once(Err(Error::typ(self, Type::Iter.as_str()))),
+            _ => box_once(Err(jqerr::iterate_error(&self))),
         }
     }
 
@@ -299,7 +304,13 @@ impl jaq_core::ValT for Val {
             Val::Arr(a) => Self::range_int(range)
                 .map(|range| skip_take(range, a.len()))
                 .map(|(skip, take)| a.iter().skip(skip).take(take).cloned().collect()),
-            _ => Err(Error::typ(self, Type::Range.as_str())),
+            // port-agent patch: like jq, a slice of null is null, and of
+            // anything else not sliceable an indexing error.
+            Val::Null => Ok(Val::Null),
+            _ => Err(Error::str(alloc::format!(
+                "Cannot index {} with object",
+                jqerr::kind_name(&self)
+            ))),
         }
     }
 
@@ -318,7 +329,7 @@ impl jaq_core::ValT for Val {
                 let iter = iter.filter_map(|(k, v)| f(v).next().map(|v| Ok((k, v?))));
                 Ok(Self::obj(iter.collect::<Result<_, Exn<_>>>()?))
             }
-            v => opt.fail(v, |v| Exn::from(Error::typ(v, Type::Iter.as_str()))),
+            v => opt.fail(v, |v| Exn::from(jqerr::iterate_error(&v))),
         }
     }
 
@@ -339,6 +350,12 @@ impl jaq_core::ValT for Val {
                 Val::Num(_) => Val::Arr(Rc::default()),
                 _ => Val::obj(Map::default()),
             };
+        }
+        // port-agent patch: like jq, an object's keys are strings and an
+        // array's indices numbers; anything else is jq's indexing error.
+        match (&self, index) {
+            (Val::Obj(_), Val::TStr(_) | Val::BStr(_)) | (Val::Arr(_), Val::Num(_)) => {}
+            (v, _) => return opt.fail(self.clone(), |_| Exn::from(jqerr::index_error(v, index))),
         }
         match self {
             Val::Obj(ref mut o) => {
@@ -666,7 +683,8 @@ impl Val {
                 let end = o.get(&Val::utf8_str("end"));
                 return v.range(start..end).map(Some);
             }
-            (s, _) => return Err(Error::index(s, index.clone())),
+            // port-agent patch: jq's text (`jqerr`).
+            (s, _) => return Err(jqerr::index_error(&s, index)),
         })
     }
 }
@@ -756,7 +774,8 @@ impl core::ops::Add for Val {
                 Rc::make_mut(&mut l).extend(r.iter().map(|(k, v)| (k.clone(), v.clone())));
                 Ok(Obj(l))
             }
-            (l, r) => Err(Error::math(l, ops::Math::Add, r)),
+            // port-agent patch: jq's texts (`jqerr`), here and below.
+            (l, r) => Err(jqerr::type_error2(&l, &r, "cannot be added")),
         }
     }
 }
@@ -771,7 +790,7 @@ impl core::ops::Sub for Val {
                 Rc::make_mut(&mut l).retain(|x| !r.contains(x));
                 Ok(Self::Arr(l))
             }
-            (l, r) => Err(Error::math(l, ops::Math::Sub, r)),
+            (l, r) => Err(jqerr::type_error2(&l, &r, "cannot be subtracted")),
         }
     }
 }
@@ -838,7 +857,7 @@ impl core::ops::Mul for Val {
                 obj_merge(&mut l, r);
                 Ok(Obj(l))
             }
-            (l, r) => Err(Error::math(l, ops::Math::Mul, r)),
+            (l, r) => Err(jqerr::type_error2(&l, &r, "cannot be multiplied")),
         }
     }
 }
@@ -869,13 +888,15 @@ impl core::ops::Div for Val {
         match (self, rhs) {
             // port-agent patch: like jq, dividing by zero is an error
             // (upstream gives infinity or NaN).
-            (Self::Num(x), Self::Num(y)) if y.as_f64() == 0.0 => Err(Error::str(format_args!(
-                "number ({x}) and number ({y}) cannot be divided because the divisor is zero"
-            ))),
+            (Self::Num(x), Self::Num(y)) if y.as_f64() == 0.0 => Err(jqerr::type_error2(
+                &Self::Num(x),
+                &Self::Num(y),
+                "cannot be divided because the divisor is zero",
+            )),
             (Self::Num(x), Self::Num(y)) => Ok(Self::Num(x / y)),
             (Self::TStr(x), Self::TStr(y)) => Ok(fs(*x, *y, Val::utf8_str)),
             (Self::BStr(x), Self::BStr(y)) => Ok(fs(*x, *y, Val::byte_str)),
-            (l, r) => Err(Error::math(l, ops::Math::Div, r)),
+            (l, r) => Err(jqerr::type_error2(&l, &r, "cannot be divided")),
         }
     }
 }
@@ -890,13 +911,15 @@ impl core::ops::Rem for Val {
             (Self::Num(x), Self::Num(y)) => {
                 let (l, r) = (x.as_f64() as i64, y.as_f64() as i64);
                 if r == 0 {
-                    return Err(Error::str(format_args!(
-                        "number ({x}) and number ({y}) cannot be divided (remainder) because the divisor is zero"
-                    )));
+                    return Err(jqerr::type_error2(
+                        &Self::Num(x),
+                        &Self::Num(y),
+                        "cannot be divided (remainder) because the divisor is zero",
+                    ));
                 }
                 Ok(Self::Num(Num::from_integral(l.checked_rem(r).unwrap_or(0))))
             }
-            (l, r) => Err(Error::math(l, ops::Math::Rem, r)),
+            (l, r) => Err(jqerr::type_error2(&l, &r, "cannot be divided (remainder)")),
         }
     }
 }
@@ -906,7 +929,7 @@ impl core::ops::Neg for Val {
     fn neg(self) -> Self::Output {
         match self {
             Self::Num(n) => Ok(Self::Num(-n)),
-            x => Err(Error::typ(x, Type::Num.as_str())),
+            x => Err(jqerr::type_error(&x, "cannot be negated")),
         }
     }
 }
