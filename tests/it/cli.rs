@@ -548,7 +548,7 @@ fn check_messages_reports_coverage_of_the_example_topic() {
         " 20 message(s), 17 evaluated, 0 malformed line(s)
   #0: selected by 2 message(s)
   #1: selected by 5 message(s)
-  #1: field 'body.replicas': 3 evaluation(s) failed; first (line 13): cannot parse as number
+  #1: field 'body.replicas': 3 evaluation(s) failed; first (line 13): null (null) cannot be parsed as a number
   #2: selected by 2 message(s)
   #3: selected by 1 message(s)
   #4: selected by 5 message(s)

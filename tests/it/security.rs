@@ -402,11 +402,17 @@ async fn a_long_answer_is_cut_at_the_cap_and_the_run_log_says_so() {
         1000,
         Guard::default(),
     );
-    let outcome = run_signed(
-        &agent,
-        action_run("r_big", &format!("http://{addr}/x"), "POST", true),
+    // Bounded: under a mutation that returned no body, this run hung until
+    // cargo-mutants' 900 s timeout (no test may hang).
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_signed(
+            &agent,
+            action_run("r_big", &format!("http://{addr}/x"), "POST", true),
+        ),
     )
-    .await;
+    .await
+    .expect("the run ends within 60 s");
     assert_eq!(outcome.result, Disposition::Delivered(200));
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     let response = port
