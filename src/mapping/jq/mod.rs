@@ -644,6 +644,31 @@ mod tests {
         assert_eq!(r.unwrap_err().0, "evaluation stopped: step limit exceeded");
     }
 
+    /// A string of quotes and backslashes serialised again and again: each
+    /// `tojson` doubles it, and one string's escaping checked no deadline,
+    /// so the evaluation ran 2.6 s past a 500 ms budget (debug build) until
+    /// the memory limit stopped it. Now the time limit stops it.
+    #[test]
+    fn one_long_string_written_keeps_the_deadline() {
+        let budget = Budget {
+            time: Duration::from_millis(300),
+            ..Budget::default()
+        };
+        let code = "(reduce range(30) as $i (.; tojson)) | length";
+        let (r, took) = eval_on_stack(code, json!({"a": 1}), budget, 8 << 20);
+        let message = r.expect_err(code).0;
+        // A fast machine may fill the memory budget first; either way the
+        // evaluation ends in time.
+        assert!(
+            message == "evaluation stopped: time limit exceeded"
+                || message == "evaluation stopped: memory limit exceeded",
+            "{code}: {message}"
+        );
+        // The fuzzing's allowance for a debug build on a loaded machine.
+        let allowed = budget.time + Duration::from_millis(if cfg!(debug_assertions) { 500 } else { 100 });
+        assert!(took <= allowed, "{code} took {took:?}");
+    }
+
     #[test]
     fn regular_expressions_are_linear_in_their_input() {
         // A 2 MB field of 400,000 lines: quadratic before (15-43 s, 1 GiB);

@@ -40,7 +40,14 @@ macro_rules! write_utf8 {
     ($w:ident, $s:ident, $f:expr) => {{
         write!($w, "\"")?;
         let is_special = |c| matches!(c, 0x00..=0x1F | b'\\' | b'"' | 0x7F);
-        for s in $s.split_inclusive(|c| is_special(*c)) {
+        // port-agent patch: a long string checks the evaluation's budget
+        // every 4096 pieces (a string of quotes and backslashes is one
+        // piece a byte), so that its deadline holds inside one string; a
+        // stopped evaluation's output is discarded.
+        for (i, s) in $s.split_inclusive(|c| is_special(*c)).enumerate() {
+            if i % 4096 == 4095 && jaq_core::meter::check().is_err() {
+                break;
+            }
             match s.split_last() {
                 Some((last, init)) if is_special(*last) => {
                     $f(init)?;
