@@ -80,8 +80,11 @@ for m in "${modules[@]}"; do
     continue
   fi
   echo "==> mutants of ${FILE[$m]} (tests: ${FILTERS[$m]})"
+  mkdir -p "mutants-out/$m"
   start=$(date +%s)
   # shellcheck disable=SC2086
   cargo-mutants mutants "${args[@]}" -- --lib --test it -- ${FILTERS[$m]} || true
-  echo "==> $m: $(( $(date +%s) - start )) s; $(wc -l < "mutants-out/$m/mutants.out/caught.txt") caught, $(wc -l < "mutants-out/$m/mutants.out/missed.txt") missed, $(wc -l < "mutants-out/$m/mutants.out/timeout.txt") timeout, $(wc -l < "mutants-out/$m/mutants.out/unviable.txt") unviable"
+  out="mutants-out/$m/mutants.out"
+  count() { if [ -f "$out/$1.txt" ]; then wc -l < "$out/$1.txt"; else echo 0; fi; }
+  echo "==> $m: $(( $(date +%s) - start )) s; $(count caught) caught, $(count missed) missed, $(count timeout) timeout, $(count unviable) unviable"
 done
