@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::agent::{claimable, offer, patches_of, start_polling};
+use crate::support::agent::{claimable, offer, patches_of, peak_rss_kib, start_polling};
 use crate::support::{action_run, encrypt, signed, FakePort, FakeTarget, SECRET};
 use port_agent::cli::dry_run;
 use port_agent::mapping::jq::{to_val, JqEnv, JqProgram};
@@ -576,19 +576,6 @@ fn fakes() -> &'static Fakes {
             target,
         }
     })
-}
-
-/// The peak RSS (VmHWM) of live process `pid`, in KiB. (`wait4`'s
-/// `ru_maxrss` of an exited child is no measure here: a child spawned with
-/// `posix_spawn` shares the test process's memory until its `exec`, which
-/// records the test process's peak as the child's.)
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc status")
 }
 
 /// [`resource_bombs_never_abort_a_child_agent_nor_exhaust_its_memory`]'s
