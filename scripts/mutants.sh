@@ -70,7 +70,7 @@ for m in "${modules[@]}"; do
   # One module: the config's files minus the others (`--file` would add to
   # the config's examine_globs, not narrow them).
   # shellcheck disable=SC2206
-  args=(--output "mutants-out/$m" ${MUTANTS_ARGS:-})
+  args=(--output "mutants-out/$m" --profile mutants ${MUTANTS_ARGS:-})
   for other in "${ORDER[@]}"; do
     [ "${FILE[$other]}" = "${FILE[$m]}" ] || args+=(--exclude "${FILE[$other]}")
   done
@@ -82,9 +82,19 @@ for m in "${modules[@]}"; do
   echo "==> mutants of ${FILE[$m]} (tests: ${FILTERS[$m]})"
   mkdir -p "mutants-out/$m"
   start=$(date +%s)
+  # Two passes: the unit tests alone (a mutant rebuilds only the lib's test
+  # binary), then the integration tests for the mutants the first pass did
+  # not catch (--iterate skips the caught ones).
   # shellcheck disable=SC2086
-  cargo-mutants mutants "${args[@]}" -- --lib --test it -- ${FILTERS[$m]} || true
+  cargo-mutants mutants "${args[@]}" -- --lib -- ${FILTERS[$m]} || true
   out="mutants-out/$m/mutants.out"
   count() { if [ -f "$out/$1.txt" ]; then wc -l < "$out/$1.txt"; else echo 0; fi; }
-  echo "==> $m: $(( $(date +%s) - start )) s; $(count caught) caught, $(count missed) missed, $(count timeout) timeout, $(count unviable) unviable"
+  total=$(cat "$out/caught.txt" "$out/missed.txt" "$out/timeout.txt" "$out/unviable.txt" 2>/dev/null | wc -l)
+  unit_caught=$(count caught)
+  echo "==> $m, unit tests: $total tried, $unit_caught caught"
+  if [ $(( $(count missed) + $(count timeout) )) -gt 0 ]; then
+    # shellcheck disable=SC2086
+    cargo-mutants mutants "${args[@]}" --iterate -- --lib --test it -- ${FILTERS[$m]} || true
+  fi
+  echo "==> $m: $(( $(date +%s) - start )) s; $total tried; $unit_caught caught by unit tests, $(count caught) more by the integration tests ($(cat "$out/previously_caught.txt" 2>/dev/null | wc -l) caught before); $(count missed) missed, $(count timeout) timeout, $(count unviable) unviable"
 done
