@@ -9,19 +9,14 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::proxy::{percent_decoded, Proxies};
-use crate::tls::trusted_pem;
+use crate::tls::{trusted_pem, CaBundleError};
 
 /// A client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The CA bundle cannot be read or parsed.
-    #[error("cannot use CA bundle {path}: {reason}")]
-    CaBundle {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    CaBundle(#[from] CaBundleError),
     /// reqwest refused the configuration.
     #[error("cannot build the HTTP client: {0}")]
     Build(String),
@@ -80,7 +75,7 @@ pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client, ClientError
         builder = builder.danger_accept_invalid_certs(true);
     }
     if let Some(path) = &opts.ca_bundle {
-        let err = |reason: String| ClientError::CaBundle {
+        let err = |reason: String| CaBundleError {
             path: path.clone(),
             reason,
         };

@@ -20,12 +20,14 @@
 
 pub mod cli;
 pub mod decrypt;
+pub mod delivery;
 pub mod guard;
 pub mod http;
 pub mod invoke;
 pub mod json_canon;
 pub mod mapping;
 pub mod message;
+pub mod outcome;
 pub mod pipeline;
 pub mod port;
 pub mod proxy;

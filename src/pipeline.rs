@@ -11,7 +11,6 @@
 //! side by side, each in order, waiting for Port while it is unreachable). The steps after selection are in `steps`, the outcome
 //! types in `outcome`.
 
-mod outcome;
 mod reporting;
 mod steps;
 
@@ -21,41 +20,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tracing::{error, info, warn, Instrument};
 
+use crate::delivery::{Delivery, Trust};
 use crate::guard::AllowList;
 use crate::invoke::Invoker;
 use crate::mapping::reload::MappingSlot;
 use crate::mapping::{jq, Budget, EvalCtx, JqEnv, MappingSet};
 use crate::message::{Invocation, Kind, TopicKind};
+use crate::outcome::{Disposition, Outcome, Skip};
 use crate::port::{ReportBacklog, Reporter};
 use crate::redact::Redactor;
 use crate::report::{self, LogLine, INTERNAL_ERROR_SUMMARY};
 
-pub use crate::report::RunLogs;
 use crate::secret::Secret;
-use crate::settings::Settings;
+use crate::settings::{RunLogs, Settings};
 use crate::signature::{self, SignatureError};
-use crate::source::Trust;
+use crate::source::Process;
 
-pub use outcome::{Disposition, Outcome, Skip};
 use reporting::RunReporter;
 use steps::Job;
-
-/// One message and where it came from.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    /// Topic name.
-    pub topic: String,
-    /// Partition (-1 when not from Kafka).
-    pub partition: i32,
-    /// Offset (or line number for recorded files).
-    pub offset: i64,
-    /// Kafka key.
-    pub key: Option<Vec<u8>>,
-    /// The message bytes.
-    pub payload: Vec<u8>,
-    /// Whether the message must be signed and say it is for the agent.
-    pub trust: Trust,
-}
 
 /// Pipeline configuration (the parts of [`Settings`] it needs).
 #[derive(Clone)]
@@ -523,6 +505,21 @@ fn idempotency_key(kind: &Kind, delivery: &Delivery) -> String {
     match kind.run_id() {
         Some(id) => id.to_string(),
         None => format!("{}-{}-{}", delivery.topic, delivery.partition, delivery.offset),
+    }
+}
+
+/// The runner of every source hands each delivery to the pipeline.
+impl<I: Invoker + 'static, R: Reporter + 'static> Process for Pipeline<I, R> {
+    async fn process(&self, delivery: &Delivery) -> Outcome {
+        Pipeline::process(self, delivery).await
+    }
+
+    async fn internal_error(&self, delivery: &Delivery, panic: &str) -> Outcome {
+        Pipeline::internal_error(self, delivery, panic).await
+    }
+
+    async fn given_up(&self, delivery: &Delivery, summary: &str) -> Outcome {
+        Pipeline::given_up(self, delivery, summary).await
     }
 }
 

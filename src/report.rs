@@ -21,12 +21,13 @@ use crate::http::ResponseContext;
 use crate::mapping::{jq, EvalCtx, Mapping, RequestSpec, Warning};
 use crate::message::Kind;
 use crate::port::{PortCall, PortError};
+use crate::settings::RunLogs;
 
 mod chains;
 mod lines;
 
 pub use chains::{Chains, Refused, ResultCall};
-pub use lines::{LogLine, Refusal, RunLogs};
+pub use lines::{LogLine, Refusal};
 
 /// The summary reported for a run whose processing panicked.
 pub const INTERNAL_ERROR_SUMMARY: &str = "Internal error in the agent while processing this run";

@@ -10,7 +10,15 @@
 //! bundle's certificates, and librdkafka gets the same set as one file
 //! ([`merged_ca_file`]).
 
-use crate::http::ClientError;
+/// The CA bundle cannot be read, parsed or merged.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use CA bundle {path}: {reason}")]
+pub struct CaBundleError {
+    /// The file.
+    pub path: String,
+    /// What went wrong.
+    pub reason: String,
+}
 
 /// Where distributions keep the system's CA bundle, most common first.
 const SYSTEM_BUNDLES: &[&str] = &[
@@ -23,8 +31,8 @@ const SYSTEM_BUNDLES: &[&str] = &[
 
 /// The system's roots (the first bundle file found, or none) followed by
 /// the certificates of the bundle at `path`, as PEM.
-pub(crate) fn trusted_pem(path: &str) -> Result<Vec<u8>, ClientError> {
-    let err = |reason: String| ClientError::CaBundle {
+pub(crate) fn trusted_pem(path: &str) -> Result<Vec<u8>, CaBundleError> {
+    let err = |reason: String| CaBundleError {
         path: path.to_string(),
         reason,
     };
@@ -46,10 +54,10 @@ pub(crate) fn trusted_pem(path: &str) -> Result<Vec<u8>, ClientError> {
 
 /// The system's roots plus the bundle at `path`, written to one PEM file
 /// (in the temporary directory) for librdkafka's `ssl.ca.location`.
-pub fn merged_ca_file(path: &str) -> Result<std::path::PathBuf, ClientError> {
+pub fn merged_ca_file(path: &str) -> Result<std::path::PathBuf, CaBundleError> {
     let pem = trusted_pem(path)?;
     let out = std::env::temp_dir().join(format!("port-agent-ca-{}.pem", std::process::id()));
-    std::fs::write(&out, pem).map_err(|e| ClientError::CaBundle {
+    std::fs::write(&out, pem).map_err(|e| CaBundleError {
         path: path.to_string(),
         reason: format!("cannot write the merged CA file {}: {e}", out.display()),
     })?;

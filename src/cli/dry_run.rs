@@ -15,10 +15,12 @@ use tracing::Instrument;
 use super::{load_mappings, mapping_path, quiet_offline_settings, Assume, Format, Recording, EXIT_PROBLEMS};
 use crate::port::Endpoint;
 
+use crate::delivery::Delivery;
 use crate::invoke::{OutgoingRequest, RecordingInvoker};
 use crate::mapping::{JqEnv, MappingSet};
 use crate::message::{Invocation, TopicKind};
-use crate::pipeline::{Config, Delivery, Disposition, Outcome, Pipeline};
+use crate::outcome::{Disposition, Outcome};
+use crate::pipeline::{Config, Pipeline};
 use crate::port::{PortCall, RecordingReporter};
 use crate::redact::{sensitive_name, Redactor};
 use crate::source::recorded::{parse_all, LineError};
@@ -286,7 +288,7 @@ impl Report {
             if let Disposition::RequestFailed(err) = &e.outcome.result {
                 problems.push(err.clone());
             }
-            if let Disposition::Skipped(crate::pipeline::Skip::Unparsable(err)) = &e.outcome.result {
+            if let Disposition::Skipped(crate::outcome::Skip::Unparsable(err)) = &e.outcome.result {
                 problems.push(err.clone());
             }
             if !problems.is_empty() {

@@ -15,11 +15,11 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::Message;
 
-use crate::pipeline::Delivery;
+use crate::delivery::Delivery;
+use crate::delivery::Trust;
 use crate::shutdown::Shutdown;
 use crate::source::kafka::KafkaOptions;
 use crate::source::recorded::to_record_line;
-use crate::source::Trust;
 
 /// The arguments of `record`.
 #[derive(Args)]

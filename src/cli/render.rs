@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 
 use super::dry_run::{self, print_entry, Entry};
 use super::{load_mappings, parse_env_pair, quiet_offline_settings, Assume, Format, Recording, Result};
+use crate::delivery::Delivery;
+use crate::delivery::Trust;
 use crate::mapping::{JqEnv, PassedOver};
-use crate::pipeline::Delivery;
-use crate::source::Trust;
 
 /// The arguments of `render`.
 #[derive(Args)]

@@ -49,10 +49,10 @@ pub async fn command() -> Result {
     serve_telemetry(&settings, &health, &mappings, &mapping_sha).await?;
     let port = port_client(&settings, settings.limits.max_in_flight)?;
     authenticate(&settings, &port).await?;
-    health.watch_credentials(port.auth_status());
+    health.watch(port.auth_status());
     tokio::spawn(crate::port::auth::log_refusals(port.auth_status()));
     let pipeline = Arc::new(agent(&settings, mappings, port.clone())?);
-    health.watch_reports(pipeline.report_backlog());
+    health.watch(pipeline.report_backlog());
     let last_words = crate::shutdown::LastWords::default();
     let shutdown = shutdown_on_signals(&health, &last_words);
     if settings.mapping.reload {
@@ -110,8 +110,10 @@ async fn serve_telemetry(
                 settings.kafka.change_log_topic.as_str(),
             ]
         },
-        mappings,
+        mapping_fields: &mappings.error_fields(),
         mapping_sha,
+        outcomes: &crate::outcome::Outcome::NAMES,
+        port_calls: &crate::port::Endpoint::labels(),
     };
     let handle = telemetry::metrics::install(&known).context("cannot set up metrics")?;
     let addr = std::net::SocketAddr::from(([0, 0, 0, 0], settings.telemetry.http_port));

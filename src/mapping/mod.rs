@@ -337,6 +337,15 @@ pub struct MappingSet {
 }
 
 impl MappingSet {
+    /// Each field of each mapping that a runtime error can name, with the
+    /// mapping's index (the `mapping_errors_total` series at 0).
+    pub fn error_fields(&self) -> Vec<(usize, String)> {
+        self.mappings
+            .iter()
+            .flat_map(|m| m.error_fields().into_iter().map(|f| (m.index, f)))
+            .collect()
+    }
+
     /// The first mapping whose `enabled` is `true` (SPEC §5). `enabled` sees
     /// the message before decryption.
     pub fn select(&self, message: &Val, ctx: &EvalCtx<'_>, warnings: &mut Vec<Warning>) -> Selection {

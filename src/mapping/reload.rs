@@ -136,7 +136,7 @@ impl Reloader {
                     warn!(mapping = m.index, keys = ?m.unknown_keys, "unknown mapping keys are ignored");
                 }
                 let count = set.mappings.len();
-                metrics::mapping_fields(&set);
+                metrics::mapping_fields(&set.error_fields());
                 self.slot.swap(Arc::new(set));
                 metrics::mapping_reload(true);
                 metrics::mapping_info(&sha, Some(&self.sha));

@@ -16,7 +16,8 @@ use tracing::{info, warn};
 use crate::message::Kind;
 use crate::port::{PendingReport, PortCall, PortError, ReportBacklog, Reporter};
 use crate::redact::Redactor;
-use crate::report::{Chains, Refused, RunLogs, RunReports};
+use crate::report::{Chains, Refused, RunReports};
+use crate::settings::RunLogs;
 use crate::telemetry::metrics;
 
 /// First pause before a Port call that failed after its retries is sent

@@ -6,11 +6,12 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::reporting::RunReporter;
-use super::{now_secs, Disposition, Outcome, Pipeline};
+use super::{now_secs, Pipeline};
 use crate::decrypt::decrypt_fields;
 use crate::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
 use crate::mapping::{build_request_from, jq, Defaults, EvalCtx, Mapping, RequestSpec, Warning};
 use crate::message::{Invocation, Kind};
+use crate::outcome::{Disposition, Outcome};
 use crate::port::Reporter;
 use crate::redact::Redactor;
 use crate::report::{self, Chains, LogLine, RunReports};

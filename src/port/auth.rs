@@ -119,6 +119,12 @@ impl AuthStatus {
     }
 }
 
+impl crate::telemetry::server::Readiness for AuthStatus {
+    fn not_ready(&self) -> Option<String> {
+        self.refused().map(|r| r.reason())
+    }
+}
+
 /// While Port refuses the credentials, hand the refusal to `emit` at once
 /// and then once a `period` (looked at every `check`); a refusal that ends
 /// and comes back is handed over at once again. Runs until dropped.

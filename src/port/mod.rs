@@ -77,6 +77,11 @@ impl Endpoint {
         Endpoint::NodeRunPatch,
     ];
 
+    /// The metrics label of every endpoint.
+    pub fn labels() -> [&'static str; 12] {
+        Endpoint::ALL.map(Endpoint::label)
+    }
+
     /// The metrics label (bounded, no ids).
     pub fn label(self) -> &'static str {
         match self {
@@ -285,6 +290,13 @@ impl ReportBacklog {
         self.pending.fetch_add(1, Ordering::Relaxed);
         metrics::reports_pending(1.0);
         PendingReport(self.clone())
+    }
+}
+
+impl crate::telemetry::server::Readiness for ReportBacklog {
+    fn not_ready(&self) -> Option<String> {
+        let pending = self.pending();
+        (pending > 0).then(|| format!("port API unreachable: {pending} reports pending"))
     }
 }
 

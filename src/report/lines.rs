@@ -1,39 +1,9 @@
-//! What a run's log says ([`LogLine`]) and which lines are posted
-//! ([`RunLogs`], `AGENT_RUN_LOGS`).
+//! What a run's log says ([`LogLine`]); which lines are posted is the
+//! setting [`crate::settings::RunLogs`] (`AGENT_RUN_LOGS`).
 
 use super::redirect_location;
 use crate::http::ResponseContext;
 use crate::redact::Redactor;
-
-/// Which run-log lines are posted (`AGENT_RUN_LOGS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunLogs {
-    /// Every line the Python agent posts, in its order (`all`, or a true
-    /// boolean): five per answered asynchronous action run, seven for a
-    /// synchronous one with a response body, four for a node run.
-    All,
-    /// Only the line that says how the run ended (`minimal`): one per run
-    /// that `All` posts lines for (see [`RunReports`]).
-    Minimal,
-    /// None (`off`, or a false boolean).
-    Off,
-}
-
-impl RunLogs {
-    /// The accepted spellings, as an error message lists them.
-    pub const EXPECTED: &'static str = "all, minimal or off (or a boolean: true = all, false = off)";
-
-    /// Parse `all`, `minimal`, `off` or a compat boolean, in any case.
-    pub fn parse(value: &str) -> Option<RunLogs> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "all" => Some(RunLogs::All),
-            "minimal" => Some(RunLogs::Minimal),
-            other => {
-                crate::settings::parse_bool(other).map(|on| if on { RunLogs::All } else { RunLogs::Off })
-            }
-        }
-    }
-}
 
 /// A line of a run's log (`POST …/logs`). The texts are the Python
 /// agent's (v0.8.9, `app/invokers/webhook_invoker.py`), to the character;

@@ -496,12 +496,7 @@ fn limits(r: &mut Raw) -> Result<Limits, SettingsError> {
 /// mapping fail.
 fn jq_max_bytes(value: Option<String>) -> Result<usize, SettingsError> {
     const VAR: &str = "AGENT_JQ_MAX_BYTES";
-    let bytes = number(
-        VAR,
-        value,
-        crate::mapping::jq::DEFAULT_MAX_BYTES,
-        "a whole number of bytes",
-    )?;
+    let bytes = number(VAR, value, super::DEFAULT_JQ_MAX_BYTES, "a whole number of bytes")?;
     if bytes < 1 << 20 {
         return Err(err(
             VAR,
@@ -594,7 +589,7 @@ mod tests {
         assert!(
             s.target.verify_ssl
                 && s.report.detailed_logging
-                && s.report.run_logs == crate::report::RunLogs::All
+                && s.report.run_logs == crate::settings::RunLogs::All
                 && s.report.wf_unmatched_fail
         );
         assert!(s.target.idempotency_headers);
@@ -657,7 +652,7 @@ mod tests {
 
     #[test]
     fn run_logs_take_all_minimal_off_or_a_boolean() {
-        use crate::report::RunLogs;
+        use crate::settings::RunLogs;
         let run_logs = |v: &str| with(&[("AGENT_RUN_LOGS", v)]).map(|s| s.report.run_logs);
         assert_eq!(with(&[]).unwrap().report.run_logs, RunLogs::All);
         assert_eq!(run_logs(""), Ok(RunLogs::All));

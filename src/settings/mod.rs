@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use crate::guard::{AllowList, RedirectPolicy};
-use crate::report::RunLogs;
 use crate::retry::Policy;
 use crate::secret::Secret;
 
@@ -18,10 +17,15 @@ pub mod env;
 mod parse;
 
 pub use env::process_env;
-pub use parse::parse_bool;
+pub use parse::{parse_bool, RunLogs};
 
 /// `PORT_API_BASE_URL`'s default: Port's EU region.
 pub const DEFAULT_API_BASE_URL: &str = "https://api.getport.io";
+
+/// Default of `AGENT_JQ_MAX_BYTES`: far above what a mapping of a Port
+/// message builds (a message is at most a few hundred KiB), far below a
+/// pod's memory.
+pub const DEFAULT_JQ_MAX_BYTES: usize = 32 << 20;
 
 /// Which source feeds the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

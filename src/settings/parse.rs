@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use super::SettingsError;
-use crate::report::RunLogs;
 
 /// Parse the compat boolean spelling: `true/false/1/0/yes/no/on/off/t/f/y/n`.
 pub fn parse_bool(value: &str) -> Option<bool> {
@@ -76,4 +75,32 @@ pub(super) fn seconds(
     let s: f64 = number(var, value, default, "a number of seconds")?;
     Duration::try_from_secs_f64(s)
         .map_err(|_| err(var, format!("expected a non-negative number of seconds, got {s}")))
+}
+
+/// Which run-log lines are posted (`AGENT_RUN_LOGS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunLogs {
+    /// Every line the Python agent posts, in its order (`all`, or a true
+    /// boolean): five per answered asynchronous action run, seven for a
+    /// synchronous one with a response body, four for a node run.
+    All,
+    /// Only the line that says how the run ended (`minimal`): one per run
+    /// that `All` posts lines for (see `report::RunReports`).
+    Minimal,
+    /// None (`off`, or a false boolean).
+    Off,
+}
+
+impl RunLogs {
+    /// The accepted spellings, as an error message lists them.
+    pub const EXPECTED: &'static str = "all, minimal or off (or a boolean: true = all, false = off)";
+
+    /// Parse `all`, `minimal`, `off` or a compat boolean, in any case.
+    pub fn parse(value: &str) -> Option<RunLogs> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "all" => Some(RunLogs::All),
+            "minimal" => Some(RunLogs::Minimal),
+            other => parse_bool(other).map(|on| if on { RunLogs::All } else { RunLogs::Off }),
+        }
+    }
 }

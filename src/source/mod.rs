@@ -18,21 +18,8 @@ use std::future::Future;
 
 pub use run::{run, Limits, Process};
 
-use crate::pipeline::{Delivery, Outcome};
-
-/// How far a delivery's message is trusted: it travels on each
-/// [`Delivery`], so the pipeline needs not know which source runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trust {
-    /// Read from a topic anyone with access could write to (Kafka, a
-    /// recorded topic): the message must say it is for the agent, and its
-    /// signature is checked on every topic but the change log (SPEC §3).
-    Signed,
-    /// Claimed from Port's API over an authenticated connection (polling,
-    /// SPEC §2.2): not signed, and already kept to runs for the agent by
-    /// the source (its invocation method has no `agent` key).
-    Claimed,
-}
+use crate::delivery::Delivery;
+use crate::outcome::Outcome;
 
 /// Handed back to the source when its delivery is done.
 pub trait Ack: Send + 'static {

@@ -12,8 +12,8 @@
 
 use serde_json::{Map, Value};
 
-use super::Trust;
-use crate::pipeline::Delivery;
+use crate::delivery::Delivery;
+use crate::delivery::Trust;
 
 /// One line that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

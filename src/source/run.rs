@@ -16,14 +16,13 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, info, warn};
 
 use super::{Ack, Source};
-use crate::invoke::Invoker;
-use crate::pipeline::{Delivery, Outcome, Pipeline};
-use crate::port::Reporter;
+use crate::delivery::Delivery;
+use crate::outcome::Outcome;
 use crate::shutdown::Shutdown;
 use crate::telemetry::metrics;
 
 /// What the runner hands each delivery to: the pipeline implements it
-/// (below), tests may put anything else there.
+/// (in `pipeline`), tests may put anything else there.
 pub trait Process: Send + Sync + 'static {
     /// The whole handling of one message, to its final outcome.
     fn process(&self, delivery: &Delivery) -> impl Future<Output = Outcome> + Send;
@@ -35,20 +34,6 @@ pub trait Process: Send + Sync + 'static {
     /// The source gave `delivery` up (see [`Ack::given_up`]): fail its run
     /// with `summary` without processing it.
     fn given_up(&self, delivery: &Delivery, summary: &str) -> impl Future<Output = Outcome> + Send;
-}
-
-impl<I: Invoker + 'static, R: Reporter + 'static> Process for Pipeline<I, R> {
-    async fn process(&self, delivery: &Delivery) -> Outcome {
-        Pipeline::process(self, delivery).await
-    }
-
-    async fn internal_error(&self, delivery: &Delivery, panic: &str) -> Outcome {
-        Pipeline::internal_error(self, delivery, panic).await
-    }
-
-    async fn given_up(&self, delivery: &Delivery, summary: &str) -> Outcome {
-        Pipeline::given_up(self, delivery, summary).await
-    }
 }
 
 /// Limits of the runner.

@@ -70,8 +70,13 @@ pub struct Known<'a> {
     pub polling: bool,
     /// The topics whose messages are counted (`messages_consumed_total`).
     pub topics: Vec<&'a str>,
-    /// The mapping file in force.
-    pub mappings: &'a crate::mapping::MappingSet,
+    /// The fields of the mapping file in force that a runtime error can
+    /// name, with their mapping's index (`MappingSet::error_fields`).
+    pub mapping_fields: &'a [(usize, String)],
+    /// Every outcome a message can end with (`Outcome::NAMES`).
+    pub outcomes: &'a [&'static str],
+    /// The label of every Port endpoint (`Endpoint::labels`).
+    pub port_calls: &'a [&'static str],
     /// Its SHA-256 (`mapping_info`).
     pub mapping_sha: &'a str,
 }
@@ -111,7 +116,7 @@ fn zero(known: &Known<'_>) {
     for topic in &known.topics {
         counter!(CONSUMED, "topic" => topic.to_string()).absolute(0);
     }
-    mapping_fields(known.mappings);
+    mapping_fields(known.mapping_fields);
     mapping_info(known.mapping_sha, None);
     if known.polling {
         gauge!(LAST_CLAIM).set(0.0);
@@ -127,7 +132,7 @@ fn zero(known: &Known<'_>) {
             counter!(COMMITS, "result" => result).absolute(0);
         }
     }
-    for outcome in crate::pipeline::Outcome::NAMES {
+    for &outcome in known.outcomes {
         counter!(DONE, "outcome" => outcome).absolute(0);
     }
     for method in KNOWN_METHODS.iter().copied().chain(["other"]) {
@@ -138,7 +143,7 @@ fn zero(known: &Known<'_>) {
     for to in ["target", "port"] {
         counter!(RETRIES, "to" => to).absolute(0);
     }
-    for kind in crate::port::Endpoint::ALL.map(crate::port::Endpoint::label) {
+    for &kind in known.port_calls {
         for outcome in ["ok", "error"] {
             counter!(PORT_CALLS, "kind" => kind, "outcome" => outcome).absolute(0);
         }
@@ -159,11 +164,9 @@ fn zero(known: &Known<'_>) {
 
 /// Each field of each mapping that a runtime error can name, at 0 (kept
 /// when already counted): at start-up and for each new mapping version.
-pub fn mapping_fields(set: &crate::mapping::MappingSet) {
-    for m in &set.mappings {
-        for field in m.error_fields() {
-            counter!(MAPPING_ERRORS, "mapping" => m.index.to_string(), "field" => field).increment(0);
-        }
+pub fn mapping_fields(fields: &[(usize, String)]) {
+    for (index, field) in fields {
+        counter!(MAPPING_ERRORS, "mapping" => index.to_string(), "field" => field.clone()).increment(0);
     }
 }
 
@@ -422,8 +425,10 @@ mod tests {
             let known = Known {
                 polling,
                 topics: vec!["o.runs"],
-                mappings: &set,
+                mapping_fields: &set.error_fields(),
                 mapping_sha: "abc",
+                outcomes: &crate::outcome::Outcome::NAMES,
+                port_calls: &crate::port::Endpoint::labels(),
             };
             metrics::with_local_recorder(&recorder, || zero(&known));
             let text = handle.render();

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -28,10 +28,15 @@ pub struct Health {
     /// Why a loop died, if one did.
     dead: Mutex<Option<String>>,
     stopping: AtomicBool,
-    /// Runs whose reports wait for Port (not ready while there are any).
-    reports: OnceLock<Arc<crate::port::ReportBacklog>>,
-    /// Whether Port refuses the credentials (not ready while it does).
-    credentials: OnceLock<Arc<crate::port::auth::AuthStatus>>,
+    /// Other states that make the agent not ready (Port refusing the
+    /// credentials, reports waiting for Port), asked in this order.
+    checks: Mutex<Vec<Arc<dyn Readiness>>>,
+}
+
+/// A state that makes the agent not ready while it lasts.
+pub trait Readiness: Send + Sync + std::fmt::Debug {
+    /// Why the agent is not ready now, if this state says it is not.
+    fn not_ready(&self) -> Option<String>;
 }
 
 impl Health {
@@ -41,20 +46,14 @@ impl Health {
             ready: Mutex::new(Err(reason.into())),
             dead: Mutex::new(None),
             stopping: AtomicBool::new(false),
-            reports: OnceLock::new(),
-            credentials: OnceLock::new(),
+            checks: Mutex::new(Vec::new()),
         })
     }
 
-    /// Say "not ready" while `backlog` has runs whose reports wait for Port.
-    pub fn watch_reports(&self, backlog: Arc<crate::port::ReportBacklog>) {
-        let _ = self.reports.set(backlog);
-    }
-
-    /// Say "not ready", with Port's answer, while Port refuses the
-    /// credentials.
-    pub fn watch_credentials(&self, status: Arc<crate::port::auth::AuthStatus>) {
-        let _ = self.credentials.set(status);
+    /// Say "not ready", with its reason, while `check` says so (after the
+    /// checks watched before it).
+    pub fn watch(&self, check: Arc<dyn Readiness>) {
+        self.checks.lock().unwrap_or_else(|e| e.into_inner()).push(check);
     }
 
     /// The source is connected and has work (or is a declared standby).
@@ -82,13 +81,11 @@ impl Health {
         if self.stopping.load(Ordering::Relaxed) {
             return Err("shutting down: draining in-flight messages".to_string());
         }
-        if let Some(refusal) = self.credentials.get().and_then(|c| c.refused()) {
-            return Err(refusal.reason());
+        let checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reason) = checks.iter().find_map(|c| c.not_ready()) {
+            return Err(reason);
         }
-        let pending = self.reports.get().map_or(0, |b| b.pending());
-        if pending > 0 {
-            return Err(format!("port API unreachable: {pending} reports pending"));
-        }
+        drop(checks);
         self.ready.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 

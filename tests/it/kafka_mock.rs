@@ -12,8 +12,8 @@ use port_agent::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
 use port_agent::mapping::{JqEnv, MappingSet};
 use port_agent::pipeline::{Config, Pipeline};
 use port_agent::port::{PortCall, PortError, RecordingReporter, Reporter};
-use port_agent::report::RunLogs;
 use port_agent::report::INTERNAL_ERROR_SUMMARY;
+use port_agent::settings::RunLogs;
 use port_agent::shutdown;
 use port_agent::source::kafka::{KafkaOptions, KafkaSource, Status};
 use port_agent::telemetry::server::Health;
@@ -516,8 +516,10 @@ async fn a_panic_fails_only_its_run_and_stalls_nothing_body() {
     let known = port_agent::telemetry::metrics::Known {
         polling: false,
         topics: vec!["org_1.runs"],
-        mappings: &mappings,
+        mapping_fields: &mappings.error_fields(),
         mapping_sha: "",
+        outcomes: &port_agent::outcome::Outcome::NAMES,
+        port_calls: &port_agent::port::Endpoint::labels(),
     };
     let handle = port_agent::telemetry::metrics::install(&known).expect("the only recorder of this process");
     let cluster = cluster(1);

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use port_agent::pipeline::{Delivery, Disposition, Outcome};
+use port_agent::delivery::Delivery;
+use port_agent::outcome::{Disposition, Outcome};
 use port_agent::shutdown;
 use port_agent::source::kafka::{KafkaOptions, KafkaSource, Status};
 use port_agent::source::Process;

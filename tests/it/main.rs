@@ -26,6 +26,7 @@ mod kafka_claims;
 mod kafka_mock;
 mod kafka_source_noop;
 mod kafka_tansu;
+mod layout;
 mod logs;
 mod mappings;
 mod metrics_scrape;

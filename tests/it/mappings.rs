@@ -10,8 +10,9 @@ use crate::support::{action_run, signed, SECRET};
 use port_agent::cli::dry_run;
 use port_agent::json_canon::to_raw_string;
 use port_agent::mapping::{JqEnv, MappingSet};
-use port_agent::pipeline::{Config, Disposition, Skip};
-use port_agent::report::RunLogs;
+use port_agent::outcome::{Disposition, Skip};
+use port_agent::pipeline::Config;
+use port_agent::settings::RunLogs;
 use port_agent::signature::sign;
 use serde_json::{json, Value};
 

@@ -146,7 +146,7 @@ async fn scrape_of_the_binary_with_every_kafka_metric() {
     // small set of values, so that rate(), increase() and absent() work at
     // once.
     let sample = |line: &str| startup.lines().any(|l| l == line);
-    for outcome in port_agent::pipeline::Outcome::NAMES {
+    for outcome in port_agent::outcome::Outcome::NAMES {
         let line = format!("port_agent_messages_done_total{{outcome=\"{outcome}\"}} 0");
         assert!(sample(&line), "{line} in:\n{startup}");
     }

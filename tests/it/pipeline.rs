@@ -7,15 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::*;
+use port_agent::delivery::Delivery;
 use port_agent::http::ClientOptions;
 use port_agent::invoke::HttpInvoker;
 use port_agent::mapping::{JqEnv, MappingSet};
 use port_agent::message::Kind;
-use port_agent::pipeline::{Config, Delivery, Disposition, Outcome, Pipeline, Skip};
+use port_agent::outcome::{Disposition, Outcome, Skip};
+use port_agent::pipeline::{Config, Pipeline};
 use port_agent::port::PortClient;
-use port_agent::report::RunLogs;
 use port_agent::retry::{Backoff, Policy};
 use port_agent::secret::Secret;
+use port_agent::settings::RunLogs;
 use port_agent::signature::sign;
 use serde_json::{json, Value};
 

@@ -15,9 +15,10 @@ use std::time::Duration;
 use port_agent::http::ResponseContext;
 use port_agent::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
 use port_agent::mapping::{JqEnv, MappingSet};
-use port_agent::pipeline::{Config, Disposition, Outcome, Pipeline};
+use port_agent::outcome::{Disposition, Outcome};
+use port_agent::pipeline::{Config, Pipeline};
 use port_agent::port::{PortCall, PortError, Reporter};
-use port_agent::report::RunLogs;
+use port_agent::settings::RunLogs;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 

@@ -12,11 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::broker::AgentProcess;
 use crate::support::*;
+use port_agent::delivery::Delivery;
 use port_agent::guard::{AllowList, RedirectPolicy};
 use port_agent::http::ClientOptions;
 use port_agent::invoke::HttpInvoker;
 use port_agent::mapping::{JqEnv, MappingSet};
-use port_agent::pipeline::{Delivery, Disposition, Guard, Outcome, Pipeline, Skip};
+use port_agent::outcome::{Disposition, Outcome, Skip};
+use port_agent::pipeline::{Guard, Pipeline};
 use port_agent::port::PortClient;
 use port_agent::retry::{Backoff, Policy};
 use port_agent::secret::Secret;

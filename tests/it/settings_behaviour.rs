@@ -11,8 +11,8 @@ use crate::support::proxy::Proxy;
 use crate::support::tls::{TlsTarget, TLS_ANSWER};
 use crate::support::{closed_port, FakePort, FakeTarget};
 use port_agent::guard::RedirectPolicy;
-use port_agent::report::RunLogs;
 use port_agent::retry::{Backoff, Policy};
+use port_agent::settings::RunLogs;
 use port_agent::settings::{Requirement, Settings, Streamer};
 use serde_json::{json, Value};
 

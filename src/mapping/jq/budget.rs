@@ -29,10 +29,8 @@ pub struct Budget {
     pub max_bytes: usize,
 }
 
-/// Default of `AGENT_JQ_MAX_BYTES`: far above what a mapping of a Port
-/// message builds (a message is at most a few hundred KiB), far below a
-/// pod's memory.
-pub const DEFAULT_MAX_BYTES: usize = 32 << 20;
+/// Default of `AGENT_JQ_MAX_BYTES` (see the setting).
+pub const DEFAULT_MAX_BYTES: usize = crate::settings::DEFAULT_JQ_MAX_BYTES;
 
 /// All evaluations running at once may hold this many times one
 /// evaluation's budget ([`set_max_bytes`]); evaluations run on the runtime's

@@ -13,7 +13,7 @@ use jaq_std::ValT as _;
 use serde_json::{Number, Value};
 
 use super::budget::tick_native;
-use super::{regex, to_val, Val, D};
+use super::{regex, str_of, to_val, type_name, Val, D};
 
 /// jaq natives that are replaced: `env` by `$ENV`; the rest by natives below
 /// that behave like jq 1.6.
@@ -209,25 +209,6 @@ pub(super) fn fail<'a>(message: String) -> Exn<'a, Val> {
 
 pub(super) fn once<'a>(r: Result<Val, String>) -> jaq_core::ValXs<'a, Val> {
     box_once(r.map_err(fail))
-}
-
-/// jq's name of a value's type, for error messages.
-pub(super) fn type_name(v: &Val) -> &'static str {
-    match v {
-        Val::Null => "null",
-        Val::Bool(_) => "boolean",
-        Val::Num(_) => "number",
-        Val::TStr(_) | Val::BStr(_) => "string",
-        Val::Arr(_) => "array",
-        Val::Obj(_) => "object",
-    }
-}
-
-pub(super) fn str_of(v: &Val) -> Option<&str> {
-    match v {
-        Val::TStr(b) | Val::BStr(b) => std::str::from_utf8(b).ok(),
-        _ => None,
-    }
 }
 
 /// A number as jq 1.6 holds it: a double. Integral doubles that an integer

@@ -11,7 +11,8 @@ use jaq_json::jqerr::{type_error, type_error2};
 use jaq_json::Num;
 use jaq_std::ValT as _;
 
-use super::compat::{jq_number, once, str_of};
+use super::compat::{jq_number, once};
+use super::str_of;
 use super::{Val, D};
 
 /// The C library's math functions, as linked into this program. Some

@@ -340,6 +340,26 @@ pub fn is_true(val: &Val) -> bool {
     matches!(val, Val::Bool(true))
 }
 
+/// jq's name of a value's type, for error messages.
+fn type_name(v: &Val) -> &'static str {
+    match v {
+        Val::Null => "null",
+        Val::Bool(_) => "boolean",
+        Val::Num(_) => "number",
+        Val::TStr(_) | Val::BStr(_) => "string",
+        Val::Arr(_) => "array",
+        Val::Obj(_) => "object",
+    }
+}
+
+/// The text of a string value (`None` for other values and invalid UTF-8).
+fn str_of(v: &Val) -> Option<&str> {
+    match v {
+        Val::TStr(b) | Val::BStr(b) => std::str::from_utf8(b).ok(),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

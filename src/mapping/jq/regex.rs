@@ -2,8 +2,8 @@
 //! `fancy-regex`: Unicode-aware classes (`\w` matches `é`), look-around and
 //! back-references; offsets and lengths in code points.
 
-use super::compat::{str_of, type_name};
 use super::Val;
+use super::{str_of, type_name};
 use jaq_json::jqerr::dump_trunc;
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -13,7 +13,8 @@ use tracing::{error, info};
 
 use super::context::Status;
 use super::KafkaOptions;
-use crate::pipeline::{Delivery, Outcome};
+use crate::delivery::Delivery;
+use crate::outcome::Outcome;
 use crate::telemetry::metrics;
 
 /// The dead-letter producer, its topic and the status it counts in.
@@ -42,8 +43,8 @@ impl Dlq {
     /// a failure is logged, and the message is dropped after that.
     pub(super) async fn send(&self, d: &Delivery, headers: &[(String, Vec<u8>)], outcome: &Outcome) {
         let reason = match &outcome.result {
-            crate::pipeline::Disposition::Skipped(s) => s.to_string(),
-            crate::pipeline::Disposition::InternalError(p) => format!("internal error: {p}"),
+            crate::outcome::Disposition::Skipped(s) => s.to_string(),
+            crate::outcome::Disposition::InternalError(p) => format!("internal error: {p}"),
             _ => outcome.port_errors.join("; "),
         };
         let partition = d.partition.to_string();

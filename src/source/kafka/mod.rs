@@ -54,8 +54,10 @@ use dlq::Dlq;
 use guard::{given_up_summary, Guard, Meta, Verdict};
 
 use super::offsets::{Mode, Ticket, Watermarks};
-use super::{Ack, Source, Trust};
-use crate::pipeline::{Delivery, Outcome};
+use super::{Ack, Source};
+use crate::delivery::Delivery;
+use crate::delivery::Trust;
+use crate::outcome::Outcome;
 use crate::shutdown::Shutdown;
 use crate::telemetry::metrics;
 use crate::telemetry::server::Health;

@@ -37,8 +37,10 @@ pub use claimed::{action_run_message, node_run_message, ClaimedRun};
 pub use in_flight::InFlight;
 use in_flight::{ack_into, failure_call};
 
-use super::{Ack, Limits, Source, Trust};
-use crate::pipeline::{Delivery, Disposition, Outcome, Skip};
+use super::{Ack, Limits, Source};
+use crate::delivery::Delivery;
+use crate::delivery::Trust;
+use crate::outcome::{Disposition, Outcome, Skip};
 use crate::port::{PortClient, Reporter};
 use crate::settings::Settings;
 use crate::telemetry::metrics;

@@ -1,11 +1,12 @@
 //! The in-process pipeline's configuration as the tests start from it
 //! (library types, so it lives in the test binary, not in testkit).
 
+use port_agent::delivery::Delivery;
+use port_agent::delivery::Trust;
 use port_agent::mapping::Budget;
-use port_agent::pipeline::{Config, Delivery};
-use port_agent::report::RunLogs;
+use port_agent::pipeline::Config;
 use port_agent::secret::Secret;
-use port_agent::source::Trust;
+use port_agent::settings::RunLogs;
 
 use super::SECRET;
 
