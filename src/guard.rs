@@ -38,23 +38,43 @@ impl RedirectPolicy {
     }
 
     /// May a request to `from` follow a redirect to `to`? `Err` says why not.
-    pub fn allows(self, from: &Url, to: &Url) -> Result<(), String> {
+    pub fn allows(self, from: &Url, to: &Url) -> Result<(), RedirectRefused> {
         if !matches!(to.scheme(), "http" | "https") {
-            return Err(format!("redirect to a {} URL is not followed", to.scheme()));
+            return Err(RedirectRefused::Scheme(to.scheme().to_string()));
         }
         if from.scheme() == "https" && to.scheme() == "http" {
-            return Err("redirect from https to http is not followed".into());
+            return Err(RedirectRefused::Downgrade);
         }
         match self {
-            RedirectPolicy::None => Err("AGENT_TARGET_REDIRECTS is none".into()),
+            RedirectPolicy::None => Err(RedirectRefused::Off),
             RedirectPolicy::Any => Ok(()),
             RedirectPolicy::SameHost if same_host(from, to) => Ok(()),
-            RedirectPolicy::SameHost => Err(format!(
-                "redirect to another host ({}) is not followed (AGENT_TARGET_REDIRECTS=same-host)",
-                host_port(to)
-            )),
+            RedirectPolicy::SameHost => Err(RedirectRefused::OtherHost(host_port(to))),
         }
     }
+}
+
+/// Why a target's redirect is not followed (it is then the answer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedirectRefused {
+    /// To a URL that is not `http` or `https`: its scheme.
+    #[error("redirect to a {0} URL is not followed")]
+    Scheme(String),
+    /// From `https` to `http`.
+    #[error("redirect from https to http is not followed")]
+    Downgrade,
+    /// `AGENT_TARGET_REDIRECTS=none`.
+    #[error("AGENT_TARGET_REDIRECTS is none")]
+    Off,
+    /// To another host under `same-host`: its `host[:port]`.
+    #[error("redirect to another host ({0}) is not followed (AGENT_TARGET_REDIRECTS=same-host)")]
+    OtherHost(String),
+    /// To another host while the request carries a secret.
+    #[error("redirect to another host ({0}) is not followed: the request carries a secret")]
+    CarriesSecret(String),
+    /// To a URL outside `AGENT_ALLOWED_TARGETS`.
+    #[error("redirect to {0} is not followed: not allowed by AGENT_ALLOWED_TARGETS")]
+    NotAllowed(String),
 }
 
 /// Same host name and port; or the `http` → `https` upgrade of the same host
@@ -98,13 +118,13 @@ pub struct AllowList {
 impl AllowList {
     /// Parse a comma-separated list; `Err` names the entry that is not a URL
     /// prefix, host pattern or network.
-    pub fn parse(list: &str) -> Result<AllowList, String> {
+    pub fn parse(list: &str) -> Result<AllowList, AllowListError> {
         let mut rules = Vec::new();
         for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             rules.push(parse_rule(entry)?);
         }
         if rules.is_empty() {
-            return Err("expected at least one URL prefix, host pattern or network".into());
+            return Err(AllowListError::Empty);
         }
         Ok(AllowList { rules })
     }
@@ -115,24 +135,63 @@ impl AllowList {
     }
 }
 
-fn parse_rule(entry: &str) -> Result<Rule, String> {
+/// An entry of `AGENT_ALLOWED_TARGETS` that is none of the three forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllowListError {
+    /// No entry at all.
+    #[error("expected at least one URL prefix, host pattern or network")]
+    Empty,
+    /// Has `://` but does not parse as a URL.
+    #[error("'{entry}' is not a URL prefix: {reason}")]
+    NotAUrl {
+        /// The entry.
+        entry: String,
+        /// The URL parser's words.
+        reason: url::ParseError,
+    },
+    /// A URL prefix without a host.
+    #[error("'{0}' has no host")]
+    NoHost(String),
+    /// Has `/` but its address part is not an IP address.
+    #[error("'{0}' is not a network such as 10.0.0.0/8")]
+    NotANetwork(String),
+    /// A network whose prefix length is too long for its address.
+    #[error("'{entry}': the prefix length must be 0 to {max}")]
+    PrefixLength {
+        /// The entry.
+        entry: String,
+        /// 32 (IPv4) or 128 (IPv6).
+        max: u8,
+    },
+    /// Not a host name either.
+    #[error("'{0}' is not a URL prefix (https://host/path), host (ci.example.com, *.internal) or network (10.0.0.0/8)")]
+    Unrecognised(String),
+}
+
+fn parse_rule(entry: &str) -> Result<Rule, AllowListError> {
     if entry.contains("://") {
-        let u = Url::parse(entry).map_err(|e| format!("'{entry}' is not a URL prefix: {e}"))?;
+        let u = Url::parse(entry).map_err(|reason| AllowListError::NotAUrl {
+            entry: entry.to_string(),
+            reason,
+        })?;
         if u.host_str().is_none() {
-            return Err(format!("'{entry}' has no host"));
+            return Err(AllowListError::NoHost(entry.to_string()));
         }
         return Ok(Rule::Prefix(u));
     }
     if let Some((net, bits)) = entry.split_once('/') {
         let net: IpAddr = net
             .parse()
-            .map_err(|_| format!("'{entry}' is not a network such as 10.0.0.0/8"))?;
+            .map_err(|_| AllowListError::NotANetwork(entry.to_string()))?;
         let max = if net.is_ipv4() { 32 } else { 128 };
-        let bits: u8 = bits
-            .parse()
-            .ok()
-            .filter(|b| *b <= max)
-            .ok_or_else(|| format!("'{entry}': the prefix length must be 0 to {max}"))?;
+        let bits: u8 =
+            bits.parse()
+                .ok()
+                .filter(|b| *b <= max)
+                .ok_or_else(|| AllowListError::PrefixLength {
+                    entry: entry.to_string(),
+                    max,
+                })?;
         return Ok(Rule::Network { net, bits });
     }
     let (name, wildcard) = match entry.strip_prefix("*.") {
@@ -144,9 +203,7 @@ fn parse_rule(entry: &str) -> Result<Rule, String> {
         .trim_end_matches(']')
         .to_ascii_lowercase();
     if name.is_empty() || name.contains(['/', '*', ':', '@']) && name.parse::<IpAddr>().is_err() {
-        return Err(format!(
-            "'{entry}' is not a URL prefix (https://host/path), host (ci.example.com, *.internal) or network (10.0.0.0/8)"
-        ));
+        return Err(AllowListError::Unrecognised(entry.to_string()));
     }
     Ok(Rule::Host { name, wildcard })
 }
@@ -228,7 +285,7 @@ mod tests {
         for bad in ["", " , ", "10.0.0.0/33", "nope/8", "http://", "a/b"] {
             assert!(AllowList::parse(bad).is_err(), "{bad}");
         }
-        let e = AllowList::parse("ok.host, 10.0.0.0/99").unwrap_err();
+        let e = AllowList::parse("ok.host, 10.0.0.0/99").unwrap_err().to_string();
         assert!(e.contains("10.0.0.0/99"), "{e}");
     }
 

@@ -10,14 +10,14 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::guard::{host_port, same_host, AllowList, RedirectPolicy, MAX_REDIRECTS};
+use crate::guard::{host_port, same_host, AllowList, RedirectPolicy, RedirectRefused, MAX_REDIRECTS};
 use crate::http::{
     build_client, describe_error, read_bounded, utf8_prefix, ClientError, ClientOptions, ResponseContext,
 };
 use crate::retry::{parse_retry_after, with_retries, Attempt, Policy};
 use crate::telemetry::metrics;
 
-pub use request::{validate, OutgoingRequest, IDEMPOTENCY_HEADER, RUN_ID_HEADER};
+pub use request::{validate, InvalidRequest, OutgoingRequest, IDEMPOTENCY_HEADER, RUN_ID_HEADER};
 
 /// The target's answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,19 +142,13 @@ impl HttpInvoker {
             .allows(from, &to)
             .and_then(|()| {
                 if carries_secret && !same_host(from, &to) {
-                    Err(format!(
-                        "redirect to another host ({}) is not followed: the request carries a secret",
-                        host_port(&to)
-                    ))
+                    Err(RedirectRefused::CarriesSecret(host_port(&to)))
                 } else {
                     Ok(())
                 }
             })
             .and_then(|()| match &self.allowed {
-                Some(list) if !list.allows(&to) => Err(format!(
-                    "redirect to {} is not followed: not allowed by AGENT_ALLOWED_TARGETS",
-                    host_port(&to)
-                )),
+                Some(list) if !list.allows(&to) => Err(RedirectRefused::NotAllowed(host_port(&to))),
                 _ => Ok(()),
             });
         match verdict {
@@ -169,7 +163,7 @@ impl HttpInvoker {
     /// One try: send, following the redirects the policy allows, then
     /// read the answer.
     async fn attempt(&self, request: &OutgoingRequest) -> Result<Received, Attempt<Received, InvokeError>> {
-        let (method, url) = validate(request).map_err(final_error)?;
+        let (method, url) = validate(request).map_err(|e| final_error(e.to_string()))?;
         let sent = self.send_following(request, method, url).await?;
         self.receive(sent).await
     }
@@ -377,7 +371,10 @@ impl Invoker for RecordingInvoker {
 
     async fn send(&self, request: &OutgoingRequest) -> Result<TargetResponse, InvokeError> {
         // What the HTTP invoker would refuse is refused here too, unrecorded.
-        validate(request).map_err(|message| InvokeError { message, attempts: 1 })?;
+        validate(request).map_err(|e| InvokeError {
+            message: e.to_string(),
+            attempts: 1,
+        })?;
         if let Ok(mut r) = self.requests.lock() {
             r.push(request.clone());
         }

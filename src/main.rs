@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use port_agent::cli::{self, Cli};
+use port_agent::cli::{self, Cli, Exit};
 use port_agent::mapping::jq::EVAL_THREAD_STACK;
+use port_agent::shutdown;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,19 +22,28 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Problems.into();
         }
     };
     // Run on a worker thread: jq evaluation relies on its larger stack.
-    match runtime.block_on(async { tokio::spawn(cli::dispatch(cli)).await }) {
-        Ok(Ok(code)) => code,
-        Ok(Err(e)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(e.exit_code())
+    let ended = runtime.block_on(async {
+        tokio::select! {
+            ended = tokio::spawn(cli::dispatch(cli)) => Some(ended),
+            () = shutdown::interrupted() => None,
         }
-        Err(e) => {
+    });
+    match ended {
+        // Stopped by hand: at once, without waiting for the runtime's tasks
+        // (the last words were said, or ran out of time).
+        None => std::process::exit(i32::from(Exit::Interrupted.code())),
+        Some(Ok(Ok(exit))) => exit.into(),
+        Some(Ok(Err(e))) => {
+            eprintln!("error: {e}");
+            e.exit().into()
+        }
+        Some(Err(e)) => {
             eprintln!("error: the command stopped unexpectedly: {e}");
-            ExitCode::FAILURE
+            Exit::Problems.into()
         }
     }
 }

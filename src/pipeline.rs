@@ -490,7 +490,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 self.deliver(&inv, mapping, &spec, &request, &mut job).await
             }
             Err(error) => {
-                let error = job.redactor.text(&error);
+                let error = job.redactor.text(&error.to_string());
                 warn!(error = %error, "request was not sent");
                 job.fail(&[LogLine::Received, LogLine::Preparing], error).await
             }

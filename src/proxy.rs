@@ -149,19 +149,29 @@ pub struct Proxies {
 
 /// A proxy address as curl takes it: a URL, or `host:port` meaning
 /// `http://host:port`.
-pub fn parse_proxy_url(value: &str) -> Result<Url, String> {
+pub fn parse_proxy_url(value: &str) -> Result<Url, ProxyUrlError> {
     let value = value.trim();
     let with_scheme = if value.contains("://") {
         value.to_string()
     } else {
         format!("http://{value}")
     };
-    let url = Url::parse(&with_scheme)
-        .map_err(|e| format!("expected a proxy URL such as http://proxy:3128 ({e})"))?;
+    let url = Url::parse(&with_scheme).map_err(ProxyUrlError::NotAUrl)?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err("expected an http:// or https:// proxy URL with a host".into());
+        return Err(ProxyUrlError::Unsupported);
     }
     Ok(url)
+}
+
+/// A proxy setting that is not a proxy address the agent can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyUrlError {
+    /// Not a URL.
+    #[error("expected a proxy URL such as http://proxy:3128 ({0})")]
+    NotAUrl(url::ParseError),
+    /// Not `http`/`https`, or without a host.
+    #[error("expected an http:// or https:// proxy URL with a host")]
+    Unsupported,
 }
 
 /// `%XX` sequences of a URL's user or password decoded.

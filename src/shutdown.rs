@@ -1,7 +1,8 @@
 //! Shutdown as a small explicit type handed to every long-running task
 //! (mini-redis style): the first SIGTERM/SIGINT asks everything to stop and
 //! drain; a second one reports what would otherwise be lost
-//! ([`LastWords`], bounded) and exits 130; a third exits at once.
+//! ([`LastWords`], bounded) and asks for the process to end with 130
+//! ([`interrupted`], which `main.rs` waits on); a third asks at once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -86,9 +87,21 @@ impl LastWords {
     }
 }
 
+/// Resolves once a second (or third) stop signal asked for the process to
+/// end now, with 130 ([`on_signals`]); `main.rs` waits on it beside the
+/// command and exits without waiting for the runtime's tasks.
+pub async fn interrupted() {
+    interruption().notified().await;
+}
+
+fn interruption() -> &'static tokio::sync::Notify {
+    static INTERRUPTED: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
+    INTERRUPTED.get_or_init(tokio::sync::Notify::new)
+}
+
 /// Fire `trigger` on the first SIGTERM or SIGINT; on a second, say
-/// `last_words` (within [`LAST_WORDS_TIMEOUT`]) and exit with 130; a third
-/// exits at once.
+/// `last_words` (within [`LAST_WORDS_TIMEOUT`]) and then end the process
+/// ([`interrupted`]); a third ends it at once.
 pub fn on_signals(trigger: Trigger, last_words: LastWords) {
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -99,7 +112,7 @@ pub fn on_signals(trigger: Trigger, last_words: LastWords) {
         tokio::spawn(async {
             wait_for_signal().await;
             tracing::warn!("third signal: exiting at once");
-            std::process::exit(130);
+            interruption().notify_one();
         });
         if !last_words.say(LAST_WORDS_TIMEOUT).await {
             tracing::error!(
@@ -107,7 +120,7 @@ pub fn on_signals(trigger: Trigger, last_words: LastWords) {
                 "reporting the runs in flight took too long; exiting anyway"
             );
         }
-        std::process::exit(130);
+        interruption().notify_one();
     });
 }
 

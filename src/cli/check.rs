@@ -3,12 +3,11 @@
 //! topic ([`super::coverage`]).
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
 
-use super::{describe_mapping_error, mapping_path, offline_settings, pipeline_config, Result, EXIT_PROBLEMS};
+use super::{describe_mapping_error, mapping_path, offline_settings, pipeline_config, Exit, Result};
 use crate::mapping::{JqEnv, Mapping, MappingError, MappingSet};
 use crate::settings::Settings;
 
@@ -41,7 +40,7 @@ pub fn command(args: CheckArgs) -> Result {
         }
         Err(e) => {
             println!("error: {}", describe_mapping_error(&path, &e));
-            return Ok(ExitCode::from(EXIT_PROBLEMS));
+            return Ok(Exit::Problems);
         }
     };
     let compiled = errors.is_empty();
@@ -72,9 +71,9 @@ pub fn command(args: CheckArgs) -> Result {
         failed = check_messages(&set, file, args.topic.as_deref(), &settings)?;
     }
     Ok(if errors.is_empty() && not_allowed == 0 && !failed {
-        ExitCode::SUCCESS
+        Exit::Success
     } else {
-        ExitCode::from(EXIT_PROBLEMS)
+        Exit::Problems
     })
 }
 

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -12,7 +11,7 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 use tracing::Instrument;
 
-use super::{load_mappings, mapping_path, quiet_offline_settings, Assume, Format, Recording, EXIT_PROBLEMS};
+use super::{load_mappings, mapping_path, quiet_offline_settings, Assume, Exit, Format, Recording};
 use crate::port::Endpoint;
 
 use crate::delivery::Delivery;
@@ -357,9 +356,9 @@ pub async fn command(args: DryRunArgs) -> super::Result {
         print_report_text(&report, verified, args.no_verify);
     }
     Ok(if report.bad_lines.is_empty() {
-        ExitCode::SUCCESS
+        Exit::Success
     } else {
-        ExitCode::from(EXIT_PROBLEMS)
+        Exit::Problems
     })
 }
 

@@ -34,43 +34,96 @@ pub mod run;
 /// before the commands moved into the library.
 const LOG_TARGET: &str = "port_agent";
 
-/// Exit code: problems found in what could be read (`check`: mapping
-/// errors, failing fields; `dry-run`: malformed input lines).
-pub const EXIT_PROBLEMS: u8 = 1;
-/// Exit code: cannot run: invalid settings, a file that cannot be read
-/// (the mapping file in every command), a mapping file that does not
-/// compile (`run`, `render`, `dry-run`).
-pub const EXIT_CONFIG: u8 = 3;
-/// Exit code: `run` gave up (the polling API failed for too long).
-pub const EXIT_GAVE_UP: u8 = 4;
-
-/// Why a command could not do its work; [`Error::exit_code`] says how the
-/// process ends.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Invalid settings, mapping file or input, or a component that could
-    /// not start with them (exit 3).
-    #[error("{0:#}")]
-    Config(#[from] anyhow::Error),
-    /// `run` gave up: Port's polling API failed for
-    /// `POLLING_MAX_FAILURE_DURATION_SECONDS` (exit 4).
-    #[error("{0}")]
-    GaveUp(String),
+/// How the process ends: the one table of exit codes (README, "Exit
+/// codes"). Commands return one on success or problems found; an [`Error`]
+/// says its own ([`Error::exit`]); `main.rs` turns it into the process's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: done (`run`: stopped by a signal).
+    Success,
+    /// 1: problems found in what could be read (`check`: mapping errors,
+    /// failing fields; `dry-run`: malformed input lines); also the command
+    /// line's own failure (the async runtime cannot start).
+    Problems,
+    /// 2: invalid command line (clap exits with it before any command).
+    Usage,
+    /// 3: cannot run: invalid settings, a file that cannot be read (the
+    /// mapping file in every command), a mapping file that does not
+    /// compile (`run`, `render`, `dry-run`), credentials Port refuses.
+    Config,
+    /// 4: `run` gave up (the polling API failed for too long).
+    GaveUp,
+    /// 5: a service the command needs failed at start-up: Port did not
+    /// hand out the Kafka credentials.
+    Unavailable,
+    /// 130: stopped by hand (a second stop signal during the drain).
+    Interrupted,
 }
 
-impl Error {
-    /// The process exit code of this error.
-    pub fn exit_code(&self) -> u8 {
+impl Exit {
+    /// Every way the process ends, in the order of the README's table.
+    pub const ALL: [Exit; 7] = [
+        Exit::Success,
+        Exit::Problems,
+        Exit::Usage,
+        Exit::Config,
+        Exit::GaveUp,
+        Exit::Unavailable,
+        Exit::Interrupted,
+    ];
+
+    /// The process exit code.
+    pub fn code(self) -> u8 {
         match self {
-            Error::Config(_) => EXIT_CONFIG,
-            Error::GaveUp(_) => EXIT_GAVE_UP,
+            Exit::Success => 0,
+            Exit::Problems => 1,
+            Exit::Usage => 2,
+            Exit::Config => 3,
+            Exit::GaveUp => 4,
+            Exit::Unavailable => 5,
+            Exit::Interrupted => 130,
         }
     }
 }
 
-/// A command's result: an exit code for success or problems found, or an
-/// [`Error`].
-pub type Result<T = ExitCode> = std::result::Result<T, Error>;
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit.code())
+    }
+}
+
+/// Why a command could not do its work; [`Error::exit`] says how the
+/// process ends.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Invalid settings, mapping file or input, or a component that could
+    /// not start with them ([`Exit::Config`]).
+    #[error("{0:#}")]
+    Config(#[from] anyhow::Error),
+    /// A service the command needs failed at start-up
+    /// ([`Exit::Unavailable`]).
+    #[error("{0:#}")]
+    Unavailable(anyhow::Error),
+    /// `run` gave up: Port's polling API failed for
+    /// `POLLING_MAX_FAILURE_DURATION_SECONDS` ([`Exit::GaveUp`]).
+    #[error(transparent)]
+    GaveUp(#[from] crate::source::polling::PollingError),
+}
+
+impl Error {
+    /// How the process ends with this error.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Config(_) => Exit::Config,
+            Error::Unavailable(_) => Exit::Unavailable,
+            Error::GaveUp(_) => Exit::GaveUp,
+        }
+    }
+}
+
+/// A command's result: how the process ends after success or problems
+/// found, or an [`Error`].
+pub type Result<T = Exit> = std::result::Result<T, Error>;
 
 /// The command line.
 #[derive(Parser)]
@@ -84,7 +137,8 @@ and reports the result back to Port.\n\nWith no command, `run` is assumed.",
     after_help = "Exit codes: 0 success; 1 problems found (mapping errors in `check`, malformed lines in \
 `dry-run`); 2 invalid command line; 3 cannot run: invalid settings, a file that cannot be read (a \
 missing mapping file, in every command), or a mapping file that does not compile (`run`, `render`, \
-`dry-run`); 4 `run` gave up (Port's polling API failed for POLLING_MAX_FAILURE_DURATION_SECONDS).\n\n\
+`dry-run`); 4 `run` gave up (Port's polling API failed for POLLING_MAX_FAILURE_DURATION_SECONDS); 5 a \
+service needed at start-up failed (Port did not hand out the Kafka credentials); 130 stopped by a second signal.\n\n\
 Example: PORT_CLIENT_SECRET=example-client-secret-0123456789abcdef port-agent dry-run --input examples/recorded-topic.jsonl --mapping examples/mapping.json"
 )]
 pub struct Cli {
@@ -283,8 +337,13 @@ impl Recording {
 }
 
 /// `K=V` of `render --env`.
-fn parse_env_pair(s: &str) -> std::result::Result<(String, String), String> {
+fn parse_env_pair(s: &str) -> std::result::Result<(String, String), NotAPair> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected K=V, got '{s}'"))
+        .ok_or_else(|| NotAPair(s.to_string()))
 }
+
+/// A `render --env` argument without `=`.
+#[derive(Debug, thiserror::Error)]
+#[error("expected K=V, got '{0}'")]
+struct NotAPair(String);

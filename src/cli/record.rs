@@ -5,7 +5,6 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
@@ -15,8 +14,8 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::Message;
 
-use crate::delivery::Delivery;
-use crate::delivery::Trust;
+use super::Exit;
+use crate::delivery::{Delivery, Trust};
 use crate::shutdown::Shutdown;
 use crate::source::kafka::KafkaOptions;
 use crate::source::recorded::to_record_line;
@@ -47,7 +46,7 @@ pub async fn command(args: RecordArgs) -> super::Result {
     let port = super::port_client(&settings, 1)?;
     let kafka = crate::source::kafka::resolve_options(&settings, &port)
         .await
-        .map_err(|e| anyhow!(e))?;
+        .map_err(super::run::resolve_error)?;
     let idle_timeout = match args.timeout {
         Some(t) => Some(Duration::try_from_secs_f64(t).context("--timeout: expected seconds")?),
         None => None,
@@ -67,7 +66,7 @@ pub async fn command(args: RecordArgs) -> super::Result {
         "{count} message(s) written to {} (stopped: {stopped:?})",
         out.display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
 /// What to record.

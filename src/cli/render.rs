@@ -3,14 +3,13 @@
 //! were passed over), the request it builds and the report that follows.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
 use serde_json::{json, Value};
 
 use super::dry_run::{self, print_entry, Entry};
-use super::{load_mappings, parse_env_pair, quiet_offline_settings, Assume, Format, Recording, Result};
+use super::{load_mappings, parse_env_pair, quiet_offline_settings, Assume, Exit, Format, Recording, Result};
 use crate::delivery::Delivery;
 use crate::delivery::Trust;
 use crate::mapping::{JqEnv, PassedOver};
@@ -79,7 +78,7 @@ pub async fn command(args: RenderArgs) -> Result {
         }
         print_entry(&entry);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
 fn print_json(entry: &Entry, passed_over: &[PassedOver], verified: bool) {

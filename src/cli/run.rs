@@ -3,12 +3,11 @@
 //! pipeline, the mapping reloader, and the source the settings name.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 
-use super::{load_mappings, port_client, Error, Result, LOG_TARGET};
+use super::{load_mappings, port_client, Error, Exit, Result, LOG_TARGET};
 use crate::http::ClientOptions;
 use crate::invoke::HttpInvoker;
 use crate::mapping::JqEnv;
@@ -65,7 +64,7 @@ pub async fn command() -> Result {
     }
     consume(&settings, port, pipeline, health, shutdown, &last_words).await?;
     tracing::info!(target: LOG_TARGET, "port-agent stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
 /// A token first: credentials Port refuses (401 or 403) can never heal, as
@@ -180,7 +179,7 @@ async fn consume(
         Streamer::Kafka => {
             let opts = kafka::resolve_options(settings, &port)
                 .await
-                .map_err(|e| anyhow!(e))?;
+                .map_err(resolve_error)?;
             let consumer = kafka::KafkaSource::connect(&opts, Arc::default(), health, shutdown.clone())
                 .context("Kafka consumer failed")?;
             let Ok(()) = source::run(consumer, pipeline, opts.limits(), shutdown).await;
@@ -199,10 +198,16 @@ async fn consume(
                     in_flight.fail_all(summary, polling::SIGNAL_REPORT_TIMEOUT).await;
                 }
             });
-            source::run(claims, pipeline, opts.limits(), shutdown)
-                .await
-                .map_err(|e| Error::GaveUp(e.to_string()))?;
+            source::run(claims, pipeline, opts.limits(), shutdown).await?;
         }
     }
     Ok(())
+}
+
+/// Port failing to hand out the Kafka credentials is not a settings problem.
+pub(super) fn resolve_error(e: kafka::ResolveError) -> Error {
+    match e {
+        kafka::ResolveError::Credentials(_) => Error::Unavailable(e.into()),
+        _ => Error::Config(e.into()),
+    }
 }

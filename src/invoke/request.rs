@@ -28,8 +28,15 @@ pub struct OutgoingRequest {
 impl OutgoingRequest {
     /// Build from a mapped request: add the query, the content type and the
     /// signature headers (which override mapped headers of the same name).
-    pub fn build(spec: &RequestSpec, secret: &str, timestamp: u64) -> Result<OutgoingRequest, String> {
-        let mut url = url::Url::parse(&spec.url).map_err(|e| format!("invalid URL '{}': {e}", spec.url))?;
+    pub fn build(
+        spec: &RequestSpec,
+        secret: &str,
+        timestamp: u64,
+    ) -> Result<OutgoingRequest, InvalidRequest> {
+        let mut url = url::Url::parse(&spec.url).map_err(|reason| InvalidRequest::Url {
+            url: spec.url.clone(),
+            reason,
+        })?;
         // A fragment never goes on the wire; without it the URL shown by
         // render and dry-run is the one requested.
         url.set_fragment(None);
@@ -74,34 +81,64 @@ pub const REFUSED_METHODS: [&str; 2] = ["CONNECT", "TRACE"];
 /// name and value is valid HTTP. [`HttpInvoker`] and [`RecordingInvoker`]
 /// both call this, so dry-run reports exactly the failure `run` would. The
 /// error never contains a header value (it may be a secret).
-pub fn validate(request: &OutgoingRequest) -> Result<(reqwest::Method, url::Url), String> {
+pub fn validate(request: &OutgoingRequest) -> Result<(reqwest::Method, url::Url), InvalidRequest> {
     let method = reqwest::Method::from_bytes(request.method.as_bytes())
         .ok()
         .filter(|m| !REFUSED_METHODS.iter().any(|r| r.eq_ignore_ascii_case(m.as_str())))
-        .ok_or_else(|| format!("invalid HTTP method '{}'", request.method))?;
-    let url = url::Url::parse(&request.url).map_err(|e| format!("invalid URL '{}': {e}", request.url))?;
+        .ok_or_else(|| InvalidRequest::Method(request.method.clone()))?;
+    let url = url::Url::parse(&request.url).map_err(|reason| InvalidRequest::Url {
+        url: request.url.clone(),
+        reason,
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "invalid URL '{}': the scheme must be http or https, not {}",
-            request.url,
-            url.scheme()
-        ));
+        return Err(InvalidRequest::Scheme {
+            url: request.url.clone(),
+            scheme: url.scheme().to_string(),
+        });
     }
     for (name, value) in &request.headers {
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(format!(
-                "invalid header name '{}': names are letters, digits and !#$%&'*+-.^_`|~ only",
-                name.escape_debug()
-            ));
+            return Err(InvalidRequest::HeaderName(name.escape_debug().to_string()));
         }
         if reqwest::header::HeaderValue::from_str(value).is_err() {
-            return Err(format!(
-                "invalid value for header '{name}': it contains a line break or another control character, \
-                 which HTTP does not allow (fix the mapping's headers)"
-            ));
+            return Err(InvalidRequest::HeaderValue(name.clone()));
         }
     }
     Ok((method, url))
+}
+
+/// A request the HTTP client would not send. Never holds a header value
+/// (it may be a secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRequest {
+    /// The method is not a token, or is one of [`REFUSED_METHODS`].
+    #[error("invalid HTTP method '{0}'")]
+    Method(String),
+    /// The URL does not parse.
+    #[error("invalid URL '{url}': {reason}")]
+    Url {
+        /// The URL as built.
+        url: String,
+        /// The URL parser's words.
+        reason: url::ParseError,
+    },
+    /// The URL is not `http` or `https`.
+    #[error("invalid URL '{url}': the scheme must be http or https, not {scheme}")]
+    Scheme {
+        /// The URL as built.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// A header name that is not a token (escaped for display).
+    #[error("invalid header name '{0}': names are letters, digits and !#$%&'*+-.^_`|~ only")]
+    HeaderName(String),
+    /// A header value with a line break or another control character.
+    #[error(
+        "invalid value for header '{0}': it contains a line break or another control character, \
+         which HTTP does not allow (fix the mapping's headers)"
+    )]
+    HeaderValue(String),
 }
 
 /// Header naming the run a target request is for.
@@ -240,7 +277,7 @@ mod tests {
         let mut r = OutgoingRequest::build(&spec(json!({"X-A": "ok"}), json!({})), "s", 1).unwrap();
         assert!(validate(&r).is_ok());
         r.headers.push(("X-Bad".into(), "tok\r\nInjected: yes".into()));
-        let e = validate(&r).unwrap_err();
+        let e = validate(&r).unwrap_err().to_string();
         assert_eq!(
             e,
             "invalid value for header 'X-Bad': it contains a line break or another control character, \
@@ -250,15 +287,19 @@ mod tests {
         r.headers.push(("Bad Name".into(), "v".into()));
         assert!(validate(&r)
             .unwrap_err()
+            .to_string()
             .starts_with("invalid header name 'Bad Name'"));
         r.headers.pop();
         r.url = "ftp://h/x".into();
         assert_eq!(
-            validate(&r).unwrap_err(),
+            validate(&r).unwrap_err().to_string(),
             "invalid URL 'ftp://h/x': the scheme must be http or https, not ftp"
         );
         r.url = "http://h/x".into();
         r.method = "GE T".into();
-        assert_eq!(validate(&r).unwrap_err(), "invalid HTTP method 'GE T'");
+        assert_eq!(
+            validate(&r).unwrap_err().to_string(),
+            "invalid HTTP method 'GE T'"
+        );
     }
 }

@@ -8,8 +8,8 @@ use tracing::{debug, info, warn};
 use super::reporting::RunReporter;
 use super::{now_secs, Pipeline};
 use crate::decrypt::decrypt_fields;
-use crate::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
-use crate::mapping::{build_request_from, jq, Defaults, EvalCtx, Mapping, RequestSpec, Warning};
+use crate::invoke::{InvalidRequest, InvokeError, Invoker, OutgoingRequest, TargetResponse};
+use crate::mapping::{build_request_from, jq, BuildError, Defaults, EvalCtx, Mapping, RequestSpec, Warning};
 use crate::message::{Invocation, Kind};
 use crate::outcome::{Disposition, Outcome};
 use crate::port::Reporter;
@@ -128,15 +128,15 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         }
     }
 
-    /// Build, sign and check the request; `Err` holds the run's failure
-    /// summary.
+    /// Build, sign and check the request; `Err` says why it is not sent
+    /// (its text is the run's failure summary).
     pub(super) fn build(
         &self,
         inv: &Invocation,
         mapping: &Mapping,
         input: &jq::Val,
         job: &mut Job<'_, R>,
-    ) -> Result<(RequestSpec, OutgoingRequest), String> {
+    ) -> Result<(RequestSpec, OutgoingRequest), NotBuilt> {
         let defaults = Defaults {
             method: inv.method.get("method").and_then(Value::as_str),
             url: inv.method.get("url").and_then(Value::as_str),
@@ -151,34 +151,49 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         )
         .map_err(|e| {
             metrics::mapping_error(mapping.index, e.field());
-            format!("Failed to build the request: {e}")
+            NotBuilt::Mapping(e)
         })?;
         let timestamp = self.config.fixed_timestamp.unwrap_or_else(now_secs);
-        let request = OutgoingRequest::build(&spec, self.secret(), timestamp)
-            .map_err(|e| format!("Failed to build the request: {e}"))?;
+        let request = OutgoingRequest::build(&spec, self.secret(), timestamp).map_err(NotBuilt::Request)?;
         self.check_allowed(&request)?;
         Ok((spec, request))
     }
 
-    /// `Err` with the run's failure summary when `AGENT_ALLOWED_TARGETS` is
-    /// set and the request's URL is not on it.
-    fn check_allowed(&self, request: &OutgoingRequest) -> Result<(), String> {
+    /// `Err` when `AGENT_ALLOWED_TARGETS` is set and the request's URL is
+    /// not on it.
+    fn check_allowed(&self, request: &OutgoingRequest) -> Result<(), NotBuilt> {
         let Some(list) = &self.guard.allowed_targets else {
             return Ok(());
         };
         match url::Url::parse(&request.url) {
             Ok(u) if list.allows(&u) => Ok(()),
-            Ok(u) => Err(format!(
-                "target not allowed by AGENT_ALLOWED_TARGETS: {}",
-                u.host_str().unwrap_or("(no host)")
+            Ok(u) => Err(NotBuilt::NotAllowed(
+                u.host_str().unwrap_or("(no host)").to_string(),
             )),
-            Err(e) => Err(format!("Failed to build the request: invalid URL: {e}")),
+            Err(e) => Err(NotBuilt::Url(e)),
         }
     }
 
     fn secret(&self) -> &str {
         self.config.secret.as_ref().map(Secret::expose).unwrap_or("")
     }
+}
+
+/// Why a run's request is not sent; the text is its failure summary.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NotBuilt {
+    /// The mapping failed to build it.
+    #[error("Failed to build the request: {0}")]
+    Mapping(BuildError),
+    /// What the mapping built is not a request the client sends.
+    #[error("Failed to build the request: {0}")]
+    Request(InvalidRequest),
+    /// The URL does not parse (checked against the allow list).
+    #[error("Failed to build the request: invalid URL: {0}")]
+    Url(url::ParseError),
+    /// The URL's host is not on `AGENT_ALLOWED_TARGETS`.
+    #[error("target not allowed by AGENT_ALLOWED_TARGETS: {0}")]
+    NotAllowed(String),
 }
 
 /// What [`Pipeline::answered`] reads about the run.

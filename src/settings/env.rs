@@ -153,7 +153,7 @@ fn proxies(vars: &HashMap<String, String>) -> Result<Proxies, SettingsError> {
     };
     let url = |names| -> Result<Option<url::Url>, SettingsError> {
         get(names)
-            .map(|(n, v)| parse_proxy_url(&v).map_err(|e| err(n, e)))
+            .map(|(n, v)| parse_proxy_url(&v).map_err(|e| err(n, e.to_string())))
             .transpose()
     };
     let all = url(ALL_PROXY)?;
@@ -436,7 +436,7 @@ fn target(r: &mut Raw) -> Result<TargetSettings, SettingsError> {
             "a whole number of bytes",
         )?,
         allowed_targets: present(r.agent_allowed_targets.take())
-            .map(|list| AllowList::parse(&list).map_err(|e| err("AGENT_ALLOWED_TARGETS", e)))
+            .map(|list| AllowList::parse(&list).map_err(|e| err("AGENT_ALLOWED_TARGETS", e.to_string())))
             .transpose()?,
         idempotency_headers: boolean(
             "AGENT_IDEMPOTENCY_HEADERS",

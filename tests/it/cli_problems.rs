@@ -333,3 +333,49 @@ fn dry_run_warnings_name_their_line_and_run_and_show_a_failed_decryption() {
         assert!(named, "a log line without its line and run: {l}");
     }
 }
+
+/// README's exit-code table: Port failing to hand out the Kafka credentials
+/// at start-up (here: Port unreachable) is exit 5, a service that failed,
+/// not 3, "invalid settings".
+#[test]
+fn run_exits_5_when_port_does_not_hand_out_the_kafka_credentials() {
+    let o = agent(
+        &["run"],
+        &[
+            ("PORT_ORG_ID", "org_1"),
+            ("PORT_CLIENT_ID", "id"),
+            ("PORT_CLIENT_SECRET", SECRET),
+            ("KAFKA_CONSUMER_GROUP_ID", "org_1.g"),
+            ("AGENT_HTTP_PORT", "0"),
+            ("AGENT_PORT_RETRY_MAX_ATTEMPTS", "1"),
+            // Nothing listens there: every Port call fails at once.
+            ("PORT_API_BASE_URL", "http://127.0.0.1:9"),
+            ("CONTROL_THE_PAYLOAD_CONFIG_PATH", "examples/mapping.json"),
+        ],
+    );
+    let text = all_output(&o);
+    assert_eq!(o.status.code(), Some(5), "{text}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("error: cannot fetch Kafka credentials from Port: "),
+        "{text}"
+    );
+}
+
+/// The README's exit-code table lists exactly the codes of `cli::Exit`, in
+/// its order.
+#[test]
+fn the_readme_lists_every_exit_code_and_no_other() {
+    let readme = std::fs::read_to_string(crate::support::cli::root().join("README.md")).expect("README.md");
+    let table: Vec<u8> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| code | meaning |"))
+        .skip(2)
+        .take_while(|l| l.starts_with("| `"))
+        .map(|l| {
+            let code = l.trim_start_matches("| `").split('`').next().unwrap_or("");
+            code.parse().unwrap_or_else(|_| panic!("not an exit code: {l}"))
+        })
+        .collect();
+    let codes: Vec<u8> = port_agent::cli::Exit::ALL.iter().map(|e| e.code()).collect();
+    assert_eq!(table, codes);
+}

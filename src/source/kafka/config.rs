@@ -122,28 +122,40 @@ impl KafkaOptions {
 /// With a CA bundle (`SSL_CERT_FILE` / `REQUESTS_CA_BUNDLE`), librdkafka
 /// gets the system's roots *plus* the bundle as `ssl.ca.location`: OpenSSL
 /// alone would read `SSL_CERT_FILE` as its only roots file.
-fn ca_location(settings: &crate::settings::Settings) -> Result<Vec<(String, String)>, String> {
+fn ca_location(settings: &crate::settings::Settings) -> Result<Vec<(String, String)>, ResolveError> {
     let Some(bundle) = &settings.ca_bundle else {
         return Ok(Vec::new());
     };
-    let merged = crate::tls::merged_ca_file(bundle).map_err(|e| format!("SSL_CERT_FILE: {e}"))?;
+    let merged = crate::tls::merged_ca_file(bundle)?;
     Ok(vec![(
         "ssl.ca.location".to_string(),
         merged.display().to_string(),
     )])
 }
 
+/// Why the Kafka options cannot be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// `USING_LOCAL_PORT_INSTANCE` without brokers (invalid settings).
+    #[error("KAFKA_CONSUMER_BOOTSTRAP_SERVERS: required when USING_LOCAL_PORT_INSTANCE is true")]
+    NoBootstrapServers,
+    /// The CA bundle cannot be merged for librdkafka (invalid settings).
+    #[error("SSL_CERT_FILE: {0}")]
+    CaBundle(#[from] crate::tls::CaBundleError),
+    /// Port did not hand out the Kafka credentials (Port unreachable or
+    /// failing: not a settings problem).
+    #[error("cannot fetch Kafka credentials from Port: {0}")]
+    Credentials(crate::port::PortError),
+}
+
 /// Where the brokers and credentials come from (SPEC §2.1).
 pub async fn resolve_options(
     settings: &crate::settings::Settings,
     port: &crate::port::PortClient,
-) -> Result<KafkaOptions, String> {
+) -> Result<KafkaOptions, ResolveError> {
     let (brokers, username, password) = if settings.kafka.using_local_port_instance {
         if settings.kafka.bootstrap_servers.is_empty() {
-            return Err(
-                "KAFKA_CONSUMER_BOOTSTRAP_SERVERS: required when USING_LOCAL_PORT_INSTANCE is true"
-                    .to_string(),
-            );
+            return Err(ResolveError::NoBootstrapServers);
         }
         (settings.kafka.bootstrap_servers.clone(), None, None)
     } else if let Some(brokers) = &settings.kafka.brokers {
@@ -156,7 +168,7 @@ pub async fn resolve_options(
         let creds = port
             .kafka_credentials()
             .await
-            .map_err(|e| format!("cannot fetch Kafka credentials from Port: {e}"))?;
+            .map_err(ResolveError::Credentials)?;
         (creds.brokers.join(","), creds.username, creds.password)
     };
     Ok(KafkaOptions {

@@ -46,7 +46,7 @@ use tracing::{debug, error, info, warn};
 
 pub use commit::COMMIT_TICK;
 use commit::{commit_loop, commit_now, Committer, Which};
-pub use config::{resolve_options, KafkaOptions};
+pub use config::{resolve_options, KafkaOptions, ResolveError};
 pub use context::Status;
 use context::{lock, Consumer_, EngineContext, WAITING_FOR_ASSIGNMENT};
 use dlq::Dlq;

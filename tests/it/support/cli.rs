@@ -1,23 +1,59 @@
 //! The built binary run as a command (`check`, `render`, `dry-run`) from the
 //! repository root, and the files such a run reads.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest a command may run: a hung one is killed and fails its test.
+const COMMAND_LIMIT: Duration = Duration::from_secs(180);
 
 /// The repository root (where `tests/fixtures` and `examples` are).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Run `port-agent ARGS…` in the repository root with only `env`; its output.
+/// Run `port-agent ARGS…` in the repository root with only `env`; its
+/// output. A command still running after [`COMMAND_LIMIT`] is killed and
+/// the test fails, saying so.
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_port-agent"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_port-agent"))
         .args(args)
         .current_dir(root())
         .env_clear()
         .envs(env.iter().copied())
-        .output()
-        .expect("run port-agent")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run port-agent");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for port-agent") {
+            break status;
+        }
+        if started.elapsed() > COMMAND_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("port-agent {args:?} still ran after {COMMAND_LIMIT:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
 }
 
 /// Its standard output.
