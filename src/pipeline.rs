@@ -143,12 +143,12 @@ impl Guard {
     /// The replay window's verdict on a message signed at `signed_at`
     /// (its `X-Port-Timestamp`, see [`signed_at_seconds`]) when the clock
     /// says `now`: `None` when it may run.
-    fn replay_verdict(&self, signed_at: Result<Option<u64>, String>, now: u64) -> Option<Skip> {
+    fn replay_verdict(&self, signed_at: Result<Option<u64>, BadTimestamp>, now: u64) -> Option<Skip> {
         let max = self.max_message_age?;
         let at = match signed_at {
             Ok(Some(at)) => at,
             Ok(None) => return Some(Skip::InvalidTimestamp("(missing)".into())),
-            Err(text) => return Some(Skip::InvalidTimestamp(text)),
+            Err(BadTimestamp(text)) => return Some(Skip::InvalidTimestamp(text)),
         };
         if at > now.saturating_add(self.max_clock_skew.as_secs()) {
             return Some(Skip::Ahead(at - now));
@@ -215,11 +215,16 @@ fn now_secs() -> u64 {
 /// Longest timestamp text kept in a skip reason, a log line or a summary.
 const MAX_SHOWN_TIMESTAMP: usize = 64;
 
+/// An `X-Port-Timestamp` that is not a whole number of seconds: the text as
+/// written, shortened to [`MAX_SHOWN_TIMESTAMP`] characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BadTimestamp(String);
+
 /// `.headers["X-Port-Timestamp"]` in Unix seconds: `Ok(None)` when absent,
 /// `Err(the text as written, shortened)` when it is not a non-negative whole
 /// number of seconds (a JSON integer or a string of digits; no sign,
 /// fraction, exponent or spaces).
-fn signed_at_seconds(message: &Value) -> Result<Option<u64>, String> {
+fn signed_at_seconds(message: &Value) -> Result<Option<u64>, BadTimestamp> {
     let Some(value) = message.pointer("/headers/X-Port-Timestamp") else {
         return Ok(None);
     };
@@ -231,7 +236,7 @@ fn signed_at_seconds(message: &Value) -> Result<Option<u64>, String> {
     let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
     match text.parse::<u64>() {
         Ok(at) if digits => Ok(Some(at)),
-        _ => Err(text.chars().take(MAX_SHOWN_TIMESTAMP).collect()),
+        _ => Err(BadTimestamp(text.chars().take(MAX_SHOWN_TIMESTAMP).collect())),
     }
 }
 

@@ -76,28 +76,39 @@ pub fn describe_error(path: &Path, e: &MappingError) -> String {
     }
 }
 
+/// A mapping file that cannot be read or does not compile; shown as
+/// [`describe_error`] says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", describe_error(path, error))]
+pub struct LoadError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub error: MappingError,
+}
+
 /// Read and compile the mapping file: the set and the file's SHA-256.
-pub fn load(path: &Path) -> Result<(MappingSet, String), String> {
+pub fn load(path: &Path) -> Result<(MappingSet, String), LoadError> {
+    let failed = |error| LoadError {
+        path: path.to_path_buf(),
+        error,
+    };
     let bytes = std::fs::read(path).map_err(|e| {
-        describe_error(
-            path,
-            &MappingError::Read {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            },
-        )
+        failed(MappingError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
     })?;
     let sha = sha256_hex(&bytes);
     let text = String::from_utf8_lossy(&bytes);
     let set = MappingSet::parse(&text).map_err(|e| {
-        let e = match e {
+        failed(match e {
             MappingError::Format { reason, .. } => MappingError::Format {
                 path: path.display().to_string(),
                 reason,
             },
             other => other,
-        };
-        describe_error(path, &e)
+        })
     })?;
     Ok((set, sha))
 }
@@ -110,7 +121,7 @@ pub enum Reload {
     /// The new version (its SHA-256) is in force.
     Swapped(String),
     /// The file could not be used; the old set stays. The `check`-style error.
-    Failed(String),
+    Failed(LoadError),
 }
 
 /// Re-reads the mapping file into a [`MappingSlot`].
@@ -248,7 +259,8 @@ mod tests {
             panic!("refused")
         };
         assert!(
-            e.starts_with(&format!("{}: mapping #0, field 'body.ref': ", path.display())),
+            e.to_string()
+                .starts_with(&format!("{}: mapping #0, field 'body.ref': ", path.display())),
             "{e}"
         );
         assert_eq!(slot.current().mappings.len(), 1, "the last good set stays");

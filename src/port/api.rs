@@ -151,11 +151,9 @@ impl PortClient {
             limit,
             invocation_method: Some("WEBHOOK"),
         };
-        let path = "/v1/actions/runs/claim-pending";
-        let answer = self
-            .call_text(Endpoint::ClaimRuns, "POST", path, Some(&to_json(&body)))
-            .await?;
-        claimed_items(&format!("POST {path}"), &answer, "runs")
+        let route = Endpoint::ClaimRuns.route("");
+        let answer = self.call_text(&route, Some(&to_json(&body))).await?;
+        claimed_items(&route.to_string(), &answer, "runs")
     }
 
     /// `POST /v1/workflows/runs/claim-pending`: at most `limit` pending
@@ -166,19 +164,15 @@ impl PortClient {
             limit,
             invocation_method: None,
         };
-        let path = "/v1/workflows/runs/claim-pending";
-        let answer = self
-            .call_text(Endpoint::ClaimNodeRuns, "POST", path, Some(&to_json(&body)))
-            .await?;
-        claimed_items(&format!("POST {path}"), &answer, "nodeRuns")
+        let route = Endpoint::ClaimNodeRuns.route("");
+        let answer = self.call_text(&route, Some(&to_json(&body))).await?;
+        claimed_items(&route.to_string(), &answer, "nodeRuns")
     }
 
     /// `PATCH /v1/actions/runs/ack` for one action run.
     pub async fn ack_run(&self, run_id: &str) -> Result<Acked, PortError> {
         let body = to_json(&AckRunsRequest { run_ids: [run_id] });
-        let answer = self
-            .call(Endpoint::AckRun, "PATCH", "/v1/actions/runs/ack", Some(&body))
-            .await?;
+        let answer = self.call(&Endpoint::AckRun.route(""), Some(&body)).await?;
         let confirmed = answer
             .get("ackedCount")
             .and_then(Value::as_u64)
@@ -191,10 +185,8 @@ impl PortClient {
         let body = to_json(&AckNodeRunRequest {
             node_run_identifier: run_id,
         });
-        let path = "/v1/workflows/runs/ack";
-        let answer = self
-            .call(Endpoint::AckNodeRun, "PATCH", path, Some(&body))
-            .await?;
+
+        let answer = self.call(&Endpoint::AckNodeRun.route(""), Some(&body)).await?;
         let confirmed = answer.get("acked").and_then(Value::as_bool) == Some(true);
         Ok(Acked { confirmed, answer })
     }
@@ -202,8 +194,8 @@ impl PortClient {
     /// `GET /v1/kafka-credentials`: the brokers and SASL credentials of
     /// Port's Kafka for this organisation.
     pub async fn kafka_credentials(&self) -> Result<KafkaCredentials, PortError> {
-        let path = "/v1/kafka-credentials";
-        let answer = self.call(Endpoint::KafkaCredentials, "GET", path, None).await?;
+        let route = Endpoint::KafkaCredentials.route("");
+        let answer = self.call(&route, None).await?;
         let creds = &answer["credentials"];
         let brokers: Vec<String> = creds["brokers"]
             .as_array()
@@ -211,7 +203,7 @@ impl PortClient {
             .unwrap_or_default();
         if brokers.is_empty() {
             return Err(PortError {
-                call: format!("GET {path}"),
+                call: route.to_string(),
                 message: "the answer has no brokers".into(),
                 permanent: true,
                 ..PortError::default()
@@ -228,7 +220,7 @@ impl PortClient {
     /// (`portAgentStreamerName`, `KAFKA` or `POLLING`).
     pub async fn record_streamer(&self, streamer: &str) -> Result<(), PortError> {
         let body = json!({"settings": {"portAgentStreamerName": streamer}});
-        self.call(Endpoint::Organization, "PATCH", "/v1/organization", Some(&body))
+        self.call(&Endpoint::Organization.route(""), Some(&body))
             .await
             .map(|_| ())
     }

@@ -10,7 +10,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::auth::{AuthStatus, Refusal};
 use super::ratelimit::{Observed, RateBudget};
-use super::{is_usable_run_id, Endpoint, PortCall, PortError, Reporter};
+use super::{is_usable_run_id, Endpoint, PortCall, PortError, Reporter, Route};
 use crate::http::{build_client, describe_error, ClientError, ClientOptions};
 use crate::retry::{parse_retry_after, with_retries, Attempt, Backoff};
 use crate::secret::Secret;
@@ -157,15 +157,7 @@ impl PortClient {
             return Ok(t);
         }
         let body = json!({"clientId": &*self.client_id, "clientSecret": self.secret.expose()});
-        let answer = self
-            .exchange(
-                Endpoint::Token,
-                "POST",
-                "/v1/auth/access_token",
-                Some(&body),
-                None,
-            )
-            .await;
+        let answer = self.exchange(&Endpoint::Token.route(""), Some(&body), None).await;
         metrics::port_call(Endpoint::Token.label(), matches!(answer, Ok(Exchange::Ok(_))));
         let answer = match answer? {
             Exchange::Ok(answer) => answer,
@@ -178,19 +170,19 @@ impl PortClient {
                 );
                 self.auth.set_refused(refusal);
                 return Err(PortError {
-                    call: "POST /v1/auth/access_token".into(),
+                    call: Endpoint::Token.route("").to_string(),
                     message,
                     permanent: false,
                     ..PortError::default()
                 });
             }
         };
-        let answer = lenient_json("POST /v1/auth/access_token", &answer);
+        let answer = lenient_json(&Endpoint::Token.route("").to_string(), &answer);
         let value: Arc<str> = answer
             .get("accessToken")
             .and_then(Value::as_str)
             .ok_or_else(|| PortError {
-                call: "POST /v1/auth/access_token".into(),
+                call: Endpoint::Token.route("").to_string(),
                 message: "answer has no accessToken".into(),
                 permanent: false,
                 ..PortError::default()
@@ -234,18 +226,16 @@ impl PortClient {
     /// One call with retries; a 401 is returned as `Unauthorized`.
     async fn exchange(
         &self,
-        endpoint: Endpoint,
-        method: &str,
-        path: &str,
+        route: &Route,
         body: Option<&Value>,
         token: Option<&str>,
     ) -> Result<Exchange, PortError> {
-        let call = format!("{method} {path}");
-        let url = self.url_for(path)?;
+        let endpoint = route.endpoint();
+        let call = route.to_string();
+        let url = self.url_for(route.path())?;
         let payload = body.map(Value::to_string);
         let attempt = || async {
-            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
-            let mut req = self.http.request(m, url.clone());
+            let mut req = self.http.request(endpoint.http_method(), url.clone());
             if let Some(payload) = &payload {
                 req = req
                     .header("Content-Type", "application/json")
@@ -277,7 +267,7 @@ impl PortClient {
         };
         with_retries(self.backoff, attempt, |_, delay| {
             metrics::retry("port");
-            tracing::debug!(call = %format!("{method} {path}"), delay_ms = delay.as_millis() as u64, "retrying Port API call");
+            tracing::debug!(call = %route, delay_ms = delay.as_millis() as u64, "retrying Port API call");
         })
         .await
     }
@@ -344,44 +334,25 @@ impl PortClient {
         }
     }
 
-    /// An authenticated call to `endpoint` at `path` (which the caller in
-    /// this module derived from the endpoint): refresh the token once on a
+    /// An authenticated call along `route`: refresh the token once on a
     /// 401.
-    pub(super) async fn call(
-        &self,
-        endpoint: Endpoint,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, PortError> {
-        let text = self.call_text(endpoint, method, path, body).await?;
-        Ok(lenient_json(&format!("{method} {path}"), &text))
+    pub(super) async fn call(&self, route: &Route, body: Option<&Value>) -> Result<Value, PortError> {
+        let text = self.call_text(route, body).await?;
+        Ok(lenient_json(&route.to_string(), &text))
     }
 
     /// [`Self::call`], with the body of Port's answer as it came.
-    pub(super) async fn call_text(
-        &self,
-        endpoint: Endpoint,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<String, PortError> {
-        let result = self.call_inner(endpoint, method, path, body).await;
-        metrics::port_call(endpoint.label(), result.is_ok());
+    pub(super) async fn call_text(&self, route: &Route, body: Option<&Value>) -> Result<String, PortError> {
+        let result = self.call_inner(route, body).await;
+        metrics::port_call(route.endpoint().label(), result.is_ok());
         result
     }
 
-    async fn call_inner(
-        &self,
-        endpoint: Endpoint,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<String, PortError> {
+    async fn call_inner(&self, route: &Route, body: Option<&Value>) -> Result<String, PortError> {
         let mut refreshed = false;
         loop {
             let token = self.token().await?;
-            match self.exchange(endpoint, method, path, body, Some(&token)).await? {
+            match self.exchange(route, body, Some(&token)).await? {
                 Exchange::Ok(v) => return Ok(v),
                 Exchange::Unauthorized(..) if !refreshed => {
                     refreshed = true;
@@ -389,7 +360,7 @@ impl PortClient {
                 }
                 Exchange::Unauthorized(..) => {
                     return Err(PortError {
-                        call: format!("{method} {path}"),
+                        call: route.to_string(),
                         message: "401 Unauthorized after a token refresh".into(),
                         permanent: false,
                         ..PortError::default()
@@ -404,7 +375,7 @@ impl Reporter for PortClient {
     async fn send(&self, call: &PortCall) -> Result<(), PortError> {
         if !is_usable_run_id(call.run_id()) {
             return Err(PortError {
-                call: format!("{} {}", call.method(), call.path()),
+                call: call.route().to_string(),
                 message: format!(
                     "run id {:?} cannot name a Port API path; the call is not sent",
                     call.run_id()
@@ -413,9 +384,7 @@ impl Reporter for PortClient {
                 ..PortError::default()
             });
         }
-        self.call(call.endpoint(), call.method(), &call.path(), Some(&call.body()))
-            .await
-            .map(|_| ())
+        self.call(&call.route(), Some(&call.body())).await.map(|_| ())
     }
 }
 

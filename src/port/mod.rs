@@ -105,6 +105,81 @@ impl Endpoint {
     fn reserved_usage(self) -> bool {
         matches!(self, Endpoint::ClaimRuns | Endpoint::ClaimNodeRuns)
     }
+
+    /// The HTTP method.
+    pub fn method(self) -> &'static str {
+        match self {
+            Endpoint::KafkaCredentials => "GET",
+            Endpoint::Token
+            | Endpoint::ClaimRuns
+            | Endpoint::ClaimNodeRuns
+            | Endpoint::RunLog
+            | Endpoint::NodeRunLog => "POST",
+            Endpoint::Organization
+            | Endpoint::AckRun
+            | Endpoint::AckNodeRun
+            | Endpoint::RunResponse
+            | Endpoint::RunPatch
+            | Endpoint::NodeRunPatch => "PATCH",
+        }
+    }
+
+    /// The method as the HTTP client takes it.
+    fn http_method(self) -> reqwest::Method {
+        match self.method() {
+            "GET" => reqwest::Method::GET,
+            "PATCH" => reqwest::Method::PATCH,
+            _ => reqwest::Method::POST,
+        }
+    }
+
+    /// The call to this endpoint; `run_id` fills the `{id}` of the per-run
+    /// endpoints (percent-encoded) and is not used by the others.
+    pub fn route(self, run_id: &str) -> Route {
+        let id = || enc(run_id);
+        let path = match self {
+            Endpoint::Token => "/v1/auth/access_token".to_string(),
+            Endpoint::Organization => "/v1/organization".to_string(),
+            Endpoint::KafkaCredentials => "/v1/kafka-credentials".to_string(),
+            Endpoint::ClaimRuns => "/v1/actions/runs/claim-pending".to_string(),
+            Endpoint::ClaimNodeRuns => "/v1/workflows/runs/claim-pending".to_string(),
+            Endpoint::AckRun => "/v1/actions/runs/ack".to_string(),
+            Endpoint::AckNodeRun => "/v1/workflows/runs/ack".to_string(),
+            Endpoint::RunLog => format!("/v1/actions/runs/{}/logs", id()),
+            Endpoint::RunResponse => format!("/v1/actions/runs/{}/response", id()),
+            Endpoint::RunPatch => format!("/v1/actions/runs/{}", id()),
+            Endpoint::NodeRunLog => format!("/v1/workflows/nodes/runs/{}/logs", id()),
+            Endpoint::NodeRunPatch => format!("/v1/workflows/nodes/runs/{}", id()),
+        };
+        Route { endpoint: self, path }
+    }
+}
+
+/// Where one call goes: an [`Endpoint`] and its path. Made only by
+/// [`Endpoint::route`], so the method and path always match the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    endpoint: Endpoint,
+    path: String,
+}
+
+impl Route {
+    /// The endpoint.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// The path under the API base.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl std::fmt::Display for Route {
+    /// `PATCH /v1/actions/runs/r_1`, as errors name a call.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.endpoint.method(), self.path)
+    }
 }
 
 /// One call the pipeline makes to Port.
@@ -150,21 +225,17 @@ pub enum PortCall {
 impl PortCall {
     /// HTTP method.
     pub fn method(&self) -> &'static str {
-        match self {
-            PortCall::RunLog { .. } | PortCall::NodeRunLog { .. } => "POST",
-            _ => "PATCH",
-        }
+        self.endpoint().method()
+    }
+
+    /// Where the call goes.
+    pub fn route(&self) -> Route {
+        self.endpoint().route(self.run_id())
     }
 
     /// Path under the API base.
     pub fn path(&self) -> String {
-        match self {
-            PortCall::RunLog { run_id, .. } => format!("/v1/actions/runs/{}/logs", enc(run_id)),
-            PortCall::NodeRunLog { run_id, .. } => format!("/v1/workflows/nodes/runs/{}/logs", enc(run_id)),
-            PortCall::RunResponse { run_id, .. } => format!("/v1/actions/runs/{}/response", enc(run_id)),
-            PortCall::RunPatch { run_id, .. } => format!("/v1/actions/runs/{}", enc(run_id)),
-            PortCall::NodeRunPatch { run_id, .. } => format!("/v1/workflows/nodes/runs/{}", enc(run_id)),
-        }
+        self.route().path
     }
 
     /// JSON body.
@@ -412,5 +483,30 @@ mod tests {
             body: json!({}),
         };
         assert_eq!(c.path(), "/v1/actions/runs/r%2F..%2Fx");
+    }
+
+    /// Port's endpoints as SPEC §2 and §7 name them, one line each: the endpoint
+    /// owns its method and path.
+    #[test]
+    fn every_endpoint_has_the_method_and_path_of_the_spec() {
+        let want = [
+            (Endpoint::Token, "POST /v1/auth/access_token"),
+            (Endpoint::Organization, "PATCH /v1/organization"),
+            (Endpoint::KafkaCredentials, "GET /v1/kafka-credentials"),
+            (Endpoint::ClaimRuns, "POST /v1/actions/runs/claim-pending"),
+            (Endpoint::ClaimNodeRuns, "POST /v1/workflows/runs/claim-pending"),
+            (Endpoint::AckRun, "PATCH /v1/actions/runs/ack"),
+            (Endpoint::AckNodeRun, "PATCH /v1/workflows/runs/ack"),
+            (Endpoint::RunLog, "POST /v1/actions/runs/r_1/logs"),
+            (Endpoint::RunResponse, "PATCH /v1/actions/runs/r_1/response"),
+            (Endpoint::RunPatch, "PATCH /v1/actions/runs/r_1"),
+            (Endpoint::NodeRunLog, "POST /v1/workflows/nodes/runs/r_1/logs"),
+            (Endpoint::NodeRunPatch, "PATCH /v1/workflows/nodes/runs/r_1"),
+        ];
+        assert_eq!(want.map(|(e, _)| e), Endpoint::ALL);
+        for (endpoint, route) in want {
+            assert_eq!(endpoint.route("r_1").to_string(), route);
+            assert_eq!(endpoint.http_method().as_str(), endpoint.method());
+        }
     }
 }

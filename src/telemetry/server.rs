@@ -23,8 +23,8 @@ use serde_json::json;
 /// What the probes answer. Shared by the sources (writers) and the server.
 #[derive(Debug)]
 pub struct Health {
-    /// `Ok` when ready, else why not.
-    ready: Mutex<Result<(), String>>,
+    /// `None` when ready, else why not.
+    ready: Mutex<Option<String>>,
     /// Why a loop died, if one did.
     dead: Mutex<Option<String>>,
     stopping: AtomicBool,
@@ -43,7 +43,7 @@ impl Health {
     /// Not ready yet, for `reason`.
     pub fn new(reason: impl Into<String>) -> Arc<Health> {
         Arc::new(Health {
-            ready: Mutex::new(Err(reason.into())),
+            ready: Mutex::new(Some(reason.into())),
             dead: Mutex::new(None),
             stopping: AtomicBool::new(false),
             checks: Mutex::new(Vec::new()),
@@ -58,12 +58,12 @@ impl Health {
 
     /// The source is connected and has work (or is a declared standby).
     pub fn set_ready(&self) {
-        *self.ready.lock().unwrap_or_else(|e| e.into_inner()) = Ok(());
+        *self.ready.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// The source cannot work right now, for `reason`.
     pub fn set_not_ready(&self, reason: impl Into<String>) {
-        *self.ready.lock().unwrap_or_else(|e| e.into_inner()) = Err(reason.into());
+        *self.ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.into());
     }
 
     /// Shutdown started: stay alive while draining, but take no new work.
@@ -77,26 +77,36 @@ impl Health {
     }
 
     /// `Ok` when ready, else the reason.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub fn readiness(&self) -> Result<(), Unavailable> {
         if self.stopping.load(Ordering::Relaxed) {
-            return Err("shutting down: draining in-flight messages".to_string());
+            return Err(Unavailable(
+                "shutting down: draining in-flight messages".to_string(),
+            ));
         }
         let checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(reason) = checks.iter().find_map(|c| c.not_ready()) {
-            return Err(reason);
+            return Err(Unavailable(reason));
         }
         drop(checks);
-        self.ready.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        match self.ready.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            Some(reason) => Err(Unavailable(reason)),
+            None => Ok(()),
+        }
     }
 
     /// `Ok` while alive, else what died.
-    pub fn liveness(&self) -> Result<(), String> {
+    pub fn liveness(&self) -> Result<(), Unavailable> {
         match &*self.dead.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(what) => Err(what.clone()),
+            Some(what) => Err(Unavailable(what.clone())),
             None => Ok(()),
         }
     }
 }
+
+/// Why a probe answers 503: the reason in its JSON body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
 
 #[derive(Clone)]
 struct Shared {
@@ -104,10 +114,10 @@ struct Shared {
     metrics: Option<PrometheusHandle>,
 }
 
-fn probe(result: Result<(), String>) -> Response {
+fn probe(result: Result<(), Unavailable>) -> Response {
     let (status, body) = match result {
         Ok(()) => (StatusCode::OK, json!({"status": "ok"})),
-        Err(reason) => (
+        Err(Unavailable(reason)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"status": "unavailable", "reason": reason}),
         ),
@@ -185,17 +195,23 @@ mod tests {
         let h = Health::new("waiting for a partition assignment");
         assert_eq!(
             h.readiness(),
-            Err("waiting for a partition assignment".to_string())
+            Err(Unavailable("waiting for a partition assignment".to_string()))
         );
         h.set_ready();
         assert_eq!(h.readiness(), Ok(()));
         h.set_not_ready("no Kafka broker reachable");
-        assert_eq!(h.readiness(), Err("no Kafka broker reachable".to_string()));
+        assert_eq!(
+            h.readiness(),
+            Err(Unavailable("no Kafka broker reachable".to_string()))
+        );
         h.set_ready();
         h.set_stopping();
-        assert!(h.readiness().is_err_and(|r| r.starts_with("shutting down")));
+        assert!(h.readiness().is_err_and(|r| r.0.starts_with("shutting down")));
         assert_eq!(h.liveness(), Ok(()), "draining is still alive");
         h.loop_died("the offset commit loop stopped");
-        assert_eq!(h.liveness(), Err("the offset commit loop stopped".to_string()));
+        assert_eq!(
+            h.liveness(),
+            Err(Unavailable("the offset commit loop stopped".to_string()))
+        );
     }
 }

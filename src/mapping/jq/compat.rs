@@ -13,7 +13,7 @@ use jaq_std::ValT as _;
 use serde_json::{Number, Value};
 
 use super::budget::tick_native;
-use super::{regex, str_of, to_val, type_name, Val, D};
+use super::{regex, str_of, to_val, type_name, Thrown, Val, D};
 
 /// jaq natives that are replaced: `env` by `$ENV`; the rest by natives below
 /// that behave like jq 1.6.
@@ -203,11 +203,11 @@ pub(super) fn compat_source() -> &'static str {
     })
 }
 
-pub(super) fn fail<'a>(message: String) -> Exn<'a, Val> {
-    Exn::from(JaqError::new(Val::from(message)))
+pub(super) fn fail<'a>(message: impl Into<Thrown>) -> Exn<'a, Val> {
+    Exn::from(JaqError::new(Val::from(message.into().0)))
 }
 
-pub(super) fn once<'a>(r: Result<Val, String>) -> jaq_core::ValXs<'a, Val> {
+pub(super) fn once<'a>(r: Result<Val, Thrown>) -> jaq_core::ValXs<'a, Val> {
     box_once(r.map_err(fail))
 }
 
@@ -237,9 +237,14 @@ pub(super) fn jq16_val(value: &Value) -> Val {
     }
 }
 
-pub(super) fn fromjson(v: &Val) -> Result<Val, String> {
-    let text = str_of(v)
-        .ok_or_else(|| format!("{} ({}) only strings can be parsed", type_name(v), dump_trunc(v)))?;
+pub(super) fn fromjson(v: &Val) -> Result<Val, Thrown> {
+    let text = str_of(v).ok_or_else(|| {
+        Thrown(format!(
+            "{} ({}) only strings can be parsed",
+            type_name(v),
+            dump_trunc(v)
+        ))
+    })?;
     // The parsed value, and jq's copy of it, take several times the text:
     // ask the evaluation's memory budget first (the parser cannot stop
     // half-way).
@@ -247,25 +252,29 @@ pub(super) fn fromjson(v: &Val) -> Result<Val, String> {
         .map_err(|why| format!("evaluation stopped: {why}"))?;
     serde_json::from_str::<Value>(text)
         .map(|parsed| jq16_val(&parsed))
-        .map_err(|e| format!("{e} (while parsing '{text}')"))
+        .map_err(|e| Thrown(format!("{e} (while parsing '{text}')")))
 }
 
 /// `tonumber` on a string: exactly one JSON number (jaq accepts `"1.2.3"`
 /// as 1.2; jq refuses it), as a double like jq 1.6.
-pub(super) fn parse_number(v: &Val) -> Result<Val, String> {
+pub(super) fn parse_number(v: &Val) -> Result<Val, Thrown> {
     str_of(v)
         .map(str::trim)
         .filter(|s| s.parse::<Number>().is_ok())
         .and_then(|s| s.parse::<f64>().ok())
         .map(jq_number)
-        .ok_or_else(|| format!("cannot parse {v} as number"))
+        .ok_or_else(|| Thrown(format!("cannot parse {v} as number")))
 }
 
-pub(super) fn rounded(v: &Val, round: fn(f64) -> f64) -> Result<Val, String> {
+pub(super) fn rounded(v: &Val, round: fn(f64) -> f64) -> Result<Val, Thrown> {
     match v {
         Val::Num(Num::Int(_)) => Ok(v.clone()),
         Val::Num(_) => Ok(jq_number(round(v.as_f64().unwrap_or(f64::NAN)))),
-        _ => Err(format!("{} ({}) number required", type_name(v), dump_trunc(v))),
+        _ => Err(Thrown(format!(
+            "{} ({}) number required",
+            type_name(v),
+            dump_trunc(v)
+        ))),
     }
 }
 
@@ -288,8 +297,14 @@ pub(super) fn trim_fix(v: Val, fix: &Val, prefix: bool) -> Val {
 
 /// `@uri`: jq 1.6 keeps `A-Za-z0-9-_.!~*'()` and percent-encodes every other
 /// byte.
-pub(super) fn encode_uri(v: &Val) -> Result<Val, String> {
-    let s = str_of(v).ok_or_else(|| format!("{} ({}) cannot be URI-encoded", type_name(v), dump_trunc(v)))?;
+pub(super) fn encode_uri(v: &Val) -> Result<Val, Thrown> {
+    let s = str_of(v).ok_or_else(|| {
+        Thrown(format!(
+            "{} ({}) cannot be URI-encoded",
+            type_name(v),
+            dump_trunc(v)
+        ))
+    })?;
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
@@ -303,14 +318,22 @@ pub(super) fn encode_uri(v: &Val) -> Result<Val, String> {
 
 /// `@base64d`: like jq 1.6, padding is optional and decoding stops at the
 /// first `=`; bytes that are not UTF-8 become U+FFFD.
-pub(super) fn decode_base64(v: &Val) -> Result<Val, String> {
+pub(super) fn decode_base64(v: &Val) -> Result<Val, Thrown> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     use base64::Engine;
-    let s =
-        str_of(v).ok_or_else(|| format!("{} ({}) cannot be base64-decoded", type_name(v), dump_trunc(v)))?;
+    let s = str_of(v).ok_or_else(|| {
+        Thrown(format!(
+            "{} ({}) cannot be base64-decoded",
+            type_name(v),
+            dump_trunc(v)
+        ))
+    })?;
     let data = s.split('=').next().unwrap_or_default();
     if data.len() % 4 == 1 {
-        return Err(format!("string ({}) trailing base64 byte found", dump_trunc(v)));
+        return Err(Thrown(format!(
+            "string ({}) trailing base64 byte found",
+            dump_trunc(v)
+        )));
     }
     let engine = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
@@ -327,7 +350,7 @@ pub(super) fn decode_base64(v: &Val) -> Result<Val, String> {
 /// `__reserve_codepoints`: the identity, after asking the evaluation's
 /// memory budget for the array `explode` will build from a string (sixteen
 /// times the size of an ASCII text).
-fn reserve_codepoints(v: Val) -> Result<Val, String> {
+fn reserve_codepoints(v: Val) -> Result<Val, Thrown> {
     if let Some(text) = str_of(&v) {
         let size = text.chars().count().saturating_mul(std::mem::size_of::<Val>());
         jaq_core::meter::reserve(size).map_err(|why| format!("evaluation stopped: {why}"))?;

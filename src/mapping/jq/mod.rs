@@ -340,6 +340,22 @@ pub fn is_true(val: &Val) -> bool {
     matches!(val, Val::Bool(true))
 }
 
+/// The text a builtin throws as a jq error value (jq 1.6's words).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Thrown(String);
+
+impl From<String> for Thrown {
+    fn from(text: String) -> Thrown {
+        Thrown(text)
+    }
+}
+
+impl From<&str> for Thrown {
+    fn from(text: &str) -> Thrown {
+        Thrown(text.to_string())
+    }
+}
+
 /// jq's name of a value's type, for error messages.
 fn type_name(v: &Val) -> &'static str {
     match v {

@@ -3,7 +3,7 @@
 //! back-references; offsets and lengths in code points.
 
 use super::Val;
-use super::{str_of, type_name};
+use super::{str_of, type_name, Thrown};
 use jaq_json::jqerr::dump_trunc;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,10 +23,10 @@ struct Flags {
     prefix: String,
 }
 
-fn flags(v: &Val) -> Result<Flags, String> {
+fn flags(v: &Val) -> Result<Flags, Thrown> {
     let text = match v {
         Val::Null => "",
-        other => str_of(other).ok_or_else(|| format!("{other} is not a string"))?,
+        other => str_of(other).ok_or_else(|| Thrown(format!("{other} is not a string")))?,
     };
     let mut f = Flags {
         global: false,
@@ -45,7 +45,7 @@ fn flags(v: &Val) -> Result<Flags, String> {
             // SINGLELINE is already the Perl syntax's default; the
             // longest-match option has no equivalent (see README).
             's' | 'l' => {}
-            _ => return Err(format!("{text} is not a valid modifier string")),
+            _ => return Err(Thrown(format!("{text} is not a valid modifier string"))),
         }
     }
     for (on, flag) in [(i, "i"), (s, "s"), (x, "x")] {
@@ -87,14 +87,14 @@ fn translate(re: &str) -> String {
     out
 }
 
-fn compile(re: &str, prefix: &str) -> Result<Rc<fancy_regex::Regex>, String> {
+fn compile(re: &str, prefix: &str) -> Result<Rc<fancy_regex::Regex>, Thrown> {
     let key = format!("{prefix}\u{0}{re}");
     if let Some(found) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
         return Ok(found);
     }
     let compiled = fancy_regex::Regex::new(&format!("{prefix}{}", translate(re)))
         .map(Rc::new)
-        .map_err(|e| format!("{re} (at offset 0) is not a valid regex: {e}"))?;
+        .map_err(|e| Thrown(format!("{re} (at offset 0) is not a valid regex: {e}")))?;
     CACHE.with(|c| {
         let mut cache = c.borrow_mut();
         if cache.len() >= CACHE_SIZE {
@@ -150,7 +150,7 @@ fn not_a_string(v: &Val) -> String {
 
 impl Scan {
     /// Scan `input` (a string) for `re` with jq's `flags`.
-    pub(super) fn new(input: Val, re: &Val, flags_v: &Val) -> Result<Scan, String> {
+    pub(super) fn new(input: Val, re: &Val, flags_v: &Val) -> Result<Scan, Thrown> {
         let text = str_of(&input).ok_or_else(|| not_a_string(&input))?.to_string();
         let pattern = str_of(re).ok_or_else(|| not_a_string(re))?;
         let f = flags(flags_v)?;
@@ -176,18 +176,18 @@ impl Scan {
     fn next_with<T>(
         &mut self,
         mut f: impl FnMut(&str, &fancy_regex::Captures<'_>, &mut CharCursor, &[Option<String>]) -> T,
-    ) -> Option<Result<T, String>> {
+    ) -> Option<Result<T, Thrown>> {
         let text = self.text.as_str();
         while !self.done {
             if let Err(why) = jaq_core::meter::check() {
                 self.done = true;
-                return Some(Err(format!("evaluation stopped: {why}")));
+                return Some(Err(Thrown(format!("evaluation stopped: {why}"))));
             }
             let caps = match self.regex.captures_from_pos(text, self.start) {
                 Ok(caps) => caps,
                 Err(e) => {
                     self.done = true;
-                    return Some(Err(format!("regex failure: {e}")));
+                    return Some(Err(Thrown(format!("regex failure: {e}"))));
                 }
             };
             let Some(whole) = caps.as_ref().and_then(|c| c.get(0)) else {
@@ -221,7 +221,7 @@ impl Scan {
 }
 
 /// `test`: whether `input` matches.
-pub(super) fn test(input: Val, re: &Val, flags_v: &Val) -> Result<Val, String> {
+pub(super) fn test(input: Val, re: &Val, flags_v: &Val) -> Result<Val, Thrown> {
     let mut scan = Scan::new(input, re, flags_v)?;
     match scan.next_with(|_, _, _, _| ()) {
         Some(Err(e)) => Err(e),
@@ -231,7 +231,7 @@ pub(super) fn test(input: Val, re: &Val, flags_v: &Val) -> Result<Val, String> {
 
 /// `match`: the match objects, one at a time.
 impl Iterator for Scan {
-    type Item = Result<Val, String>;
+    type Item = Result<Val, Thrown>;
     fn next(&mut self) -> Option<Self::Item> {
         self.next_with(|text, caps, cursor, names| match_object(text, names, caps, cursor))
     }
@@ -281,7 +281,7 @@ pub(super) fn sub<'a>(
         match str_of(&piece) {
             Some(s) => {
                 jaq_core::meter::reserve(s.len())
-                    .map_err(|why| SubError::Message(format!("evaluation stopped: {why}")))?;
+                    .map_err(|why| SubError::Message(format!("evaluation stopped: {why}").into()))?;
                 out.extend_from_slice(s.as_bytes());
             }
             None => {
@@ -303,12 +303,12 @@ pub(super) fn sub<'a>(
 
 /// Why `sub` failed: a message of ours, or the replacement's own error.
 pub(super) enum SubError<'a> {
-    Message(String),
+    Message(Thrown),
     Exn(jaq_core::Exn<'a, Val>),
 }
 
 /// `split(re; flags)`: the text between the matches, in one pass.
-pub(super) fn split(mut scan: Scan) -> Result<Val, String> {
+pub(super) fn split(mut scan: Scan) -> Result<Val, Thrown> {
     let mut pieces = Vec::new();
     let mut kept = 0;
     while let Some(found) = scan.next_with(|text, caps, _, _| {
