@@ -3,14 +3,21 @@
 //! The agent reads invocation events (action runs, workflow node runs,
 //! change-log events), builds an HTTP request for each with a jq mapping,
 //! signs and sends it to the organisation's internal service, and reports the
-//! run's result back to Port. See `SPEC.md` for the behaviour contract and
-//! `DESIGN.md` for the shape:
+//! run's result back to Port. The README's "Architecture" section maps the
+//! modules (the behaviour contract and the design notes the project follows
+//! are kept outside this repository):
 //!
 //! ```text
-//!  Source ──Delivery──▶ pipeline::process ──▶ Outcome ──▶ Source::ack
-//!                          │        └──▶ Reporter (Port API | recorder)
-//!                          └──▶ Invoker (HTTP target | recorder)
+//!  Source ──Delivery──▶ source::run ──▶ Process (the pipeline) ──▶ Outcome ──▶ Ack::done
+//!                                          │        └──▶ Reporter (Port API | recorder)
+//!                                          └──▶ Invoker (HTTP target | recorder)
 //! ```
+//!
+//! Modules are layered: each uses only modules below it (`tests/it/layout.rs`
+//! keeps the order): `secret`, `json_canon`, `proxy`, `shutdown`,
+//! `signature`, `redact`, `retry`, `tls`, `guard`, `settings`, `message`,
+//! `telemetry`, `http`, `decrypt`, `mapping`, `outcome`, `delivery`, `port`,
+//! `invoke`, `report`, `source`, `pipeline`, `cli`.
 
 // Input from outside never meets an unwrap or expect: every exception in
 // non-test code is allowed where it stands, with the reason it cannot fail.

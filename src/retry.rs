@@ -1,6 +1,9 @@
 //! One retry loop for every outgoing call (target requests and Port API
 //! calls): exponential backoff with full jitter on top of `backon`, a
-//! server's `Retry-After` honoured, bounded by attempts and elapsed time.
+//! server's `Retry-After` honoured, bounded by attempts and elapsed time;
+//! and [`Pauses`], the one backoff formula, which that loop and every other
+//! wait-and-try-again (a Port call pending while Port is away, polling
+//! claims, Kafka consume errors) use.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -60,10 +63,37 @@ pub enum Attempt<T, E> {
     Final(E),
 }
 
-/// A uniformly random duration in `[0, d]` ("full jitter").
-fn full_jitter(d: Duration) -> Duration {
-    let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
-    Duration::from_nanos(rand::rng().random_range(0..=nanos))
+/// The one backoff formula: the pause before try number `n + 1` (`n` = 1
+/// after the first failure) is `initial × factor^(n-1)`, capped at `max`,
+/// then scaled by a jitter factor drawn uniformly from `jitter`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pauses {
+    /// The first pause.
+    pub initial: Duration,
+    /// Growth per failure (at least 1).
+    pub factor: f64,
+    /// Cap of one pause, before the jitter.
+    pub max: Duration,
+    /// The jitter factor's range: `(0.0, 1.0)` is "full jitter", `(0.9,
+    /// 1.1)` ± 10 %, `(1.0, 1.0)` none.
+    pub jitter: (f64, f64),
+}
+
+impl Pauses {
+    /// The pause after failure `n` (1-based) with the jitter factor at
+    /// `draw` of its range (`draw` in `[0, 1]`, clamped).
+    pub fn nth(&self, n: u32, draw: f64) -> Duration {
+        let exp = i32::try_from(n.saturating_sub(1)).unwrap_or(i32::MAX);
+        let base = (self.initial.as_secs_f64() * self.factor.max(1.0).powi(exp)).min(self.max.as_secs_f64());
+        let (low, high) = self.jitter;
+        let scale = low + (high - low) * draw.clamp(0.0, 1.0);
+        Duration::try_from_secs_f64(base * scale.max(0.0)).unwrap_or(self.max)
+    }
+
+    /// The pause after failure `n`, with a random jitter.
+    pub fn random(&self, n: u32) -> Duration {
+        self.nth(n, rand::rng().random_range(0.0..=1.0))
+    }
 }
 
 /// Run `op` until it succeeds, fails finally, or the limits are reached.
@@ -78,23 +108,29 @@ where
     Fut: Future<Output = Result<T, Attempt<T, E>>>,
 {
     let start = Instant::now();
-    let backoff = ExponentialBuilder::default()
-        .with_factor(2.0)
-        .with_min_delay(policy.initial)
-        .with_max_delay(policy.max)
-        .with_max_times(policy.max_attempts.saturating_sub(1) as usize);
+    let pauses = Pauses {
+        initial: policy.initial,
+        factor: 2.0,
+        max: policy.max,
+        jitter: (0.0, 1.0),
+    };
+    let mut failures = 0;
+    // backon counts the attempts; the pauses are ours.
+    let backoff =
+        ExponentialBuilder::default().with_max_times(policy.max_attempts.saturating_sub(1) as usize);
     let result = op
         .retry(backoff)
         .sleep(tokio::time::sleep)
         .when(|e| matches!(e, Attempt::Retryable { .. }))
         .adjust(|e, step| {
-            let step = step?;
+            step?;
+            failures += 1;
             let delay = match e {
                 Attempt::Retryable {
                     retry_after: Some(after),
                     ..
                 } => *after,
-                _ => full_jitter(step),
+                _ => pauses.random(failures),
             };
             // Checked: a server may send any Retry-After.
             let ends = start.elapsed().checked_add(delay)?;
@@ -220,11 +256,32 @@ mod tests {
 
     #[test]
     fn full_jitter_stays_within_the_step() {
+        let pauses = Pauses {
+            initial: Duration::from_millis(10),
+            factor: 2.0,
+            max: Duration::from_millis(10),
+            jitter: (0.0, 1.0),
+        };
         for _ in 0..1000 {
-            assert!(full_jitter(Duration::from_millis(10)) <= Duration::from_millis(10));
+            assert!(pauses.random(3) <= Duration::from_millis(10));
         }
         assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn pauses_grow_by_the_factor_are_capped_then_jittered() {
+        let p = Pauses {
+            initial: Duration::from_secs(1),
+            factor: 2.0,
+            max: Duration::from_secs(10),
+            jitter: (0.5, 1.0),
+        };
+        let top: Vec<u64> = (1..=6).map(|n| p.nth(n, 1.0).as_secs()).collect();
+        assert_eq!(top, [1, 2, 4, 8, 10, 10]);
+        assert_eq!(p.nth(5, 0.0), Duration::from_secs(5), "the low end of the jitter");
+        assert_eq!(p.nth(5, 7.0), Duration::from_secs(10), "draws are clamped");
+        assert_eq!(p.nth(u32::MAX, 1.0), Duration::from_secs(10), "no overflow");
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -17,25 +16,18 @@ use crate::message::Kind;
 use crate::port::{PendingReport, PortCall, PortError, ReportBacklog, Reporter};
 use crate::redact::Redactor;
 use crate::report::{Chains, Refused, RunReports};
+use crate::retry::Pauses;
 use crate::settings::RunLogs;
 use crate::telemetry::metrics;
 
-/// First pause before a Port call that failed after its retries is sent
-/// again; it doubles up to [`PENDING_RETRY_MAX`].
-const PENDING_RETRY_FIRST: Duration = Duration::from_secs(1);
-/// Longest pause between two tries of a pending Port call.
-const PENDING_RETRY_MAX: Duration = Duration::from_secs(10);
-
-/// The pause after `pause` before a pending Port call is sent again:
-/// doubled, capped at [`PENDING_RETRY_MAX`].
-fn next_pending_retry_pause(pause: Duration) -> Duration {
-    (pause * 2).min(PENDING_RETRY_MAX)
-}
-
-/// How long to sleep for `pause` with the jitter factor drawn from 0.5..=1.0.
-fn pending_retry_sleep(pause: Duration, jitter: f64) -> Duration {
-    pause.mul_f64(jitter.clamp(0.5, 1.0))
-}
+/// The pauses before a Port call that failed after its retries is sent
+/// again: 1 s doubling to 10 s, each 50–100 % of that.
+const PENDING_RETRY: Pauses = Pauses {
+    initial: Duration::from_secs(1),
+    factor: 2.0,
+    max: Duration::from_secs(10),
+    jitter: (0.5, 1.0),
+};
 
 /// The run's calls waiting for Port: the run counts once in the
 /// [`ReportBacklog`] while any of them waits.
@@ -238,7 +230,7 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
     async fn call(&self, call: PortCall) -> Answer {
         let call = call.redacted(&self.redactor);
         let mut pending = false;
-        let mut pause = PENDING_RETRY_FIRST;
+        let mut failures = 0;
         loop {
             match self.reporter.send(&call).await {
                 Ok(()) => {
@@ -264,9 +256,8 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
                         pending = true;
                         self.enter_pending();
                     }
-                    let jittered = pending_retry_sleep(pause, rand::rng().random_range(0.5..=1.0));
-                    tokio::time::sleep(jittered).await;
-                    pause = next_pending_retry_pause(pause);
+                    failures += 1;
+                    tokio::time::sleep(PENDING_RETRY.random(failures)).await;
                 }
             }
         }
@@ -295,20 +286,15 @@ mod tests {
 
     #[test]
     fn a_pending_call_is_sent_again_after_1_s_doubling_to_10_s_jittered_50_to_100_percent() {
-        let mut pause = PENDING_RETRY_FIRST;
-        let mut pauses = Vec::new();
-        for _ in 0..7 {
-            pauses.push(pause.as_secs());
-            pause = next_pending_retry_pause(pause);
-        }
+        let pauses: Vec<u64> = (1..=7).map(|n| PENDING_RETRY.nth(n, 1.0).as_secs()).collect();
         assert_eq!(pauses, [1, 2, 4, 8, 10, 10, 10]);
         let ten = Duration::from_secs(10);
-        assert_eq!(pending_retry_sleep(ten, 0.5), Duration::from_secs(5));
-        assert_eq!(pending_retry_sleep(ten, 1.0), ten);
+        assert_eq!(PENDING_RETRY.nth(7, 0.0), Duration::from_secs(5));
+        assert_eq!(PENDING_RETRY.nth(7, 1.0), ten);
         // The factor is drawn from 0.5..=1.0; the sleep stays within it.
-        for jitter in [0.0, 0.3, 0.5, 0.75, 1.0, 1.7] {
-            let s = pending_retry_sleep(ten, jitter);
-            assert!(s >= Duration::from_secs(5) && s <= ten, "{jitter}: {s:?}");
+        for _ in 0..100 {
+            let s = PENDING_RETRY.random(7);
+            assert!(s >= Duration::from_secs(5) && s <= ten, "{s:?}");
         }
     }
 }

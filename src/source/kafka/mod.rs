@@ -54,6 +54,15 @@ use dlq::Dlq;
 use guard::{given_up_summary, Guard, Meta, Verdict};
 
 use super::offsets::{Mode, Ticket, Watermarks};
+use crate::retry::Pauses;
+
+/// The pauses after consume errors in a row: 100 ms doubling to 5 s, ± 20 %.
+const CONSUME_ERROR_PAUSES: Pauses = Pauses {
+    initial: Duration::from_millis(100),
+    factor: 2.0,
+    max: Duration::from_secs(5),
+    jitter: (0.8, 1.2),
+};
 use super::{Ack, Source};
 use crate::delivery::Delivery;
 use crate::delivery::Trust;
@@ -283,8 +292,7 @@ impl KafkaSource {
                     if self.consecutive_errors == 1 || self.consecutive_errors % 20 == 0 {
                         warn!(error = %e, "Kafka consume error; retrying");
                     }
-                    let pause = Duration::from_millis(100 * u64::from(self.consecutive_errors.min(50)));
-                    tokio::time::sleep(pause).await;
+                    tokio::time::sleep(CONSUME_ERROR_PAUSES.random(self.consecutive_errors)).await;
                 }
             }
         }

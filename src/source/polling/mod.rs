@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
+use crate::retry::Pauses;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -117,14 +117,15 @@ impl PollingOptions {
         }
     }
 
-    /// The pause before retry number `failures` (1 = after the first
-    /// failure): `initial × factor^(failures-1)`, capped, then ± jitter.
-    pub fn backoff(&self, failures: u32, jitter_draw: f64) -> Duration {
-        let exp = i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX);
-        let base = (self.initial_backoff.as_secs_f64() * self.backoff_factor.max(1.0).powi(exp))
-            .min(self.max_backoff.as_secs_f64());
-        let jittered = base * (1.0 + self.backoff_jitter * jitter_draw.clamp(-1.0, 1.0));
-        Duration::from_secs_f64(jittered.max(0.0))
+    /// The pauses between failed claims: `initial × factor^(failures-1)`,
+    /// capped, then ± jitter ([`Pauses`]).
+    pub fn backoff(&self) -> Pauses {
+        Pauses {
+            initial: self.initial_backoff,
+            factor: self.backoff_factor,
+            max: self.max_backoff,
+            jitter: (1.0 - self.backoff_jitter, 1.0 + self.backoff_jitter),
+        }
     }
 }
 
@@ -301,8 +302,7 @@ impl PollingSource {
                     self.fatal = Some(err);
                     return false;
                 }
-                let draw = rand::rng().random_range(-1.0..=1.0);
-                let pause = self.opts.backoff(self.failures, draw);
+                let pause = self.opts.backoff().random(self.failures);
                 warn!(error = %e, failures = self.failures, retry_in_ms = pause.as_millis() as u64,
                       "claiming runs failed; backing off");
                 self.health
@@ -495,7 +495,8 @@ mod tests {
     #[test]
     fn backoff_grows_caps_and_jitters() {
         let o = opts();
-        let secs = |n, d| o.backoff(n, d).as_secs_f64();
+        // A draw of -1..=1 of the ± jitter is 0..=1 of its range.
+        let secs = |n, d: f64| o.backoff().nth(n, (d + 1.0) / 2.0).as_secs_f64();
         assert_eq!(secs(1, 0.0), 1.0);
         assert_eq!(secs(2, 0.0), 2.0);
         assert_eq!(secs(5, 0.0), 16.0);
