@@ -327,7 +327,7 @@ impl Recording {
         config.skip_signature_check = no_verify;
         let verified = config.secret.is_some() && !no_verify;
         let pipeline = dry_run::pipeline(config, mappings, env, assume.assume_status, &assume.assume_body)
-            .with_guard(crate::pipeline::Guard::from_settings(settings));
+            .with_guardrails(crate::pipeline::Guardrails::from_settings(settings));
         Recording {
             pipeline,
             topic,

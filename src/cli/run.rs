@@ -11,7 +11,7 @@ use super::{load_mappings, port_client, Error, Exit, Result, LOG_TARGET};
 use crate::http::ClientOptions;
 use crate::invoke::HttpInvoker;
 use crate::mapping::JqEnv;
-use crate::pipeline::{Config, Guard, Pipeline};
+use crate::pipeline::{Config, Guardrails, Pipeline};
 use crate::port::PortClient;
 use crate::settings::{Requirement, Settings, Streamer};
 use crate::shutdown::Shutdown;
@@ -150,7 +150,7 @@ fn agent(
         invoker,
         port,
     )
-    .with_guard(Guard::from_settings(settings)))
+    .with_guardrails(Guardrails::from_settings(settings)))
 }
 
 /// A shutdown that SIGTERM or SIGINT triggers; `/readyz` says "stopping"

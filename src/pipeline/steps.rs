@@ -162,7 +162,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     /// `Err` when `AGENT_ALLOWED_TARGETS` is set and the request's URL is
     /// not on it.
     fn check_allowed(&self, request: &OutgoingRequest) -> Result<(), NotBuilt> {
-        let Some(list) = &self.guard.allowed_targets else {
+        let Some(list) = &self.guardrails.allowed_targets else {
             return Ok(());
         };
         match url::Url::parse(&request.url) {

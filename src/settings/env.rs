@@ -1,14 +1,13 @@
 //! Environment → [`Settings`]: the only module that reads the process
 //! environment.
 //!
-//! `envy` collects the raw strings; the validation here turns each into a
+//! Each part of [`Settings`] takes its variables from [`Vars`] by name
+//! (written once, where it is read); the validation turns each into a
 //! typed value and, on failure, produces one line that names the variable
 //! and says what was expected, without echoing the value of a secret.
 
 use std::collections::HashMap;
 use std::time::Duration;
-
-use serde::Deserialize;
 
 use super::{
     KafkaSettings, Limits, LogFormat, MappingSettings, PollingSettings, PortSettings, ReportSettings,
@@ -19,69 +18,7 @@ use crate::proxy::{parse_proxy_url, NoProxy, Proxies};
 use crate::retry::{Backoff, Policy};
 use crate::secret::Secret;
 
-use super::parse::{boolean, err, number, present, run_logs, seconds};
-
-/// Raw strings as found in the environment; `envy` matches them by name.
-#[derive(Deserialize, Default)]
-struct Raw {
-    port_org_id: Option<String>,
-    port_client_id: Option<String>,
-    port_client_secret: Option<String>,
-    port_api_base_url: Option<String>,
-    streamer_name: Option<String>,
-    kafka_consumer_group_id: Option<String>,
-    kafka_consumer_security_protocol: Option<String>,
-    kafka_consumer_authentication_mechanism: Option<String>,
-    kafka_consumer_session_timeout_ms: Option<String>,
-    kafka_consumer_max_poll_interval_ms: Option<String>,
-    kafka_consumer_auto_offset_reset: Option<String>,
-    kafka_runs_topic: Option<String>,
-    kafka_change_log_topic: Option<String>,
-    using_local_port_instance: Option<String>,
-    kafka_consumer_bootstrap_servers: Option<String>,
-    kafka_consumer_brokers: Option<String>,
-    kafka_consumer_username: Option<String>,
-    kafka_consumer_password: Option<String>,
-    control_the_payload_config_path: Option<String>,
-    webhook_invoker_timeout: Option<String>,
-    webhook_verify_ssl: Option<String>,
-    detailed_logging: Option<String>,
-    log_level: Option<String>,
-    rust_log: Option<String>,
-    ssl_cert_file: Option<String>,
-    requests_ca_bundle: Option<String>,
-    polling_interval_seconds: Option<String>,
-    polling_runs_batch_size: Option<String>,
-    polling_initial_backoff_seconds: Option<String>,
-    polling_max_backoff_seconds: Option<String>,
-    polling_backoff_factor: Option<String>,
-    polling_backoff_jitter_factor: Option<String>,
-    polling_max_failure_duration_seconds: Option<String>,
-    agent_max_in_flight: Option<String>,
-    agent_http_port: Option<String>,
-    agent_retry_max_attempts: Option<String>,
-    agent_retry_max_elapsed_seconds: Option<String>,
-    agent_retry_initial_backoff_ms: Option<String>,
-    agent_retry_max_backoff_ms: Option<String>,
-    agent_retry_statuses: Option<String>,
-    agent_port_timeout_seconds: Option<String>,
-    agent_port_retry_max_attempts: Option<String>,
-    agent_run_logs: Option<String>,
-    agent_idempotency_headers: Option<String>,
-    agent_mapping_reload: Option<String>,
-    agent_wf_unmatched_fail: Option<String>,
-    agent_dlq_topic: Option<String>,
-    agent_crash_loop_limit: Option<String>,
-    agent_drain_timeout_seconds: Option<String>,
-    agent_log_format: Option<String>,
-    agent_jq_timeout_ms: Option<String>,
-    agent_jq_max_bytes: Option<String>,
-    agent_target_redirects: Option<String>,
-    agent_max_response_bytes: Option<String>,
-    agent_allowed_targets: Option<String>,
-    agent_max_message_age_seconds: Option<String>,
-    agent_max_clock_skew_seconds: Option<String>,
-}
+use super::parse::{err, seconds, Vars};
 
 /// The process environment, for `env.X` in jq expressions.
 pub fn process_env() -> impl Iterator<Item = (String, String)> {
@@ -99,11 +36,9 @@ impl Settings {
         vars: impl IntoIterator<Item = (String, String)>,
         req: Requirement,
     ) -> Result<Settings, SettingsError> {
-        // Only our own names are passed to envy, so unrelated variables can
-        // never produce an error.
         let vars: HashMap<String, String> = vars.into_iter().collect();
         let proxies = proxies(&vars)?;
-        let mut raw: Raw = envy::from_iter(vars).map_err(|e| err("environment", e.to_string()))?;
+        let mut raw = Vars::new(vars);
         let port = port(&mut raw, req)?;
         let streamer = streamer(&mut raw)?;
         Ok(Settings {
@@ -111,22 +46,19 @@ impl Settings {
             polling: polling(&mut raw)?,
             target: target(&mut raw)?,
             report: ReportSettings {
-                detailed_logging: boolean("DETAILED_LOGGING", raw.detailed_logging.take(), true)?,
-                run_logs: run_logs("AGENT_RUN_LOGS", raw.agent_run_logs.take())?,
-                wf_unmatched_fail: boolean(
-                    "AGENT_WF_UNMATCHED_FAIL",
-                    raw.agent_wf_unmatched_fail.take(),
-                    true,
-                )?,
+                detailed_logging: raw.boolean("DETAILED_LOGGING", true)?,
+                run_logs: raw.run_logs("AGENT_RUN_LOGS")?,
+                wf_unmatched_fail: raw.boolean("AGENT_WF_UNMATCHED_FAIL", true)?,
             },
             mapping: MappingSettings {
-                path: present(raw.control_the_payload_config_path.take())
+                path: raw
+                    .present("CONTROL_THE_PAYLOAD_CONFIG_PATH")
                     .unwrap_or_else(|| "./control_the_payload_config.json".into()),
-                reload: boolean("AGENT_MAPPING_RELOAD", raw.agent_mapping_reload.take(), true)?,
+                reload: raw.boolean("AGENT_MAPPING_RELOAD", true)?,
             },
             limits: limits(&mut raw)?,
             telemetry: telemetry(&mut raw)?,
-            ca_bundle: present(raw.ssl_cert_file.take()).or(present(raw.requests_ca_bundle.take())),
+            ca_bundle: raw.present("SSL_CERT_FILE").or(raw.present("REQUESTS_CA_BUNDLE")),
             proxies,
             streamer,
             port,
@@ -141,7 +73,7 @@ const HTTPS_PROXY: [&str; 2] = ["HTTPS_PROXY", "https_proxy"];
 const ALL_PROXY: [&str; 2] = ["ALL_PROXY", "all_proxy"];
 const NO_PROXY: [&str; 2] = ["NO_PROXY", "no_proxy"];
 
-/// The proxies (outside envy: its names are case-insensitive, and both
+/// The proxies (read by exact name, not through [`Vars`]: both
 /// cases of these are in use).
 fn proxies(vars: &HashMap<String, String>) -> Result<Proxies, SettingsError> {
     let get = |names: [&'static str; 2]| {
@@ -164,18 +96,20 @@ fn proxies(vars: &HashMap<String, String>) -> Result<Proxies, SettingsError> {
     })
 }
 
-fn port(r: &mut Raw, req: Requirement) -> Result<PortSettings, SettingsError> {
-    let required = |var: &'static str, v: Option<String>| -> Result<String, SettingsError> {
-        match present(v) {
+fn port(r: &mut Vars, req: Requirement) -> Result<PortSettings, SettingsError> {
+    let mut required = |var: &'static str| -> Result<String, SettingsError> {
+        match r.present(var) {
             Some(v) => Ok(v),
             None if req == Requirement::Offline => Ok(String::new()),
             None => Err(err(var, "required, but not set")),
         }
     };
-    let org_id = required("PORT_ORG_ID", r.port_org_id.take())?;
-    let client_id = required("PORT_CLIENT_ID", r.port_client_id.take())?;
-    let client_secret = Secret::new(required("PORT_CLIENT_SECRET", r.port_client_secret.take())?);
-    let base = present(r.port_api_base_url.take()).unwrap_or_else(|| super::DEFAULT_API_BASE_URL.into());
+    let org_id = required("PORT_ORG_ID")?;
+    let client_id = required("PORT_CLIENT_ID")?;
+    let client_secret = Secret::new(required("PORT_CLIENT_SECRET")?);
+    let base = r
+        .present("PORT_API_BASE_URL")
+        .unwrap_or_else(|| super::DEFAULT_API_BASE_URL.into());
     let base = base.trim().trim_end_matches('/').to_string();
     if url::Url::parse(&base).is_err() || !(base.starts_with("http://") || base.starts_with("https://")) {
         return Err(err(
@@ -188,26 +122,18 @@ fn port(r: &mut Raw, req: Requirement) -> Result<PortSettings, SettingsError> {
         client_id,
         client_secret,
         api_base_url: base,
-        timeout: seconds(
-            "AGENT_PORT_TIMEOUT_SECONDS",
-            r.agent_port_timeout_seconds.take(),
-            15.0,
-        )?,
-        max_attempts: number(
-            "AGENT_PORT_RETRY_MAX_ATTEMPTS",
-            r.agent_port_retry_max_attempts.take(),
-            5,
-            "a whole number of attempts",
-        )?
-        .max(1),
+        timeout: r.seconds("AGENT_PORT_TIMEOUT_SECONDS", 15.0)?,
+        max_attempts: r
+            .number("AGENT_PORT_RETRY_MAX_ATTEMPTS", 5, "a whole number of attempts")?
+            .max(1),
     })
 }
 
 /// `STREAMER_NAME`: exactly `KAFKA` or `POLLING`, upper case, as Port's
 /// Python agent reads it (surrounding spaces are ignored, like every
 /// setting's); another case is refused with the spelling to use.
-fn streamer(r: &mut Raw) -> Result<Streamer, SettingsError> {
-    match present(r.streamer_name.take()).as_deref().map(str::trim) {
+fn streamer(r: &mut Vars) -> Result<Streamer, SettingsError> {
+    match r.present("STREAMER_NAME").as_deref().map(str::trim) {
         None | Some("KAFKA") => Ok(Streamer::Kafka),
         Some("POLLING") => Ok(Streamer::Polling),
         Some(s) if s.eq_ignore_ascii_case("KAFKA") || s.eq_ignore_ascii_case("POLLING") => Err(err(
@@ -225,19 +151,20 @@ fn streamer(r: &mut Raw) -> Result<Streamer, SettingsError> {
 }
 
 fn kafka(
-    r: &mut Raw,
+    r: &mut Vars,
     req: Requirement,
     streamer: Streamer,
     org_id: &str,
 ) -> Result<KafkaSettings, SettingsError> {
-    let group_id = present(r.kafka_consumer_group_id.take()).unwrap_or_default();
+    let group_id = r.present("KAFKA_CONSUMER_GROUP_ID").unwrap_or_default();
     if req == Requirement::Run && streamer == Streamer::Kafka && group_id.is_empty() {
         return Err(err(
             "KAFKA_CONSUMER_GROUP_ID",
             "required when STREAMER_NAME is KAFKA (Port expects '<PORT_ORG_ID>.<name>')",
         ));
     }
-    let auto_offset_reset = present(r.kafka_consumer_auto_offset_reset.take())
+    let auto_offset_reset = r
+        .present("KAFKA_CONSUMER_AUTO_OFFSET_RESET")
         .unwrap_or_else(|| "earliest".into())
         .trim()
         .to_ascii_lowercase();
@@ -250,51 +177,50 @@ fn kafka(
             format!("expected earliest, latest, smallest or largest, got '{auto_offset_reset}'"),
         ));
     }
-    let runs_topic_set = r.kafka_runs_topic.is_some();
+    let runs_topic_set = r.is_set("KAFKA_RUNS_TOPIC");
     Ok(KafkaSettings {
         group_id,
-        security_protocol: present(r.kafka_consumer_security_protocol.take())
+        security_protocol: r
+            .present("KAFKA_CONSUMER_SECURITY_PROTOCOL")
             .unwrap_or_else(|| "plaintext".into())
             .trim()
             .to_string(),
-        sasl_mechanism: present(r.kafka_consumer_authentication_mechanism.take())
+        sasl_mechanism: r
+            .present("KAFKA_CONSUMER_AUTHENTICATION_MECHANISM")
             .map(|m| m.trim().to_string())
             .filter(|m| !m.eq_ignore_ascii_case("none")),
-        session_timeout_ms: number(
+        session_timeout_ms: r.number(
             "KAFKA_CONSUMER_SESSION_TIMEOUT_MS",
-            r.kafka_consumer_session_timeout_ms.take(),
             45_000,
             "a whole number of milliseconds",
         )?,
-        max_poll_interval_ms: number(
+        max_poll_interval_ms: r.number(
             "KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS",
-            r.kafka_consumer_max_poll_interval_ms.take(),
             300_000,
             "a whole number of milliseconds",
         )?,
         auto_offset_reset,
-        runs_topic: present(r.kafka_runs_topic.take()).unwrap_or_else(|| format!("{org_id}.runs")),
+        runs_topic: r
+            .present("KAFKA_RUNS_TOPIC")
+            .unwrap_or_else(|| format!("{org_id}.runs")),
         runs_topic_set,
-        change_log_topic: present(r.kafka_change_log_topic.take())
+        change_log_topic: r
+            .present("KAFKA_CHANGE_LOG_TOPIC")
             .unwrap_or_else(|| format!("{org_id}.change.log")),
-        using_local_port_instance: boolean(
-            "USING_LOCAL_PORT_INSTANCE",
-            r.using_local_port_instance.take(),
-            false,
-        )?,
-        bootstrap_servers: present(r.kafka_consumer_bootstrap_servers.take()).unwrap_or_default(),
-        brokers: present(r.kafka_consumer_brokers.take()),
-        username: present(r.kafka_consumer_username.take()),
-        password: present(r.kafka_consumer_password.take()).map(Secret::new),
-        dlq_topic: present(r.agent_dlq_topic.take()),
-        crash_loop_limit: crash_loop_limit(r.agent_crash_loop_limit.take())?,
+        using_local_port_instance: r.boolean("USING_LOCAL_PORT_INSTANCE", false)?,
+        bootstrap_servers: r.present("KAFKA_CONSUMER_BOOTSTRAP_SERVERS").unwrap_or_default(),
+        brokers: r.present("KAFKA_CONSUMER_BROKERS"),
+        username: r.present("KAFKA_CONSUMER_USERNAME"),
+        password: r.present("KAFKA_CONSUMER_PASSWORD").map(Secret::new),
+        dlq_topic: r.present("AGENT_DLQ_TOPIC"),
+        crash_loop_limit: crash_loop_limit(r)?,
     })
 }
 
 /// `AGENT_CRASH_LOOP_LIMIT`: at least 2 (the first death names a whole
 /// window of suspects, not one message).
-fn crash_loop_limit(value: Option<String>) -> Result<u32, SettingsError> {
-    let limit: u32 = number("AGENT_CRASH_LOOP_LIMIT", value, 3, "a whole number of deaths")?;
+fn crash_loop_limit(r: &mut Vars) -> Result<u32, SettingsError> {
+    let limit: u32 = r.number("AGENT_CRASH_LOOP_LIMIT", 3, "a whole number of deaths")?;
     if limit < 2 {
         return Err(err("AGENT_CRASH_LOOP_LIMIT", "expected at least 2"));
     }
@@ -306,8 +232,8 @@ fn crash_loop_limit(value: Option<String>) -> Result<u32, SettingsError> {
 pub const MIN_POLLING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `POLLING_INTERVAL_SECONDS`: at least [`MIN_POLLING_INTERVAL`].
-fn polling_interval(value: Option<String>) -> Result<Duration, SettingsError> {
-    let interval = seconds("POLLING_INTERVAL_SECONDS", value, 10.0)?;
+fn polling_interval(r: &mut Vars) -> Result<Duration, SettingsError> {
+    let interval = r.seconds("POLLING_INTERVAL_SECONDS", 10.0)?;
     if interval < MIN_POLLING_INTERVAL {
         return Err(err(
             "POLLING_INTERVAL_SECONDS",
@@ -321,48 +247,21 @@ each iteration makes two claim calls, and a shorter pause runs into Port's rate 
     Ok(interval)
 }
 
-fn polling(r: &mut Raw) -> Result<PollingSettings, SettingsError> {
+fn polling(r: &mut Vars) -> Result<PollingSettings, SettingsError> {
     Ok(PollingSettings {
-        interval: polling_interval(r.polling_interval_seconds.take())?,
-        batch_size: number(
-            "POLLING_RUNS_BATCH_SIZE",
-            r.polling_runs_batch_size.take(),
-            100,
-            "a whole number",
-        )?,
-        initial_backoff: seconds(
-            "POLLING_INITIAL_BACKOFF_SECONDS",
-            r.polling_initial_backoff_seconds.take(),
-            1.0,
-        )?,
-        max_backoff: seconds(
-            "POLLING_MAX_BACKOFF_SECONDS",
-            r.polling_max_backoff_seconds.take(),
-            300.0,
-        )?,
-        backoff_factor: number(
-            "POLLING_BACKOFF_FACTOR",
-            r.polling_backoff_factor.take(),
-            2.0,
-            "a number",
-        )?,
-        backoff_jitter: number(
-            "POLLING_BACKOFF_JITTER_FACTOR",
-            r.polling_backoff_jitter_factor.take(),
-            0.1,
-            "a number",
-        )?,
-        max_failure: seconds(
-            "POLLING_MAX_FAILURE_DURATION_SECONDS",
-            r.polling_max_failure_duration_seconds.take(),
-            3600.0,
-        )?,
+        interval: polling_interval(r)?,
+        batch_size: r.number("POLLING_RUNS_BATCH_SIZE", 100, "a whole number")?,
+        initial_backoff: r.seconds("POLLING_INITIAL_BACKOFF_SECONDS", 1.0)?,
+        max_backoff: r.seconds("POLLING_MAX_BACKOFF_SECONDS", 300.0)?,
+        backoff_factor: r.number("POLLING_BACKOFF_FACTOR", 2.0, "a number")?,
+        backoff_jitter: r.number("POLLING_BACKOFF_JITTER_FACTOR", 0.1, "a number")?,
+        max_failure: r.seconds("POLLING_MAX_FAILURE_DURATION_SECONDS", 3600.0)?,
     })
 }
 
-fn retry(r: &mut Raw) -> Result<Policy, SettingsError> {
+fn retry(r: &mut Vars) -> Result<Policy, SettingsError> {
     let defaults = Policy::default();
-    let statuses = match present(r.agent_retry_statuses.take()) {
+    let statuses = match r.present("AGENT_RETRY_STATUSES") {
         None => defaults.statuses.clone(),
         Some(list) => list
             .split(',')
@@ -375,47 +274,30 @@ fn retry(r: &mut Raw) -> Result<Policy, SettingsError> {
                 )
             })?,
     };
-    let millis = |var, value, default: Duration| -> Result<Duration, SettingsError> {
-        let ms = number(
-            var,
-            value,
-            default.as_millis() as u64,
-            "a whole number of milliseconds",
-        )?;
+    let millis = |r: &mut Vars, var, default: Duration| -> Result<Duration, SettingsError> {
+        let ms = r.number(var, default.as_millis() as u64, "a whole number of milliseconds")?;
         Ok(Duration::from_millis(ms))
     };
     let d = defaults.backoff;
     Ok(Policy {
         backoff: Backoff {
-            max_attempts: number(
-                "AGENT_RETRY_MAX_ATTEMPTS",
-                r.agent_retry_max_attempts.take(),
-                d.max_attempts,
-                "a whole number of attempts",
-            )?
-            .max(1),
-            max_elapsed: seconds(
-                "AGENT_RETRY_MAX_ELAPSED_SECONDS",
-                r.agent_retry_max_elapsed_seconds.take(),
-                d.max_elapsed.as_secs_f64(),
-            )?,
-            initial: millis(
-                "AGENT_RETRY_INITIAL_BACKOFF_MS",
-                r.agent_retry_initial_backoff_ms.take(),
-                d.initial,
-            )?,
-            max: millis(
-                "AGENT_RETRY_MAX_BACKOFF_MS",
-                r.agent_retry_max_backoff_ms.take(),
-                d.max,
-            )?,
+            max_attempts: r
+                .number(
+                    "AGENT_RETRY_MAX_ATTEMPTS",
+                    d.max_attempts,
+                    "a whole number of attempts",
+                )?
+                .max(1),
+            max_elapsed: r.seconds("AGENT_RETRY_MAX_ELAPSED_SECONDS", d.max_elapsed.as_secs_f64())?,
+            initial: millis(r, "AGENT_RETRY_INITIAL_BACKOFF_MS", d.initial)?,
+            max: millis(r, "AGENT_RETRY_MAX_BACKOFF_MS", d.max)?,
         },
         statuses,
     })
 }
 
-fn target(r: &mut Raw) -> Result<TargetSettings, SettingsError> {
-    let redirects = match present(r.agent_target_redirects.take()) {
+fn target(r: &mut Vars) -> Result<TargetSettings, SettingsError> {
+    let redirects = match r.present("AGENT_TARGET_REDIRECTS") {
         None => RedirectPolicy::SameHost,
         Some(v) => RedirectPolicy::parse(&v).ok_or_else(|| {
             err(
@@ -426,37 +308,24 @@ fn target(r: &mut Raw) -> Result<TargetSettings, SettingsError> {
     };
     Ok(TargetSettings {
         retry: retry(r)?,
-        timeout: seconds("WEBHOOK_INVOKER_TIMEOUT", r.webhook_invoker_timeout.take(), 30.0)?,
-        verify_ssl: boolean("WEBHOOK_VERIFY_SSL", r.webhook_verify_ssl.take(), true)?,
+        timeout: r.seconds("WEBHOOK_INVOKER_TIMEOUT", 30.0)?,
+        verify_ssl: r.boolean("WEBHOOK_VERIFY_SSL", true)?,
         redirects,
-        max_response_bytes: number(
-            "AGENT_MAX_RESPONSE_BYTES",
-            r.agent_max_response_bytes.take(),
-            1024 * 1024,
-            "a whole number of bytes",
-        )?,
-        allowed_targets: present(r.agent_allowed_targets.take())
+        max_response_bytes: r.number("AGENT_MAX_RESPONSE_BYTES", 1024 * 1024, "a whole number of bytes")?,
+        allowed_targets: r
+            .present("AGENT_ALLOWED_TARGETS")
             .map(|list| AllowList::parse(&list).map_err(|e| err("AGENT_ALLOWED_TARGETS", e.to_string())))
             .transpose()?,
-        idempotency_headers: boolean(
-            "AGENT_IDEMPOTENCY_HEADERS",
-            r.agent_idempotency_headers.take(),
-            true,
-        )?,
+        idempotency_headers: r.boolean("AGENT_IDEMPOTENCY_HEADERS", true)?,
     })
 }
 
-fn limits(r: &mut Raw) -> Result<Limits, SettingsError> {
-    let max_in_flight: usize = number(
-        "AGENT_MAX_IN_FLIGHT",
-        r.agent_max_in_flight.take(),
-        64,
-        "a whole number of messages",
-    )?;
+fn limits(r: &mut Vars) -> Result<Limits, SettingsError> {
+    let max_in_flight: usize = r.number("AGENT_MAX_IN_FLIGHT", 64, "a whole number of messages")?;
     if max_in_flight == 0 {
         return Err(err("AGENT_MAX_IN_FLIGHT", "expected at least 1"));
     }
-    let max_message_age = match present(r.agent_max_message_age_seconds.take()) {
+    let max_message_age = match r.present("AGENT_MAX_MESSAGE_AGE_SECONDS") {
         None => None,
         Some(v) => {
             let age = seconds("AGENT_MAX_MESSAGE_AGE_SECONDS", Some(v), 0.0)?;
@@ -471,32 +340,23 @@ fn limits(r: &mut Raw) -> Result<Limits, SettingsError> {
     };
     Ok(Limits {
         max_in_flight,
-        drain_timeout: seconds(
-            "AGENT_DRAIN_TIMEOUT_SECONDS",
-            r.agent_drain_timeout_seconds.take(),
-            20.0,
-        )?,
-        jq_timeout: Duration::from_millis(number(
+        drain_timeout: r.seconds("AGENT_DRAIN_TIMEOUT_SECONDS", 20.0)?,
+        jq_timeout: Duration::from_millis(r.number(
             "AGENT_JQ_TIMEOUT_MS",
-            r.agent_jq_timeout_ms.take(),
             1000,
             "a whole number of milliseconds",
         )?),
-        jq_max_bytes: jq_max_bytes(r.agent_jq_max_bytes.take())?,
+        jq_max_bytes: jq_max_bytes(r)?,
         max_message_age,
-        max_clock_skew: seconds(
-            "AGENT_MAX_CLOCK_SKEW_SECONDS",
-            r.agent_max_clock_skew_seconds.take(),
-            300.0,
-        )?,
+        max_clock_skew: r.seconds("AGENT_MAX_CLOCK_SKEW_SECONDS", 300.0)?,
     })
 }
 
 /// `AGENT_JQ_MAX_BYTES`: at least 1 MiB, so that a typo cannot make every
 /// mapping fail.
-fn jq_max_bytes(value: Option<String>) -> Result<usize, SettingsError> {
+fn jq_max_bytes(r: &mut Vars) -> Result<usize, SettingsError> {
     const VAR: &str = "AGENT_JQ_MAX_BYTES";
-    let bytes = number(VAR, value, super::DEFAULT_JQ_MAX_BYTES, "a whole number of bytes")?;
+    let bytes = r.number(VAR, super::DEFAULT_JQ_MAX_BYTES, "a whole number of bytes")?;
     if bytes < 1 << 20 {
         return Err(err(
             VAR,
@@ -506,8 +366,8 @@ fn jq_max_bytes(value: Option<String>) -> Result<usize, SettingsError> {
     Ok(bytes)
 }
 
-fn telemetry(r: &mut Raw) -> Result<TelemetrySettings, SettingsError> {
-    let log_format = match present(r.agent_log_format.take()).as_deref().map(str::trim) {
+fn telemetry(r: &mut Vars) -> Result<TelemetrySettings, SettingsError> {
+    let log_format = match r.present("AGENT_LOG_FORMAT").as_deref().map(str::trim) {
         None => None,
         Some(f) if f.eq_ignore_ascii_case("json") => Some(LogFormat::Json),
         Some(f) if f.eq_ignore_ascii_case("text") => Some(LogFormat::Text),
@@ -518,7 +378,7 @@ fn telemetry(r: &mut Raw) -> Result<TelemetrySettings, SettingsError> {
             ))
         }
     };
-    let (rust_log, log_level) = (present(r.rust_log.take()), present(r.log_level.take()));
+    let (rust_log, log_level) = (r.present("RUST_LOG"), r.present("LOG_LEVEL"));
     let log_filter_chosen = rust_log.is_some() || log_level.is_some();
     let log_filter = match rust_log {
         Some(f) => f,
@@ -537,12 +397,7 @@ fn telemetry(r: &mut Raw) -> Result<TelemetrySettings, SettingsError> {
         log_filter,
         log_filter_chosen,
         log_format,
-        http_port: number(
-            "AGENT_HTTP_PORT",
-            r.agent_http_port.take(),
-            8080,
-            "a TCP port number (0 turns it off)",
-        )?,
+        http_port: r.number("AGENT_HTTP_PORT", 8080, "a TCP port number (0 turns it off)")?,
     })
 }
 

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use super::SettingsError;
 
 /// Parse the compat boolean spelling: `true/false/1/0/yes/no/on/off/t/f/y/n`.
@@ -11,6 +13,62 @@ pub fn parse_bool(value: &str) -> Option<bool> {
         "true" | "1" | "yes" | "on" | "t" | "y" => Some(true),
         "false" | "0" | "no" | "off" | "f" | "n" => Some(false),
         _ => None,
+    }
+}
+
+/// The environment's variables by name (in any case, as the Python agent's
+/// settings library read them); each setting takes its own once, by the
+/// name written once where the setting is read.
+pub(super) struct Vars(HashMap<String, String>);
+
+impl Vars {
+    /// The variables given.
+    pub(super) fn new(vars: HashMap<String, String>) -> Vars {
+        Vars(
+            vars.into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
+        )
+    }
+
+    /// `name`'s value as set (possibly empty).
+    pub(super) fn raw(&mut self, name: &'static str) -> Option<String> {
+        self.0.remove(&name.to_ascii_lowercase())
+    }
+
+    /// Is `name` set (possibly empty)?
+    pub(super) fn is_set(&self, name: &'static str) -> bool {
+        self.0.contains_key(&name.to_ascii_lowercase())
+    }
+
+    /// `name`'s value, unless unset or blank.
+    pub(super) fn present(&mut self, name: &'static str) -> Option<String> {
+        present(self.raw(name))
+    }
+
+    /// `name` as a boolean ([`parse_bool`]), `default` when unset.
+    pub(super) fn boolean(&mut self, name: &'static str, default: bool) -> Result<bool, SettingsError> {
+        boolean(name, self.raw(name), default)
+    }
+
+    /// `name` as a number; `what` says what was expected.
+    pub(super) fn number<T: std::str::FromStr>(
+        &mut self,
+        name: &'static str,
+        default: T,
+        what: &str,
+    ) -> Result<T, SettingsError> {
+        number(name, self.raw(name), default, what)
+    }
+
+    /// `name` as a non-negative number of seconds.
+    pub(super) fn seconds(&mut self, name: &'static str, default: f64) -> Result<Duration, SettingsError> {
+        seconds(name, self.raw(name), default)
+    }
+
+    /// `name` as [`RunLogs`].
+    pub(super) fn run_logs(&mut self, name: &'static str) -> Result<RunLogs, SettingsError> {
+        run_logs(name, self.raw(name))
     }
 }
 

@@ -18,7 +18,7 @@ use port_agent::http::ClientOptions;
 use port_agent::invoke::HttpInvoker;
 use port_agent::mapping::{JqEnv, MappingSet};
 use port_agent::outcome::{Disposition, Outcome, Skip};
-use port_agent::pipeline::{Guard, Pipeline};
+use port_agent::pipeline::{Guardrails, Pipeline};
 use port_agent::port::PortClient;
 use port_agent::retry::{Backoff, Policy};
 use port_agent::secret::Secret;
@@ -53,7 +53,7 @@ fn agent(
     mappings: Value,
     redirects: RedirectPolicy,
     max_bytes: usize,
-    guard: Guard,
+    guard: Guardrails,
 ) -> Agent {
     let mut retry = Policy::default();
     retry.backoff.max_attempts = 1;
@@ -79,7 +79,7 @@ fn agent(
         invoker,
         reporter,
     )
-    .with_guard(guard)
+    .with_guardrails(guard)
 }
 
 fn plain_agent(port: &FakePort) -> Agent {
@@ -88,7 +88,7 @@ fn plain_agent(port: &FakePort) -> Agent {
         json!([{"enabled": true, "headers": {"Authorization": "\"Bearer \" + env.MY_TOKEN"}}]),
         RedirectPolicy::SameHost,
         1024 * 1024,
-        Guard::default(),
+        Guardrails::default(),
     )
 }
 
@@ -244,7 +244,7 @@ async fn redirect_policies_none_and_any() {
         mapping.clone(),
         RedirectPolicy::None,
         1 << 20,
-        Guard::default(),
+        Guardrails::default(),
     );
     redirect(&first, 307, "/same-host");
     let outcome = run_signed(&none, action_run("r_none", &first.url("/deploy"), "POST", false)).await;
@@ -254,7 +254,13 @@ async fn redirect_policies_none_and_any() {
     // `any` follows to another host only a request that carries no known
     // secret (here `MY_TOKEN` in `Authorization`: the 307 is the answer),
     // and never to a host outside AGENT_ALLOWED_TARGETS.
-    let any = agent(&port, mapping, RedirectPolicy::Any, 1 << 20, Guard::default());
+    let any = agent(
+        &port,
+        mapping,
+        RedirectPolicy::Any,
+        1 << 20,
+        Guardrails::default(),
+    );
     redirect(&first, 307, &second.url("/elsewhere"));
     let outcome = run_signed(&any, action_run("r_any", &first.url("/deploy"), "POST", false)).await;
     assert_eq!(outcome.result, Disposition::Delivered(307));
@@ -264,9 +270,9 @@ async fn redirect_policies_none_and_any() {
         json!([{"enabled": true}]),
         RedirectPolicy::Any,
         1 << 20,
-        Guard {
+        Guardrails {
             allowed_targets: Some(allowed),
-            ..Guard::default()
+            ..Guardrails::default()
         },
     );
     redirect(&first, 307, &second.url("/elsewhere"));
@@ -402,7 +408,7 @@ async fn a_long_answer_is_cut_at_the_cap_and_the_run_log_says_so() {
         json!([{"enabled": true}]),
         RedirectPolicy::SameHost,
         1000,
-        Guard::default(),
+        Guardrails::default(),
     );
     // Bounded: under a mutation that returned no body, this run hung until
     // cargo-mutants' 900 s timeout (no test may hang).
@@ -516,9 +522,9 @@ async fn a_target_outside_the_allow_list_is_not_called_and_the_run_fails_saying_
         json!([{"enabled": true}]),
         RedirectPolicy::SameHost,
         1 << 20,
-        Guard {
+        Guardrails {
             allowed_targets: Some(list),
-            ..Guard::default()
+            ..Guardrails::default()
         },
     );
     let ok = run_signed(
@@ -555,9 +561,9 @@ async fn a_message_signed_longer_ago_than_the_window_is_skipped_as_stale_and_fai
         json!([{"enabled": true}]),
         RedirectPolicy::SameHost,
         1 << 20,
-        Guard {
+        Guardrails {
             max_message_age: Some(Duration::from_secs(600)),
-            ..Guard::default()
+            ..Guardrails::default()
         },
     );
     let old = signed(

@@ -23,7 +23,7 @@ use port_agent::http::ClientOptions;
 use port_agent::invoke::HttpInvoker;
 use port_agent::mapping::{JqEnv, MappingSet};
 use port_agent::outcome::{Disposition, Outcome, Skip};
-use port_agent::pipeline::{Guard, Pipeline};
+use port_agent::pipeline::{Guardrails, Pipeline};
 use port_agent::port::PortClient;
 use port_agent::retry::{Backoff, Policy};
 use port_agent::secret::Secret;
@@ -212,7 +212,7 @@ fn opts() -> ClientOptions {
     }
 }
 
-fn agent_with(port: &FakePort, mapping: Value, redirects: RedirectPolicy, guard: Guard) -> Agent {
+fn agent_with(port: &FakePort, mapping: Value, redirects: RedirectPolicy, guard: Guardrails) -> Agent {
     let mut retry = Policy::default();
     retry.backoff.max_attempts = 1;
     let invoker = HttpInvoker::new(&opts(), retry)
@@ -233,7 +233,7 @@ fn agent_with(port: &FakePort, mapping: Value, redirects: RedirectPolicy, guard:
         invoker,
         reporter,
     )
-    .with_guard(guard)
+    .with_guardrails(guard)
 }
 
 fn delivery(message: &Value) -> Delivery {
@@ -364,7 +364,12 @@ async fn render_and_dry_run_show_what_run_sends_and_no_secret() {
     }
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
     target.answer(500, &echoed);
-    let agent = agent_with(&port, leaky_mapping(), RedirectPolicy::SameHost, Guard::default());
+    let agent = agent_with(
+        &port,
+        leaky_mapping(),
+        RedirectPolicy::SameHost,
+        Guardrails::default(),
+    );
     let m = message("r_same", &target.url("/hook"), false);
     let ran = run_signed(&agent, m.clone()).await;
     assert_eq!(ran.result, Disposition::Delivered(500));
@@ -440,9 +445,9 @@ async fn render_and_dry_run_show_what_run_sends_and_no_secret() {
 #[tokio::test]
 async fn the_replay_window_fails_closed() {
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
-    let guard = Guard {
+    let guard = Guardrails {
         max_message_age: Some(Duration::from_secs(60)),
-        ..Guard::default()
+        ..Guardrails::default()
     };
     let agent = agent_with(&port, json!([{"enabled": true}]), RedirectPolicy::SameHost, guard);
     let sign_with = |run: &str, ts: Value| {
@@ -519,10 +524,10 @@ async fn the_replay_window_fails_closed() {
         &port,
         json!([{"enabled": true}]),
         RedirectPolicy::SameHost,
-        Guard {
+        Guardrails {
             max_message_age: Some(Duration::from_secs(60)),
             max_clock_skew: Duration::from_secs(5),
-            ..Guard::default()
+            ..Guardrails::default()
         },
     );
     let o = strict
@@ -565,7 +570,12 @@ async fn redirects_with_any_never_take_a_secret_to_another_host() {
         for (k, v) in extra.as_object().unwrap() {
             mapping[k] = v.clone();
         }
-        let agent = agent_with(&port, json!([mapping]), RedirectPolicy::Any, Guard::default());
+        let agent = agent_with(
+            &port,
+            json!([mapping]),
+            RedirectPolicy::Any,
+            Guardrails::default(),
+        );
         redirect(307);
         let id = format!("r_carrier{i}");
         let o = run_signed(&agent, message(&id, &first.url("/deploy"), false)).await;
@@ -585,7 +595,7 @@ async fn redirects_with_any_never_take_a_secret_to_another_host() {
         &port,
         json!([{"enabled": true, "headers": {"X-Trace": "\"t-1\"", "X-Custom": "\"c\""}}]),
         RedirectPolicy::Any,
-        Guard::default(),
+        Guardrails::default(),
     );
     redirect(307);
     let o = run_signed(&agent, message("r_clean", &first.url("/deploy"), false)).await;
@@ -616,7 +626,7 @@ async fn connect_and_trace_are_refused() {
         &port,
         json!([{"enabled": true}]),
         RedirectPolicy::SameHost,
-        Guard::default(),
+        Guardrails::default(),
     );
     for method in ["CONNECT", "TRACE", "connect", "trace"] {
         let id = format!("r_{method}");
