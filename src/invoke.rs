@@ -48,12 +48,6 @@ pub trait Invoker: Send + Sync {
         &self,
         request: &OutgoingRequest,
     ) -> impl Future<Output = Result<TargetResponse, InvokeError>> + Send;
-
-    /// True when requests are only recorded, never sent (dry-run, render):
-    /// the pipeline then does not log that the target answered.
-    fn records_only(&self) -> bool {
-        false
-    }
 }
 
 /// Default of `AGENT_MAX_RESPONSE_BYTES`.
@@ -365,10 +359,6 @@ impl RecordingInvoker {
 }
 
 impl Invoker for RecordingInvoker {
-    fn records_only(&self) -> bool {
-        true
-    }
-
     async fn send(&self, request: &OutgoingRequest) -> Result<TargetResponse, InvokeError> {
         // What the HTTP invoker would refuse is refused here too, unrecorded.
         validate(request).map_err(|e| InvokeError {

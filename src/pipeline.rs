@@ -12,7 +12,7 @@
 //! types in `outcome`.
 
 mod admission;
-mod reporting;
+mod sending;
 mod steps;
 
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use crate::mapping::reload::MappingSlot;
 use crate::mapping::{jq, Budget, EvalCtx, JqEnv, MappingSet};
 use crate::message::{Invocation, Kind, TopicKind};
 use crate::outcome::{Disposition, Outcome, Skip};
-use crate::port::{ReportBacklog, Reporter};
+use crate::port::{PortBacklog, Reporter};
 use crate::redact::Redactor;
 use crate::report::{self, LogLine, INTERNAL_ERROR_SUMMARY};
 
@@ -35,7 +35,7 @@ use crate::settings::{RunLogs, Settings};
 use crate::source::Process;
 
 pub use admission::{Guardrails, DEFAULT_MAX_CLOCK_SKEW};
-use reporting::RunReporter;
+use sending::RunSender;
 use steps::Job;
 
 /// Pipeline configuration (the parts of [`Settings`] it needs).
@@ -67,6 +67,10 @@ pub struct Config {
     pub idempotency_headers: bool,
     /// Sign with this Unix time instead of the clock (reproducible output).
     pub fixed_timestamp: Option<u64>,
+    /// The edges record instead of sending (`dry-run`, `render`): each
+    /// run's Port calls are made one after the other in their order (the
+    /// output reads in order), and the logs say "recorded", not "answered".
+    pub recording: bool,
 }
 
 impl Config {
@@ -88,6 +92,7 @@ impl Config {
             infer_topics: false,
             idempotency_headers: s.target.idempotency_headers,
             fixed_timestamp: None,
+            recording: false,
         }
     }
 
@@ -109,7 +114,7 @@ pub struct Pipeline<I, R> {
     env: JqEnv,
     invoker: I,
     reporter: R,
-    backlog: Arc<ReportBacklog>,
+    backlog: Arc<PortBacklog>,
     guardrails: Guardrails,
     /// The client secret and the secret-named environment values.
     redactor: Redactor,
@@ -170,7 +175,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     }
 
     /// Runs whose Port calls wait for Port (for `/readyz`).
-    pub fn report_backlog(&self) -> Arc<ReportBacklog> {
+    pub fn report_backlog(&self) -> Arc<PortBacklog> {
         self.backlog.clone()
     }
 
@@ -268,9 +273,9 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     /// The reporter of one run; its calls hide the client secret and the
     /// secret-named environment values until [`Job::learn_secrets`] adds
     /// the run's own.
-    fn run_reporter<'a>(&'a self, kind: &'a Kind) -> RunReporter<'a, R> {
-        let mut run = RunReporter::new(&self.reporter, kind, self.config.run_logs, &self.backlog)
-            .in_order(self.invoker.records_only())
+    fn run_reporter<'a>(&'a self, kind: &'a Kind) -> RunSender<'a, R> {
+        let mut run = RunSender::new(&self.reporter, kind, self.config.run_logs, &self.backlog)
+            .in_order(self.config.recording)
             .detailed(self.config.detailed_logging);
         run.redact_with(self.redactor.clone());
         run

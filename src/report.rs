@@ -102,7 +102,7 @@ fn node_run_failed() -> Value {
 /// with [`RunLogs::All`] (an unmatched node run, change-log events) get
 /// none.
 #[derive(Debug, Clone, Copy)]
-pub struct RunReports<'a> {
+pub struct ReportPlan<'a> {
     /// The run.
     pub kind: &'a Kind,
     /// Which log lines are posted.
@@ -111,7 +111,7 @@ pub struct RunReports<'a> {
     pub detailed: bool,
 }
 
-impl RunReports<'_> {
+impl ReportPlan<'_> {
     /// The calls that post `lines` whatever [`RunLogs`] says (none for
     /// change-log events), in the words of the run's kind.
     fn post(&self, lines: &[LogLine]) -> Vec<PortCall> {
@@ -248,7 +248,7 @@ impl RunReports<'_> {
         line: LogLine,
         synchronized: bool,
         response: &ResponseContext,
-        report: Option<RunReport>,
+        report: Option<RunPatchBody>,
     ) -> Chains {
         let mut chains = Chains {
             logs: self.outcome(line),
@@ -331,7 +331,7 @@ fn response_value(r: &ResponseContext) -> Value {
 /// The run report (`PATCH /v1/actions/runs/{id}`): keys that are `None` are
 /// not sent.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct RunReport {
+pub struct RunPatchBody {
     /// `SUCCESS` / `FAILURE`.
     pub status: Option<Value>,
     /// Link(s) shown on the run.
@@ -344,7 +344,7 @@ pub struct RunReport {
     pub status_label: Option<Value>,
 }
 
-impl RunReport {
+impl RunPatchBody {
     /// Nothing to send?
     pub fn is_empty(&self) -> bool {
         self.status.is_none()
@@ -373,11 +373,11 @@ impl RunReport {
 }
 
 /// The default report (SPEC §7.2 step 4).
-pub fn default_report(synchronized: bool, response: &ResponseContext, detailed: bool) -> RunReport {
+pub fn default_report(synchronized: bool, response: &ResponseContext, detailed: bool) -> RunPatchBody {
     if response.ok() {
-        RunReport {
+        RunPatchBody {
             status: synchronized.then(|| Value::from("SUCCESS")),
-            ..RunReport::default()
+            ..RunPatchBody::default()
         }
     } else {
         let mut summary = format!(
@@ -392,10 +392,10 @@ pub fn default_report(synchronized: bool, response: &ResponseContext, detailed: 
         if detailed && !response.text.is_empty() {
             summary.push_str(&format!(" Response: {}", response.text));
         }
-        RunReport {
+        RunPatchBody {
             status: Some(Value::from("FAILURE")),
             summary: Some(Value::from(summary)),
-            ..RunReport::default()
+            ..RunPatchBody::default()
         }
     }
 }
@@ -404,13 +404,13 @@ pub fn default_report(synchronized: bool, response: &ResponseContext, detailed: 
 /// replaces the default, and a null result removes the key.
 pub fn apply_report_mapping(
     mapping: &Mapping,
-    mut report: RunReport,
+    mut report: RunPatchBody,
     message: &Value,
     request: &RequestSpec,
     response: &ResponseContext,
     ctx: &EvalCtx<'_>,
     warnings: &mut Vec<Warning>,
-) -> RunReport {
+) -> RunPatchBody {
     let Some(rm) = &mapping.report else {
         return report;
     };
@@ -458,7 +458,7 @@ mod tests {
             headers: vec![],
             text: "oops".into(),
         };
-        assert_eq!(default_report(false, &ok, true), RunReport::default());
+        assert_eq!(default_report(false, &ok, true), RunPatchBody::default());
         assert_eq!(
             default_report(true, &ok, true).to_body(),
             json!({"status": "SUCCESS"})
@@ -608,8 +608,8 @@ mod tests {
         }
     }
 
-    fn reports(kind: &Kind, logs: RunLogs) -> RunReports<'_> {
-        RunReports {
+    fn reports(kind: &Kind, logs: RunLogs) -> ReportPlan<'_> {
+        ReportPlan {
             kind,
             logs,
             detailed: false,
@@ -758,12 +758,12 @@ mod tests {
                 sync_result(),
             ),
             (
-                reports(&action, minimal).answered(line(&ok), false, &ok, Some(RunReport::default())),
+                reports(&action, minimal).answered(line(&ok), false, &ok, Some(RunPatchBody::default())),
                 vec![log(run, succeeded)],
                 vec![],
             ),
             (
-                reports(&action, off).answered(line(&ok), false, &ok, Some(RunReport::default())),
+                reports(&action, off).answered(line(&ok), false, &ok, Some(RunPatchBody::default())),
                 vec![],
                 vec![],
             ),
@@ -859,7 +859,7 @@ mod tests {
             permanent: true,
             ..PortError::default()
         };
-        let detailed = RunReports {
+        let detailed = ReportPlan {
             detailed: true,
             ..reports(&action, RunLogs::All)
         };

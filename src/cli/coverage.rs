@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use super::recorded::{parse_all, LineError};
 use crate::decrypt::decrypt_fields;
 use crate::http::ResponseContext;
 use crate::mapping::{build_request_from, jq, Defaults, EvalCtx, Mapping, MappingSet, Warning};
 use crate::message::{Invocation, TopicKind};
 use crate::redact::Redactor;
-use crate::report::{apply_report_mapping, RunReport};
+use crate::report::{apply_report_mapping, RunPatchBody};
 use crate::signature::strip_signature_headers;
-use crate::source::recorded::{parse_all, LineError};
 
 /// Failures of one field of one mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +215,7 @@ fn evaluate(
         Ok(spec) => {
             apply_report_mapping(
                 mapping,
-                RunReport::default(),
+                RunPatchBody::default(),
                 &inv.message,
                 &spec,
                 &assumed,

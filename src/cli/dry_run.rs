@@ -14,6 +14,7 @@ use tracing::Instrument;
 use super::{load_mappings, mapping_path, quiet_offline_settings, Assume, Exit, Format, Recording};
 use crate::port::Endpoint;
 
+use super::recorded::{parse_all, LineError};
 use crate::delivery::Delivery;
 use crate::invoke::{OutgoingRequest, RecordingInvoker};
 use crate::mapping::{JqEnv, MappingSet};
@@ -22,7 +23,6 @@ use crate::outcome::{Disposition, Outcome};
 use crate::pipeline::{Config, Pipeline};
 use crate::port::{PortCall, RecordingReporter};
 use crate::redact::{sensitive_name, Redactor};
-use crate::source::recorded::{parse_all, LineError};
 
 pub use crate::redact::REDACTED;
 
@@ -188,7 +188,14 @@ pub fn kind_name(k: &crate::message::Kind) -> &'static str {
 pub type DryPipeline = Pipeline<RecordingInvoker, RecordingReporter>;
 
 /// Build the recording pipeline.
-pub fn pipeline(config: Config, mappings: MappingSet, env: JqEnv, status: u16, body: &str) -> DryPipeline {
+pub fn pipeline(
+    mut config: Config,
+    mappings: MappingSet,
+    env: JqEnv,
+    status: u16,
+    body: &str,
+) -> DryPipeline {
+    config.recording = true;
     Pipeline::new(
         config,
         Arc::new(mappings),

@@ -27,6 +27,7 @@ pub mod check;
 pub mod coverage;
 pub mod dry_run;
 pub mod record;
+pub mod recorded;
 pub mod render;
 pub mod run;
 

@@ -1,5 +1,5 @@
 //! `port-agent record`: copy the topics into a recorded-topic file (the
-//! agent's own format, [`crate::source::recorded`]) for dry-run and replay.
+//! agent's own format, [`crate::cli::recorded`]) for dry-run and replay.
 //! It uses a throwaway consumer group and commits nothing, so the running
 //! agent's offsets are untouched.
 
@@ -14,11 +14,11 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::Message;
 
+use super::recorded::to_record_line;
 use super::Exit;
 use crate::delivery::{Delivery, Trust};
 use crate::shutdown::Shutdown;
 use crate::source::kafka::KafkaOptions;
-use crate::source::recorded::to_record_line;
 
 /// The arguments of `record`.
 #[derive(Args)]

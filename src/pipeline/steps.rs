@@ -5,7 +5,7 @@
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
-use super::reporting::RunReporter;
+use super::sending::RunSender;
 use super::{now_secs, Pipeline};
 use crate::decrypt::decrypt_fields;
 use crate::invoke::{InvalidRequest, InvokeError, Invoker, OutgoingRequest, TargetResponse};
@@ -14,7 +14,7 @@ use crate::message::{Invocation, Kind};
 use crate::outcome::{Disposition, Outcome};
 use crate::port::Reporter;
 use crate::redact::Redactor;
-use crate::report::{self, Chains, LogLine, RunReports};
+use crate::report::{self, Chains, LogLine, ReportPlan};
 use crate::secret::Secret;
 use crate::telemetry::metrics;
 
@@ -70,7 +70,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             }
         };
         let response = &answer.response;
-        if self.invoker.records_only() {
+        if self.config.recording {
             debug!(status = response.status, method = %a.request.method, "request recorded, not sent; the assumed answer is used");
         } else {
             info!(status = response.status, method = %a.request.method, truncated = answer.truncated, "target answered");
@@ -198,7 +198,7 @@ pub(super) enum NotBuilt {
 
 /// What [`Pipeline::answered`] reads about the run.
 struct Answered<'a> {
-    reports: RunReports<'a>,
+    reports: ReportPlan<'a>,
     inv: &'a Invocation,
     mapping: &'a Mapping,
     spec: &'a RequestSpec,
@@ -210,7 +210,7 @@ struct Answered<'a> {
 /// What the steps of one admitted message share.
 pub(super) struct Job<'a, R> {
     /// Where the run's Port calls go.
-    pub(super) port: RunReporter<'a, R>,
+    pub(super) port: RunSender<'a, R>,
     /// The context of the mapping's expressions.
     pub(super) ctx: EvalCtx<'a>,
     /// Runtime warnings of the mapping's expressions.

@@ -3,7 +3,7 @@
 //!
 //! - this module: the [`Endpoint`]s, the [`PortCall`]s the pipeline makes
 //!   about a run, the [`Reporter`] trait the pipeline sends them through, and
-//!   the [`ReportBacklog`] behind `/readyz`;
+//!   the [`PortBacklog`] behind `/readyz`;
 //! - [`client`]: the real [`PortClient`] (token cache, retries);
 //! - [`api`]: the typed endpoints the sources and the command line call
 //!   (claim, ack, Kafka credentials, the streamer name);
@@ -289,11 +289,6 @@ impl PortCall {
         }
     }
 
-    /// A short name for metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        self.endpoint().label()
-    }
-
     /// The run id the call is about.
     pub fn run_id(&self) -> &str {
         match self {
@@ -346,37 +341,37 @@ pub trait Reporter: Send + Sync {
 /// How many runs have a Port call waiting for Port to come back (shared by
 /// the pipeline, which counts, and `/readyz`, which says so).
 #[derive(Debug, Default)]
-pub struct ReportBacklog {
+pub struct PortBacklog {
     pending: AtomicUsize,
 }
 
-impl ReportBacklog {
+impl PortBacklog {
     /// Runs waiting now.
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Relaxed)
     }
 
     /// One more run waits, until the guard is dropped.
-    pub fn enter(self: &Arc<Self>) -> PendingReport {
+    pub fn enter(self: &Arc<Self>) -> BacklogEntry {
         self.pending.fetch_add(1, Ordering::Relaxed);
         metrics::reports_pending(1.0);
-        PendingReport(self.clone())
+        BacklogEntry(self.clone())
     }
 }
 
-impl crate::telemetry::server::Readiness for ReportBacklog {
+impl crate::telemetry::server::Readiness for PortBacklog {
     fn not_ready(&self) -> Option<String> {
         let pending = self.pending();
         (pending > 0).then(|| format!("port API unreachable: {pending} reports pending"))
     }
 }
 
-/// A run's place in the [`ReportBacklog`]; leaves it when dropped (also
+/// A run's place in the [`PortBacklog`]; leaves it when dropped (also
 /// when the run's task is cancelled).
 #[derive(Debug)]
-pub struct PendingReport(Arc<ReportBacklog>);
+pub struct BacklogEntry(Arc<PortBacklog>);
 
-impl Drop for PendingReport {
+impl Drop for BacklogEntry {
     fn drop(&mut self) {
         self.0.pending.fetch_sub(1, Ordering::Relaxed);
         metrics::reports_pending(-1.0);
@@ -435,7 +430,7 @@ mod tests {
             ),
         ];
         for (call, kind) in calls {
-            assert_eq!(call.kind(), kind, "{}", call.path());
+            assert_eq!(call.endpoint().label(), kind, "{}", call.path());
         }
         assert!(Endpoint::ClaimRuns.reserved_usage() && Endpoint::ClaimNodeRuns.reserved_usage());
         assert!(!Endpoint::AckRun.reserved_usage() && !Endpoint::Token.reserved_usage());

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{
-    KafkaSettings, Limits, LogFormat, MappingSettings, PollingSettings, PortSettings, ReportSettings,
+    KafkaSettings, LimitSettings, LogFormat, MappingSettings, PollingSettings, PortSettings, ReportSettings,
     Requirement, Settings, SettingsError, Streamer, TargetSettings, TelemetrySettings,
 };
 use crate::guard::{AllowList, RedirectPolicy};
@@ -320,7 +320,7 @@ fn target(r: &mut Vars) -> Result<TargetSettings, SettingsError> {
     })
 }
 
-fn limits(r: &mut Vars) -> Result<Limits, SettingsError> {
+fn limits(r: &mut Vars) -> Result<LimitSettings, SettingsError> {
     let max_in_flight: usize = r.number("AGENT_MAX_IN_FLIGHT", 64, "a whole number of messages")?;
     if max_in_flight == 0 {
         return Err(err("AGENT_MAX_IN_FLIGHT", "expected at least 1"));
@@ -338,7 +338,7 @@ fn limits(r: &mut Vars) -> Result<Limits, SettingsError> {
             Some(age)
         }
     };
-    Ok(Limits {
+    Ok(LimitSettings {
         max_in_flight,
         drain_timeout: r.seconds("AGENT_DRAIN_TIMEOUT_SECONDS", 20.0)?,
         jq_timeout: Duration::from_millis(r.number(

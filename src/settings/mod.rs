@@ -2,7 +2,7 @@
 //!
 //! [`Settings`] is nested by component ([`PortSettings`], [`KafkaSettings`],
 //! [`PollingSettings`], [`TargetSettings`], [`ReportSettings`],
-//! [`MappingSettings`], [`Limits`], [`TelemetrySettings`]); [`env`] reads
+//! [`MappingSettings`], [`LimitSettings`], [`TelemetrySettings`]); [`env`] reads
 //! them from the environment (the variable names and defaults are the
 //! Python agent's, SPEC §1) and is the only module that reads the
 //! environment.
@@ -73,7 +73,7 @@ pub struct Settings {
     /// The mapping file.
     pub mapping: MappingSettings,
     /// Bounds of the pipeline.
-    pub limits: Limits,
+    pub limits: LimitSettings,
     /// Logs, metrics and health.
     pub telemetry: TelemetrySettings,
     /// `SSL_CERT_FILE` or `REQUESTS_CA_BUNDLE`: extra trusted CA certificates
@@ -202,7 +202,7 @@ pub struct MappingSettings {
 
 /// Bounds of the pipeline.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub struct LimitSettings {
     /// `AGENT_MAX_IN_FLIGHT`.
     pub max_in_flight: usize,
     /// `AGENT_DRAIN_TIMEOUT_SECONDS`.

@@ -143,7 +143,7 @@ pub enum RunLogs {
     /// synchronous one with a response body, four for a node run.
     All,
     /// Only the line that says how the run ended (`minimal`): one per run
-    /// that `All` posts lines for (see `report::RunReports`).
+    /// that `All` posts lines for (see `report::ReportPlan`).
     Minimal,
     /// None (`off`, or a false boolean).
     Off,

@@ -1,5 +1,5 @@
-//! Sources of deliveries: the [`Source`] and [`Ack`] traits, how far a
-//! delivery is trusted ([`Trust`]), and the sources themselves.
+//! Sources of deliveries: the [`Source`] and [`Ack`] traits, the one
+//! runner ([`run`]), and the sources themselves (Kafka, polling).
 //!
 //! A [`Source`] yields [`Delivery`] values, each with an [`Ack`] it wants back
 //! when the message is done; the rest of the agent does not know which source
@@ -11,7 +11,6 @@
 pub mod kafka;
 pub mod offsets;
 pub mod polling;
-pub mod recorded;
 mod run;
 
 use std::future::Future;
@@ -35,7 +34,7 @@ pub trait Ack: Send + 'static {
     fn done(self, delivery: &Delivery, outcome: &Outcome) -> impl Future<Output = ()> + Send;
 }
 
-/// Where deliveries come from (Kafka, Port's polling API, a recorded file).
+/// Where deliveries come from (Kafka, Port's polling API).
 pub trait Source: Send + 'static {
     /// What the source wants back per delivery.
     type Ack: Ack;

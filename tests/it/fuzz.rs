@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use crate::support::agent::{claimable, offer, patches_of, peak_rss_kib, start_polling};
 use crate::support::{action_run, encrypt, signed, FakePort, FakeTarget, SECRET};
 use port_agent::cli::dry_run;
+use port_agent::cli::recorded::parse_line;
 use port_agent::mapping::jq::{to_val, JqEnv, JqProgram};
 use port_agent::mapping::{Budget, MappingSet};
 use port_agent::pipeline::Config;
-use port_agent::source::recorded::parse_line;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

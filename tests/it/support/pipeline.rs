@@ -27,6 +27,7 @@ pub fn config() -> Config {
         infer_topics: false,
         idempotency_headers: false,
         fixed_timestamp: None,
+        recording: false,
     }
 }
 

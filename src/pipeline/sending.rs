@@ -13,9 +13,9 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::message::Kind;
-use crate::port::{PendingReport, PortCall, PortError, ReportBacklog, Reporter};
+use crate::port::{BacklogEntry, PortBacklog, PortCall, PortError, Reporter};
 use crate::redact::Redactor;
-use crate::report::{Chains, Refused, RunReports};
+use crate::report::{Chains, Refused, ReportPlan};
 use crate::retry::Pauses;
 use crate::settings::RunLogs;
 use crate::telemetry::metrics;
@@ -30,11 +30,11 @@ const PENDING_RETRY: Pauses = Pauses {
 };
 
 /// The run's calls waiting for Port: the run counts once in the
-/// [`ReportBacklog`] while any of them waits.
+/// [`PortBacklog`] while any of them waits.
 #[derive(Default)]
 struct Pending {
     calls: usize,
-    report: Option<PendingReport>,
+    report: Option<BacklogEntry>,
 }
 
 /// How a result call ended: accepted, or refused for good.
@@ -49,9 +49,9 @@ struct LogTail {
 }
 
 /// A run's reporting target. Calls of one chain keep their order because
-/// they are awaited one after another; [`RunReporter::send_chains`] runs a
+/// they are awaited one after another; [`RunSender::send_chains`] runs a
 /// run's two chains side by side.
-pub(super) struct RunReporter<'a, R> {
+pub(super) struct RunSender<'a, R> {
     reporter: &'a R,
     kind: &'a Kind,
     /// Which log lines are posted (`AGENT_RUN_LOGS`).
@@ -60,7 +60,7 @@ pub(super) struct RunReporter<'a, R> {
     detailed: bool,
     /// Calls Port refused for good.
     errors: Mutex<Vec<String>>,
-    backlog: &'a Arc<ReportBacklog>,
+    backlog: &'a Arc<PortBacklog>,
     pending: Mutex<Pending>,
     /// Send the two chains as one sequence, in the Python agent's order
     /// (as [`Chains::in_order`] lists them): for recording reporters
@@ -75,14 +75,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl<'a, R: Reporter> RunReporter<'a, R> {
-    pub(super) fn new(
-        reporter: &'a R,
-        kind: &'a Kind,
-        logs: RunLogs,
-        backlog: &'a Arc<ReportBacklog>,
-    ) -> Self {
-        RunReporter {
+impl<'a, R: Reporter> RunSender<'a, R> {
+    pub(super) fn new(reporter: &'a R, kind: &'a Kind, logs: RunLogs, backlog: &'a Arc<PortBacklog>) -> Self {
+        RunSender {
             reporter,
             kind,
             logs,
@@ -113,8 +108,8 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
     }
 
     /// What to report about this run.
-    pub(super) fn reports(&self) -> RunReports<'a> {
-        RunReports {
+    pub(super) fn reports(&self) -> ReportPlan<'a> {
+        ReportPlan {
             kind: self.kind,
             logs: self.logs,
             detailed: self.detailed,
@@ -235,7 +230,7 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
             match self.reporter.send(&call).await {
                 Ok(()) => {
                     if pending {
-                        info!(call = %call.kind(), "Port accepted the pending call");
+                        info!(call = %call.endpoint().label(), "Port accepted the pending call");
                         self.leave_pending();
                     }
                     return Ok(());
@@ -243,7 +238,7 @@ impl<'a, R: Reporter> RunReporter<'a, R> {
                 Err(e) if e.permanent => {
                     warn!(run_id = self.kind.run_id().unwrap_or(""), error = %e,
                           "Port refused the call; it is not sent again");
-                    metrics::report_rejected(call.kind());
+                    metrics::report_rejected(call.endpoint().label());
                     lock(&self.errors).push(e.to_string());
                     if pending {
                         self.leave_pending();
