@@ -28,7 +28,7 @@ use crate::message::{Invocation, Kind, TopicKind};
 use crate::outcome::{Disposition, Outcome, Skip};
 use crate::port::{PortBacklog, Reporter};
 use crate::redact::Redactor;
-use crate::report::{self, LogLine, INTERNAL_ERROR_SUMMARY};
+use crate::report::{FailureSummary, LogLine};
 
 use crate::secret::Secret;
 use crate::settings::{RunLogs, Settings};
@@ -206,22 +206,22 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             Ok(admitted) => admitted,
             Err(mut skipped) => {
                 let summary = match &skipped.result {
-                    Disposition::Skipped(Skip::Stale(age)) => Some(report::stale_summary(
-                        *age,
-                        self.guardrails.max_message_age.map(|d| d.as_secs()).unwrap_or(0),
-                    )),
-                    Disposition::Skipped(Skip::Ahead(ahead)) => Some(report::ahead_summary(
-                        *ahead,
-                        self.guardrails.max_clock_skew.as_secs(),
-                    )),
+                    Disposition::Skipped(Skip::Stale(age)) => Some(FailureSummary::Stale {
+                        age: *age,
+                        max: self.guardrails.max_message_age.map(|d| d.as_secs()).unwrap_or(0),
+                    }),
+                    Disposition::Skipped(Skip::Ahead(ahead)) => Some(FailureSummary::Ahead {
+                        ahead: *ahead,
+                        max: self.guardrails.max_clock_skew.as_secs(),
+                    }),
                     Disposition::Skipped(Skip::InvalidTimestamp(value)) => {
-                        Some(report::invalid_timestamp_summary(value))
+                        Some(FailureSummary::InvalidTimestamp(value.clone()))
                     }
                     _ => None,
                 };
                 if let (Some(summary), Some(kind)) = (summary, &skipped.kind) {
                     let run = self.run_reporter(kind);
-                    let calls = run.reports().failure(&summary);
+                    let calls = run.reports().failure(&summary.to_string());
                     run.send_chains(calls).await;
                     skipped.port_errors = run.into_errors();
                 }
@@ -237,7 +237,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     /// Processing `delivery` panicked: report its run as failed (when it is
     /// a run that is ours) and give the outcome the source acks.
     pub async fn internal_error(&self, delivery: &Delivery, panic: &str) -> Outcome {
-        self.fail_unprocessed(delivery, INTERNAL_ERROR_SUMMARY, panic)
+        self.fail_unprocessed(delivery, &FailureSummary::InternalError.to_string(), panic)
             .await
     }
 
@@ -322,7 +322,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 self.deliver(&inv, mapping, &spec, &request, &mut job).await
             }
             Err(error) => {
-                let error = job.redactor.text(&error.to_string());
+                let error = job.redactor.text(&error.summary().to_string());
                 warn!(error = %error, "request was not sent");
                 job.fail(&[LogLine::Received, LogLine::Preparing], error).await
             }

@@ -25,48 +25,17 @@ use crate::settings::RunLogs;
 
 mod chains;
 mod lines;
+mod summary;
 
 pub use chains::{Chains, Refused, ResultCall};
 pub use lines::{LogLine, Refusal};
-
-/// The summary reported for a run whose processing panicked.
-pub const INTERNAL_ERROR_SUMMARY: &str = "Internal error in the agent while processing this run";
+pub use summary::FailureSummary;
 
 /// The `Location` of a 3xx answer (a redirect that was not followed).
 fn redirect_location(response: &ResponseContext) -> Option<&str> {
     response
         .header("location")
         .filter(|_| (300..400).contains(&response.status))
-}
-
-/// The summary of a run whose request could not be delivered.
-pub fn invoke_failed_summary(message: &str) -> String {
-    format!("Failed to invoke the webhook: {message}")
-}
-
-/// The summary of a run whose message was too old to run.
-pub fn stale_summary(age_seconds: u64, max_age_seconds: u64) -> String {
-    format!(
-        "The agent did not run this action: its message was signed {age_seconds} s ago, \
-         longer ago than AGENT_MAX_MESSAGE_AGE_SECONDS ({max_age_seconds} s) allows. Run it again from Port."
-    )
-}
-
-/// The summary of a run whose message was dated too far in the future.
-pub fn ahead_summary(ahead_seconds: u64, max_skew_seconds: u64) -> String {
-    format!(
-        "The agent did not run this action: its message is dated {ahead_seconds} s in the future, \
-         more than AGENT_MAX_CLOCK_SKEW_SECONDS ({max_skew_seconds} s) allows. Check the clocks, then run it again from Port."
-    )
-}
-
-/// The summary of a run whose message's timestamp could not be checked
-/// against the replay window.
-pub fn invalid_timestamp_summary(value: &str) -> String {
-    format!(
-        "The agent did not run this action: its message's X-Port-Timestamp '{value}' is not a whole \
-         number of seconds, so AGENT_MAX_MESSAGE_AGE_SECONDS cannot be checked. Run it again from Port."
-    )
 }
 
 /// The status report that fails a run: `FAILURE` with `summary` for an
@@ -380,18 +349,14 @@ pub fn default_report(synchronized: bool, response: &ResponseContext, detailed: 
             ..RunPatchBody::default()
         }
     } else {
-        let mut summary = format!(
-            "Failed to invoke the webhook with status code: {}.",
-            response.status
-        );
-        // A redirect that was not followed (another host, or
-        // AGENT_TARGET_REDIRECTS=none): say where it pointed.
-        if let Some(location) = redirect_location(response) {
-            summary.push_str(&format!(" Location: {location}"));
+        let summary = FailureSummary::Answered {
+            status: response.status,
+            // A redirect that was not followed (another host, or
+            // AGENT_TARGET_REDIRECTS=none): say where it pointed.
+            location: redirect_location(response).map(str::to_string),
+            response: (detailed && !response.text.is_empty()).then(|| response.text.clone()),
         }
-        if detailed && !response.text.is_empty() {
-            summary.push_str(&format!(" Response: {}", response.text));
-        }
+        .to_string();
         RunPatchBody {
             status: Some(Value::from("FAILURE")),
             summary: Some(Value::from(summary)),
@@ -919,11 +884,11 @@ mod tests {
     #[test]
     fn summaries() {
         assert_eq!(
-            invoke_failed_summary("refused"),
+            FailureSummary::InvokeFailed("refused".into()).to_string(),
             "Failed to invoke the webhook: refused"
         );
         assert_eq!(
-            stale_summary(90, 60),
+            FailureSummary::Stale { age: 90, max: 60 }.to_string(),
             "The agent did not run this action: its message was signed 90 s ago, longer ago than \
              AGENT_MAX_MESSAGE_AGE_SECONDS (60 s) allows. Run it again from Port."
         );

@@ -194,8 +194,8 @@ async fn consume(
             last_words.set(move || {
                 let in_flight = in_flight.clone();
                 async move {
-                    let summary = polling::SIGNAL_STOPPED_SUMMARY;
-                    in_flight.fail_all(summary, polling::SIGNAL_REPORT_TIMEOUT).await;
+                    let summary = crate::report::FailureSummary::SecondSignal.to_string();
+                    in_flight.fail_all(&summary, polling::SIGNAL_REPORT_TIMEOUT).await;
                 }
             });
             source::run(claims, pipeline, opts.limits(), shutdown).await?;

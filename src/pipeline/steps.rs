@@ -14,7 +14,7 @@ use crate::message::{Invocation, Kind};
 use crate::outcome::{Disposition, Outcome};
 use crate::port::Reporter;
 use crate::redact::Redactor;
-use crate::report::{self, Chains, LogLine, ReportPlan};
+use crate::report::{self, Chains, FailureSummary, LogLine, ReportPlan};
 use crate::secret::Secret;
 use crate::telemetry::metrics;
 
@@ -64,7 +64,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             Err(e) => {
                 let message = a.redactor.text(&e.message);
                 warn!(error = %message, attempts = e.attempts, "target request failed");
-                let summary = report::invoke_failed_summary(&message);
+                let summary = FailureSummary::InvokeFailed(message.clone()).to_string();
                 let chains = reports.request_failed(LogLine::InvocationFailed(message), &summary);
                 return (chains, Disposition::RequestFailed(summary));
             }
@@ -179,21 +179,29 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     }
 }
 
-/// Why a run's request is not sent; the text is its failure summary.
-#[derive(Debug, thiserror::Error)]
+/// Why a run's request is not sent.
+#[derive(Debug)]
 pub(super) enum NotBuilt {
     /// The mapping failed to build it.
-    #[error("Failed to build the request: {0}")]
     Mapping(BuildError),
     /// What the mapping built is not a request the client sends.
-    #[error("Failed to build the request: {0}")]
     Request(InvalidRequest),
     /// The URL does not parse (checked against the allow list).
-    #[error("Failed to build the request: invalid URL: {0}")]
     Url(url::ParseError),
     /// The URL's host is not on `AGENT_ALLOWED_TARGETS`.
-    #[error("target not allowed by AGENT_ALLOWED_TARGETS: {0}")]
     NotAllowed(String),
+}
+
+impl NotBuilt {
+    /// The run's failure summary.
+    pub(super) fn summary(&self) -> FailureSummary {
+        match self {
+            NotBuilt::Mapping(e) => FailureSummary::BuildFailed(e.to_string()),
+            NotBuilt::Request(e) => FailureSummary::BuildFailed(e.to_string()),
+            NotBuilt::Url(e) => FailureSummary::BuildFailed(format!("invalid URL: {e}")),
+            NotBuilt::NotAllowed(host) => FailureSummary::TargetNotAllowed(host.clone()),
+        }
+    }
 }
 
 /// What [`Pipeline::answered`] reads about the run.

@@ -12,7 +12,7 @@ use port_agent::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
 use port_agent::mapping::{JqEnv, MappingSet};
 use port_agent::pipeline::{Config, Pipeline};
 use port_agent::port::{PortCall, PortError, RecordingReporter, Reporter};
-use port_agent::report::INTERNAL_ERROR_SUMMARY;
+use port_agent::report::FailureSummary;
 use port_agent::settings::RunLogs;
 use port_agent::shutdown;
 use port_agent::source::kafka::{KafkaOptions, KafkaSource, Status};
@@ -595,7 +595,7 @@ async fn a_panic_fails_only_its_run_and_stalls_nothing_body() {
         [
             PortCall::RunPatch {
                 run_id: "r_07".into(),
-                body: serde_json::json!({"status": "FAILURE", "summary": INTERNAL_ERROR_SUMMARY}),
+                body: serde_json::json!({"status": "FAILURE", "summary": FailureSummary::InternalError.to_string()}),
             },
             PortCall::NodeRunPatch {
                 run_id: "wfnr_13".into(),
@@ -604,7 +604,7 @@ async fn a_panic_fails_only_its_run_and_stalls_nothing_body() {
         ]
     );
     assert_eq!(
-        INTERNAL_ERROR_SUMMARY,
+        FailureSummary::InternalError.to_string(),
         "Internal error in the agent while processing this run"
     );
 
@@ -704,7 +704,7 @@ async fn a_panic_in_the_reporter_fails_only_its_run_body() {
         .collect();
     for id in &ids {
         let expected = if id == "r_02" {
-            serde_json::json!({"status": "FAILURE", "summary": INTERNAL_ERROR_SUMMARY})
+            serde_json::json!({"status": "FAILURE", "summary": FailureSummary::InternalError.to_string()})
         } else {
             serde_json::json!({"status": "SUCCESS"})
         };

@@ -431,7 +431,7 @@ async fn t10_five_hundred_claimed_runs_are_processed_concurrently() {
 /// as stopped: no acked run is left without exactly one final status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t11_a_drain_timeout_leaves_no_acked_run_without_a_final_status() {
-    use port_agent::source::polling::STOPPED_SUMMARY as STOPPED;
+    let drain_timeout = port_agent::report::FailureSummary::DrainTimeout.to_string();
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
     target.answer_after(200, Duration::from_secs(2));
     offer(
@@ -502,7 +502,7 @@ async fn t11_a_drain_timeout_leaves_no_acked_run_without_a_final_status() {
         }
     }
     let success = json!({"status": "SUCCESS"});
-    let stopped = json!({"status": "FAILURE", "summary": STOPPED});
+    let stopped = json!({"status": "FAILURE", "summary": drain_timeout});
     let mut stopped_runs = std::collections::BTreeSet::new();
     for id in &acked {
         let got = finals.get(id).cloned().unwrap_or_default();
@@ -792,7 +792,7 @@ fn nested(levels: usize, value: Value) -> Value {
 /// processed, reported nor logged).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t18_a_run_too_deep_to_read_is_reported_failure_and_the_others_run() {
-    use port_agent::source::polling::UNREADABLE_SUMMARY;
+    let unreadable = port_agent::report::FailureSummary::Unreadable(String::new()).to_string();
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
     target.answer_json(200, json!({"ok": true}));
     offer(
@@ -835,7 +835,7 @@ async fn t18_a_run_too_deep_to_read_is_reported_failure_and_the_others_run() {
     assert_eq!(deep[0]["status"], "FAILURE");
     let summary = deep[0]["summary"].as_str().unwrap_or_default();
     assert!(
-        summary.starts_with(UNREADABLE_SUMMARY) && summary.contains("nested deeper than"),
+        summary.starts_with(&unreadable) && summary.contains("nested deeper than"),
         "{summary}"
     );
     assert!(log.contains("claimed run cannot be read"), "{log}");

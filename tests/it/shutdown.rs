@@ -522,7 +522,7 @@ async fn two_polled_runs_then_two_signals(tag: &str, port: &FakePort) -> (AgentP
 /// the run finished", before exiting 130, within a bounded time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_fails_the_polled_runs_in_flight_then_exits_130() {
-    use port_agent::source::polling::SIGNAL_STOPPED_SUMMARY;
+    let signal_stopped = port_agent::report::FailureSummary::SecondSignal.to_string();
     let port = FakePort::start().await;
     let (mut agent, second) = two_polled_runs_then_two_signals("second-signal-polling", &port).await;
     assert_eq!(
@@ -539,12 +539,12 @@ async fn a_second_signal_fails_the_polled_runs_in_flight_then_exits_130() {
     for run in ["r_p1", "r_p2"] {
         assert_eq!(
             patches_of(&port, run),
-            vec![json!({"status": "FAILURE", "summary": SIGNAL_STOPPED_SUMMARY})],
+            vec![json!({"status": "FAILURE", "summary": signal_stopped})],
             "{run}: {}",
             agent.log_text()
         );
     }
-    assert!(SIGNAL_STOPPED_SUMMARY.starts_with("The agent was stopped before the run finished"));
+    assert!(signal_stopped.starts_with("The agent was stopped before the run finished"));
 }
 
 /// Issue 28: the failure reports of a second signal have their own

@@ -188,7 +188,7 @@ impl Guard {
 
 /// The summary a given-up run is reported with.
 pub(super) fn given_up_summary(deaths: u32) -> String {
-    format!("the agent stopped {deaths} times while processing this run")
+    crate::report::FailureSummary::GivenUp(deaths).to_string()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //! Nothing acked is lost: an ack runs as a task of its own, so a shutdown
 //! that interrupts the runner hands its run over through
 //! [`Source::undispatched`] for the drain; and a run still in flight when
-//! the drain times out is reported as failed ([`STOPPED_SUMMARY`]) instead
+//! the drain times out is reported as failed ([`FailureSummary::DrainTimeout`]) instead
 //! of being left `IN_PROGRESS`; so is every acked run without a final
 //! status when a second stop signal exits at once ([`InFlight`], through
 //! [`crate::shutdown::LastWords`]). Claimed runs not yet acked are let go:
@@ -42,21 +42,11 @@ use crate::delivery::Delivery;
 use crate::delivery::Trust;
 use crate::outcome::{Disposition, Outcome, Skip};
 use crate::port::{PortClient, Reporter};
+use crate::report::FailureSummary;
 use crate::settings::Settings;
 use crate::telemetry::metrics;
 use crate::telemetry::server::Health;
 
-/// The summary reported when a claimed run could not be processed.
-const FAILED_SUMMARY: &str = "Agent failed to process the run";
-/// The summary reported for a claimed run that cannot be read (its reason follows).
-pub const UNREADABLE_SUMMARY: &str = "The agent could not read the run Port handed out";
-/// The summary reported for a run still running when the drain timed out.
-pub const STOPPED_SUMMARY: &str =
-    "The agent stopped before the run finished (shutdown drain timeout); the request may have reached the target";
-/// The summary reported, on a second stop signal, for a run acked and
-/// still in flight.
-pub const SIGNAL_STOPPED_SUMMARY: &str =
-    "The agent was stopped before the run finished (a second stop signal); the request may have reached the target";
 /// How long the failure reports of the close may take at most.
 const CLOSE_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the failure reports of a second signal may take at most (the
@@ -422,7 +412,7 @@ impl PollingSource {
     /// until that report is done.
     fn fail_unreadable(&self, sequence: i64, run: ClaimedRun) {
         let why = run.unreadable.clone().unwrap_or_default();
-        let call = failure_call(&run, &format!("{UNREADABLE_SUMMARY}: {why}"));
+        let call = failure_call(&run, &FailureSummary::Unreadable(why.to_string()).to_string());
         let (port, running) = (self.port.clone(), self.running.clone());
         tokio::spawn(async move {
             if let Err(e) = port.send(&call).await {
@@ -443,7 +433,9 @@ impl PollingSource {
                 "runs still in flight after the drain timeout are reported as failed"
             );
         }
-        self.running.fail_all(STOPPED_SUMMARY, CLOSE_REPORT_TIMEOUT).await;
+        self.running
+            .fail_all(&FailureSummary::DrainTimeout.to_string(), CLOSE_REPORT_TIMEOUT)
+            .await;
     }
 }
 
@@ -462,7 +454,7 @@ impl Ack for PollingAck {
         // In flight until its final status is sent (a second signal fails
         // it meanwhile; Port keeps the first final status).
         if unreported_failure(outcome, self.run.node_run, self.wf_unmatched_fail) {
-            let call = failure_call(&self.run, FAILED_SUMMARY);
+            let call = failure_call(&self.run, &FailureSummary::NotProcessed.to_string());
             warn!(run_id = %self.run.id, outcome = outcome.name(), "the run could not be processed; reporting failure");
             if let Err(e) = self.port.send(&call).await {
                 error!(run_id = %self.run.id, error = %e, "could not report the failure to Port");
