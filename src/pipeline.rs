@@ -12,6 +12,7 @@
 //! types in `outcome`.
 
 mod admission;
+mod evaluate;
 mod sending;
 mod steps;
 
@@ -35,6 +36,7 @@ use crate::settings::{RunLogs, Settings};
 use crate::source::Process;
 
 pub use admission::{Guardrails, DEFAULT_MAX_CLOCK_SKEW};
+pub use evaluate::Evaluation;
 use sending::RunSender;
 use steps::Job;
 

@@ -135,20 +135,12 @@ fn check_messages(set: &MappingSet, file: &Path, topic: Option<&str>, settings: 
             file.display()
         )
     })?;
-    let (config, default_topic) = pipeline_config(settings, topic);
+    let (mut config, default_topic) = pipeline_config(settings, topic);
+    // Signatures are stripped, not checked: the file may come from anywhere.
+    config.skip_signature_check = true;
     let env = JqEnv::new(crate::settings::process_env());
-    let ctx = crate::mapping::EvalCtx {
-        env: &env,
-        budget: config.budget,
-    };
-    let secret = config.secret.as_ref().map(|s| s.expose()).unwrap_or("");
-    let mut redactor = crate::redact::Redactor::new(env.sensitive_values());
-    redactor.extend([secret].into_iter().filter(|s| !s.is_empty()));
-    let topics = super::coverage::Topics {
-        runs: &config.runs_topic,
-        change_log: &config.change_log_topic,
-    };
-    let cov = super::coverage::coverage(set, &text, &topics, &default_topic, &ctx, secret, &redactor);
+    let pipeline = super::dry_run::pipeline(config, set.clone(), env, 200, "");
+    let cov = super::coverage::coverage(&pipeline, &text, &default_topic);
     println!(
         "{}: {} message(s), {} evaluated, {} malformed line(s)",
         file.display(),

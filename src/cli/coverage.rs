@@ -1,22 +1,21 @@
 //! `check --messages FILE`: how a mapping file covers a recorded topic.
 //! Per mapping, how many messages select it; per field, how many
 //! evaluations failed and the first error; which messages no mapping
-//! selects. Evaluation is the pipeline's own (selection, request building,
-//! report mapping against an assumed `200` answer with an empty body); no
-//! request is sent.
+//! selects. Evaluation is the pipeline's own steps
+//! ([`crate::pipeline::Pipeline::evaluate`]: admission, selection,
+//! decryption, request building, report mapping against an assumed `200`
+//! answer with an empty body); no request is sent.
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use super::dry_run::DryPipeline;
 use super::recorded::{parse_all, LineError};
-use crate::decrypt::decrypt_fields;
 use crate::http::ResponseContext;
-use crate::mapping::{build_request_from, jq, Defaults, EvalCtx, Mapping, MappingSet, Warning};
-use crate::message::{Invocation, TopicKind};
+use crate::mapping::Warning;
+use crate::outcome::Skip;
 use crate::redact::Redactor;
-use crate::report::{apply_report_mapping, RunPatchBody};
-use crate::signature::strip_signature_headers;
 
 /// Failures of one field of one mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,133 +102,61 @@ impl Coverage {
     }
 }
 
-/// How topics are recognised: the configured names, or by suffix
-/// (`….runs`, `….change.log`).
-pub struct Topics<'a> {
-    /// The runs topic.
-    pub runs: &'a str,
-    /// The change-log topic.
-    pub change_log: &'a str,
-}
-
-impl Topics<'_> {
-    fn kind(&self, topic: &str) -> TopicKind {
-        if topic == self.runs || topic.ends_with(".runs") {
-            TopicKind::Runs
-        } else if topic == self.change_log || topic.ends_with(".change.log") {
-            TopicKind::ChangeLog
-        } else {
-            TopicKind::Other
-        }
-    }
-}
-
-/// Evaluate `set` over every message of a recorded-topic `text`. `secret`
-/// decrypts `fieldsToDecryptPaths` (empty: they stay encrypted); errors are
-/// redacted with `redactor`.
-pub fn coverage(
-    set: &MappingSet,
-    text: &[u8],
-    topics: &Topics<'_>,
-    default_topic: &str,
-    ctx: &EvalCtx<'_>,
-    secret: &str,
-    redactor: &Redactor,
-) -> Coverage {
-    let (deliveries, bad_lines) = parse_all(text, default_topic);
-    let mut cov = Coverage {
-        messages: deliveries.len(),
-        bad_lines,
-        mappings: vec![MappingCoverage::default(); set.mappings.len()],
-        ..Coverage::default()
-    };
-    for (line, d) in deliveries {
-        let mut inv = match Invocation::parse(&d.payload, topics.kind(&d.topic)) {
-            Ok(inv) => inv,
-            Err(e) => {
-                cov.not_evaluated.push((line, format!("unparsable: {e}")));
-                continue;
-            }
-        };
-        if !inv.for_agent() {
-            cov.not_evaluated.push((line, "not for the agent".into()));
-            continue;
-        }
-        let gitlab = inv.method_type() == Some("GITLAB");
-        let _ = strip_signature_headers(&mut inv.message, gitlab);
-        cov.evaluated += 1;
-        let mut warnings: Vec<Warning> = Vec::new();
-        let input = jq::to_val(&inv.message);
-        let selection = set.select(&input, ctx, &mut warnings);
-        let mapping = selection.index.and_then(|i| set.get(i));
-        if let Some(mapping) = mapping {
-            if let Some(m) = cov.mappings.get_mut(mapping.index) {
-                m.selected += 1;
-            }
-            let redactor = evaluate(mapping, &mut inv, ctx, secret, redactor, &mut warnings);
-            record(&mut cov, &warnings, line, &redactor);
-        } else {
-            record(&mut cov, &warnings, line, redactor);
-            cov.unmatched.push(Unmatched {
-                line,
-                run_id: inv.run_id().map(str::to_string),
-                action: inv
-                    .message
-                    .get("action")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-            });
-        }
-    }
-    cov
-}
-
-/// Build the request and map the report of one selected message against an
-/// assumed `200` answer with an empty body, collecting warnings; the
-/// redactor returned also knows the message's decrypted values.
-fn evaluate(
-    mapping: &Mapping,
-    inv: &mut Invocation,
-    ctx: &EvalCtx<'_>,
-    secret: &str,
-    redactor: &Redactor,
-    warnings: &mut Vec<Warning>,
-) -> Redactor {
-    let assumed = ResponseContext {
+/// The answer `check --messages` assumes of the target: `200`, empty.
+fn assumed_answer() -> ResponseContext {
+    ResponseContext {
         status: 200,
         headers: Vec::new(),
         text: String::new(),
-    };
-    let decrypted = decrypt_fields(&mut inv.message, &mapping.decrypt_paths, secret);
-    let input = jq::to_val(&inv.message);
-    let defaults = Defaults {
-        method: inv.method.get("method").and_then(Value::as_str),
-        url: inv.method.get("url").and_then(Value::as_str),
-    };
-    let redactor = {
-        let mut r = redactor.clone();
-        r.extend(&decrypted.plaintexts);
-        r
-    };
-    match build_request_from(mapping, &inv.message, &input, &defaults, ctx, warnings) {
-        Ok(spec) => {
-            apply_report_mapping(
-                mapping,
-                RunPatchBody::default(),
-                &inv.message,
-                &spec,
-                &assumed,
-                ctx,
-                warnings,
-            );
-        }
-        Err(e) => warnings.push(Warning {
-            index: mapping.index,
-            field: e.field().to_string(),
-            message: e.to_string(),
-        }),
     }
-    redactor
+}
+
+/// Why a message was not evaluated, in the words of `check --messages`.
+fn not_evaluated(skip: &Skip) -> String {
+    match skip {
+        Skip::Unparsable(e) => format!("unparsable: {e}"),
+        Skip::NotForAgent => "not for the agent".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Evaluate every message of a recorded-topic `text` with `pipeline`'s own
+/// steps ([`crate::pipeline::Pipeline::evaluate`]): nothing is sent, the
+/// target is assumed to answer `200` with an empty body, and errors are
+/// redacted with the secrets each message met. Signatures are not checked
+/// (build `pipeline` with `skip_signature_check`).
+pub fn coverage(pipeline: &DryPipeline, text: &[u8], default_topic: &str) -> Coverage {
+    let (deliveries, bad_lines) = parse_all(text, default_topic);
+    let mappings = pipeline.mapping_slot().current().mappings.len();
+    let mut cov = Coverage {
+        messages: deliveries.len(),
+        bad_lines,
+        mappings: vec![MappingCoverage::default(); mappings],
+        ..Coverage::default()
+    };
+    let assumed = assumed_answer();
+    for (line, d) in deliveries {
+        // The pipeline's own log lines (a message skipped, a request built)
+        // are not what `check` reports.
+        let e = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            pipeline.evaluate(&d, &assumed)
+        });
+        if let Some(skip) = &e.skipped {
+            cov.not_evaluated.push((line, not_evaluated(skip)));
+            continue;
+        }
+        cov.evaluated += 1;
+        record(&mut cov, &e.warnings, line, &e.redactor);
+        match e.mapping.and_then(|i| cov.mappings.get_mut(i)) {
+            Some(m) => m.selected += 1,
+            None => cov.unmatched.push(Unmatched {
+                line,
+                run_id: e.run_id,
+                action: e.action,
+            }),
+        }
+    }
+    cov
 }
 
 fn record(cov: &mut Coverage, warnings: &[Warning], line: usize, redactor: &Redactor) {
@@ -251,7 +178,9 @@ fn record(cov: &mut Coverage, warnings: &[Warning], line: usize, redactor: &Reda
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::jq::{Budget, JqEnv};
+    use crate::mapping::{JqEnv, MappingSet};
+    use crate::pipeline::Config;
+    use crate::settings::{Requirement, Settings};
 
     #[test]
     fn counts_selection_failures_and_unmatched() {
@@ -275,24 +204,15 @@ mod tests {
             not_ours.to_string(),
         ]
         .join("\n");
-        let env = JqEnv::new([]);
-        let ctx = EvalCtx {
-            env: &env,
-            budget: Budget::default(),
-        };
-        let topics = Topics {
-            runs: "o.runs",
-            change_log: "o.change.log",
-        };
-        let cov = coverage(
-            &set,
-            text.as_bytes(),
-            &topics,
-            "o.runs",
-            &ctx,
-            "",
-            &Redactor::new([""; 0]),
-        );
+        let settings = Settings::from_iter(
+            [("PORT_ORG_ID".to_string(), "o".to_string())],
+            Requirement::Offline,
+        )
+        .unwrap();
+        let mut config = Config::from_settings(&settings);
+        config.skip_signature_check = true;
+        let pipeline = crate::cli::dry_run::pipeline(config, set, JqEnv::new([]), 200, "");
+        let cov = coverage(&pipeline, text.as_bytes(), "o.runs");
         assert_eq!((cov.messages, cov.evaluated), (5, 4));
         assert_eq!(cov.not_evaluated, vec![(5, "not for the agent".to_string())]);
         assert_eq!(

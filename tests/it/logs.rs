@@ -153,14 +153,15 @@ fn rust_log_wins_over_log_level() {
 #[test]
 fn start_up_errors_print_no_secret() {
     let port_down = format!("http://127.0.0.1:{}", closed_port());
-    // (what, settings, the start of the error line)
-    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    // (what, settings, the start of the error line, the exit code)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, i32);
     let cases: Vec<Case> = vec![
-        ("a broken mapping", vec![], "error: mapping file "),
+        ("a broken mapping", vec![], "error: mapping file ", 3),
         (
             "an invalid setting",
             vec![("AGENT_MAX_IN_FLIGHT", "many")],
             "error: AGENT_MAX_IN_FLIGHT: expected a whole number of messages, got 'many'",
+            3,
         ),
         (
             "Kafka credentials that cannot be fetched",
@@ -172,6 +173,8 @@ fn start_up_errors_print_no_secret() {
                 ("AGENT_PORT_RETRY_MAX_ATTEMPTS", "1"),
             ],
             "error: cannot fetch Kafka credentials from Port: ",
+            // A service that failed, not invalid settings.
+            5,
         ),
         (
             "a SASL mechanism librdkafka refuses",
@@ -186,9 +189,10 @@ fn start_up_errors_print_no_secret() {
                 ("AGENT_PORT_RETRY_MAX_ATTEMPTS", "1"),
             ],
             "error: Kafka consumer failed: Client creation error: Unsupported SASL mechanism: NOT-A-MECHANISM",
+            3,
         ),
     ];
-    for (what, extra, error) in cases {
+    for (what, extra, error, code) in cases {
         let mut extra = extra;
         extra.extend([
             ("LOG_LEVEL", "debug"),
@@ -209,7 +213,7 @@ fn start_up_errors_print_no_secret() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(out.status.code(), Some(3), "{what}: {all}");
+        assert_eq!(out.status.code(), Some(code), "{what}: {all}");
         assert!(
             String::from_utf8_lossy(&out.stderr).starts_with(error),
             "{what}: {all}"
