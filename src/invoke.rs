@@ -311,7 +311,7 @@ impl Invoker for HttpInvoker {
             },
             |_, delay| {
                 self.retries.fetch_add(1, Ordering::Relaxed);
-                metrics::retry("target");
+                metrics::retry(metrics::RetryOf::Target);
                 tracing::debug!(delay_ms = delay.as_millis() as u64, "retrying the target request");
             },
         )

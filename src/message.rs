@@ -93,6 +93,11 @@ impl Invocation {
         self.method.get("type").and_then(Value::as_str)
     }
 
+    /// A GitLab invocation (its signature covers a different body).
+    pub fn is_gitlab(&self) -> bool {
+        self.method_type() == Some("GITLAB")
+    }
+
     /// The run id (`.context.runId`), if any.
     pub fn run_id(&self) -> Option<&str> {
         self.message

@@ -171,7 +171,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         let signed_topic = delivery.trust == Trust::Signed && topic != TopicKind::ChangeLog;
         let signed_at = signed_topic.then(|| signed_at_seconds(&inv.message));
         if signed_topic {
-            let gitlab = inv.method_type() == Some("GITLAB");
+            let gitlab = inv.is_gitlab();
             let checked = match &self.config.secret {
                 Some(secret) if !self.config.skip_signature_check => {
                     signature::verify_incoming(&mut inv.message, secret.expose(), gitlab)

@@ -266,7 +266,7 @@ impl PortClient {
             self.read_answer(resp, &call, endpoint).await
         };
         with_retries(self.backoff, attempt, |_, delay| {
-            metrics::retry("port");
+            metrics::retry(metrics::RetryOf::Port);
             tracing::debug!(call = %route, delay_ms = delay.as_millis() as u64, "retrying Port API call");
         })
         .await

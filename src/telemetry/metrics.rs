@@ -140,8 +140,8 @@ fn zero(known: &Known<'_>) {
             counter!(TARGET_REQUESTS, "method" => method, "status_class" => class).absolute(0);
         }
     }
-    for to in ["target", "port"] {
-        counter!(RETRIES, "to" => to).absolute(0);
+    for to in RetryOf::ALL {
+        counter!(RETRIES, "to" => to.label()).absolute(0);
     }
     for &kind in known.port_calls {
         for outcome in ["ok", "error"] {
@@ -347,8 +347,30 @@ pub fn method_label(method: &str) -> &'static str {
 }
 
 /// A retry is about to happen (`to`: `target` or `port`).
-pub fn retry(to: &'static str) {
-    counter!(RETRIES, "to" => to).increment(1);
+pub fn retry(to: RetryOf) {
+    counter!(RETRIES, "to" => to.label()).increment(1);
+}
+
+/// Whose call was retried (the `to` label of `retries_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOf {
+    /// A target request.
+    Target,
+    /// A Port API call.
+    Port,
+}
+
+impl RetryOf {
+    /// Both, for the series at 0.
+    pub const ALL: [RetryOf; 2] = [RetryOf::Target, RetryOf::Port];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RetryOf::Target => "target",
+            RetryOf::Port => "port",
+        }
+    }
 }
 
 /// A Port API call finished (after retries).
@@ -476,7 +498,7 @@ mod tests {
             done("delivered");
             mapping_error(2, "body.ref");
             target_request("POST", Some(201), Duration::from_millis(3));
-            retry("port");
+            retry(RetryOf::Port);
             port_call("run_log", true);
             consumer_lag("org_1.runs", 1, 7);
             commit(false);
