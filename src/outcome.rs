@@ -3,6 +3,7 @@
 
 use crate::mapping::PassedOver;
 use crate::message::Kind;
+use crate::port::PortError;
 use crate::secret::Secret;
 
 /// Why a message was not delivered to a target.
@@ -103,7 +104,7 @@ pub struct Outcome {
     /// shows them).
     pub passed_over: Vec<PassedOver>,
     /// Port calls that failed after retries.
-    pub port_errors: Vec<String>,
+    pub port_errors: Vec<PortError>,
     /// Mapping runtime warnings.
     pub warnings: Vec<String>,
     /// Decrypted values, so that displays can redact them (`Debug` hides them).

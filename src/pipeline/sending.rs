@@ -59,7 +59,7 @@ pub(super) struct RunSender<'a, R> {
     /// `DETAILED_LOGGING`.
     detailed: bool,
     /// Calls Port refused for good.
-    errors: Mutex<Vec<String>>,
+    errors: Mutex<Vec<PortError>>,
     backlog: &'a Arc<PortBacklog>,
     pending: Mutex<Pending>,
     /// Send the two chains as one sequence, in the Python agent's order
@@ -117,7 +117,7 @@ impl<'a, R: Reporter> RunSender<'a, R> {
     }
 
     /// The calls Port refused for good.
-    pub(super) fn into_errors(self) -> Vec<String> {
+    pub(super) fn into_errors(self) -> Vec<PortError> {
         self.errors.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -239,7 +239,7 @@ impl<'a, R: Reporter> RunSender<'a, R> {
                     warn!(run_id = self.kind.run_id().unwrap_or(""), error = %e,
                           "Port refused the call; it is not sent again");
                     metrics::report_rejected(call.endpoint().label());
-                    lock(&self.errors).push(e.to_string());
+                    lock(&self.errors).push(e.clone());
                     if pending {
                         self.leave_pending();
                     }

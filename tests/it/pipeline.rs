@@ -617,7 +617,9 @@ async fn port_refusing_a_report_for_good_is_final() {
     target.answer(500, "x");
     let outcome = run(&agent, action_run("r_gone", &target.url("/x"), "POST", false)).await;
     assert_eq!(outcome.port_errors.len(), 1, "{:?}", outcome.port_errors);
-    assert!(outcome.port_errors[0].contains("PATCH /v1/actions/runs/r_gone"));
+    assert!(outcome.port_errors[0]
+        .to_string()
+        .contains("PATCH /v1/actions/runs/r_gone"));
     assert!(outcome.needs_dead_letter());
     let tries: Vec<u16> = port
         .all_calls()

@@ -45,7 +45,12 @@ impl Dlq {
         let reason = match &outcome.result {
             crate::outcome::Disposition::Skipped(s) => s.to_string(),
             crate::outcome::Disposition::InternalError(p) => format!("internal error: {p}"),
-            _ => outcome.port_errors.join("; "),
+            _ => outcome
+                .port_errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
         };
         let partition = d.partition.to_string();
         let offset = d.offset.to_string();
