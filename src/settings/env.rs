@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{
-    KafkaSettings, LimitSettings, LogFormat, MappingSettings, PollingSettings, PortSettings, ReportSettings,
-    Requirement, Settings, SettingsError, Streamer, TargetSettings, TelemetrySettings,
+    KafkaSettings, LimitSettings, LogFormat, MappingSettings, OffsetReset, PollingSettings, PortSettings,
+    ReportSettings, Requirement, SecurityProtocol, Settings, SettingsError, Streamer, TargetSettings,
+    TelemetrySettings,
 };
 use crate::guard::{AllowList, RedirectPolicy};
 use crate::proxy::{parse_proxy_url, NoProxy, Proxies};
@@ -163,28 +164,31 @@ fn kafka(
             "required when STREAMER_NAME is KAFKA (Port expects '<PORT_ORG_ID>.<name>')",
         ));
     }
-    let auto_offset_reset = r
-        .present("KAFKA_CONSUMER_AUTO_OFFSET_RESET")
-        .unwrap_or_else(|| "earliest".into())
-        .trim()
-        .to_ascii_lowercase();
-    if !matches!(
-        auto_offset_reset.as_str(),
-        "earliest" | "latest" | "smallest" | "largest" | "beginning" | "end" | "error"
-    ) {
-        return Err(err(
-            "KAFKA_CONSUMER_AUTO_OFFSET_RESET",
-            format!("expected earliest, latest, smallest or largest, got '{auto_offset_reset}'"),
-        ));
-    }
+    let auto_offset_reset = match r.present("KAFKA_CONSUMER_AUTO_OFFSET_RESET") {
+        None => OffsetReset::Earliest,
+        Some(v) => OffsetReset::parse(&v).ok_or_else(|| {
+            err(
+                "KAFKA_CONSUMER_AUTO_OFFSET_RESET",
+                format!(
+                    "expected earliest, latest, smallest or largest, got '{}'",
+                    v.trim().to_ascii_lowercase()
+                ),
+            )
+        })?,
+    };
+    let security_protocol = match r.present("KAFKA_CONSUMER_SECURITY_PROTOCOL") {
+        None => SecurityProtocol::Plaintext,
+        Some(v) => SecurityProtocol::parse(&v).ok_or_else(|| {
+            err(
+                "KAFKA_CONSUMER_SECURITY_PROTOCOL",
+                format!("expected {}, got '{}'", SecurityProtocol::EXPECTED, v.trim()),
+            )
+        })?,
+    };
     let runs_topic_set = r.is_set("KAFKA_RUNS_TOPIC");
     Ok(KafkaSettings {
         group_id,
-        security_protocol: r
-            .present("KAFKA_CONSUMER_SECURITY_PROTOCOL")
-            .unwrap_or_else(|| "plaintext".into())
-            .trim()
-            .to_string(),
+        security_protocol,
         sasl_mechanism: r
             .present("KAFKA_CONSUMER_AUTHENTICATION_MECHANISM")
             .map(|m| m.trim().to_string())
@@ -434,11 +438,11 @@ mod tests {
         assert_eq!(s.streamer, Streamer::Kafka);
         assert_eq!(s.kafka.runs_topic, "org_1.runs");
         assert_eq!(s.kafka.change_log_topic, "org_1.change.log");
-        assert_eq!(s.kafka.security_protocol, "plaintext");
+        assert_eq!(s.kafka.security_protocol, SecurityProtocol::Plaintext);
         assert_eq!(s.kafka.sasl_mechanism, None);
         assert_eq!(s.kafka.session_timeout_ms, 45_000);
         assert_eq!(s.kafka.max_poll_interval_ms, 300_000);
-        assert_eq!(s.kafka.auto_offset_reset, "earliest");
+        assert_eq!(s.kafka.auto_offset_reset, OffsetReset::Earliest);
         assert_eq!(s.mapping.path, "./control_the_payload_config.json");
         assert_eq!(s.target.timeout, Duration::from_secs(30));
         assert!(
@@ -567,6 +571,7 @@ mod tests {
             ("AGENT_MAX_IN_FLIGHT", "0"),
             ("AGENT_HTTP_PORT", "70000"),
             ("KAFKA_CONSUMER_AUTO_OFFSET_RESET", "sometimes"),
+            ("KAFKA_CONSUMER_SECURITY_PROTOCOL", "tls"),
             ("AGENT_LOG_FORMAT", "xml"),
             ("AGENT_RETRY_STATUSES", "429,abc"),
             ("PORT_API_BASE_URL", "api.getport.io"),
@@ -584,6 +589,10 @@ mod tests {
         }
         let e = with(&[("STREAMER_NAME", "kafka")]).unwrap_err();
         assert!(e.problem.contains("write 'KAFKA'"), "{e}");
+        let e = with(&[("KAFKA_CONSUMER_SECURITY_PROTOCOL", "tls")]).unwrap_err();
+        assert_eq!(e.problem, "expected plaintext, ssl, sasl_plaintext or sasl_ssl, got 'tls'");
+        let s = with(&[("KAFKA_CONSUMER_SECURITY_PROTOCOL", "SASL_SSL")]).unwrap();
+        assert_eq!(s.kafka.security_protocol, SecurityProtocol::SaslSsl);
         let e = with(&[("POLLING_INTERVAL_SECONDS", "0")]).unwrap_err();
         assert!(e.problem.contains("at least 1 second"), "{e}");
         let s = with(&[("POLLING_INTERVAL_SECONDS", "1")]).unwrap();
@@ -601,7 +610,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.port.api_base_url, "https://api.us.getport.io");
-        assert_eq!(s.kafka.auto_offset_reset, "largest");
+        assert_eq!(s.kafka.auto_offset_reset, OffsetReset::Latest);
         assert_eq!(s.streamer, Streamer::Polling);
         assert_eq!(s.kafka.sasl_mechanism.as_deref(), Some("SCRAM-SHA-512"));
         assert_eq!(s.ca_bundle.as_deref(), Some("/etc/ca.pem"));

@@ -101,13 +101,85 @@ pub struct PortSettings {
     pub max_attempts: u32,
 }
 
+/// `KAFKA_CONSUMER_SECURITY_PROTOCOL`: librdkafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    /// `plaintext` (the default).
+    Plaintext,
+    /// `ssl`.
+    Ssl,
+    /// `sasl_plaintext`.
+    SaslPlaintext,
+    /// `sasl_ssl`.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The accepted spellings (any case), as an error message lists them.
+    pub const EXPECTED: &'static str = "plaintext, ssl, sasl_plaintext or sasl_ssl";
+
+    /// Parse a spelling, in any case.
+    pub fn parse(value: &str) -> Option<SecurityProtocol> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "plaintext" => Some(SecurityProtocol::Plaintext),
+            "ssl" => Some(SecurityProtocol::Ssl),
+            "sasl_plaintext" => Some(SecurityProtocol::SaslPlaintext),
+            "sasl_ssl" => Some(SecurityProtocol::SaslSsl),
+            _ => None,
+        }
+    }
+
+    /// librdkafka's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+}
+
+/// `KAFKA_CONSUMER_AUTO_OFFSET_RESET`: where a group without a committed
+/// offset starts (librdkafka's `auto.offset.reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// `earliest` (also `smallest`, `beginning`): the default.
+    Earliest,
+    /// `latest` (also `largest`, `end`).
+    Latest,
+    /// `error`: fail instead.
+    Error,
+}
+
+impl OffsetReset {
+    /// Parse a spelling librdkafka accepts, in any case.
+    pub fn parse(value: &str) -> Option<OffsetReset> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "earliest" | "smallest" | "beginning" => Some(OffsetReset::Earliest),
+            "latest" | "largest" | "end" => Some(OffsetReset::Latest),
+            "error" => Some(OffsetReset::Error),
+            _ => None,
+        }
+    }
+
+    /// librdkafka's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+            OffsetReset::Error => "error",
+        }
+    }
+}
+
 /// The Kafka source.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
     /// `KAFKA_CONSUMER_GROUP_ID`.
     pub group_id: String,
     /// `KAFKA_CONSUMER_SECURITY_PROTOCOL`.
-    pub security_protocol: String,
+    pub security_protocol: SecurityProtocol,
     /// `KAFKA_CONSUMER_AUTHENTICATION_MECHANISM` (`None` for `none`).
     pub sasl_mechanism: Option<String>,
     /// `KAFKA_CONSUMER_SESSION_TIMEOUT_MS`.
@@ -115,7 +187,7 @@ pub struct KafkaSettings {
     /// `KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS` (`max.poll.interval.ms`).
     pub max_poll_interval_ms: u32,
     /// `KAFKA_CONSUMER_AUTO_OFFSET_RESET`.
-    pub auto_offset_reset: String,
+    pub auto_offset_reset: OffsetReset,
     /// `KAFKA_RUNS_TOPIC`.
     pub runs_topic: String,
     /// `KAFKA_RUNS_TOPIC` was set (else the name derives from the org id).

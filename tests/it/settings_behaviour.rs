@@ -52,11 +52,11 @@ fn every_default_in_the_settings_table() {
     // In the order of the README's table.
     assert_eq!(s.port.api_base_url, "https://api.getport.io");
     assert_eq!(s.streamer, Streamer::Kafka);
-    assert_eq!(s.kafka.security_protocol, "plaintext");
+    assert_eq!(s.kafka.security_protocol.as_str(), "plaintext");
     assert_eq!(s.kafka.sasl_mechanism, None);
     assert_eq!(s.kafka.session_timeout_ms, 45_000);
     assert_eq!(s.kafka.max_poll_interval_ms, 300_000);
-    assert_eq!(s.kafka.auto_offset_reset, "earliest");
+    assert_eq!(s.kafka.auto_offset_reset.as_str(), "earliest");
     assert_eq!(s.kafka.runs_topic, "org_9.runs");
     assert_eq!(s.kafka.change_log_topic, "org_9.change.log");
     assert!(!s.kafka.using_local_port_instance);

@@ -8,6 +8,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 
 use super::commit::COMMIT_TICK;
 use crate::secret::Secret;
+use crate::settings::{OffsetReset, SecurityProtocol};
 use crate::source::Limits;
 
 /// The longest wait for a commit's answer (see [`KafkaOptions::commit_timeout`]).
@@ -23,7 +24,7 @@ pub struct KafkaOptions {
     /// Topics to subscribe to.
     pub topics: Vec<String>,
     /// `security.protocol`.
-    pub security_protocol: String,
+    pub security_protocol: SecurityProtocol,
     /// `sasl.mechanism`.
     pub sasl_mechanism: Option<String>,
     /// `sasl.username`.
@@ -35,7 +36,7 @@ pub struct KafkaOptions {
     /// `max.poll.interval.ms`.
     pub max_poll_interval_ms: u32,
     /// `auto.offset.reset`.
-    pub auto_offset_reset: String,
+    pub auto_offset_reset: OffsetReset,
     /// Messages in flight at most.
     pub max_in_flight: usize,
     /// Drain time at shutdown.
@@ -72,7 +73,7 @@ impl KafkaOptions {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("client.id", "port-agent")
-            .set("security.protocol", &self.security_protocol)
+            .set("security.protocol", self.security_protocol.as_str())
             .set_log_level(RDKafkaLogLevel::Warning);
         if let Some(m) = &self.sasl_mechanism {
             c.set("sasl.mechanism", m);
@@ -91,7 +92,7 @@ impl KafkaOptions {
         c.set("group.id", &self.group_id)
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
             .set("max.poll.interval.ms", self.max_poll_interval_ms.to_string())
-            .set("auto.offset.reset", &self.auto_offset_reset)
+            .set("auto.offset.reset", self.auto_offset_reset.as_str())
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
@@ -178,13 +179,13 @@ pub async fn resolve_options(
             settings.kafka.runs_topic.clone(),
             settings.kafka.change_log_topic.clone(),
         ],
-        security_protocol: settings.kafka.security_protocol.clone(),
+        security_protocol: settings.kafka.security_protocol,
         sasl_mechanism: settings.kafka.sasl_mechanism.clone(),
         username,
         password,
         session_timeout_ms: settings.kafka.session_timeout_ms,
         max_poll_interval_ms: settings.kafka.max_poll_interval_ms,
-        auto_offset_reset: settings.kafka.auto_offset_reset.clone(),
+        auto_offset_reset: settings.kafka.auto_offset_reset,
         max_in_flight: settings.limits.max_in_flight,
         drain_timeout: settings.limits.drain_timeout,
         commit_interval: COMMIT_TICK,
@@ -203,13 +204,13 @@ mod tests {
             brokers: "localhost:9092".to_string(),
             group_id: "g".to_string(),
             topics: vec!["t".to_string()],
-            security_protocol: "plaintext".to_string(),
+            security_protocol: SecurityProtocol::Plaintext,
             sasl_mechanism: None,
             username: None,
             password: None,
             session_timeout_ms: 45_000,
             max_poll_interval_ms: 300_000,
-            auto_offset_reset: "earliest".to_string(),
+            auto_offset_reset: OffsetReset::Earliest,
             max_in_flight: 32,
             drain_timeout: Duration::from_secs(30),
             commit_interval: COMMIT_TICK,
