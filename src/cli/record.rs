@@ -100,7 +100,7 @@ pub async fn record(
     shutdown: Shutdown,
 ) -> anyhow::Result<(u64, Stopped)> {
     let consumer = throwaway_consumer(kafka, opts)?;
-    let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
+    let topics = kafka.topics();
     consumer.subscribe(&topics)?;
     let progress = std::io::stderr().is_terminal();
     let mut count = 0u64;
@@ -156,7 +156,10 @@ fn throwaway_consumer(kafka: &KafkaOptions, opts: &RecordOptions) -> anyhow::Res
             "auto.offset.reset",
             if opts.from_beginning { "earliest" } else { "latest" },
         )
-        .set("session.timeout.ms", kafka.session_timeout_ms.to_string());
+        .set(
+            "session.timeout.ms",
+            kafka.settings.session_timeout_ms.to_string(),
+        );
     let consumer: StreamConsumer = config.create()?;
     tracing::info!(target: "port_agent::record", group = %group, "recording with a throwaway consumer group; nothing is committed");
     Ok(consumer)

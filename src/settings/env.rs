@@ -157,6 +157,7 @@ fn kafka(
     streamer: Streamer,
     org_id: &str,
 ) -> Result<KafkaSettings, SettingsError> {
+    let d = KafkaSettings::default();
     let group_id = r.present("KAFKA_CONSUMER_GROUP_ID").unwrap_or_default();
     if req == Requirement::Run && streamer == Streamer::Kafka && group_id.is_empty() {
         return Err(err(
@@ -165,7 +166,7 @@ fn kafka(
         ));
     }
     let auto_offset_reset = match r.present("KAFKA_CONSUMER_AUTO_OFFSET_RESET") {
-        None => OffsetReset::Earliest,
+        None => d.auto_offset_reset,
         Some(v) => OffsetReset::parse(&v).ok_or_else(|| {
             err(
                 "KAFKA_CONSUMER_AUTO_OFFSET_RESET",
@@ -177,7 +178,7 @@ fn kafka(
         })?,
     };
     let security_protocol = match r.present("KAFKA_CONSUMER_SECURITY_PROTOCOL") {
-        None => SecurityProtocol::Plaintext,
+        None => d.security_protocol,
         Some(v) => SecurityProtocol::parse(&v).ok_or_else(|| {
             err(
                 "KAFKA_CONSUMER_SECURITY_PROTOCOL",
@@ -195,12 +196,12 @@ fn kafka(
             .filter(|m| !m.eq_ignore_ascii_case("none")),
         session_timeout_ms: r.number(
             "KAFKA_CONSUMER_SESSION_TIMEOUT_MS",
-            45_000,
+            d.session_timeout_ms,
             "a whole number of milliseconds",
         )?,
         max_poll_interval_ms: r.number(
             "KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS",
-            300_000,
+            d.max_poll_interval_ms,
             "a whole number of milliseconds",
         )?,
         auto_offset_reset,
@@ -217,14 +218,14 @@ fn kafka(
         username: r.present("KAFKA_CONSUMER_USERNAME"),
         password: r.present("KAFKA_CONSUMER_PASSWORD").map(Secret::new),
         dlq_topic: r.present("AGENT_DLQ_TOPIC"),
-        crash_loop_limit: crash_loop_limit(r)?,
+        crash_loop_limit: crash_loop_limit(r, d.crash_loop_limit)?,
     })
 }
 
 /// `AGENT_CRASH_LOOP_LIMIT`: at least 2 (the first death names a whole
 /// window of suspects, not one message).
-fn crash_loop_limit(r: &mut Vars) -> Result<u32, SettingsError> {
-    let limit: u32 = r.number("AGENT_CRASH_LOOP_LIMIT", 3, "a whole number of deaths")?;
+fn crash_loop_limit(r: &mut Vars, default: u32) -> Result<u32, SettingsError> {
+    let limit: u32 = r.number("AGENT_CRASH_LOOP_LIMIT", default, "a whole number of deaths")?;
     if limit < 2 {
         return Err(err("AGENT_CRASH_LOOP_LIMIT", "expected at least 2"));
     }
@@ -325,7 +326,12 @@ fn target(r: &mut Vars) -> Result<TargetSettings, SettingsError> {
 }
 
 fn limits(r: &mut Vars) -> Result<LimitSettings, SettingsError> {
-    let max_in_flight: usize = r.number("AGENT_MAX_IN_FLIGHT", 64, "a whole number of messages")?;
+    let d = LimitSettings::default();
+    let max_in_flight: usize = r.number(
+        "AGENT_MAX_IN_FLIGHT",
+        d.max_in_flight,
+        "a whole number of messages",
+    )?;
     if max_in_flight == 0 {
         return Err(err("AGENT_MAX_IN_FLIGHT", "expected at least 1"));
     }
@@ -344,15 +350,15 @@ fn limits(r: &mut Vars) -> Result<LimitSettings, SettingsError> {
     };
     Ok(LimitSettings {
         max_in_flight,
-        drain_timeout: r.seconds("AGENT_DRAIN_TIMEOUT_SECONDS", 20.0)?,
+        drain_timeout: r.seconds("AGENT_DRAIN_TIMEOUT_SECONDS", d.drain_timeout.as_secs_f64())?,
         jq_timeout: Duration::from_millis(r.number(
             "AGENT_JQ_TIMEOUT_MS",
-            1000,
+            d.jq_timeout.as_millis() as u64,
             "a whole number of milliseconds",
         )?),
         jq_max_bytes: jq_max_bytes(r)?,
         max_message_age,
-        max_clock_skew: r.seconds("AGENT_MAX_CLOCK_SKEW_SECONDS", 300.0)?,
+        max_clock_skew: r.seconds("AGENT_MAX_CLOCK_SKEW_SECONDS", d.max_clock_skew.as_secs_f64())?,
     })
 }
 
@@ -590,7 +596,10 @@ mod tests {
         let e = with(&[("STREAMER_NAME", "kafka")]).unwrap_err();
         assert!(e.problem.contains("write 'KAFKA'"), "{e}");
         let e = with(&[("KAFKA_CONSUMER_SECURITY_PROTOCOL", "tls")]).unwrap_err();
-        assert_eq!(e.problem, "expected plaintext, ssl, sasl_plaintext or sasl_ssl, got 'tls'");
+        assert_eq!(
+            e.problem,
+            "expected plaintext, ssl, sasl_plaintext or sasl_ssl, got 'tls'"
+        );
         let s = with(&[("KAFKA_CONSUMER_SECURITY_PROTOCOL", "SASL_SSL")]).unwrap();
         assert_eq!(s.kafka.security_protocol, SecurityProtocol::SaslSsl);
         let e = with(&[("POLLING_INTERVAL_SECONDS", "0")]).unwrap_err();

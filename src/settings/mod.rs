@@ -211,6 +211,31 @@ pub struct KafkaSettings {
     pub crash_loop_limit: u32,
 }
 
+impl Default for KafkaSettings {
+    /// The variables' defaults; the topics are named after `PORT_ORG_ID`
+    /// by [`env`], so they are empty here.
+    fn default() -> KafkaSettings {
+        KafkaSettings {
+            group_id: String::new(),
+            security_protocol: SecurityProtocol::Plaintext,
+            sasl_mechanism: None,
+            session_timeout_ms: 45_000,
+            max_poll_interval_ms: 300_000,
+            auto_offset_reset: OffsetReset::Earliest,
+            runs_topic: String::new(),
+            runs_topic_set: false,
+            change_log_topic: String::new(),
+            using_local_port_instance: false,
+            bootstrap_servers: String::new(),
+            brokers: None,
+            username: None,
+            password: None,
+            dlq_topic: None,
+            crash_loop_limit: 3,
+        }
+    }
+}
+
 /// The polling source.
 #[derive(Debug, Clone)]
 pub struct PollingSettings {
@@ -289,6 +314,20 @@ pub struct LimitSettings {
     /// How far ahead of the clock a signed message may be dated when
     /// `max_message_age` is set (`AGENT_MAX_CLOCK_SKEW_SECONDS`, 300 s).
     pub max_clock_skew: Duration,
+}
+
+impl Default for LimitSettings {
+    /// The variables' defaults.
+    fn default() -> LimitSettings {
+        LimitSettings {
+            max_in_flight: 64,
+            drain_timeout: Duration::from_secs(20),
+            jq_timeout: Duration::from_millis(1000),
+            jq_max_bytes: DEFAULT_JQ_MAX_BYTES,
+            max_message_age: None,
+            max_clock_skew: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Logs, metrics and health.

@@ -14,8 +14,9 @@ use port_agent::pipeline::{Config, Pipeline};
 use port_agent::port::{PortCall, PortError, RecordingReporter, Reporter};
 use port_agent::report::FailureSummary;
 use port_agent::settings::RunLogs;
+use port_agent::settings::{KafkaSettings, LimitSettings};
 use port_agent::shutdown;
-use port_agent::source::kafka::{KafkaOptions, KafkaSource, Status};
+use port_agent::source::kafka::{Connection, KafkaOptions, KafkaSource, Status};
 use port_agent::telemetry::server::Health;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -176,22 +177,24 @@ fn engine_reporting_to<R: Reporter + 'static>(
         reporter,
     );
     let opts = KafkaOptions {
-        brokers: brokers.to_string(),
-        group_id: "org_1.test".into(),
-        topics: vec![RUNS.into(), CHANGES.into()],
-        security_protocol: port_agent::settings::SecurityProtocol::Plaintext,
-        sasl_mechanism: None,
-        username: None,
-        password: None,
-        session_timeout_ms: 6000,
-        max_poll_interval_ms: 300_000,
-        auto_offset_reset: port_agent::settings::OffsetReset::Earliest,
-        max_in_flight,
-        drain_timeout: Duration::from_secs(10),
+        settings: KafkaSettings {
+            group_id: "org_1.test".into(),
+            runs_topic: RUNS.into(),
+            change_log_topic: CHANGES.into(),
+            session_timeout_ms: 6000,
+            dlq_topic: dlq_topic.map(str::to_string),
+            ..KafkaSettings::default()
+        },
+        connection: Connection {
+            extra: vec![("topic.metadata.refresh.interval.ms".into(), "500".into())],
+            ..Connection::to(brokers)
+        },
+        limits: LimitSettings {
+            max_in_flight,
+            drain_timeout: Duration::from_secs(10),
+            ..LimitSettings::default()
+        },
         commit_interval: Duration::from_millis(100),
-        dlq_topic: dlq_topic.map(str::to_string),
-        crash_loop_limit: 3,
-        extra: vec![("topic.metadata.refresh.interval.ms".into(), "500".into())],
     };
     KafkaEngine::new(opts, Arc::new(pipeline))
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use port_agent::delivery::Delivery;
 use port_agent::outcome::{Disposition, Outcome};
+use port_agent::settings::{KafkaSettings, LimitSettings};
 use port_agent::shutdown;
-use port_agent::source::kafka::{KafkaOptions, KafkaSource, Status};
+use port_agent::source::kafka::{Connection, KafkaOptions, KafkaSource, Status};
 use port_agent::source::Process;
 use port_agent::telemetry::server::Health;
 use rdkafka::config::ClientConfig;
@@ -71,22 +72,20 @@ impl Process for NoOp {
 
 fn options(brokers: &str) -> KafkaOptions {
     KafkaOptions {
-        brokers: brokers.to_string(),
-        group_id: "org_1.noop".into(),
-        topics: vec![RUNS.into(), CHANGES.into()],
-        security_protocol: port_agent::settings::SecurityProtocol::Plaintext,
-        sasl_mechanism: None,
-        username: None,
-        password: None,
-        session_timeout_ms: 6000,
-        max_poll_interval_ms: 300_000,
-        auto_offset_reset: port_agent::settings::OffsetReset::Earliest,
-        max_in_flight: 64,
-        drain_timeout: Duration::from_secs(10),
+        settings: KafkaSettings {
+            group_id: "org_1.noop".into(),
+            runs_topic: RUNS.into(),
+            change_log_topic: CHANGES.into(),
+            session_timeout_ms: 6000,
+            ..KafkaSettings::default()
+        },
+        connection: Connection::to(brokers),
+        limits: LimitSettings {
+            max_in_flight: 64,
+            drain_timeout: Duration::from_secs(10),
+            ..LimitSettings::default()
+        },
         commit_interval: Duration::from_millis(100),
-        dlq_topic: None,
-        crash_loop_limit: 3,
-        extra: Vec::new(),
     }
 }
 

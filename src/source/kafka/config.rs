@@ -8,80 +8,85 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 
 use super::commit::COMMIT_TICK;
 use crate::secret::Secret;
-use crate::settings::{OffsetReset, SecurityProtocol};
+use crate::settings::{KafkaSettings, LimitSettings};
 use crate::source::Limits;
 
 /// The longest wait for a commit's answer (see [`KafkaOptions::commit_timeout`]).
 const MAX_COMMIT_WAIT: Duration = Duration::from_secs(5);
 
-/// How to reach and consume the topics.
+/// How to reach and consume the topics: the Kafka settings, where the
+/// brokers are (resolved from the settings or Port, [`resolve_options`])
+/// and the runner's limits.
 #[derive(Debug, Clone)]
 pub struct KafkaOptions {
+    /// `KAFKA_*`, `AGENT_DLQ_TOPIC`, `AGENT_CRASH_LOOP_LIMIT`.
+    pub settings: KafkaSettings,
+    /// The brokers and the agent's credentials.
+    pub connection: Connection,
+    /// `AGENT_MAX_IN_FLIGHT`, `AGENT_DRAIN_TIMEOUT_SECONDS`.
+    pub limits: LimitSettings,
+    /// How often a moved watermark is committed when nothing else
+    /// triggers a commit.
+    pub commit_interval: Duration,
+}
+
+/// Where the brokers are and who the agent is to them.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
     /// `bootstrap.servers`.
     pub brokers: String,
-    /// `group.id`.
-    pub group_id: String,
-    /// Topics to subscribe to.
-    pub topics: Vec<String>,
-    /// `security.protocol`.
-    pub security_protocol: SecurityProtocol,
-    /// `sasl.mechanism`.
-    pub sasl_mechanism: Option<String>,
     /// `sasl.username`.
     pub username: Option<String>,
     /// `sasl.password`.
     pub password: Option<Secret>,
-    /// `session.timeout.ms`.
-    pub session_timeout_ms: u32,
-    /// `max.poll.interval.ms`.
-    pub max_poll_interval_ms: u32,
-    /// `auto.offset.reset`.
-    pub auto_offset_reset: OffsetReset,
-    /// Messages in flight at most.
-    pub max_in_flight: usize,
-    /// Drain time at shutdown.
-    pub drain_timeout: Duration,
-    /// How often a moved watermark is committed when nothing else
-    /// triggers a commit.
-    pub commit_interval: Duration,
-    /// Dead-letter topic.
-    pub dlq_topic: Option<String>,
-    /// A message found in flight at this many deaths of the agent is not
-    /// processed again (`AGENT_CRASH_LOOP_LIMIT`).
-    pub crash_loop_limit: u32,
-    /// Extra librdkafka properties (tests, tuning).
+    /// Extra librdkafka properties (the merged CA file; tests).
     pub extra: Vec<(String, String)>,
+}
+
+impl Connection {
+    /// Brokers without credentials.
+    pub fn to(brokers: &str) -> Connection {
+        Connection {
+            brokers: brokers.to_string(),
+            ..Connection::default()
+        }
+    }
 }
 
 impl KafkaOptions {
     /// The runner's limits (in flight, drain time).
     pub fn limits(&self) -> Limits {
         Limits {
-            max_in_flight: self.max_in_flight,
-            drain_timeout: self.drain_timeout,
+            max_in_flight: self.limits.max_in_flight,
+            drain_timeout: self.limits.drain_timeout,
         }
+    }
+
+    /// The topics consumed: runs and change log.
+    pub fn topics(&self) -> [&str; 2] {
+        [&self.settings.runs_topic, &self.settings.change_log_topic]
     }
 
     /// The longest wait for a commit's answer: 5 s, or the drain timeout
     /// when it is shorter, so that the commits and the close after the
     /// drain end within it.
     pub fn commit_timeout(&self) -> Duration {
-        self.drain_timeout.min(MAX_COMMIT_WAIT)
+        self.limits.drain_timeout.min(MAX_COMMIT_WAIT)
     }
 
     pub(crate) fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers)
+        c.set("bootstrap.servers", &self.connection.brokers)
             .set("client.id", "port-agent")
-            .set("security.protocol", self.security_protocol.as_str())
+            .set("security.protocol", self.settings.security_protocol.as_str())
             .set_log_level(RDKafkaLogLevel::Warning);
-        if let Some(m) = &self.sasl_mechanism {
+        if let Some(m) = &self.settings.sasl_mechanism {
             c.set("sasl.mechanism", m);
         }
-        if let Some(u) = &self.username {
+        if let Some(u) = &self.connection.username {
             c.set("sasl.username", u);
         }
-        if let Some(p) = &self.password {
+        if let Some(p) = &self.connection.password {
             c.set("sasl.password", p.expose());
         }
         c
@@ -89,10 +94,11 @@ impl KafkaOptions {
 
     pub(super) fn consumer_config(&self) -> ClientConfig {
         let mut c = self.client_config();
-        c.set("group.id", &self.group_id)
-            .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set("max.poll.interval.ms", self.max_poll_interval_ms.to_string())
-            .set("auto.offset.reset", self.auto_offset_reset.as_str())
+        let s = &self.settings;
+        c.set("group.id", &s.group_id)
+            .set("session.timeout.ms", s.session_timeout_ms.to_string())
+            .set("max.poll.interval.ms", s.max_poll_interval_ms.to_string())
+            .set("auto.offset.reset", s.auto_offset_reset.as_str())
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
@@ -113,7 +119,7 @@ impl KafkaOptions {
             .set("queued.max.messages.kbytes", "4096")
             .set("fetch.max.bytes", "4194304")
             .set("max.partition.fetch.bytes", "1048576");
-        for (k, v) in &self.extra {
+        for (k, v) in &self.connection.extra {
             c.set(k, v);
         }
         c
@@ -173,25 +179,15 @@ pub async fn resolve_options(
         (creds.brokers.join(","), creds.username, creds.password)
     };
     Ok(KafkaOptions {
-        brokers,
-        group_id: settings.kafka.group_id.clone(),
-        topics: vec![
-            settings.kafka.runs_topic.clone(),
-            settings.kafka.change_log_topic.clone(),
-        ],
-        security_protocol: settings.kafka.security_protocol,
-        sasl_mechanism: settings.kafka.sasl_mechanism.clone(),
-        username,
-        password,
-        session_timeout_ms: settings.kafka.session_timeout_ms,
-        max_poll_interval_ms: settings.kafka.max_poll_interval_ms,
-        auto_offset_reset: settings.kafka.auto_offset_reset,
-        max_in_flight: settings.limits.max_in_flight,
-        drain_timeout: settings.limits.drain_timeout,
+        settings: settings.kafka.clone(),
+        connection: Connection {
+            brokers,
+            username,
+            password,
+            extra: ca_location(settings)?,
+        },
+        limits: settings.limits.clone(),
         commit_interval: COMMIT_TICK,
-        dlq_topic: settings.kafka.dlq_topic.clone(),
-        crash_loop_limit: settings.kafka.crash_loop_limit,
-        extra: ca_location(settings)?,
     })
 }
 
@@ -201,22 +197,13 @@ mod tests {
 
     fn options() -> KafkaOptions {
         KafkaOptions {
-            brokers: "localhost:9092".to_string(),
-            group_id: "g".to_string(),
-            topics: vec!["t".to_string()],
-            security_protocol: SecurityProtocol::Plaintext,
-            sasl_mechanism: None,
-            username: None,
-            password: None,
-            session_timeout_ms: 45_000,
-            max_poll_interval_ms: 300_000,
-            auto_offset_reset: OffsetReset::Earliest,
-            max_in_flight: 32,
-            drain_timeout: Duration::from_secs(30),
+            settings: KafkaSettings {
+                group_id: "g".to_string(),
+                ..KafkaSettings::default()
+            },
+            connection: Connection::to("localhost:9092"),
+            limits: LimitSettings::default(),
             commit_interval: COMMIT_TICK,
-            dlq_topic: None,
-            crash_loop_limit: 3,
-            extra: Vec::new(),
         }
     }
 

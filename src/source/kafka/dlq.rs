@@ -25,9 +25,9 @@ pub(super) struct Dlq {
 }
 
 impl Dlq {
-    /// A producer for `opts.dlq_topic`; `None` when there is no such topic.
+    /// A producer for `opts.settings.dlq_topic`; `None` when there is no such topic.
     pub(super) fn connect(opts: &KafkaOptions, status: Arc<Status>) -> KafkaResult<Option<Dlq>> {
-        let Some(topic) = &opts.dlq_topic else {
+        let Some(topic) = &opts.settings.dlq_topic else {
             return Ok(None);
         };
         let mut c = opts.client_config();

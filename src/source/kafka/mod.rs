@@ -47,7 +47,7 @@ use tracing::{debug, info, warn};
 
 pub use commit::COMMIT_TICK;
 use commit::{commit_loop, commit_now, Committer, Which};
-pub use config::{resolve_options, KafkaOptions, ResolveError};
+pub use config::{resolve_options, Connection, KafkaOptions, ResolveError};
 pub use context::Status;
 use context::{lock, Consumer_, EngineContext, WAITING_FOR_ASSIGNMENT};
 use dlq::Dlq;
@@ -148,8 +148,8 @@ impl KafkaSource {
         let gate = Arc::new(Mutex::new(()));
         let paused: Arc<AtomicBool> = Arc::default();
         let guard = Guard {
-            limit: opts.crash_loop_limit,
-            window: u32::try_from(opts.max_in_flight).unwrap_or(u32::MAX),
+            limit: opts.settings.crash_loop_limit,
+            window: u32::try_from(opts.limits.max_in_flight).unwrap_or(u32::MAX),
         };
         let context = EngineContext {
             marks: marks.clone(),
@@ -167,9 +167,9 @@ impl KafkaSource {
             told_closed,
         ));
         metrics::partitions_assigned(0);
-        let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
+        let topics = opts.topics();
         consumer.subscribe(&topics)?;
-        info!(topics = %opts.topics.join(","), group = %opts.group_id, "subscribed");
+        info!(topics = %topics.join(","), group = %opts.settings.group_id, "subscribed");
         let dlq = Dlq::connect(opts, status.clone())?.map(Arc::new);
         let progress: Arc<tokio::sync::Notify> = Arc::default();
         let commits = Arc::new(Committer {
@@ -203,7 +203,7 @@ impl KafkaSource {
             dlq,
             committer,
             consecutive_errors: 0,
-            window: opts.max_in_flight,
+            window: opts.limits.max_in_flight,
             progress,
             urgent,
             paused,
