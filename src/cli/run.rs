@@ -182,7 +182,7 @@ async fn consume(
                 .map_err(resolve_error)?;
             let consumer = kafka::KafkaSource::connect(&opts, Arc::default(), health, shutdown.clone())
                 .context("Kafka consumer failed")?;
-            let Ok(()) = source::run(consumer, pipeline, opts.limits(), shutdown).await;
+            let Ok(()) = source::run(consumer, pipeline, opts.limits.clone(), shutdown).await;
         }
         Streamer::Polling => {
             let opts = polling::PollingOptions::from_settings(settings);
@@ -198,7 +198,7 @@ async fn consume(
                     in_flight.fail_all(&summary, polling::SIGNAL_REPORT_TIMEOUT).await;
                 }
             });
-            source::run(claims, pipeline, opts.limits(), shutdown).await?;
+            source::run(claims, pipeline, settings.limits.clone(), shutdown).await?;
         }
     }
     Ok(())

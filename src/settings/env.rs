@@ -237,8 +237,8 @@ fn crash_loop_limit(r: &mut Vars, default: u32) -> Result<u32, SettingsError> {
 pub const MIN_POLLING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `POLLING_INTERVAL_SECONDS`: at least [`MIN_POLLING_INTERVAL`].
-fn polling_interval(r: &mut Vars) -> Result<Duration, SettingsError> {
-    let interval = r.seconds("POLLING_INTERVAL_SECONDS", 10.0)?;
+fn polling_interval(r: &mut Vars, default: Duration) -> Result<Duration, SettingsError> {
+    let interval = r.seconds("POLLING_INTERVAL_SECONDS", default.as_secs_f64())?;
     if interval < MIN_POLLING_INTERVAL {
         return Err(err(
             "POLLING_INTERVAL_SECONDS",
@@ -253,14 +253,18 @@ each iteration makes two claim calls, and a shorter pause runs into Port's rate 
 }
 
 fn polling(r: &mut Vars) -> Result<PollingSettings, SettingsError> {
+    let d = PollingSettings::default();
     Ok(PollingSettings {
-        interval: polling_interval(r)?,
-        batch_size: r.number("POLLING_RUNS_BATCH_SIZE", 100, "a whole number")?,
-        initial_backoff: r.seconds("POLLING_INITIAL_BACKOFF_SECONDS", 1.0)?,
-        max_backoff: r.seconds("POLLING_MAX_BACKOFF_SECONDS", 300.0)?,
-        backoff_factor: r.number("POLLING_BACKOFF_FACTOR", 2.0, "a number")?,
-        backoff_jitter: r.number("POLLING_BACKOFF_JITTER_FACTOR", 0.1, "a number")?,
-        max_failure: r.seconds("POLLING_MAX_FAILURE_DURATION_SECONDS", 3600.0)?,
+        interval: polling_interval(r, d.interval)?,
+        batch_size: r.number("POLLING_RUNS_BATCH_SIZE", d.batch_size, "a whole number")?,
+        initial_backoff: r.seconds("POLLING_INITIAL_BACKOFF_SECONDS", d.initial_backoff.as_secs_f64())?,
+        max_backoff: r.seconds("POLLING_MAX_BACKOFF_SECONDS", d.max_backoff.as_secs_f64())?,
+        backoff_factor: r.number("POLLING_BACKOFF_FACTOR", d.backoff_factor, "a number")?,
+        backoff_jitter: r.number("POLLING_BACKOFF_JITTER_FACTOR", d.backoff_jitter, "a number")?,
+        max_failure: r.seconds(
+            "POLLING_MAX_FAILURE_DURATION_SECONDS",
+            d.max_failure.as_secs_f64(),
+        )?,
     })
 }
 

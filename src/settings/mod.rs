@@ -255,6 +255,21 @@ pub struct PollingSettings {
     pub max_failure: Duration,
 }
 
+impl Default for PollingSettings {
+    /// The variables' defaults (the Python agent's).
+    fn default() -> PollingSettings {
+        PollingSettings {
+            interval: Duration::from_secs(10),
+            batch_size: 100,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            backoff_factor: 2.0,
+            backoff_jitter: 0.1,
+            max_failure: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// Requests to the organisation's targets.
 #[derive(Debug, Clone)]
 pub struct TargetSettings {

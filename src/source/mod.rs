@@ -15,7 +15,7 @@ mod run;
 
 use std::future::Future;
 
-pub use run::{run, Limits, Process};
+pub use run::{run, Process};
 
 use crate::delivery::Delivery;
 use crate::outcome::Outcome;

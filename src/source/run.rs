@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use super::{Ack, Source};
 use crate::delivery::Delivery;
 use crate::outcome::Outcome;
+use crate::settings::LimitSettings;
 use crate::shutdown::Shutdown;
 use crate::telemetry::metrics;
 
@@ -36,15 +37,6 @@ pub trait Process: Send + Sync + 'static {
     fn given_up(&self, delivery: &Delivery, summary: &str) -> impl Future<Output = Outcome> + Send;
 }
 
-/// Limits of the runner.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Messages in flight at most (waiting for a same-key predecessor counts).
-    pub max_in_flight: usize,
-    /// How long in-flight messages may take once shutdown starts.
-    pub drain_timeout: Duration,
-}
-
 /// Keys whose messages are running or waiting: each new message of a key
 /// waits for the completion signal of the previous one.
 #[derive(Default)]
@@ -59,7 +51,7 @@ struct KeyChains {
 pub async fn run<S: Source, P: Process>(
     mut source: S,
     pipeline: Arc<P>,
-    opts: Limits,
+    opts: LimitSettings,
     shutdown: Shutdown,
 ) -> Result<(), S::Error> {
     let permits = Arc::new(Semaphore::new(opts.max_in_flight));

@@ -133,7 +133,7 @@ impl<I: Invoker + 'static, R: Reporter + 'static> KafkaEngine<I, R> {
     async fn run(self, stop: shutdown::Shutdown) -> rdkafka::error::KafkaResult<()> {
         let health = Health::new("test");
         let source = KafkaSource::connect(&self.opts, self.status, health, stop.clone())?;
-        let Ok(()) = port_agent::source::run(source, self.pipeline, self.opts.limits(), stop).await;
+        let Ok(()) = port_agent::source::run(source, self.pipeline, self.opts.limits.clone(), stop).await;
         Ok(())
     }
 }

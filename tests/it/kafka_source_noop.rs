@@ -124,7 +124,12 @@ async fn a_backlog_drains_and_commits_through_a_no_op_pipeline_body() {
     let (trigger, stop) = shutdown::channel();
     let source =
         KafkaSource::connect(&opts, Arc::<Status>::default(), Health::new("test"), stop.clone()).unwrap();
-    let runner = tokio::spawn(port_agent::source::run(source, noop.clone(), opts.limits(), stop));
+    let runner = tokio::spawn(port_agent::source::run(
+        source,
+        noop.clone(),
+        opts.limits.clone(),
+        stop,
+    ));
     testkit::wait::eventually("every message processed", Duration::from_secs(60), || {
         noop.seen.load(Ordering::Relaxed) >= N
     })

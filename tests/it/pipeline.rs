@@ -875,9 +875,10 @@ async fn runs_cut_short_by_the_drain_timeout_are_stopped_before_the_source_close
         close_takes: Duration::from_secs(2),
     };
     let (trigger, stop) = port_agent::shutdown::channel();
-    let opts = port_agent::source::Limits {
+    let opts = port_agent::settings::LimitSettings {
         max_in_flight: 4,
         drain_timeout: Duration::from_millis(300),
+        ..Default::default()
     };
     let dispatcher = tokio::spawn(port_agent::source::run(source, pipeline, opts, stop));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -368,7 +368,9 @@ async fn agent_jq_timeout_ms_bounds_an_evaluation() {
         stop(agent);
         bodies.push((target.requests()[0].json(), log));
     }
-    assert_eq!(bodies[0].0, json!({"n": null, "id": "r_jq"}));
+    // Only `n` is sure to overrun 1 ms: on a loaded machine a thread
+    // preempted while evaluating `.context.runId` overruns it too.
+    assert_eq!(bodies[0].0["n"], Value::Null, "{}", bodies[0].0);
     assert!(
         bodies[0].1.contains("time limit exceeded"),
         "the warning names the limit: {}",

@@ -9,7 +9,6 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use super::commit::COMMIT_TICK;
 use crate::secret::Secret;
 use crate::settings::{KafkaSettings, LimitSettings};
-use crate::source::Limits;
 
 /// The longest wait for a commit's answer (see [`KafkaOptions::commit_timeout`]).
 const MAX_COMMIT_WAIT: Duration = Duration::from_secs(5);
@@ -54,14 +53,6 @@ impl Connection {
 }
 
 impl KafkaOptions {
-    /// The runner's limits (in flight, drain time).
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_in_flight: self.limits.max_in_flight,
-            drain_timeout: self.limits.drain_timeout,
-        }
-    }
-
     /// The topics consumed: runs and change log.
     pub fn topics(&self) -> [&str; 2] {
         [&self.settings.runs_topic, &self.settings.change_log_topic]

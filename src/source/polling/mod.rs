@@ -37,13 +37,13 @@ pub use claimed::{action_run_message, node_run_message, ClaimedRun};
 pub use in_flight::InFlight;
 use in_flight::{ack_into, failure_call};
 
-use super::{Ack, Limits, Source};
+use super::{Ack, Source};
 use crate::delivery::Delivery;
 use crate::delivery::Trust;
 use crate::outcome::{Disposition, Outcome, Skip};
 use crate::port::{PortClient, Reporter};
 use crate::report::FailureSummary;
-use crate::settings::Settings;
+use crate::settings::{LimitSettings, PollingSettings, Settings};
 use crate::telemetry::metrics;
 use crate::telemetry::server::Health;
 
@@ -53,27 +53,15 @@ const CLOSE_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// process exits at [`crate::shutdown::LAST_WORDS_TIMEOUT`] anyway).
 pub const SIGNAL_REPORT_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// How the polling source claims work and backs off.
+/// What the polling source takes: its settings, the in-flight bound,
+/// and what it tells the pipeline about the runs it claims.
 #[derive(Debug, Clone)]
 pub struct PollingOptions {
-    /// Runs asked for per claim (`POLLING_RUNS_BATCH_SIZE`).
-    pub batch_size: u32,
-    /// Pause after a claim that was not full.
-    pub interval: Duration,
-    /// First backoff after a failed claim.
-    pub initial_backoff: Duration,
-    /// Largest backoff.
-    pub max_backoff: Duration,
-    /// Growth per consecutive failure.
-    pub backoff_factor: f64,
-    /// ± fraction of randomness on each backoff.
-    pub backoff_jitter: f64,
-    /// Continuous failure after which the source gives up.
-    pub max_failure: Duration,
-    /// Messages in flight at most.
-    pub max_in_flight: usize,
-    /// Drain time at shutdown.
-    pub drain_timeout: Duration,
+    /// `POLLING_*`.
+    pub settings: PollingSettings,
+    /// `AGENT_MAX_IN_FLIGHT` (a claim asks for no more than the room) and
+    /// `AGENT_DRAIN_TIMEOUT_SECONDS`.
+    pub limits: LimitSettings,
     /// Topic name given to deliveries (the pipeline treats them as runs).
     pub runs_topic: String,
     /// The pipeline itself reports unmatched node runs as FAILED
@@ -84,37 +72,25 @@ pub struct PollingOptions {
 impl PollingOptions {
     /// From settings.
     pub fn from_settings(s: &Settings) -> PollingOptions {
+        let mut settings = s.polling.clone();
+        settings.interval = test_interval().unwrap_or(settings.interval);
         PollingOptions {
-            batch_size: s.polling.batch_size,
-            interval: test_interval().unwrap_or(s.polling.interval),
-            initial_backoff: s.polling.initial_backoff,
-            max_backoff: s.polling.max_backoff,
-            backoff_factor: s.polling.backoff_factor,
-            backoff_jitter: s.polling.backoff_jitter,
-            max_failure: s.polling.max_failure,
-            max_in_flight: s.limits.max_in_flight,
-            drain_timeout: s.limits.drain_timeout,
+            settings,
+            limits: s.limits.clone(),
             runs_topic: s.kafka.runs_topic.clone(),
             wf_unmatched_fail: s.report.wf_unmatched_fail,
-        }
-    }
-
-    /// The runner's limits (in flight, drain time).
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_in_flight: self.max_in_flight,
-            drain_timeout: self.drain_timeout,
         }
     }
 
     /// The pauses between failed claims: `initial × factor^(failures-1)`,
     /// capped, then ± jitter ([`Pauses`]).
     pub fn backoff(&self) -> Pauses {
+        let s = &self.settings;
         Pauses {
-            initial: self.initial_backoff,
-            factor: self.backoff_factor,
-            max: self.max_backoff,
-            jitter: (1.0 - self.backoff_jitter, 1.0 + self.backoff_jitter),
+            initial: s.initial_backoff,
+            factor: s.backoff_factor,
+            max: s.max_backoff,
+            jitter: (1.0 - s.backoff_jitter, 1.0 + s.backoff_jitter),
         }
     }
 }
@@ -222,7 +198,7 @@ impl PollingSource {
     /// A source claiming through `port`; not ready until its first claim.
     pub fn new(port: PortClient, opts: PollingOptions, health: Arc<Health>) -> PollingSource {
         health.set_not_ready("waiting for the first claim from Port");
-        debug!(batch = opts.batch_size, "polling Port for runs");
+        debug!(batch = opts.settings.batch_size, "polling Port for runs");
         PollingSource {
             running: InFlight::new(port.clone()),
             port,
@@ -277,13 +253,17 @@ impl PollingSource {
                 self.failures = 0;
                 self.failing_since = None;
                 self.health.set_ready();
-                self.next_poll = if it.full { now } else { now + self.opts.interval };
+                self.next_poll = if it.full {
+                    now
+                } else {
+                    now + self.opts.settings.interval
+                };
             }
             Some(e) => {
                 self.failures += 1;
                 let since = *self.failing_since.get_or_insert(now);
                 let failing_for = now - since;
-                if failing_for >= self.opts.max_failure {
+                if failing_for >= self.opts.settings.max_failure {
                     let err = PollingError {
                         seconds: failing_for.as_secs_f64(),
                         last: e,
@@ -298,7 +278,7 @@ impl PollingSource {
                 self.health
                     .set_not_ready(format!("claiming runs from Port fails: {e}"));
                 // Never sleep past the moment of giving up.
-                let give_up_at = since + self.opts.max_failure;
+                let give_up_at = since + self.opts.settings.max_failure;
                 self.next_poll = (now + pause).min(give_up_at);
             }
         }
@@ -340,7 +320,7 @@ impl Source for PollingSource {
                 }
                 tokio::time::sleep_until(self.next_poll).await;
                 let room = room + running_now.saturating_sub(self.running.len());
-                let (port, batch) = (self.port.clone(), self.opts.batch_size);
+                let (port, batch) = (self.port.clone(), self.opts.settings.batch_size);
                 self.iteration = Some(tokio::spawn(iterate(port, batch, room)));
             }
             // Cancel-safe: the handle stays in `self` if this is dropped.
@@ -470,15 +450,8 @@ mod tests {
 
     fn opts() -> PollingOptions {
         PollingOptions {
-            batch_size: 10,
-            interval: Duration::from_secs(10),
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(300),
-            backoff_factor: 2.0,
-            backoff_jitter: 0.1,
-            max_failure: Duration::from_secs(3600),
-            max_in_flight: 64,
-            drain_timeout: Duration::from_secs(20),
+            settings: PollingSettings::default(),
+            limits: LimitSettings::default(),
             runs_topic: "org_1.runs".into(),
             wf_unmatched_fail: true,
         }
