@@ -32,7 +32,7 @@ use crate::redact::Redactor;
 use crate::report::{FailureSummary, LogLine};
 
 use crate::secret::Secret;
-use crate::settings::{RunLogs, Settings};
+use crate::settings::{ReportSettings, Settings};
 use crate::source::Process;
 
 pub use admission::{Guardrails, DEFAULT_MAX_CLOCK_SKEW};
@@ -54,12 +54,9 @@ pub struct Config {
     pub runs_topic: String,
     /// Change-log topic name.
     pub change_log_topic: String,
-    /// Include response text in logs and summaries.
-    pub detailed_logging: bool,
-    /// Which run logs are posted (`AGENT_RUN_LOGS`).
-    pub run_logs: RunLogs,
-    /// Report FAILED for unmatched workflow node runs.
-    pub wf_unmatched_fail: bool,
+    /// What is reported about each run (`DETAILED_LOGGING`,
+    /// `AGENT_RUN_LOGS`, `AGENT_WF_UNMATCHED_FAIL`).
+    pub report: ReportSettings,
     /// jq evaluation limits.
     pub budget: Budget,
     /// Offline without `PORT_ORG_ID`: recognise topics by their suffix
@@ -83,9 +80,7 @@ impl Config {
             skip_signature_check: false,
             runs_topic: s.kafka.runs_topic.clone(),
             change_log_topic: s.kafka.change_log_topic.clone(),
-            detailed_logging: s.report.detailed_logging,
-            run_logs: s.report.run_logs,
-            wf_unmatched_fail: s.report.wf_unmatched_fail,
+            report: s.report.clone(),
             budget: Budget {
                 time: s.limits.jq_timeout,
                 max_bytes: s.limits.jq_max_bytes,
@@ -276,9 +271,9 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
     /// secret-named environment values until [`Job::learn_secrets`] adds
     /// the run's own.
     fn run_reporter<'a>(&'a self, kind: &'a Kind) -> RunSender<'a, R> {
-        let mut run = RunSender::new(&self.reporter, kind, self.config.run_logs, &self.backlog)
+        let mut run = RunSender::new(&self.reporter, kind, self.config.report.run_logs, &self.backlog)
             .in_order(self.config.recording)
-            .detailed(self.config.detailed_logging);
+            .detailed(self.config.report.detailed_logging);
         run.redact_with(self.redactor.clone());
         run
     }
@@ -303,7 +298,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         outcome.passed_over = selection.passed_over;
         let Some(mapping) = selection.index.and_then(|i| mappings.get(i)) else {
             info!("no suitable mapping for the message");
-            let calls = job.port.reports().unmatched(self.config.wf_unmatched_fail);
+            let calls = job.port.reports().unmatched(self.config.report.wf_unmatched_fail);
             job.port.send_chains(calls).await;
             return job.finish(outcome);
         };

@@ -78,7 +78,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         let synchronized = a.inv.synchronized();
         // An action run's status: the default, with the mapping's overrides.
         let action_report = matches!(reports.kind, Kind::ActionRun(_)).then(|| {
-            let report = report::default_report(synchronized, response, self.config.detailed_logging);
+            let report = report::default_report(synchronized, response, self.config.report.detailed_logging);
             report::apply_report_mapping(
                 a.mapping,
                 report,
@@ -92,7 +92,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         let line = LogLine::answered(
             response,
             answer.truncated,
-            self.config.detailed_logging,
+            self.config.report.detailed_logging,
             a.redactor,
         );
         let chains = reports.answered(line, synchronized, response, action_report);

@@ -46,11 +46,7 @@ impl Settings {
             kafka: kafka(&mut raw, req, streamer, &port.org_id)?,
             polling: polling(&mut raw)?,
             target: target(&mut raw)?,
-            report: ReportSettings {
-                detailed_logging: raw.boolean("DETAILED_LOGGING", true)?,
-                run_logs: raw.run_logs("AGENT_RUN_LOGS")?,
-                wf_unmatched_fail: raw.boolean("AGENT_WF_UNMATCHED_FAIL", true)?,
-            },
+            report: report(&mut raw)?,
             mapping: MappingSettings {
                 path: raw
                     .present("CONTROL_THE_PAYLOAD_CONFIG_PATH")
@@ -250,6 +246,15 @@ each iteration makes two claim calls, and a shorter pause runs into Port's rate 
         ));
     }
     Ok(interval)
+}
+
+fn report(r: &mut Vars) -> Result<ReportSettings, SettingsError> {
+    let d = ReportSettings::default();
+    Ok(ReportSettings {
+        detailed_logging: r.boolean("DETAILED_LOGGING", d.detailed_logging)?,
+        run_logs: r.run_logs("AGENT_RUN_LOGS", d.run_logs)?,
+        wf_unmatched_fail: r.boolean("AGENT_WF_UNMATCHED_FAIL", d.wf_unmatched_fail)?,
+    })
 }
 
 fn polling(r: &mut Vars) -> Result<PollingSettings, SettingsError> {

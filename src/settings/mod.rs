@@ -302,6 +302,18 @@ pub struct ReportSettings {
     pub wf_unmatched_fail: bool,
 }
 
+impl Default for ReportSettings {
+    /// The variables' defaults: detailed, every run-log line, unmatched
+    /// node runs failed.
+    fn default() -> ReportSettings {
+        ReportSettings {
+            detailed_logging: true,
+            run_logs: RunLogs::All,
+            wf_unmatched_fail: true,
+        }
+    }
+}
+
 /// The mapping file.
 #[derive(Debug, Clone)]
 pub struct MappingSettings {

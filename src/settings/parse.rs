@@ -66,9 +66,13 @@ impl Vars {
         seconds(name, self.raw(name), default)
     }
 
-    /// `name` as [`RunLogs`].
-    pub(super) fn run_logs(&mut self, name: &'static str) -> Result<RunLogs, SettingsError> {
-        run_logs(name, self.raw(name))
+    /// `name` as [`RunLogs`], `default` when unset.
+    pub(super) fn run_logs(
+        &mut self,
+        name: &'static str,
+        default: RunLogs,
+    ) -> Result<RunLogs, SettingsError> {
+        run_logs(name, self.raw(name), default)
     }
 }
 
@@ -101,9 +105,13 @@ pub(super) fn boolean(
 }
 
 /// `AGENT_RUN_LOGS`: `all`, `minimal`, `off` or a boolean, in any case.
-pub(super) fn run_logs(var: &'static str, value: Option<String>) -> Result<RunLogs, SettingsError> {
+pub(super) fn run_logs(
+    var: &'static str,
+    value: Option<String>,
+    default: RunLogs,
+) -> Result<RunLogs, SettingsError> {
     match present(value) {
-        None => Ok(RunLogs::All),
+        None => Ok(default),
         Some(v) => {
             RunLogs::parse(&v).ok_or_else(|| err(var, format!("expected {}, got '{v}'", RunLogs::EXPECTED)))
         }

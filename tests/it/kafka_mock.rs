@@ -10,7 +10,7 @@ use crate::support::{action_run, signed, SECRET};
 use port_agent::http::ResponseContext;
 use port_agent::invoke::{InvokeError, Invoker, OutgoingRequest, TargetResponse};
 use port_agent::mapping::{JqEnv, MappingSet};
-use port_agent::pipeline::{Config, Pipeline};
+use port_agent::pipeline::Pipeline;
 use port_agent::port::{PortCall, PortError, RecordingReporter, Reporter};
 use port_agent::report::FailureSummary;
 use port_agent::settings::RunLogs;
@@ -164,10 +164,8 @@ fn engine_reporting_to<R: Reporter + 'static>(
     reporter: R,
     dlq_topic: Option<&str>,
 ) -> KafkaEngine<SharedTarget, R> {
-    let config = Config {
-        run_logs: RunLogs::Off,
-        ..crate::support::pipeline::config()
-    };
+    let mut config = crate::support::pipeline::config();
+    config.report.run_logs = RunLogs::Off;
     let mappings = MappingSet::parse(r#"[{"enabled": true}]"#).unwrap();
     let pipeline = Pipeline::new(
         config,

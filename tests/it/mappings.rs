@@ -11,7 +11,6 @@ use port_agent::cli::dry_run;
 use port_agent::json_canon::to_raw_string;
 use port_agent::mapping::{JqEnv, MappingSet};
 use port_agent::outcome::{Disposition, Skip};
-use port_agent::pipeline::Config;
 use port_agent::settings::RunLogs;
 use port_agent::signature::sign;
 use serde_json::{json, Value};
@@ -65,11 +64,9 @@ async fn render_on(
 ) -> Result<Rendered, Disposition> {
     let file = path.display();
     let set = MappingSet::load(path).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let config = Config {
-        run_logs: RunLogs::Off,
-        wf_unmatched_fail: false,
-        ..crate::support::pipeline::config()
-    };
+    let mut config = crate::support::pipeline::config();
+    config.report.run_logs = RunLogs::Off;
+    config.report.wf_unmatched_fail = false;
     let env = JqEnv::new(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let p = dry_run::pipeline(config, set, env, status, body);
     let delivery = crate::support::pipeline::delivery(topic, message.to_string(), 0);

@@ -212,7 +212,9 @@ async fn s06_target_500_reports_failure_with_the_spec_summary() {
         "Action invocation failed with status code: 500 and response: boom"
     );
     // Without detailed logging the response text stays out.
-    let quiet = agent_with(&port, json!([{"enabled": true}]), |c| c.detailed_logging = false);
+    let quiet = agent_with(&port, json!([{"enabled": true}]), |c| {
+        c.report.detailed_logging = false
+    });
     run(&quiet, action_run("r_6b", &target.url("/f"), "POST", false)).await;
     assert_eq!(
         patches(&port).last().unwrap().1,
@@ -243,7 +245,9 @@ async fn s07_async_success_logs_in_order_and_sends_no_status() {
         assert!(c.header("user-agent").unwrap().starts_with("port-agent/"));
     }
     // AGENT_RUN_LOGS=false turns the logs off.
-    let silent = agent_with(&port, json!([{"enabled": true}]), |c| c.run_logs = RunLogs::Off);
+    let silent = agent_with(&port, json!([{"enabled": true}]), |c| {
+        c.report.run_logs = RunLogs::Off
+    });
     run(&silent, action_run("r_7b", &target.url("/a"), "POST", false)).await;
     assert!(log_lines(&port, "r_7b").is_empty());
 }
@@ -393,7 +397,7 @@ async fn s12_decrypted_fields_reach_the_target_and_never_the_logs() {
             "fieldsToDecryptPaths": ["payload.properties.token", ".payload.properties.bad"],
             "headers": {"X-Token-Number": ".payload.properties.token | tonumber"}
         }]),
-        |c| c.detailed_logging = true,
+        |c| c.report.detailed_logging = true,
     );
     // Encrypted with SECRET's first 32 bytes: IV 00..0f, plaintext below.
     let plaintext = "ghp_SuperSecretValue_42";
@@ -481,7 +485,9 @@ async fn s13_connection_refused_is_retried_then_reported_as_failure() {
 async fn s14_port_401_then_503s_refreshes_the_token_and_retries() {
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
     target.answer_json(200, json!({"done": true}));
-    let agent = agent_with(&port, json!([{"enabled": true}]), |c| c.run_logs = RunLogs::Off);
+    let agent = agent_with(&port, json!([{"enabled": true}]), |c| {
+        c.report.run_logs = RunLogs::Off
+    });
     port.fail_next(&[401, 503, 503]);
     let outcome = run(&agent, action_run("r_14", &target.url("/p"), "POST", true)).await;
     assert!(outcome.port_errors.is_empty(), "{:?}", outcome.port_errors);
@@ -549,7 +555,7 @@ async fn s16_no_mapping_matches() {
         )]
     );
     let off = agent_with(&port, json!([{"enabled": false}]), |c| {
-        c.wf_unmatched_fail = false
+        c.report.wf_unmatched_fail = false
     });
     run(&off, action_run("wfnr_16b", &target.url("/x"), "POST", false)).await;
     assert_eq!(patches(&port).len(), 1);
@@ -564,7 +570,7 @@ async fn s16_no_mapping_matches() {
 async fn port_outage_longer_than_the_retries_holds_the_report_until_port_accepts() {
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
     let agent = Arc::new(agent_with(&port, json!([{"enabled": true}]), |c| {
-        c.run_logs = RunLogs::Off
+        c.report.run_logs = RunLogs::Off
     }));
     let backlog = agent.report_backlog();
     port.fail_next(&[500; 10]);
@@ -612,7 +618,9 @@ async fn port_outage_longer_than_the_retries_holds_the_report_until_port_accepts
 #[tokio::test]
 async fn port_refusing_a_report_for_good_is_final() {
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
-    let agent = agent_with(&port, json!([{"enabled": true}]), |c| c.run_logs = RunLogs::Off);
+    let agent = agent_with(&port, json!([{"enabled": true}]), |c| {
+        c.report.run_logs = RunLogs::Off
+    });
     port.fail_next(&[404]);
     target.answer(500, "x");
     let outcome = run(&agent, action_run("r_gone", &target.url("/x"), "POST", false)).await;
@@ -636,7 +644,9 @@ async fn port_refusing_a_report_for_good_is_final() {
 #[tokio::test]
 async fn port_answering_408_to_a_report_is_retried() {
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
-    let agent = agent_with(&port, json!([{"enabled": true}]), |c| c.run_logs = RunLogs::Off);
+    let agent = agent_with(&port, json!([{"enabled": true}]), |c| {
+        c.report.run_logs = RunLogs::Off
+    });
     port.fail_next(&[408]);
     target.answer(500, "x");
     let outcome = run(&agent, action_run("r_408", &target.url("/x"), "POST", false)).await;
@@ -655,7 +665,9 @@ async fn port_answering_408_to_a_report_is_retried() {
 #[tokio::test]
 async fn a_mapping_without_a_url_reports_failure() {
     let (port, _target) = (FakePort::start().await, FakeTarget::start().await);
-    let agent = agent_with(&port, json!([{"url": ".nope"}]), |c| c.run_logs = RunLogs::Off);
+    let agent = agent_with(&port, json!([{"url": ".nope"}]), |c| {
+        c.report.run_logs = RunLogs::Off
+    });
     let mut message = action_run("r_nourl", "http://x", "POST", false);
     message["payload"]["action"]["invocationMethod"]
         .as_object_mut()
@@ -704,7 +716,7 @@ async fn idempotency_headers_name_the_run_or_the_change_log_offset() {
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
     let agent = agent_with(&port, json!([{"enabled": true}]), |c| {
         c.idempotency_headers = true;
-        c.run_logs = RunLogs::Off;
+        c.report.run_logs = RunLogs::Off;
     });
     run(&agent, action_run("r_idem", &target.url("/a"), "POST", false)).await;
     run(&agent, action_run("wfnr_idem", &target.url("/n"), "POST", false)).await;
@@ -745,7 +757,7 @@ async fn idempotency_headers_can_be_turned_off() {
     let (port, target) = (FakePort::start().await, FakeTarget::start().await);
     let agent = agent_with(&port, json!([{"enabled": true}]), |c| {
         c.idempotency_headers = false;
-        c.run_logs = RunLogs::Off;
+        c.report.run_logs = RunLogs::Off;
     });
     run(&agent, action_run("r_off", &target.url("/a"), "POST", false)).await;
     run(&agent, action_run("wfnr_off", &target.url("/n"), "POST", false)).await;
@@ -769,7 +781,7 @@ async fn a_mapping_s_own_idempotency_header_wins_in_any_case() {
         json!([{"headers": {"idempotency-KEY": "\"mine-\" + .context.runId", "X-PORT-RUN-ID": "\"custom\""}}]),
         |c| {
             c.idempotency_headers = true;
-            c.run_logs = RunLogs::Off;
+            c.report.run_logs = RunLogs::Off;
         },
     );
     run(&both, action_run("r_own", &target.url("/a"), "POST", false)).await;
@@ -779,7 +791,7 @@ async fn a_mapping_s_own_idempotency_header_wins_in_any_case() {
         json!([{"headers": {"IDEMPOTENCY-KEY": "\"deploy-\" + .payload.properties.version"}}]),
         |c| {
             c.idempotency_headers = true;
-            c.run_logs = RunLogs::Off;
+            c.report.run_logs = RunLogs::Off;
         },
     );
     run(&one, action_run("r_one", &target.url("/a"), "POST", false)).await;

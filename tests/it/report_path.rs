@@ -18,7 +18,7 @@ use port_agent::mapping::{JqEnv, MappingSet};
 use port_agent::outcome::{Disposition, Outcome};
 use port_agent::pipeline::{Config, Pipeline};
 use port_agent::port::{PortCall, PortError, Reporter};
-use port_agent::settings::RunLogs;
+use port_agent::settings::{ReportSettings, RunLogs};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -148,8 +148,11 @@ fn pipeline_with(target: QuickTarget, mappings: Value, run_logs: RunLogs) -> Age
     let config = Config {
         secret: None,
         skip_signature_check: true,
-        detailed_logging: false,
-        run_logs,
+        report: ReportSettings {
+            detailed_logging: false,
+            run_logs,
+            ..ReportSettings::default()
+        },
         fixed_timestamp: Some(1_763_800_000),
         ..crate::support::pipeline::config()
     };

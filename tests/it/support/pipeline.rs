@@ -6,7 +6,7 @@ use port_agent::delivery::Trust;
 use port_agent::mapping::Budget;
 use port_agent::pipeline::Config;
 use port_agent::secret::Secret;
-use port_agent::settings::RunLogs;
+use port_agent::settings::ReportSettings;
 
 use super::SECRET;
 
@@ -20,9 +20,7 @@ pub fn config() -> Config {
         skip_signature_check: false,
         runs_topic: "org_1.runs".into(),
         change_log_topic: "org_1.change.log".into(),
-        detailed_logging: true,
-        run_logs: RunLogs::All,
-        wf_unmatched_fail: true,
+        report: ReportSettings::default(),
         budget: Budget::default(),
         infer_topics: false,
         idempotency_headers: false,
