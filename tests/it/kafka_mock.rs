@@ -415,7 +415,6 @@ async fn injected_errors_and_a_broker_outage_lose_nothing_body() {
     let target = Arc::new(TestTarget::default());
     *target.delay.lock().unwrap() = Duration::from_millis(2);
     let engine = engine(&brokers, &target, 8);
-    let status = engine.status.clone();
     let (trigger, stop) = shutdown::channel();
     let run = tokio::spawn(async move { engine.run(stop).await });
     eventually("some progress", || target.ended().len() >= 10).await;
@@ -452,7 +451,6 @@ async fn injected_errors_and_a_broker_outage_lose_nothing_body() {
         .expect("the source stops within 2 minutes of the shutdown")
         .unwrap()
         .unwrap();
-    assert!(status.received.load(Ordering::SeqCst) >= 90);
 }
 
 /// Read `n` messages of `topic` partition 0 from the start: each one's
@@ -551,7 +549,6 @@ async fn a_panic_fails_only_its_run_and_stalls_nothing_body() {
         .extend(["r_07".to_string(), "wfnr_13".to_string()]);
     let reporter = RecordingReporter::default();
     let engine = engine_with(&brokers, &target, 4, reporter.clone(), Some("org_1.dlq"));
-    let status = engine.status.clone();
     let (trigger, stop) = shutdown::channel();
     let run = tokio::spawn(async move { engine.run(stop).await });
 
@@ -566,10 +563,6 @@ async fn a_panic_fails_only_its_run_and_stalls_nothing_body() {
     .await;
     eventually("committed to the end of the partition", || {
         committed(&brokers, 1).get(&0) == Some(&20)
-    })
-    .await;
-    eventually("both panicked messages dead-lettered", || {
-        status.dead_lettered.load(Ordering::SeqCst) == 2
     })
     .await;
     trigger.fire();

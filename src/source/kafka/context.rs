@@ -23,19 +23,15 @@ use crate::telemetry::server::Health;
 /// The readiness reason until the group assigns partitions.
 pub(super) const WAITING_FOR_ASSIGNMENT: &str = "waiting for a partition assignment from the consumer group";
 
-/// What the source knows about its place in the group that the metrics do
-/// not say: whether it joined (for `/readyz`), and the per-source counts the
-/// tests read (the metrics are process-wide).
+/// The source's place in its group, which the process-wide metrics do not
+/// say per source: whether it joined (for `/readyz`) and how many
+/// partitions it holds.
 #[derive(Debug, Default)]
 pub struct Status {
     /// Partitions currently assigned.
     pub assigned: AtomicU64,
     /// At least one assignment happened (possibly empty: standby).
     pub joined: AtomicBool,
-    /// Messages received.
-    pub received: AtomicU64,
-    /// Messages written to the DLQ.
-    pub dead_lettered: AtomicU64,
 }
 
 /// The consumer's librdkafka context: what the callbacks share with the

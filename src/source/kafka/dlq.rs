@@ -2,8 +2,6 @@
 //! could not process is written there with its key, its headers and five
 //! `x-port-agent-*` headers saying why and where it came from.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::KafkaResult;
@@ -11,22 +9,20 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tracing::{error, info};
 
-use super::context::Status;
 use super::KafkaOptions;
 use crate::delivery::Delivery;
 use crate::outcome::Outcome;
 use crate::telemetry::metrics;
 
-/// The dead-letter producer, its topic and the status it counts in.
+/// The dead-letter producer and its topic.
 pub(super) struct Dlq {
     topic: String,
     producer: FutureProducer,
-    status: Arc<Status>,
 }
 
 impl Dlq {
     /// A producer for `opts.settings.dlq_topic`; `None` when there is no such topic.
-    pub(super) fn connect(opts: &KafkaOptions, status: Arc<Status>) -> KafkaResult<Option<Dlq>> {
+    pub(super) fn connect(opts: &KafkaOptions) -> KafkaResult<Option<Dlq>> {
         let Some(topic) = &opts.settings.dlq_topic else {
             return Ok(None);
         };
@@ -35,7 +31,6 @@ impl Dlq {
         Ok(Some(Dlq {
             topic: topic.clone(),
             producer: c.create::<FutureProducer>()?,
-            status,
         }))
     }
 
@@ -79,7 +74,6 @@ impl Dlq {
         }
         match self.producer.send(record, Duration::from_secs(30)).await {
             Ok(_) => {
-                self.status.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 metrics::dead_lettered();
                 info!(
                     dlq = self.topic.as_str(),

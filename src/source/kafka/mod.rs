@@ -82,7 +82,6 @@ pub struct KafkaSource {
     consumer: Arc<Consumer_>,
     commits: Arc<Committer>,
     marks: Arc<Mutex<Watermarks>>,
-    status: Arc<Status>,
     dlq: Option<Arc<Dlq>>,
     committer: tokio::task::JoinHandle<()>,
     consecutive_errors: u32,
@@ -136,7 +135,8 @@ fn on_thread<T: Send + 'static>(
 impl KafkaSource {
     /// Create the consumer, subscribe, start the committer. Readiness is
     /// reported through `health` (not ready until the group assigns
-    /// partitions); `status` is what the source counts (tests read it).
+    /// partitions); `status` is the source's place in the group (how many
+    /// partitions it holds, whether it joined), shared with its callbacks.
     pub fn connect(
         opts: &KafkaOptions,
         status: Arc<Status>,
@@ -170,7 +170,7 @@ impl KafkaSource {
         let topics = opts.topics();
         consumer.subscribe(&topics)?;
         info!(topics = %topics.join(","), group = %opts.settings.group_id, "subscribed");
-        let dlq = Dlq::connect(opts, status.clone())?.map(Arc::new);
+        let dlq = Dlq::connect(opts)?.map(Arc::new);
         let progress: Arc<tokio::sync::Notify> = Arc::default();
         let commits = Arc::new(Committer {
             consumer: consumer.clone(),
@@ -199,7 +199,6 @@ impl KafkaSource {
             consumer,
             commits,
             marks,
-            status,
             dlq,
             committer,
             consecutive_errors: 0,
@@ -230,7 +229,6 @@ impl KafkaSource {
             match self.consumer.recv().await {
                 Ok(m) => {
                     let m = m.detach();
-                    self.status.received.fetch_add(1, Ordering::Relaxed);
                     self.stash.push_back(m);
                     // A partition assigned since the pause is not paused.
                     self.pause_assignment();
@@ -275,13 +273,7 @@ impl KafkaSource {
         loop {
             let next = match self.stash.pop_front() {
                 Some(m) => Ok(m),
-                None => {
-                    let m = self.consumer.recv().await.map(|m| m.detach());
-                    if m.is_ok() {
-                        self.status.received.fetch_add(1, Ordering::Relaxed);
-                    }
-                    m
-                }
+                None => self.consumer.recv().await.map(|m| m.detach()),
             };
             match next {
                 Ok(m) => {
