@@ -7,7 +7,7 @@
 mod request;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use crate::guard::{host_port, same_host, AllowList, RedirectPolicy, RedirectRefused, MAX_REDIRECTS};
@@ -58,7 +58,6 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 pub struct HttpInvoker {
     client: reqwest::Client,
     policy: Policy,
-    retries: Arc<AtomicU64>,
     redirects: RedirectPolicy,
     max_response_bytes: usize,
     allowed: Option<AllowList>,
@@ -91,7 +90,6 @@ impl HttpInvoker {
         Ok(HttpInvoker {
             client: build_client(opts)?,
             policy,
-            retries: Arc::new(AtomicU64::new(0)),
             redirects: RedirectPolicy::SameHost,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             allowed: None,
@@ -110,11 +108,6 @@ impl HttpInvoker {
         self.max_response_bytes = max_response_bytes;
         self.allowed = allowed;
         self
-    }
-
-    /// Retries made so far (all requests).
-    pub fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
     }
 
     /// Where a redirect answer points, when the policy lets it be followed.
@@ -310,7 +303,6 @@ impl Invoker for HttpInvoker {
                 self.attempt(request)
             },
             |_, delay| {
-                self.retries.fetch_add(1, Ordering::Relaxed);
                 metrics::retry(metrics::RetryOf::Target);
                 tracing::debug!(delay_ms = delay.as_millis() as u64, "retrying the target request");
             },
