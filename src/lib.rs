@@ -16,8 +16,8 @@
 //! Modules are layered: each uses only modules below it (`tests/it/layout.rs`
 //! keeps the order): `secret`, `json_canon`, `proxy`, `shutdown`,
 //! `signature`, `redact`, `retry`, `tls`, `guard`, `settings`, `message`,
-//! `telemetry`, `http`, `decrypt`, `mapping`, `port`, `outcome`, `delivery`,
-//! `invoke`, `report`, `source`, `pipeline`, `cli`.
+//! `telemetry`, `http`, `decrypt`, `mapping`, `port`, `report`, `outcome`,
+//! `delivery`, `invoke`, `source`, `pipeline`, `cli`.
 
 // Input from outside never meets an unwrap or expect: every exception in
 // non-test code is allowed where it stands, with the reason it cannot fail.

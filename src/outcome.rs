@@ -4,6 +4,7 @@
 use crate::mapping::PassedOver;
 use crate::message::Kind;
 use crate::port::PortError;
+use crate::report::FailureSummary;
 use crate::secret::Secret;
 
 /// Why a message was not delivered to a target.
@@ -80,8 +81,9 @@ impl std::fmt::Display for Skip {
 pub enum Disposition {
     /// The target answered with this status (2xx or not); reports were made.
     Delivered(u16),
-    /// The request could not be built or sent; FAILURE was reported.
-    RequestFailed(String),
+    /// The request could not be built or sent; FAILURE was reported with
+    /// this summary (its quoted texts redacted).
+    RequestFailed(FailureSummary),
     /// Not sent, for this reason.
     Skipped(Skip),
     /// Processing panicked (a bug in the agent); FAILURE was reported.
@@ -187,7 +189,7 @@ mod tests {
         let results = [
             Disposition::Delivered(200),
             Disposition::Delivered(500),
-            Disposition::RequestFailed(String::new()),
+            Disposition::RequestFailed(FailureSummary::InvokeFailed(String::new())),
             Disposition::InternalError(String::new()),
             Disposition::Skipped(Skip::Unparsable(String::new())),
             Disposition::Skipped(Skip::NotForAgent),

@@ -319,9 +319,9 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
                 self.deliver(&inv, mapping, &spec, &request, &mut job).await
             }
             Err(error) => {
-                let error = job.redactor.text(&error.summary().to_string());
-                warn!(error = %error, "request was not sent");
-                job.fail(&[LogLine::Received, LogLine::Preparing], error).await
+                let summary = error.summary().redacted(&job.redactor);
+                warn!(error = %summary, "request was not sent");
+                job.fail(&[LogLine::Received, LogLine::Preparing], summary).await
             }
         };
         job.finish(outcome);

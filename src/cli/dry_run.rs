@@ -154,7 +154,8 @@ impl Entry {
     pub fn to_json(&self) -> Value {
         let (skipped, error) = match &self.outcome.result {
             Disposition::Skipped(s) => (Some(s.to_string()), None),
-            Disposition::RequestFailed(e) | Disposition::InternalError(e) => (None, Some(e.clone())),
+            Disposition::RequestFailed(e) => (None, Some(e.to_string())),
+            Disposition::InternalError(e) => (None, Some(e.clone())),
             Disposition::Delivered(_) => (None, None),
         };
         json!({
@@ -292,7 +293,7 @@ impl Report {
             *summary.by_mapping.entry(m).or_default() += 1;
             let mut problems: Vec<String> = e.outcome.warnings.clone();
             if let Disposition::RequestFailed(err) = &e.outcome.result {
-                problems.push(err.clone());
+                problems.push(err.to_string());
             }
             if let Disposition::Skipped(crate::outcome::Skip::Unparsable(err)) = &e.outcome.result {
                 problems.push(err.clone());
@@ -414,8 +415,10 @@ pub(super) fn print_entry(e: &Entry) {
         (_, Some(n)) => println!("  decision: mapping #{n}"),
         _ => println!("  decision: -"),
     }
-    if let Disposition::RequestFailed(err) | Disposition::InternalError(err) = &e.outcome.result {
-        println!("  error:    {err}");
+    match &e.outcome.result {
+        Disposition::RequestFailed(err) => println!("  error:    {err}"),
+        Disposition::InternalError(err) => println!("  error:    {err}"),
+        _ => {}
     }
     for w in &e.outcome.warnings {
         println!("  warning:  {w}");

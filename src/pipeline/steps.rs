@@ -64,8 +64,8 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             Err(e) => {
                 let message = a.redactor.text(&e.message);
                 warn!(error = %message, attempts = e.attempts, "target request failed");
-                let summary = FailureSummary::InvokeFailed(message.clone()).to_string();
-                let chains = reports.request_failed(LogLine::InvocationFailed(message), &summary);
+                let summary = FailureSummary::InvokeFailed(message.clone());
+                let chains = reports.request_failed(LogLine::InvocationFailed(message), &summary.to_string());
                 return (chains, Disposition::RequestFailed(summary));
             }
         };
@@ -236,15 +236,15 @@ impl<R: Reporter> Job<'_, R> {
     }
 
     /// The request was not sent: post the progress `lines`, fail the run
-    /// with `error`.
-    pub(super) async fn fail(&mut self, lines: &[LogLine], error: String) -> Disposition {
+    /// with `summary` (redacted).
+    pub(super) async fn fail(&mut self, lines: &[LogLine], summary: FailureSummary) -> Disposition {
         let reports = self.port.reports();
-        let mut chains = reports.failure(&error);
+        let mut chains = reports.failure(&summary.to_string());
         let mut logs = reports.log(lines);
         logs.append(&mut chains.logs);
         chains.logs = logs;
         self.port.send_chains(chains).await;
-        Disposition::RequestFailed(error)
+        Disposition::RequestFailed(summary)
     }
 
     /// Record the warnings (redacted: jq error texts quote the values they

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::redact::Redactor;
+
 /// Why a run failed, as its summary says it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailureSummary {
@@ -52,6 +54,31 @@ pub enum FailureSummary {
     DrainTimeout,
     /// The run was acked and still in flight at a second stop signal.
     SecondSignal,
+}
+
+impl FailureSummary {
+    /// The same summary with every secret `redactor` knows hidden in the
+    /// texts it quotes.
+    pub fn redacted(&self, redactor: &Redactor) -> FailureSummary {
+        let hide = |text: &str| redactor.text(text);
+        match self {
+            FailureSummary::Answered {
+                status,
+                location,
+                response,
+            } => FailureSummary::Answered {
+                status: *status,
+                location: location.as_deref().map(hide),
+                response: response.as_deref().map(hide),
+            },
+            FailureSummary::InvokeFailed(why) => FailureSummary::InvokeFailed(hide(why)),
+            FailureSummary::BuildFailed(why) => FailureSummary::BuildFailed(hide(why)),
+            FailureSummary::TargetNotAllowed(host) => FailureSummary::TargetNotAllowed(hide(host)),
+            FailureSummary::InvalidTimestamp(value) => FailureSummary::InvalidTimestamp(hide(value)),
+            FailureSummary::Unreadable(why) => FailureSummary::Unreadable(hide(why)),
+            other => other.clone(),
+        }
+    }
 }
 
 impl fmt::Display for FailureSummary {

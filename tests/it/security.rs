@@ -536,13 +536,21 @@ async fn a_target_outside_the_allow_list_is_not_called_and_the_run_fails_saying_
     let outside = other.url("/hooks/deploy");
     let refused = run_signed(&agent, action_run("r_out", &outside, "POST", false)).await;
     let summary = "target not allowed by AGENT_ALLOWED_TARGETS: 127.0.0.1";
-    assert_eq!(refused.result, Disposition::RequestFailed(summary.into()));
+    assert!(
+        matches!(&refused.result, Disposition::RequestFailed(s) if s.to_string() == summary),
+        "{:?}",
+        refused.result
+    );
     let path_outside = run_signed(
         &agent,
         action_run("r_path", &allowed.url("/admin"), "POST", false),
     )
     .await;
-    assert_eq!(path_outside.result, Disposition::RequestFailed(summary.into()));
+    assert!(
+        matches!(&path_outside.result, Disposition::RequestFailed(s) if s.to_string() == summary),
+        "{:?}",
+        path_outside.result
+    );
     assert!(other.requests().is_empty());
     assert_eq!(allowed.requests().len(), 1);
     assert!(patches(&port).contains(&(

@@ -635,7 +635,11 @@ async fn connect_and_trace_are_refused() {
             "Failed to invoke the webhook: invalid HTTP method '{}'",
             method.to_ascii_uppercase()
         );
-        assert_eq!(o.result, Disposition::RequestFailed(want), "{method}");
+        assert!(
+            matches!(&o.result, Disposition::RequestFailed(s) if s.to_string() == want),
+            "{method}: {:?}",
+            o.result
+        );
     }
     assert!(target.requests().is_empty());
 
