@@ -278,10 +278,10 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
         run
     }
 
-    /// The run of an admitted message: select a mapping, decrypt, build the
-    /// request, then [`Pipeline::deliver`] it.
-    async fn handle(&self, mut inv: Invocation, kind: &Kind, delivery: &Delivery, outcome: &mut Outcome) {
-        let mut job = Job {
+    /// What the steps of one run share: its Port calls, the evaluation
+    /// context, its warnings and what hides its secrets.
+    fn job<'a>(&'a self, kind: &'a Kind) -> Job<'a, R> {
+        Job {
             port: self.run_reporter(kind),
             ctx: EvalCtx {
                 env: &self.env,
@@ -289,7 +289,13 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             },
             warnings: Vec::new(),
             redactor: self.redactor.clone(),
-        };
+        }
+    }
+
+    /// The run of an admitted message: select a mapping, decrypt, build the
+    /// request, then [`Pipeline::deliver`] it.
+    async fn handle(&self, mut inv: Invocation, kind: &Kind, delivery: &Delivery, outcome: &mut Outcome) {
+        let mut job = self.job(kind);
         let input = jq::to_val(&inv.message);
         // The set in force now; a reload during this message does not
         // change it.

@@ -5,12 +5,12 @@
 
 use serde_json::Value;
 
-use super::steps::{Job, NotBuilt};
+use super::steps::NotBuilt;
 use super::{message_span, Pipeline};
 use crate::delivery::Delivery;
 use crate::http::ResponseContext;
 use crate::invoke::Invoker;
-use crate::mapping::{jq, EvalCtx, Warning};
+use crate::mapping::{jq, Warning};
 use crate::outcome::{Disposition, Outcome, Skip};
 use crate::port::Reporter;
 use crate::redact::Redactor;
@@ -62,15 +62,7 @@ impl<I: Invoker, R: Reporter> Pipeline<I, R> {
             .get("action")
             .and_then(Value::as_str)
             .map(str::to_string);
-        let mut job = Job {
-            port: self.run_reporter(&kind),
-            ctx: EvalCtx {
-                env: &self.env,
-                budget: self.config.budget,
-            },
-            warnings: Vec::new(),
-            redactor: self.redactor.clone(),
-        };
+        let mut job = self.job(&kind);
         let input = jq::to_val(&inv.message);
         let mappings = self.mappings.current();
         let selection = mappings.select(&input, &job.ctx, &mut job.warnings);

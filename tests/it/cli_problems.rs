@@ -128,6 +128,20 @@ fn check_refuses_a_literal_url_or_method_render_reports_as_failure() {
     assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
 }
 
+/// The settings of `run` (Kafka) with `mapping`; Port is a closed port on
+/// 127.0.0.1, so nothing leaves the machine, even if start-up calls Port.
+fn run_env(mapping: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("PORT_ORG_ID", "org_1".to_string()),
+        ("PORT_CLIENT_ID", "id".to_string()),
+        ("PORT_CLIENT_SECRET", SECRET.to_string()),
+        ("KAFKA_CONSUMER_GROUP_ID", "org_1.g".to_string()),
+        ("AGENT_HTTP_PORT", "0".to_string()),
+        ("PORT_API_BASE_URL", "http://127.0.0.1:9".to_string()),
+        ("CONTROL_THE_PAYLOAD_CONFIG_PATH", mapping.to_string()),
+    ]
+}
+
 /// README's exit-code table: a mapping file that cannot be read is exit 3
 /// in every command; one that does not compile is exit 1 in `check` (a
 /// problem found) and 3 in the commands that cannot run with it, which
@@ -140,18 +154,6 @@ fn exit_codes_for_a_missing_or_broken_mapping_are_one_table() {
         "exit-message.json",
         &to_raw_string(&action_run("r_exit", "http://t.internal/x", "POST", false)),
     );
-    let run_env = |mapping: &str| {
-        vec![
-            ("PORT_ORG_ID", "org_1".to_string()),
-            ("PORT_CLIENT_ID", "id".to_string()),
-            ("PORT_CLIENT_SECRET", SECRET.to_string()),
-            ("KAFKA_CONSUMER_GROUP_ID", "org_1.g".to_string()),
-            ("AGENT_HTTP_PORT", "0".to_string()),
-            // Nothing leaves 127.0.0.1, even if start-up called Port first.
-            ("PORT_API_BASE_URL", "http://127.0.0.1:9".to_string()),
-            ("CONTROL_THE_PAYLOAD_CONFIG_PATH", mapping.to_string()),
-        ]
-    };
     let broken = arg(&broken).to_string();
     for (mapping, check, others) in [(missing, 3, 3), (broken.as_str(), 1, 3)] {
         let no_env = Vec::new;
@@ -339,20 +341,11 @@ fn dry_run_warnings_name_their_line_and_run_and_show_a_failed_decryption() {
 /// not 3, "invalid settings".
 #[test]
 fn run_exits_5_when_port_does_not_hand_out_the_kafka_credentials() {
-    let o = agent(
-        &["run"],
-        &[
-            ("PORT_ORG_ID", "org_1"),
-            ("PORT_CLIENT_ID", "id"),
-            ("PORT_CLIENT_SECRET", SECRET),
-            ("KAFKA_CONSUMER_GROUP_ID", "org_1.g"),
-            ("AGENT_HTTP_PORT", "0"),
-            ("AGENT_PORT_RETRY_MAX_ATTEMPTS", "1"),
-            // Nothing listens there: every Port call fails at once.
-            ("PORT_API_BASE_URL", "http://127.0.0.1:9"),
-            ("CONTROL_THE_PAYLOAD_CONFIG_PATH", "examples/mapping.json"),
-        ],
-    );
+    // Nothing listens at Port's address: every Port call fails at once.
+    let mut env = run_env("examples/mapping.json");
+    env.push(("AGENT_PORT_RETRY_MAX_ATTEMPTS", "1".to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = agent(&["run"], &env);
     let text = all_output(&o);
     assert_eq!(o.status.code(), Some(5), "{text}");
     assert!(
