@@ -823,14 +823,40 @@ fn check_reports_a_literal_url_outside_the_allow_list() {
 
     let o = binary(&["check", "--mapping", arg(&mapping)], &[]);
     assert_eq!(o.status.code(), Some(0), "without the list, nothing is reported");
-    let o = binary(
-        &["check", "--mapping", arg(&mapping)],
-        &[("AGENT_ALLOWED_TARGETS", "10.0.0.0/99")],
-    );
-    assert_eq!(o.status.code(), Some(3));
+}
+
+/// `check` reads the guard settings as `run` does: every documented
+/// `AGENT_TARGET_REDIRECTS` value (any case) is taken and another is not;
+/// an `AGENT_ALLOWED_TARGETS` entry that is neither a URL prefix, a host
+/// pattern nor a network (a host with a port, a bare `*.`, user info, a
+/// prefix length too long) stops it with exit 3, naming the entry.
+#[test]
+fn check_takes_the_documented_redirect_policies_and_names_a_malformed_allow_list_entry() {
+    let mapping = temp_file("guard-settings.json", r#"[{"enabled": true}]"#);
+    let check = |var: &str, value: &str| binary(&["check", "--mapping", arg(&mapping)], &[(var, value)]);
+    for policy in ["none", "same-host", "any", "Any"] {
+        let o = check("AGENT_TARGET_REDIRECTS", policy);
+        assert_eq!(o.status.code(), Some(0), "{policy}: {}", all_output(&o));
+    }
+    let o = check("AGENT_TARGET_REDIRECTS", "always");
+    assert_eq!(o.status.code(), Some(3), "{}", all_output(&o));
     assert!(
-        all_output(&o).contains("AGENT_ALLOWED_TARGETS: '10.0.0.0/99'"),
+        all_output(&o).contains("AGENT_TARGET_REDIRECTS: "),
         "{}",
         all_output(&o)
     );
+    for entry in [
+        "ci.example.com:8443",
+        "*.",
+        "deployer@ci.example.com",
+        "10.0.0.0/99",
+    ] {
+        let o = check("AGENT_ALLOWED_TARGETS", &format!("ci.example.com, {entry}"));
+        assert_eq!(o.status.code(), Some(3), "{entry}: {}", all_output(&o));
+        assert!(
+            all_output(&o).contains(&format!("AGENT_ALLOWED_TARGETS: '{entry}'")),
+            "{}",
+            all_output(&o)
+        );
+    }
 }
