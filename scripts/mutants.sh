@@ -50,7 +50,7 @@ declare -A FILTERS=(
   [redact]="redact:: security:: security_edges:: pipeline::s12 claims_polling::polling_logs logs::"
   [offsets]="offsets:: kafka_mock::"
   [reload]="reload::"
-  [report]="report:: report_path:: pipeline::"
+  [report]="report:: report_path:: pipeline:: run_logs:: security_edges::the_replay_window_fails_closed"
   [bounded-read]="http:: security::a_long_answer_is_cut_at_the_cap"
 )
 # Only the bounded read of src/http.rs.
