@@ -391,6 +391,46 @@ impl Drop for Finished {
     }
 }
 
+/// A synchronized action run `id` against the target at `addr`. Bounded:
+/// under a mutation of the bounded read that returned no body, such a run
+/// hung until cargo-mutants' 900 s timeout (no test may hang).
+async fn run_within_60_s(agent: &Agent, id: &str, addr: SocketAddr) -> Outcome {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        run_signed(agent, action_run(id, &format!("http://{addr}/x"), "POST", true)),
+    )
+    .await
+    .expect("the run ends within 60 s")
+}
+
+/// An answer of exactly `AGENT_MAX_RESPONSE_BYTES` is read whole and not
+/// said to be truncated.
+#[tokio::test]
+async fn an_answer_of_exactly_the_cap_is_whole() {
+    let port = FakePort::start().await;
+    let (addr, _) = streaming_target(1000).await;
+    let agent = agent(
+        &port,
+        json!([{"enabled": true}]),
+        RedirectPolicy::SameHost,
+        1000,
+        Guard::default(),
+    );
+    let outcome = run_within_60_s(&agent, "r_whole", addr).await;
+    assert_eq!(outcome.result, Disposition::Delivered(200));
+    let response = port
+        .accepted()
+        .into_iter()
+        .find(|c| c.path() == "/v1/actions/runs/r_whole/response")
+        .expect("the /response call");
+    assert_eq!(response.json()["response"], json!("a".repeat(1000)));
+    let logs = run_logs(&port, "r_whole");
+    assert!(
+        logs.contains(&"Action invocation has completed successfully with status code: 200".to_string()),
+        "{logs:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_long_answer_is_cut_at_the_cap_and_the_run_log_says_so() {
     let port = FakePort::start().await;
@@ -404,17 +444,7 @@ async fn a_long_answer_is_cut_at_the_cap_and_the_run_log_says_so() {
         1000,
         Guard::default(),
     );
-    // Bounded: under a mutation that returned no body, this run hung until
-    // cargo-mutants' 900 s timeout (no test may hang).
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(60),
-        run_signed(
-            &agent,
-            action_run("r_big", &format!("http://{addr}/x"), "POST", true),
-        ),
-    )
-    .await
-    .expect("the run ends within 60 s");
+    let outcome = run_within_60_s(&agent, "r_big", addr).await;
     assert_eq!(outcome.result, Disposition::Delivered(200));
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     let response = port
