@@ -261,6 +261,8 @@ mod tests {
             ("http://deployer.internal/x", true),
             ("http://a.b.internal:9000/x", true),
             ("http://internal/x", false),
+            // An empty first label is no subdomain.
+            ("http://.internal/x", false),
             ("http://evilinternal/x", false),
             ("http://10.1.2.3:8080/x", true),
             ("http://11.1.2.3/x", false),
@@ -295,6 +297,13 @@ mod tests {
         assert!(same.allows(&u("http://a:8080/x"), &u("http://a:8080/y")).is_ok());
         assert!(same.allows(&u("http://a/x"), &u("https://a/y")).is_ok());
         assert!(same.allows(&u("http://a:8080/x"), &u("http://a:8081/y")).is_err());
+        // The upgrade is from port 80 to 443 only: another port is another
+        // service, and a port is not an upgrade without the scheme.
+        assert!(same.allows(&u("http://a:8080/x"), &u("https://a/y")).is_err());
+        assert!(same
+            .allows(&u("http://a:8080/x"), &u("https://a:8443/y"))
+            .is_err());
+        assert!(same.allows(&u("http://a/x"), &u("http://a:443/y")).is_err());
         assert!(same.allows(&u("http://a/x"), &u("http://b/y")).is_err());
         assert!(same.allows(&u("https://a/x"), &u("http://a/y")).is_err());
         assert!(RedirectPolicy::Any

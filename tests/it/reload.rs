@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::agent::{polling_env, stop, wait_until};
 use crate::support::broker::{agent_env, eventually, free_port, produce, AgentProcess, Tansu};
 use crate::support::{action_run, http_get, signed, Answer, FakePort, FakeTarget, SECRET};
 use serde_json::{json, Value};
@@ -236,4 +237,145 @@ async fn a_configmap_swap_is_reloaded_a_broken_file_is_refused_and_a_run_in_flig
         "{}",
         agent.log_text()
     );
+}
+
+/// The agent in polling mode (no broker) reading the mapping of `volume`,
+/// once its reloader has started (the watcher is on, or has said why not).
+/// `from_its_directory`: the agent runs in the volume's directory and
+/// `CONTROL_THE_PAYLOAD_CONFIG_PATH` is the bare file name.
+fn start_reloading(
+    port: &FakePort,
+    volume: &ConfigMapDir,
+    tag: &str,
+    from_its_directory: bool,
+) -> AgentProcess {
+    let path = if from_its_directory {
+        PathBuf::from(FILE)
+    } else {
+        volume.file()
+    };
+    let path = path.display().to_string();
+    let env = polling_env(
+        port,
+        tag,
+        &json!([{"enabled": true}]),
+        &[("CONTROL_THE_PAYLOAD_CONFIG_PATH", &path)],
+    );
+    let agent = if from_its_directory {
+        let dir = volume.dir.display().to_string();
+        AgentProcess::start_wrapped(&["env", "-C", &dir], &testkit::agent::agent_binary(), &env, tag)
+    } else {
+        AgentProcess::start(&env, tag)
+    };
+    wait_until(Duration::from_secs(30), "the mapping watcher", &agent, || {
+        let log = agent.log_text();
+        log.contains("watching the mapping file's directory") || log.contains("cannot watch the mapping file")
+    });
+    agent
+}
+
+/// Wait until `n` lines of the agent's log contain `needle`.
+fn wait_for_lines(agent: &AgentProcess, needle: &str, n: usize) {
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{n} × {needle:?}"),
+        agent,
+        || agent.log_text().lines().filter(|l| l.contains(needle)).count() >= n,
+    );
+}
+
+/// The reloader's log lines: level, message, and the fields that say what
+/// each reload did.
+fn reload_log(agent: &AgentProcess) -> Vec<String> {
+    agent
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "port_agent::mapping::reload")
+        .map(|l| {
+            let mut line = format!(
+                "{} {}",
+                l["level"].as_str().unwrap_or_default(),
+                l["message"].as_str().unwrap_or_default()
+            );
+            for field in ["trigger", "sha256", "mapping", "keys"] {
+                if !l[field].is_null() {
+                    line += &format!(" {field}={}", l[field]);
+                }
+            }
+            line
+        })
+        .collect()
+}
+
+/// A mapping path with no directory part (`CONTROL_THE_PAYLOAD_CONFIG_PATH`
+/// the bare file name, the agent started in the file's directory): the
+/// working directory is watched and a change of the file is reloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_path_without_a_directory_is_reloaded_when_the_file_changes() {
+    let port = FakePort::start().await;
+    let mut volume = ConfigMapDir::new("reload-bare", &mapping("http://old.invalid/", "old"));
+    let agent = start_reloading(&port, &volume, "reload-bare", true);
+    volume.update(&mapping("http://new.invalid/", "new"));
+    let sha = sha256_of(&volume.file());
+    wait_until(
+        Duration::from_secs(10),
+        "the file change reloaded",
+        &agent,
+        || {
+            agent
+                .log_text()
+                .lines()
+                .any(|l| l.contains("mappings reloaded") && l.contains(&sha))
+        },
+    );
+    stop(agent);
+}
+
+/// The log says what each reload did, and only that: a SIGHUP is
+/// acknowledged, a SIGHUP on the version in force says "mappings
+/// unchanged" (a refused or swapped one does not), and a reloaded version
+/// warns about the keys it ignores, naming the mapping that has them (and
+/// no other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_says_what_each_reload_did() {
+    let port = FakePort::start().await;
+    let mut volume = ConfigMapDir::new("reload-log", &mapping("http://old.invalid/", "old"));
+    let agent = start_reloading(&port, &volume, "reload-log", false);
+    let refused = "mapping reload refused";
+
+    // Seen by the watcher; once it is refused, the reload loop (and its
+    // SIGHUP handler) runs.
+    volume.update(r#"[{"enabled": true, "body": {"ref": ".a |"}}]"#);
+    wait_for_lines(&agent, refused, 1);
+    agent.signal("-HUP");
+    wait_for_lines(&agent, refused, 2);
+
+    let ignored_key = json!([
+        {"enabled": true, "url": "\"http://new.invalid/\""},
+        {"enabled": true, "url": "\"http://new.invalid/\"", "bdy": {"a": "1"}},
+    ]);
+    volume.update(&ignored_key.to_string());
+    let sha = sha256_of(&volume.file());
+    wait_for_lines(&agent, "mappings reloaded", 1);
+    agent.signal("-HUP");
+    wait_for_lines(&agent, "mappings unchanged", 1);
+
+    let refusal = |trigger: &str| format!("ERROR {refused}: the mappings in force stay trigger={trigger:?}");
+    assert_eq!(
+        reload_log(&agent),
+        [
+            "INFO watching the mapping file's directory for changes".to_string(),
+            refusal("file change"),
+            "INFO SIGHUP: reloading the mappings".to_string(),
+            refusal("SIGHUP"),
+            r#"WARN unknown mapping keys are ignored mapping=1 keys="[\"bdy\"]""#.to_string(),
+            format!(
+                "INFO mappings reloaded: the new version is in force for the next message trigger=\"file change\" sha256={sha:?}"
+            ),
+            "INFO SIGHUP: reloading the mappings".to_string(),
+            format!("INFO mappings unchanged sha256={sha:?}"),
+        ]
+    );
+    stop(agent);
 }

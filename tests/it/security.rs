@@ -397,6 +397,46 @@ impl Drop for Finished {
     }
 }
 
+/// A synchronized action run `id` against the target at `addr`. Bounded:
+/// under a mutation of the bounded read that returned no body, such a run
+/// hung until cargo-mutants' 900 s timeout (no test may hang).
+async fn run_within_60_s(agent: &Agent, id: &str, addr: SocketAddr) -> Outcome {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        run_signed(agent, action_run(id, &format!("http://{addr}/x"), "POST", true)),
+    )
+    .await
+    .expect("the run ends within 60 s")
+}
+
+/// An answer of exactly `AGENT_MAX_RESPONSE_BYTES` is read whole and not
+/// said to be truncated.
+#[tokio::test]
+async fn an_answer_of_exactly_the_cap_is_whole() {
+    let port = FakePort::start().await;
+    let (addr, _) = streaming_target(1000).await;
+    let agent = agent(
+        &port,
+        json!([{"enabled": true}]),
+        RedirectPolicy::SameHost,
+        1000,
+        Guard::default(),
+    );
+    let outcome = run_within_60_s(&agent, "r_whole", addr).await;
+    assert_eq!(outcome.result, Disposition::Delivered(200));
+    let response = port
+        .accepted()
+        .into_iter()
+        .find(|c| c.path() == "/v1/actions/runs/r_whole/response")
+        .expect("the /response call");
+    assert_eq!(response.json()["response"], json!("a".repeat(1000)));
+    let logs = run_logs(&port, "r_whole");
+    assert!(
+        logs.contains(&"Action invocation has completed successfully with status code: 200".to_string()),
+        "{logs:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_long_answer_is_cut_at_the_cap_and_the_run_log_says_so() {
     let port = FakePort::start().await;
@@ -410,17 +450,7 @@ async fn a_long_answer_is_cut_at_the_cap_and_the_run_log_says_so() {
         1000,
         Guardrails::default(),
     );
-    // Bounded: under a mutation that returned no body, this run hung until
-    // cargo-mutants' 900 s timeout (no test may hang).
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(60),
-        run_signed(
-            &agent,
-            action_run("r_big", &format!("http://{addr}/x"), "POST", true),
-        ),
-    )
-    .await
-    .expect("the run ends within 60 s");
+    let outcome = run_within_60_s(&agent, "r_big", addr).await;
     assert_eq!(outcome.result, Disposition::Delivered(200));
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     let response = port
@@ -837,14 +867,40 @@ fn check_reports_a_literal_url_outside_the_allow_list() {
 
     let o = binary(&["check", "--mapping", arg(&mapping)], &[]);
     assert_eq!(o.status.code(), Some(0), "without the list, nothing is reported");
-    let o = binary(
-        &["check", "--mapping", arg(&mapping)],
-        &[("AGENT_ALLOWED_TARGETS", "10.0.0.0/99")],
-    );
-    assert_eq!(o.status.code(), Some(3));
+}
+
+/// `check` reads the guard settings as `run` does: every documented
+/// `AGENT_TARGET_REDIRECTS` value (any case) is taken and another is not;
+/// an `AGENT_ALLOWED_TARGETS` entry that is neither a URL prefix, a host
+/// pattern nor a network (a host with a port, a bare `*.`, user info, a
+/// prefix length too long) stops it with exit 3, naming the entry.
+#[test]
+fn check_takes_the_documented_redirect_policies_and_names_a_malformed_allow_list_entry() {
+    let mapping = temp_file("guard-settings.json", r#"[{"enabled": true}]"#);
+    let check = |var: &str, value: &str| binary(&["check", "--mapping", arg(&mapping)], &[(var, value)]);
+    for policy in ["none", "same-host", "any", "Any"] {
+        let o = check("AGENT_TARGET_REDIRECTS", policy);
+        assert_eq!(o.status.code(), Some(0), "{policy}: {}", all_output(&o));
+    }
+    let o = check("AGENT_TARGET_REDIRECTS", "always");
+    assert_eq!(o.status.code(), Some(3), "{}", all_output(&o));
     assert!(
-        all_output(&o).contains("AGENT_ALLOWED_TARGETS: '10.0.0.0/99'"),
+        all_output(&o).contains("AGENT_TARGET_REDIRECTS: "),
         "{}",
         all_output(&o)
     );
+    for entry in [
+        "ci.example.com:8443",
+        "*.",
+        "deployer@ci.example.com",
+        "10.0.0.0/99",
+    ] {
+        let o = check("AGENT_ALLOWED_TARGETS", &format!("ci.example.com, {entry}"));
+        assert_eq!(o.status.code(), Some(3), "{entry}: {}", all_output(&o));
+        assert!(
+            all_output(&o).contains(&format!("AGENT_ALLOWED_TARGETS: '{entry}'")),
+            "{}",
+            all_output(&o)
+        );
+    }
 }
