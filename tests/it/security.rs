@@ -420,7 +420,7 @@ async fn an_answer_of_exactly_the_cap_is_whole() {
         json!([{"enabled": true}]),
         RedirectPolicy::SameHost,
         1000,
-        Guard::default(),
+        Guardrails::default(),
     );
     let outcome = run_within_60_s(&agent, "r_whole", addr).await;
     assert_eq!(outcome.result, Disposition::Delivered(200));
