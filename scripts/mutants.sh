@@ -42,6 +42,7 @@ declare -A FILE=(
   [offsets]=src/source/offsets.rs
   [reload]=src/mapping/reload.rs
   [report]=src/report.rs
+  [summary]=src/report/summary.rs
   [bounded-read]=src/http.rs
 )
 declare -A FILTERS=(
@@ -51,11 +52,12 @@ declare -A FILTERS=(
   [offsets]="offsets:: kafka_mock::"
   [reload]="reload::"
   [report]="report:: report_path:: pipeline:: run_logs:: security_edges::the_replay_window_fails_closed"
+  [summary]="report:: report_path:: pipeline:: polling:: security_edges::the_replay_window_fails_closed security:: kafka_mock::a_panic"
   [bounded-read]="http:: security::a_long_answer_is_cut_at_the_cap security::an_answer_of_exactly_the_cap"
 )
 # Only the bounded read of src/http.rs.
 declare -A RE=([bounded-read]="read_bounded")
-ORDER=(signature guard reload bounded-read offsets redact report)
+ORDER=(signature guard reload bounded-read offsets redact report summary)
 
 list=false
 modules=()
