@@ -129,7 +129,7 @@ impl Outcome {
     }
 
     /// `result`, and nothing else known.
-    fn new(result: Disposition) -> Outcome {
+    pub fn new(result: Disposition) -> Outcome {
         Outcome {
             result,
             run_id: None,

@@ -40,16 +40,7 @@ struct NoOp {
 }
 
 fn delivered() -> Outcome {
-    Outcome {
-        result: Disposition::Delivered(200),
-        run_id: None,
-        kind: None,
-        mapping: None,
-        passed_over: Vec::new(),
-        port_errors: Vec::new(),
-        warnings: Vec::new(),
-        secrets: Vec::new(),
-    }
+    Outcome::new(Disposition::Delivered(200))
 }
 
 impl Process for NoOp {

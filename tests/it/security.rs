@@ -409,27 +409,39 @@ async fn run_within_60_s(agent: &Agent, id: &str, addr: SocketAddr) -> Outcome {
     .expect("the run ends within 60 s")
 }
 
+/// The agent of the response-cap tests: every message matches, answers
+/// are read up to 1000 bytes.
+fn agent_with_a_1000_byte_cap(port: &FakePort) -> Agent {
+    agent(
+        port,
+        json!([{"enabled": true}]),
+        RedirectPolicy::SameHost,
+        1000,
+        Guardrails::default(),
+    )
+}
+
+/// The response of run `run` as the agent forwarded it to Port.
+fn forwarded_response(port: &FakePort, run: &str) -> Value {
+    let path = format!("/v1/actions/runs/{run}/response");
+    let call = port
+        .accepted()
+        .into_iter()
+        .find(|c| c.path() == path)
+        .expect("the /response call");
+    call.json()["response"].clone()
+}
+
 /// An answer of exactly `AGENT_MAX_RESPONSE_BYTES` is read whole and not
 /// said to be truncated.
 #[tokio::test]
 async fn an_answer_of_exactly_the_cap_is_whole() {
     let port = FakePort::start().await;
     let (addr, _) = streaming_target(1000).await;
-    let agent = agent(
-        &port,
-        json!([{"enabled": true}]),
-        RedirectPolicy::SameHost,
-        1000,
-        Guardrails::default(),
-    );
+    let agent = agent_with_a_1000_byte_cap(&port);
     let outcome = run_within_60_s(&agent, "r_whole", addr).await;
     assert_eq!(outcome.result, Disposition::Delivered(200));
-    let response = port
-        .accepted()
-        .into_iter()
-        .find(|c| c.path() == "/v1/actions/runs/r_whole/response")
-        .expect("the /response call");
-    assert_eq!(response.json()["response"], json!("a".repeat(1000)));
+    assert_eq!(forwarded_response(&port, "r_whole"), json!("a".repeat(1000)));
     let logs = run_logs(&port, "r_whole");
     assert!(
         logs.contains(&"Action invocation has completed successfully with status code: 200".to_string()),
@@ -443,22 +455,11 @@ async fn a_long_answer_is_cut_at_the_cap_and_the_run_log_says_so() {
     const BODY: usize = 50 * 1024 * 1024;
     let (addr, streamed) = counted_streaming_target(BODY as u64).await;
     let hits = streamed.hits.clone();
-    let agent = agent(
-        &port,
-        json!([{"enabled": true}]),
-        RedirectPolicy::SameHost,
-        1000,
-        Guardrails::default(),
-    );
+    let agent = agent_with_a_1000_byte_cap(&port);
     let outcome = run_within_60_s(&agent, "r_big", addr).await;
     assert_eq!(outcome.result, Disposition::Delivered(200));
     assert_eq!(hits.load(Ordering::SeqCst), 1);
-    let response = port
-        .accepted()
-        .into_iter()
-        .find(|c| c.path() == "/v1/actions/runs/r_big/response")
-        .expect("the /response call");
-    assert_eq!(response.json()["response"], json!("a".repeat(1000)));
+    assert_eq!(forwarded_response(&port, "r_big"), json!("a".repeat(1000)));
     assert!(run_logs(&port, "r_big").contains(
         &"Action invocation has completed successfully with status code: 200 (response truncated: only its first 1000 bytes were read, AGENT_MAX_RESPONSE_BYTES)"
             .to_string()

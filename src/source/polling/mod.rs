@@ -43,7 +43,7 @@ use crate::delivery::Trust;
 use crate::outcome::{Disposition, Outcome, Skip};
 use crate::port::{PortClient, Reporter};
 use crate::report::FailureSummary;
-use crate::settings::{LimitSettings, PollingSettings, Settings};
+use crate::settings::{PollingSettings, Settings};
 use crate::telemetry::metrics;
 use crate::telemetry::server::Health;
 
@@ -53,15 +53,13 @@ const CLOSE_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// process exits at [`crate::shutdown::LAST_WORDS_TIMEOUT`] anyway).
 pub const SIGNAL_REPORT_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// What the polling source takes: its settings, the in-flight bound,
-/// and what it tells the pipeline about the runs it claims.
+/// What the polling source takes: its settings and what it tells the
+/// pipeline about the runs it claims (the runner's limits are the
+/// runner's: `source::run`).
 #[derive(Debug, Clone)]
 pub struct PollingOptions {
     /// `POLLING_*`.
     pub settings: PollingSettings,
-    /// `AGENT_MAX_IN_FLIGHT` (a claim asks for no more than the room) and
-    /// `AGENT_DRAIN_TIMEOUT_SECONDS`.
-    pub limits: LimitSettings,
     /// Topic name given to deliveries (the pipeline treats them as runs).
     pub runs_topic: String,
     /// The pipeline itself reports unmatched node runs as FAILED
@@ -76,7 +74,6 @@ impl PollingOptions {
         settings.interval = test_interval().unwrap_or(settings.interval);
         PollingOptions {
             settings,
-            limits: s.limits.clone(),
             runs_topic: s.kafka.runs_topic.clone(),
             wf_unmatched_fail: s.report.wf_unmatched_fail,
         }
@@ -451,7 +448,6 @@ mod tests {
     fn opts() -> PollingOptions {
         PollingOptions {
             settings: PollingSettings::default(),
-            limits: LimitSettings::default(),
             runs_topic: "org_1.runs".into(),
             wf_unmatched_fail: true,
         }
