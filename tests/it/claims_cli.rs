@@ -34,22 +34,7 @@ fn dry_run_json(
 ) -> Vec<Value> {
     let input = temp_file(&format!("{tag}.jsonl"), &(lines.join("\n") + "\n"));
     let mapping = temp_file(&format!("{tag}-mapping.json"), &mapping.to_string());
-    let mut args = vec![
-        "dry-run",
-        "--input",
-        arg(&input),
-        "--mapping",
-        arg(&mapping),
-        "--format",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    let o = agent(&args, env);
-    assert_eq!(o.status.code(), Some(0), "{}", all(&o));
-    stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect()
+    crate::support::cli::dry_run_json(&input, &mapping, extra, env).0
 }
 
 fn own(topic: &str, offset: i64, value: Value) -> String {

@@ -195,24 +195,13 @@ fn render_text_explains_the_selection() {
 
 #[test]
 fn dry_run_over_the_examples() {
-    let o = agent(
-        &[
-            "dry-run",
-            "--input",
-            "examples/recorded-topic.jsonl",
-            "--mapping",
-            "examples/mapping.json",
-            "--format",
-            "json",
-        ],
+    let (lines, o) = crate::support::cli::dry_run_json(
+        Path::new("examples/recorded-topic.jsonl"),
+        Path::new("examples/mapping.json"),
+        &[],
         &[("PORT_CLIENT_SECRET", EXAMPLE_SECRET)],
     );
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let out = stdout(&o);
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
     assert_eq!(lines.len(), 21, "20 messages and a summary");
     let summary = &lines[20];
     assert_eq!(summary["signatures_verified"], true);

@@ -286,23 +286,7 @@ fn dry_run_warnings_name_their_line_and_run_and_show_a_failed_decryption() {
         ("PORT_ORG_ID", "org_1"),
         ("AGENT_LOG_FORMAT", "json"),
     ];
-    let o = agent(
-        &[
-            "dry-run",
-            "--input",
-            arg(&input),
-            "--mapping",
-            arg(&mapping),
-            "--format",
-            "json",
-        ],
-        &env,
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
-    let objects: Vec<Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let (objects, o) = crate::support::cli::dry_run_json(&input, &mapping, &[], &env);
     let of_line = |n: u64| {
         objects
             .iter()

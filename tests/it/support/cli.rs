@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 /// Longest a command may run: a hung one is killed and fails its test.
 const COMMAND_LIMIT: Duration = Duration::from_secs(180);
 
@@ -80,4 +82,32 @@ pub fn temp_file(module: &str, name: &str, text: &str) -> PathBuf {
 /// A path as a command-line argument.
 pub fn arg(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// `port-agent dry-run --format json` over the recorded topic `input` with
+/// the mapping file `mapping` (and `extra` arguments); it must succeed. Its
+/// output objects, one per line, and the run itself (for its stderr).
+pub fn dry_run_json(
+    input: &Path,
+    mapping: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Vec<Value>, Output) {
+    let mut args = vec![
+        "dry-run",
+        "--input",
+        arg(input),
+        "--mapping",
+        arg(mapping),
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let o = run_cli(&args, env);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+    let objects = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    (objects, o)
 }
